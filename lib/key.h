@@ -1,0 +1,39 @@
+/*
+ * The static-key handle: the Noise engine calls key->ops->dh() and never
+ * sees private key bytes. Software keys (lib/key.c) and PKCS#11 token keys
+ * (pkcs11/) embed struct p11n_key first.
+ */
+#ifndef P11N_KEY_H
+#define P11N_KEY_H
+
+#include "crypto.h"
+
+struct p11n_key_ops {
+    const char *kind;   /* "software", "pkcs11": for logs */
+    int slow;           /* 1: may block (token); run off the event loop */
+    /* out = DH(k, peer), dhlen bytes. peer is publen bytes, already
+     * validated with alg->check_pub. Must be thread-safe for token keys. */
+    int (*dh)(struct p11n_key *key, const uint8_t *peer, uint8_t *out);
+    void (*destroy)(struct p11n_key *key);
+};
+
+struct p11n_key {
+    const struct p11n_key_ops *ops;
+    const p11n_dh_alg *alg;
+    uint8_t pub[P11N_MAXPUBLEN];
+};
+
+static inline int p11n_key_dh(struct p11n_key *key, const uint8_t *peer, uint8_t *out)
+{
+    return key->ops->dh(key, peer, out);
+}
+
+static inline int p11n_key_is_slow(const struct p11n_key *key)
+{
+    return key->ops->slow;
+}
+
+/* Software key from a "file:" path: one line of hex private key. */
+int p11n_key_load_file(const char *path, const p11n_dh_alg *alg, struct p11n_key **out);
+
+#endif

@@ -1,0 +1,356 @@
+/*
+ * p11noise — authenticated, encrypted channels (Noise KK/XK over secp256k1)
+ * whose static private keys stay inside a PKCS#11 token.
+ *
+ * Conventions for every function in this header:
+ *  - Functions return an int: P11N_OK (0) or a negative p11n_err. A function
+ *    that also reports a count says so in its comment.
+ *  - Output arguments come last. On error, output pointers are left NULL and
+ *    output buffers hold no secret material.
+ *  - "Borrowed" means the caller keeps ownership and must keep the object
+ *    alive for as long as the receiving object uses it. Objects returned
+ *    through `**out` are owned by the caller and freed with the matching
+ *    p11n_*_free(), which accepts NULL and wipes all key material.
+ *  - Handshake, transport and key objects are not thread-safe: use one from
+ *    one thread at a time. Distinct objects may be used concurrently.
+ */
+#ifndef P11NOISE_H
+#define P11NOISE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(P11N_BUILDING) && defined(__GNUC__)
+#define P11N_API __attribute__((visibility("default")))
+#else
+#define P11N_API
+#endif
+
+#if defined(__GNUC__)
+#define P11N_WARN_UNUSED __attribute__((warn_unused_result))
+#define P11N_NONNULL(...) __attribute__((nonnull(__VA_ARGS__)))
+#else
+#define P11N_WARN_UNUSED
+#define P11N_NONNULL(...)
+#endif
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * ------------------------------------------------------------------------ */
+
+/** Every error the library reports. Values are stable; groups are spaced so
+ *  codes can be added without renumbering. */
+typedef enum p11n_err {
+    P11N_OK = 0,
+
+    /* usage and resources */
+    P11N_ERR_INVALID_ARG = -1,     /* NULL or out-of-range argument */
+    P11N_ERR_NOMEM = -2,           /* allocation failed */
+    P11N_ERR_BUFFER_TOO_SMALL = -3,/* output buffer cannot hold the result */
+    P11N_ERR_STATE = -4,           /* call not valid now (wrong order, or object failed earlier) */
+    P11N_ERR_UNSUPPORTED = -5,     /* protocol, pattern or algorithm not supported */
+    P11N_ERR_CRYPTO = -6,          /* the crypto backend failed unexpectedly */
+    P11N_ERR_MISSING_KEY = -7,     /* pattern needs a key (s, rs, psk) that was not set */
+    P11N_ERR_BAD_PRIVKEY = -8,     /* private key bytes are not a valid scalar */
+    P11N_ERR_NONCE_EXHAUSTED = -9, /* cipher nonce reached 2^64-1 */
+    P11N_ERR_PARSE = -10,          /* malformed text input (hex, key file, peer file) */
+
+    /* handshake and transport input */
+    P11N_ERR_SHORT_MESSAGE = -20,  /* handshake message shorter than required */
+    P11N_ERR_LONG_MESSAGE = -21,   /* handshake message longer than required */
+    P11N_ERR_BAD_VERSION = -22,    /* handshake version byte is not 0 */
+    P11N_ERR_BAD_PUBKEY = -23,     /* a public key is not a valid point */
+    P11N_ERR_BAD_CIPHERTEXT = -24, /* encrypted static key failed authentication */
+    P11N_ERR_BAD_TAG = -25,        /* authentication tag did not verify */
+    P11N_ERR_MESSAGE_TOO_LARGE = -26, /* message over P11N_MAX_MESSAGE bytes */
+    P11N_ERR_UNKNOWN_PEER = -27,   /* peer's static key is not in the peer store */
+
+    /* PKCS#11 tokens */
+    P11N_ERR_URI = -40,            /* malformed key/token URI */
+    P11N_ERR_MODULE = -41,         /* PKCS#11 module could not be loaded or initialized */
+    P11N_ERR_TOKEN_NOT_FOUND = -42,
+    P11N_ERR_PIN_REQUIRED = -43,   /* no PIN in URI, pin-source or callback */
+    P11N_ERR_PIN_INCORRECT = -44,
+    P11N_ERR_PIN_LOCKED = -45,
+    P11N_ERR_KEY_NOT_FOUND = -46,
+    P11N_ERR_KEY_NO_DERIVE = -47,  /* key lacks CKA_DERIVE */
+    P11N_ERR_KEY_WRONG_CURVE = -48,/* key is not on secp256k1 */
+    P11N_ERR_NO_ECDH = -49,        /* token lacks CKM_ECDH1_DERIVE */
+    P11N_ERR_TOKEN_REMOVED = -50,  /* device or token removed */
+    P11N_ERR_TOKEN = -51,          /* other PKCS#11 failure */
+    P11N_ERR_EXISTS = -52,         /* label or identifier already present */
+    P11N_ERR_BAD_IDENTIFIER = -53, /* identifier not 1-64 of [A-Za-z0-9._-] */
+    P11N_ERR_PUBKEY_MISMATCH = -54,/* identifier present with a different key */
+
+    /* network */
+    P11N_ERR_IO = -70,             /* socket error (see log for errno) */
+    P11N_ERR_RESOLVE = -71,        /* name resolution failed */
+    P11N_ERR_CONNECT = -72,        /* every address refused or failed */
+    P11N_ERR_TIMEOUT = -73,        /* connect, handshake act, proxy or idle deadline */
+    P11N_ERR_CLOSED = -74,         /* connection closed by peer */
+    P11N_ERR_RESET = -75,          /* connection reset, possibly mid-message */
+    P11N_ERR_WOULD_BLOCK = -76,    /* write queue above its high-water mark; retry on writable */
+    P11N_ERR_LIMIT = -77,          /* a configured cap (handshakes, queue) was reached */
+    P11N_ERR_SHUTDOWN = -78,       /* context is stopping */
+
+    /* SOCKS5 proxy */
+    P11N_ERR_SOCKS_UNREACHABLE = -90,  /* could not connect to the proxy */
+    P11N_ERR_SOCKS_NO_METHOD = -91,    /* proxy accepted none of our methods (0xFF) */
+    P11N_ERR_SOCKS_AUTH = -92,         /* username/password rejected */
+    P11N_ERR_SOCKS_VERSION = -93,      /* reply with a wrong version byte */
+    P11N_ERR_SOCKS_MALFORMED = -94,    /* malformed or truncated reply */
+    P11N_ERR_SOCKS_CREDENTIALS = -95,  /* username or password over 255 bytes */
+    P11N_ERR_SOCKS_GENERAL = -101,     /* REP 0x01 general SOCKS server failure */
+    P11N_ERR_SOCKS_NOT_ALLOWED = -102, /* REP 0x02 connection not allowed by ruleset */
+    P11N_ERR_SOCKS_NET_UNREACH = -103, /* REP 0x03 network unreachable */
+    P11N_ERR_SOCKS_HOST_UNREACH = -104,/* REP 0x04 host unreachable */
+    P11N_ERR_SOCKS_REFUSED = -105,     /* REP 0x05 connection refused by target */
+    P11N_ERR_SOCKS_TTL = -106,         /* REP 0x06 TTL expired */
+    P11N_ERR_SOCKS_COMMAND = -107,     /* REP 0x07 command not supported */
+    P11N_ERR_SOCKS_ATYP = -108,        /* REP 0x08 address type not supported */
+    P11N_ERR_SOCKS_REPLY = -109        /* REP code outside 0x00-0x08 */
+} p11n_err;
+
+/** A static, human-readable description of an error code (never NULL;
+ *  "unknown error" for values outside the enum). */
+P11N_API const char *p11n_strerror(int err);
+
+/* ------------------------------------------------------------------------
+ * Sizes fixed by the wire protocol
+ * ------------------------------------------------------------------------ */
+
+#define P11N_PUBKEY_LEN 33        /* compressed secp256k1 point */
+#define P11N_MAX_MESSAGE 65535    /* largest transport message payload */
+#define P11N_TAG_LEN 16           /* AEAD tag */
+/** Bytes a transport frame adds to a message: 2-byte length + tag, body tag. */
+#define P11N_FRAME_OVERHEAD (2 + P11N_TAG_LEN + P11N_TAG_LEN)
+#define P11N_MAX_FRAME (P11N_MAX_MESSAGE + P11N_FRAME_OVERHEAD)
+
+/* ------------------------------------------------------------------------
+ * Static keys
+ *
+ * A key is an operation, not bytes: the engine asks the key for DH(k, P).
+ * Software keys (development, tests) and PKCS#11 token keys implement the
+ * same handle; a token key's private half never leaves the token.
+ * ------------------------------------------------------------------------ */
+
+typedef struct p11n_key p11n_key;
+
+/** Make a software static key for DH function `dh_name` ("secp256k1",
+ *  "25519", "448") from private key bytes, which are copied (the caller
+ *  should wipe its copy). Errors: INVALID_ARG, UNSUPPORTED, BAD_PRIVKEY,
+ *  NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_key_from_private(const char *dh_name,
+    const uint8_t *priv, size_t len, p11n_key **out);
+
+/** Generate a fresh software static key. Errors: INVALID_ARG, UNSUPPORTED,
+ *  CRYPTO, NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_key_generate(const char *dh_name, p11n_key **out);
+
+/** Open a key by URI: "file:PATH" (hex private key; development and tests
+ *  only) or an RFC 7512 "pkcs11:" URI naming a private key on a token
+ *  (with pin-value, pin-source, module-path or module-name as needed).
+ *  Errors: URI, PARSE, and every token error of the P11N_ERR_* token group. */
+P11N_API P11N_WARN_UNUSED int p11n_key_load(const char *uri, p11n_key **out);
+
+/** Copy the key's public key (33 bytes for secp256k1) into `out`; `*outlen`
+ *  receives its length. Errors: INVALID_ARG, BUFFER_TOO_SMALL. */
+P11N_API int p11n_key_public(const p11n_key *key, uint8_t *out, size_t cap, size_t *outlen);
+
+/** Name of the key's DH function ("secp256k1", "25519", "448"). */
+P11N_API const char *p11n_key_dh_name(const p11n_key *key);
+
+/** Free a key (wiping software key bytes; closing token sessions). */
+P11N_API void p11n_key_free(p11n_key *key);
+
+/* ------------------------------------------------------------------------
+ * Generic Noise handshakes (any supported protocol name)
+ *
+ * Sans-I/O: the caller moves bytes. Fail closed: after any error the object
+ * refuses every further call with P11N_ERR_STATE.
+ * ------------------------------------------------------------------------ */
+
+typedef struct p11n_noise p11n_noise;
+typedef struct p11n_cipher p11n_cipher;
+
+enum p11n_noise_action {
+    P11N_NOISE_WRITE = 1,  /* call p11n_noise_write_message */
+    P11N_NOISE_READ = 2,   /* call p11n_noise_read_message */
+    P11N_NOISE_SPLIT = 3,  /* handshake complete: call p11n_noise_split */
+    P11N_NOISE_FAILED = 4  /* an error occurred; the object is dead */
+};
+
+/** Create a handshake for a protocol name such as
+ *  "Noise_XK_secp256k1_ChaChaPoly_SHA256" or "Noise_XXpsk3_25519_AESGCM_SHA512".
+ *  Errors: INVALID_ARG, UNSUPPORTED (unknown pattern, modifier or algorithm),
+ *  NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_noise_new(const char *protocol_name, int initiator,
+    p11n_noise **out);
+
+/** Setup calls, valid before p11n_noise_start(). The local static key is
+ *  borrowed; byte arguments are copied. add_psk appends one 32-byte PSK
+ *  (PSKs are used in the order of the pattern's psk tokens). set_ephemeral
+ *  fixes the local ephemeral private key: for test vectors only, never in
+ *  production. Errors: INVALID_ARG, STATE, BAD_PUBKEY, BAD_PRIVKEY. */
+P11N_API int p11n_noise_set_prologue(p11n_noise *hs, const uint8_t *prologue, size_t len);
+P11N_API int p11n_noise_set_local_static(p11n_noise *hs, p11n_key *key);
+P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, size_t len);
+P11N_API int p11n_noise_add_psk(p11n_noise *hs, const uint8_t *psk, size_t len);
+P11N_API int p11n_noise_set_ephemeral(p11n_noise *hs, const uint8_t *priv, size_t len);
+
+/** Initialize: mix the protocol name, prologue and pre-messages. Errors:
+ *  STATE, MISSING_KEY (a key the pattern needs was not set). */
+P11N_API P11N_WARN_UNUSED int p11n_noise_start(p11n_noise *hs);
+
+/** What the caller must do next (enum p11n_noise_action). */
+P11N_API int p11n_noise_action(const p11n_noise *hs);
+
+/** Length of the next message to write or read for a payload of
+ *  `payload_len` bytes (fixed by the pattern). */
+P11N_API size_t p11n_noise_message_len(const p11n_noise *hs, size_t payload_len);
+
+/** Write the next handshake message carrying `payload` into `out`.
+ *  Errors: STATE, BUFFER_TOO_SMALL, MESSAGE_TOO_LARGE, CRYPTO, and the
+ *  key's DH errors. */
+P11N_API P11N_WARN_UNUSED int p11n_noise_write_message(p11n_noise *hs,
+    const uint8_t *payload, size_t payload_len,
+    uint8_t *out, size_t cap, size_t *outlen);
+
+/** Read one received handshake message; its payload goes to `payload`.
+ *  Errors: STATE, SHORT_MESSAGE, BAD_PUBKEY, BAD_CIPHERTEXT (encrypted
+ *  static key), BAD_TAG (payload), BUFFER_TOO_SMALL. On error the payload
+ *  buffer is wiped and the object is dead. */
+P11N_API P11N_WARN_UNUSED int p11n_noise_read_message(p11n_noise *hs,
+    const uint8_t *msg, size_t len,
+    uint8_t *payload, size_t cap, size_t *payload_len);
+
+/** The peer's static public key once known. Errors: STATE, BUFFER_TOO_SMALL. */
+P11N_API int p11n_noise_remote_static(const p11n_noise *hs, uint8_t *out, size_t cap,
+    size_t *outlen);
+
+/** The handshake hash h (valid after the last message). */
+P11N_API int p11n_noise_handshake_hash(const p11n_noise *hs, uint8_t *out, size_t cap,
+    size_t *outlen);
+
+/** Split into the two transport CipherStates: `send` encrypts this side's
+ *  messages, `recv` decrypts the peer's (one-way patterns: the responder's
+ *  send is NULL-safe but unusable). The handshake object may then only be
+ *  freed. Errors: STATE, NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_noise_split(p11n_noise *hs, p11n_cipher **send,
+    p11n_cipher **recv);
+
+P11N_API void p11n_noise_free(p11n_noise *hs);
+
+/** Plain Noise CipherState transport (no framing, no rotation): encrypt or
+ *  decrypt with associated data and the next nonce. `out` needs len + 16
+ *  bytes to encrypt, len - 16 to decrypt. decrypt errors: SHORT_MESSAGE,
+ *  BAD_TAG (out wiped), NONCE_EXHAUSTED. rekey applies Noise REKEY(). */
+P11N_API P11N_WARN_UNUSED int p11n_cipher_encrypt(p11n_cipher *c, const uint8_t *ad,
+    size_t adlen, const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *outlen);
+P11N_API P11N_WARN_UNUSED int p11n_cipher_decrypt(p11n_cipher *c, const uint8_t *ad,
+    size_t adlen, const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *outlen);
+P11N_API int p11n_cipher_rekey(p11n_cipher *c);
+P11N_API void p11n_cipher_free(p11n_cipher *c);
+
+/* ------------------------------------------------------------------------
+ * Transport (BOLT #8 framing and key rotation)
+ *
+ * Each message is the encrypted 2-byte big-endian length (2 + 16 bytes)
+ * followed by the encrypted body (+16). Each direction has its own chaining
+ * key and rotates its key every 1000 encryptions (500 messages).
+ * ------------------------------------------------------------------------ */
+
+typedef struct p11n_transport p11n_transport;
+
+/** Make a transport from raw keys: chaining key `ck` (both directions start
+ *  from it), send key `sk`, receive key `rk`, each 32 bytes, for the hash
+ *  and cipher of `protocol_name`. Mostly for tests and vectors; handshakes
+ *  produce transports with p11n_handshake_finish(). */
+P11N_API P11N_WARN_UNUSED int p11n_transport_new(const char *protocol_name,
+    const uint8_t ck[32], const uint8_t sk[32], const uint8_t rk[32],
+    p11n_transport **out);
+
+/** Seal one message (at most P11N_MAX_MESSAGE bytes) into one frame of
+ *  len + P11N_FRAME_OVERHEAD bytes. Errors: MESSAGE_TOO_LARGE (nothing
+ *  written, never truncated), BUFFER_TOO_SMALL, CRYPTO. */
+P11N_API P11N_WARN_UNUSED int p11n_transport_seal(p11n_transport *t,
+    const uint8_t *msg, size_t len, uint8_t *out, size_t cap, size_t *outlen);
+
+/** Feed received bytes in chunks of any size. Consumes bytes until one
+ *  whole message is decrypted or input runs out; `*consumed` says how many
+ *  were used. Returns 1 when a message is ready (`*msg`, `*msglen` point
+ *  into the transport's buffer, valid until the next call), 0 when more
+ *  input is needed, or a negative error (BAD_TAG; the transport is then
+ *  dead). Call again with the remaining bytes after a message. */
+P11N_API P11N_WARN_UNUSED int p11n_transport_feed(p11n_transport *t,
+    const uint8_t *in, size_t len, size_t *consumed,
+    const uint8_t **msg, size_t *msglen);
+
+P11N_API void p11n_transport_free(p11n_transport *t);
+
+/* ------------------------------------------------------------------------
+ * p11noise handshakes: KK or XK over secp256k1 with the wire framing
+ * (version byte 0, empty payloads, fixed act sizes), ending in a transport.
+ * ------------------------------------------------------------------------ */
+
+typedef struct p11n_handshake p11n_handshake;
+
+typedef struct p11n_handshake_config {
+    const char *pattern;          /* "KK" (default when NULL) or "XK" */
+    const uint8_t *prologue;      /* NULL: "p11noise/1" for KK, "lightning" for XK */
+    size_t prologue_len;
+    p11n_key *local;              /* borrowed; required */
+    /* Initiator: the responder's key (required). KK responder: candidate
+     * initiator keys, tried in order (at least one). XK responder: unused. */
+    const uint8_t (*remote)[P11N_PUBKEY_LEN];
+    size_t nremote;
+    const uint8_t *test_ephemeral;/* fixed ephemeral private key: vectors only */
+} p11n_handshake_config;
+
+/** Start a handshake as initiator / responder. The config is copied (keys
+ *  stay borrowed). Errors: INVALID_ARG, UNSUPPORTED, MISSING_KEY, NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_handshake_initiate(const p11n_handshake_config *cfg,
+    p11n_handshake **out);
+P11N_API P11N_WARN_UNUSED int p11n_handshake_respond(const p11n_handshake_config *cfg,
+    p11n_handshake **out);
+
+/** Bytes the next act needs from the peer (0 when it is our turn to write
+ *  or the handshake is done). */
+P11N_API size_t p11n_handshake_want(const p11n_handshake *hs);
+
+/** Write our next act into `out`. Errors: STATE, BUFFER_TOO_SMALL, token
+ *  and DH errors. */
+P11N_API P11N_WARN_UNUSED int p11n_handshake_write(p11n_handshake *hs, uint8_t *out,
+    size_t cap, size_t *outlen);
+
+/** Read exactly one act from the peer. Errors: SHORT_MESSAGE, LONG_MESSAGE,
+ *  BAD_VERSION, BAD_PUBKEY, BAD_CIPHERTEXT, BAD_TAG, UNKNOWN_PEER (KK
+ *  responder: no candidate matched), token errors. Fail closed. */
+P11N_API P11N_WARN_UNUSED int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in,
+    size_t len);
+
+/** 1 when the handshake has completed, 0 otherwise. */
+P11N_API int p11n_handshake_done(const p11n_handshake *hs);
+
+/** The authenticated peer's static key (33 bytes), once known. */
+P11N_API int p11n_handshake_remote(const p11n_handshake *hs, uint8_t out[P11N_PUBKEY_LEN]);
+
+/** Turn a completed handshake into a transport. Errors: STATE, NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_handshake_finish(p11n_handshake *hs,
+    p11n_transport **out);
+
+P11N_API void p11n_handshake_free(p11n_handshake *hs);
+
+/* ---- token and ceremony API: section owned by pkcs11/ ---- */
+
+/* ---- networking API: section owned by the event loop ---- */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* P11NOISE_H */

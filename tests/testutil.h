@@ -1,0 +1,26 @@
+/* Shared helpers for the CUnit test programs. */
+#ifndef P11N_TESTUTIL_H
+#define P11N_TESTUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <CUnit/CUnit.h>
+
+typedef struct {
+    const char *name;
+    void (*fn)(void);
+} p11n_test;
+
+/* Run one suite of tests (NULL-terminated array) with CUnit's basic
+ * interface; returns the process exit status (non-zero on any failure). */
+int p11n_test_main(const char *suite, const p11n_test *tests);
+
+/* Decode a hex string into a malloc'd buffer; aborts the test on bad hex. */
+uint8_t *t_unhex(const char *hex, size_t *len);
+/* Path of a vector file in tests/vectors (static buffer). */
+const char *t_vector_path(const char *name);
+/* Deterministic pseudo-random bytes for reproducible tests. */
+void t_fill(uint8_t *p, size_t len, uint64_t *seed);
+uint32_t t_rand(uint64_t *seed);
+
+#endif
