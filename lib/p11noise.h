@@ -345,7 +345,57 @@ P11N_API P11N_WARN_UNUSED int p11n_handshake_finish(p11n_handshake *hs,
 
 P11N_API void p11n_handshake_free(p11n_handshake *hs);
 
-/* ---- token and ceremony API: section owned by pkcs11/ ---- */
+/* ------------------------------------------------------------------------
+ * Tokens and the ceremony (section owned by pkcs11/)
+ *
+ * A ceremony entry pairs a peer identifier (1-64 characters of
+ * [A-Za-z0-9._-]) with its 33-byte public key. Entries live as objects on
+ * the token and in text files of "IDENTIFIER PUBHEX" lines ('#' comments
+ * and blank lines allowed).
+ * ------------------------------------------------------------------------ */
+
+#define P11N_MAX_IDENTIFIER 64
+
+typedef struct p11n_peer_entry {
+    char id[P11N_MAX_IDENTIFIER + 1];
+    uint8_t pub[P11N_PUBKEY_LEN];
+} p11n_peer_entry;
+
+/** Application PIN source, asked when a pkcs11: URI has neither pin-value
+ *  nor pin-source. Write a NUL-terminated PIN into `pin` (cap bytes) and
+ *  return 0, or return non-zero to refuse. `token_uri` never holds a PIN. */
+typedef int (*p11n_pin_callback)(const char *token_uri, char *pin, size_t cap, void *arg);
+P11N_API void p11n_set_pin_callback(p11n_pin_callback cb, void *arg);
+
+/** 1 if `id` is a valid identifier, 0 otherwise. */
+P11N_API int p11n_identifier_valid(const char *id);
+
+/** Parse ceremony text. On success `*entries` (free with free()) holds `*n`
+ *  entries. Errors: PARSE, BAD_IDENTIFIER, BAD_PUBKEY, EXISTS (duplicate
+ *  identifier); `*bad_line` (1-based) names the offending line. */
+P11N_API P11N_WARN_UNUSED int p11n_peers_parse(const char *text, size_t len,
+    p11n_peer_entry **entries, size_t *n, size_t *bad_line);
+
+/** Generate a secp256k1 key pair on the token named by `token_uri`, with
+ *  CKA_LABEL `label`; `pub` receives its public key. Errors: EXISTS (label
+ *  taken), and the token errors. */
+P11N_API P11N_WARN_UNUSED int p11n_token_keygen(const char *token_uri, const char *label,
+    uint8_t pub[P11N_PUBKEY_LEN]);
+
+/** Read every ceremony object of a token. `*entries` is freed with free(). */
+P11N_API P11N_WARN_UNUSED int p11n_ceremony_read(const char *token_uri,
+    p11n_peer_entry **entries, size_t *n);
+
+/** Write entries as ceremony objects, all or nothing: every entry is
+ *  checked first (an identifier already on the token with another key is
+ *  PUBKEY_MISMATCH unless `replace`); on error `*bad_index` names the entry
+ *  and nothing was written. */
+P11N_API P11N_WARN_UNUSED int p11n_ceremony_write(const char *token_uri,
+    const p11n_peer_entry *entries, size_t n, int replace, size_t *bad_index);
+
+/** Remove one ceremony object. Errors: KEY_NOT_FOUND, token errors. */
+P11N_API P11N_WARN_UNUSED int p11n_ceremony_remove(const char *token_uri,
+    const char *identifier);
 
 /* ---- networking API: section owned by the event loop ---- */
 
