@@ -1,0 +1,35 @@
+#!/bin/sh
+# Installs the Debian packages p11noise needs to build, test and run its demo,
+# only those missing. Sourced by ../test.sh and ../demo.sh; needs root.
+P11N_PKGS="build-essential autoconf automake libtool pkg-config
+  libssl-dev libsecp256k1-dev libp11-kit-dev p11-kit softhsm2 opensc
+  libc-ares-dev libcunit1-dev libjansson-dev microsocks"
+
+p11n_install_deps() {
+    missing=""
+    for p in $P11N_PKGS; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing="$missing $p"
+    done
+    [ -z "$missing" ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing Debian packages:$missing (run as root to install them)" >&2
+        exit 1
+    fi
+    echo "installing:$missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq --no-install-recommends $missing
+}
+
+# Configure (once per option set) and build in ./build.
+p11n_build() {
+    [ -x configure ] && [ configure -nt configure.ac ] || autoreconf -fi
+    mkdir -p build
+    stamp="build/.configured-with"
+    if [ ! -f build/Makefile ] || [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
+        (cd build && ../configure -q "$@") && echo "$*" > "$stamp"
+    fi
+    make -C build -j"$(nproc)"
+}
