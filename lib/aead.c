@@ -144,7 +144,8 @@ int p11n_aead_open_iv(p11n_aead *a, const uint8_t iv[12], const uint8_t *ad, siz
     EVP_CIPHER_CTX *ctx = a->dec;
     size_t clen = len - P11N_TAG_LEN;
     /* The expected tag goes to the cipher before any data (GCM requires it
-     * before Final); a copy, since the ctrl call takes a mutable pointer. */
+     * before Final); a copy, since the ctrl call takes a mutable pointer.
+     * It also serves as Final's (unused) output when out may be NULL. */
     uint8_t tag[P11N_TAG_LEN];
     memcpy(tag, in + clen, P11N_TAG_LEN);
     int outl = 0, finl = 0;
@@ -161,7 +162,7 @@ int p11n_aead_open_iv(p11n_aead *a, const uint8_t iv[12], const uint8_t *ad, siz
         goto out;
     /* Final is where the tag is checked; the plaintext already written is
      * unverified until it succeeds. */
-    if (EVP_DecryptFinal_ex(ctx, out + outl, &finl) != 1) {
+    if (EVP_DecryptFinal_ex(ctx, clen > 0 ? out + outl : tag, &finl) != 1) {
         rc = P11N_ERR_BAD_TAG;
         goto out;
     }

@@ -35,10 +35,11 @@ static int evp_dh(const char *type, size_t privlen, size_t publen, size_t dhlen,
     pctx = EVP_PKEY_CTX_new_from_pkey(NULL, k, NULL);
     if (pctx == NULL || EVP_PKEY_derive_init(pctx) != 1)
         goto out;
-    /* Every byte string is an encoding of some u-coordinate, so a failure
-     * here or in derive means the peer's point is unusable: OpenSSL refuses
-     * the all-zero result of a small-order point. */
-    if (EVP_PKEY_derive_set_peer(pctx, peer) != 1) {
+    /* Every byte string is the encoding of some u-coordinate, so there is
+     * nothing to validate up front (and validating costs an allocation). A
+     * failure here or in derive means the peer's point is unusable: OpenSSL
+     * refuses the all-zero result of a small-order point. */
+    if (EVP_PKEY_derive_set_peer_ex(pctx, peer, 0) != 1) {
         rc = P11N_ERR_BAD_PUBKEY;
         goto out;
     }

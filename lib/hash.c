@@ -94,18 +94,11 @@ int p11n_hash(const p11n_hash_alg *h, const p11n_iov *parts, size_t n, uint8_t *
     return rc;
 }
 
-int p11n_hmac(const p11n_hash_alg *h, const uint8_t *key, size_t keylen,
-    const p11n_iov *parts, size_t n, uint8_t *out)
+/* HMAC-HASH(key, parts) (RFC 2104) in a caller-provided digest context,
+ * so HKDF's three or four HMACs share one allocation. */
+static int hmac_with(EVP_MD_CTX *ctx, const EVP_MD *md, const p11n_hash_alg *h,
+    const uint8_t *key, size_t keylen, const p11n_iov *parts, size_t n, uint8_t *out)
 {
-    if (h == NULL || out == NULL || (key == NULL && keylen > 0) || (parts == NULL && n > 0))
-        return P11N_ERR_INVALID_ARG;
-    const EVP_MD *md = md_of(h);
-    if (md == NULL)
-        return P11N_ERR_UNSUPPORTED;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx == NULL)
-        return P11N_ERR_NOMEM;
-
     uint8_t pad[P11N_MAXBLOCKLEN] = { 0 };
     uint8_t inner[P11N_MAXHASHLEN];
     int rc = P11N_OK;
@@ -131,6 +124,22 @@ int p11n_hmac(const p11n_hash_alg *h, const uint8_t *key, size_t keylen,
     }
     p11n_wipe(pad, sizeof(pad));
     p11n_wipe(inner, sizeof(inner));
+    return rc;
+}
+
+int p11n_hmac(const p11n_hash_alg *h, const uint8_t *key, size_t keylen,
+    const p11n_iov *parts, size_t n, uint8_t *out)
+{
+    if (h == NULL || out == NULL || (key == NULL && keylen > 0) || (parts == NULL && n > 0))
+        return P11N_ERR_INVALID_ARG;
+    const EVP_MD *md = md_of(h);
+    if (md == NULL)
+        return P11N_ERR_UNSUPPORTED;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL)
+        return P11N_ERR_NOMEM;
+    int rc = hmac_with(ctx, md, h, key, keylen, parts, n, out);
+    /* Freeing wipes the digest state, which held the keyed pad. */
     EVP_MD_CTX_free(ctx);
     return rc;
 }
@@ -142,6 +151,13 @@ int p11n_hkdf(const p11n_hash_alg *h, const uint8_t *ck, const uint8_t *ikm,
         || out1 == NULL || out2 == NULL || (nout == 3 && out3 == NULL))
         return P11N_ERR_INVALID_ARG;
 
+    const EVP_MD *md = md_of(h);
+    if (md == NULL)
+        return P11N_ERR_UNSUPPORTED;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL)
+        return P11N_ERR_NOMEM;
+
     uint8_t temp[P11N_MAXHASHLEN];
     uint8_t o1[P11N_MAXHASHLEN], o2[P11N_MAXHASHLEN], o3[P11N_MAXHASHLEN];
     static const uint8_t one = 0x01, two = 0x02, three = 0x03;
@@ -150,18 +166,18 @@ int p11n_hkdf(const p11n_hash_alg *h, const uint8_t *ck, const uint8_t *ikm,
     /* Outputs go to locals first: the caller may pass out1 == ck (as
      * MixKey does), and a failure must leave no partial key behind. */
     p11n_iov in = { ikm, ikmlen };
-    int rc = p11n_hmac(h, ck, hl, &in, 1, temp);
+    int rc = hmac_with(ctx, md, h, ck, hl, &in, 1, temp);
     if (rc == P11N_OK) {
         p11n_iov p1 = { &one, 1 };
-        rc = p11n_hmac(h, temp, hl, &p1, 1, o1);
+        rc = hmac_with(ctx, md, h, temp, hl, &p1, 1, o1);
     }
     if (rc == P11N_OK) {
         p11n_iov p2[2] = { { o1, hl }, { &two, 1 } };
-        rc = p11n_hmac(h, temp, hl, p2, 2, o2);
+        rc = hmac_with(ctx, md, h, temp, hl, p2, 2, o2);
     }
     if (rc == P11N_OK && nout == 3) {
         p11n_iov p3[2] = { { o2, hl }, { &three, 1 } };
-        rc = p11n_hmac(h, temp, hl, p3, 2, o3);
+        rc = hmac_with(ctx, md, h, temp, hl, p3, 2, o3);
     }
     if (rc == P11N_OK) {
         memcpy(out1, o1, hl);
@@ -169,6 +185,7 @@ int p11n_hkdf(const p11n_hash_alg *h, const uint8_t *ck, const uint8_t *ikm,
         if (nout == 3)
             memcpy(out3, o3, hl);
     }
+    EVP_MD_CTX_free(ctx);
     p11n_wipe(temp, sizeof(temp));
     p11n_wipe(o1, sizeof(o1));
     p11n_wipe(o2, sizeof(o2));

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "testutil.h"
@@ -76,6 +77,34 @@ static const p11n_hash_alg *const all_hashes[] = {
 static const p11n_cipher_alg *const all_ciphers[] = {
     &p11n_cipher_chachapoly, &p11n_cipher_aesgcm,
 };
+
+/* OpenSSL's allocations, counted through its allocator hooks (installed
+ * first thing in main, before OpenSSL allocates anything). */
+static int alloc_hooked;
+static unsigned long ossl_allocs;
+
+static void *count_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    ossl_allocs++;
+    return malloc(n);
+}
+
+static void *count_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    ossl_allocs++;
+    return realloc(p, n);
+}
+
+static void count_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    free(p);
+}
 
 /* ---- hashes ---- */
 
@@ -407,6 +436,38 @@ static void test_aead_inplace(void)
     free(msg);
     free(sep);
     free(buf);
+}
+
+/* The transport's hot path: once keyed, sealing and opening allocate
+ * nothing. */
+static void test_aead_no_alloc(void)
+{
+    CU_ASSERT_FATAL(alloc_hooked);
+    uint8_t key[32], msg[1024], ct[1024 + 16], pt[1024];
+    uint64_t seed = 23;
+    t_fill(key, 32, &seed);
+    t_fill(msg, sizeof(msg), &seed);
+    for (size_t c = 0; c < 2; c++) {
+        p11n_aead a;
+        CU_ASSERT_FATAL(p11n_aead_init(&a, all_ciphers[c]) == P11N_OK);
+        CU_ASSERT_EQUAL(p11n_aead_setkey(&a, key), P11N_OK);
+        unsigned long before = ossl_allocs;
+        int ok = 1;
+        for (uint64_t n = 0; n < 200; n++) {
+            size_t len = (size_t)(n * 37 % sizeof(msg));
+            ok &= p11n_aead_seal(&a, n, key, 2, msg, len, ct) == P11N_OK;
+            ok &= p11n_aead_open(&a, n, key, 2, ct, len + 16, pt) == P11N_OK;
+            ok &= memcmp(pt, msg, len) == 0;
+        }
+        CU_ASSERT(ok);
+        CU_ASSERT_EQUAL(ossl_allocs, before);
+        /* The counter does see allocations: making a context does. */
+        p11n_aead b;
+        CU_ASSERT_FATAL(p11n_aead_init(&b, all_ciphers[c]) == P11N_OK);
+        CU_ASSERT(ossl_allocs > before);
+        p11n_aead_clear(&b);
+        p11n_aead_clear(&a);
+    }
 }
 
 /* ---- X25519 / X448 (RFC 7748 sections 6.1 and 6.2) ---- */
@@ -830,6 +891,7 @@ static const p11n_test tests[] = {
     { "Noise nonce layouts", test_nonce_layout },
     { "bad tag wipes the output", test_aead_bad_tag_wipes },
     { "in-place seal and open, max nonce, rekey", test_aead_inplace },
+    { "seal and open allocate nothing", test_aead_no_alloc },
     { "X25519 RFC 7748", test_x25519_rfc7748 },
     { "X448 RFC 7748", test_x448_rfc7748 },
     { "secp256k1 BOLT #8 keys and ECDH", test_secp256k1_bolt8 },
@@ -846,5 +908,6 @@ static const p11n_test tests[] = {
 
 int main(void)
 {
+    alloc_hooked = CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free);
     return p11n_test_main("crypto", tests);
 }
