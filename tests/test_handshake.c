@@ -1,0 +1,644 @@
+/* The wire handshake: BOLT #8 vectors in both roles with every failure,
+ * KK and XK in memory, candidate selection, tampering, fail-closed. */
+#include <stdlib.h>
+#include <string.h>
+#include <jansson.h>
+
+#include "p11noise.h"
+#include "testutil.h"
+
+#define XK_PROTO "Noise_XK_secp256k1_ChaChaPoly_SHA256"
+#define MAX_ACT 128
+
+static json_t *vectors;
+
+static json_t *case_named(const char *name)
+{
+    size_t i;
+    json_t *item;
+    json_array_foreach(json_object_get(vectors, "cases"), i, item) {
+        const char *n = json_string_value(json_object_get(item, "name"));
+        if (n != NULL && strcmp(n, name) == 0)
+            return item;
+    }
+    return NULL;
+}
+
+static uint8_t *hex_field(json_t *obj, const char *field, size_t want_len)
+{
+    const char *s = json_string_value(json_object_get(obj, field));
+    CU_ASSERT_FATAL(s != NULL);
+    size_t n;
+    uint8_t *p = t_unhex(s, &n);
+    CU_ASSERT_FATAL(want_len == 0 || n == want_len);
+    return p;
+}
+
+static p11n_key *key_from_hex(json_t *obj, const char *field)
+{
+    uint8_t *priv = hex_field(obj, field, 32);
+    p11n_key *k = NULL;
+    CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", priv, 32, &k) == P11N_OK);
+    free(priv);
+    return k;
+}
+
+static p11n_key *fresh_key(void)
+{
+    p11n_key *k = NULL;
+    CU_ASSERT_FATAL(p11n_key_generate("secp256k1", &k) == P11N_OK);
+    return k;
+}
+
+static void pub_of(const p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
+{
+    size_t n = 0;
+    CU_ASSERT_FATAL(p11n_key_public(k, pub, P11N_PUBKEY_LEN, &n) == P11N_OK);
+    CU_ASSERT_FATAL(n == P11N_PUBKEY_LEN);
+}
+
+/* BOLT #8's failure labels, by their distinctive part. */
+static int error_code(const char *label)
+{
+    static const struct {
+        const char *part;
+        int code;
+    } map[] = {
+        { "READ_FAILED", P11N_ERR_SHORT_MESSAGE },
+        { "BAD_VERSION", P11N_ERR_BAD_VERSION },
+        { "BAD_PUBKEY", P11N_ERR_BAD_PUBKEY },
+        { "BAD_CIPHERTEXT", P11N_ERR_BAD_CIPHERTEXT },
+        { "BAD_TAG", P11N_ERR_BAD_TAG },
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strstr(label, map[i].part) != NULL)
+            return map[i].code;
+    CU_FAIL_FATAL("unknown error label in bolt8.json");
+    return 0;
+}
+
+/* Exchange messages both ways: every frame must decode at the peer.
+ * Enough messages to cross the 500-message rotation in each direction. */
+static void exchange(p11n_transport *a, p11n_transport *b, unsigned count)
+{
+    static uint8_t frame[300 + P11N_FRAME_OVERHEAD];
+    uint64_t seed = count;
+    for (unsigned i = 0; i < count; i++) {
+        for (int dir = 0; dir < 2; dir++) {
+            p11n_transport *from = dir == 0 ? a : b, *to = dir == 0 ? b : a;
+            uint8_t m[300];
+            size_t len = t_rand(&seed) % sizeof(m), flen = 0;
+            t_fill(m, len, &seed);
+            CU_ASSERT_FATAL(p11n_transport_seal(from, m, len, frame, sizeof(frame), &flen)
+                == P11N_OK);
+            const uint8_t *got = NULL;
+            size_t glen = 0, used = 0;
+            CU_ASSERT_FATAL(p11n_transport_feed(to, frame, flen, &used, &got, &glen) == 1);
+            CU_ASSERT_FATAL(used == flen && glen == len && memcmp(got, m, len) == 0);
+        }
+    }
+}
+
+/* `t` has send key sk, receive key rk and chaining key ck: its frames equal
+ * those of a transport made from those keys and open at their mirror, and
+ * it opens the mirror's frames, past a rotation (which needs the right ck)
+ * each way. */
+static void check_transport_keys(p11n_transport *t, const uint8_t *ck, const uint8_t *sk,
+    const uint8_t *rk)
+{
+    p11n_transport *same = NULL, *peer = NULL;
+    CU_ASSERT_FATAL(p11n_transport_new(XK_PROTO, ck, sk, rk, &same) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_transport_new(XK_PROTO, ck, rk, sk, &peer) == P11N_OK);
+    uint8_t f1[64], f2[64];
+    int equal = 1, opened = 0;
+    for (int i = 0; i < 501; i++) {
+        size_t n1 = 0, n2 = 0, used = 0, mlen = 0;
+        const uint8_t *m = NULL;
+        CU_ASSERT_FATAL(p11n_transport_seal(t, (const uint8_t *)"vector", 6, f1, sizeof(f1),
+            &n1) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_transport_seal(same, (const uint8_t *)"vector", 6, f2,
+            sizeof(f2), &n2) == P11N_OK);
+        equal &= n1 == n2 && memcmp(f1, f2, n1) == 0;
+        opened += p11n_transport_feed(peer, f1, n1, &used, &m, &mlen) == 1;
+        CU_ASSERT_FATAL(p11n_transport_seal(peer, (const uint8_t *)"mirror", 6, f2,
+            sizeof(f2), &n2) == P11N_OK);
+        opened += p11n_transport_feed(t, f2, n2, &used, &m, &mlen) == 1
+            && mlen == 6 && memcmp(m, "mirror", 6) == 0;
+    }
+    CU_ASSERT(equal);
+    CU_ASSERT(opened == 2 * 501);
+    p11n_transport_free(same);
+    p11n_transport_free(peer);
+}
+
+/* Run one BOLT #8 vector case step by step. */
+static void run_vector(json_t *c, const uint8_t *ck)
+{
+    int initiator = strcmp(json_string_value(json_object_get(c, "role")), "initiator") == 0;
+    p11n_key *local = key_from_hex(c, "ls_priv");
+    uint8_t *eph = hex_field(c, "e_priv", 32);
+    uint8_t *rs = initiator ? hex_field(c, "rs_pub", P11N_PUBKEY_LEN) : NULL;
+    p11n_handshake_config cfg = {
+        .pattern = "XK", .local = local, .test_ephemeral = eph,
+        .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rs, .nremote = initiator ? 1 : 0,
+    };
+    p11n_handshake *hs = NULL;
+    int rc = initiator ? p11n_handshake_initiate(&cfg, &hs) : p11n_handshake_respond(&cfg, &hs);
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    memset(eph, 0, 32);   /* the config was copied */
+
+    int last = P11N_OK, finished = 0;
+    size_t i;
+    json_t *step;
+    json_array_foreach(json_object_get(c, "steps"), i, step) {
+        const char *w = json_string_value(json_object_get(step, "write"));
+        const char *r = json_string_value(json_object_get(step, "read"));
+        const char *e = json_string_value(json_object_get(step, "error"));
+        json_t *keys = json_object_get(step, "keys");
+        if (w != NULL) {
+            size_t wlen, outlen = 0;
+            uint8_t *want = t_unhex(w, &wlen), out[MAX_ACT];
+            CU_ASSERT(p11n_handshake_want(hs) == 0);
+            CU_ASSERT_FATAL(p11n_handshake_write(hs, out, sizeof(out), &outlen) == P11N_OK);
+            CU_ASSERT(outlen == wlen && memcmp(out, want, wlen) == 0);
+            free(want);
+        } else if (r != NULL) {
+            size_t rlen;
+            uint8_t *in = t_unhex(r, &rlen);
+            size_t want = p11n_handshake_want(hs);
+            CU_ASSERT(want == 50 || want == 66);
+            last = p11n_handshake_read(hs, in, rlen);
+            free(in);
+        } else if (e != NULL) {
+            CU_ASSERT(last == error_code(e));
+            /* Dead from now on. */
+            uint8_t out[MAX_ACT];
+            size_t outlen;
+            p11n_transport *t = NULL;
+            CU_ASSERT(p11n_handshake_want(hs) == 0);
+            CU_ASSERT(p11n_handshake_write(hs, out, sizeof(out), &outlen) == P11N_ERR_STATE);
+            CU_ASSERT(p11n_handshake_read(hs, out, 50) == P11N_ERR_STATE);
+            CU_ASSERT(p11n_handshake_finish(hs, &t) == P11N_ERR_STATE && t == NULL);
+            CU_ASSERT(!p11n_handshake_done(hs));
+            finished = 1;
+        } else if (keys != NULL) {
+            CU_ASSERT_FATAL(last == P11N_OK);
+            CU_ASSERT(p11n_handshake_done(hs));
+            uint8_t *sk = hex_field(keys, "sk", 32), *rk = hex_field(keys, "rk", 32);
+            uint8_t peer[P11N_PUBKEY_LEN];
+            CU_ASSERT(p11n_handshake_remote(hs, peer) == P11N_OK);
+            if (initiator) {
+                CU_ASSERT(memcmp(peer, rs, P11N_PUBKEY_LEN) == 0);
+            } else {
+                /* The vectors' initiator uses the static key 0x11..11. */
+                uint8_t *ipub = hex_field(case_named("transport-initiator successful handshake"),
+                    "ls_pub", P11N_PUBKEY_LEN);
+                CU_ASSERT(memcmp(peer, ipub, P11N_PUBKEY_LEN) == 0);
+                free(ipub);
+            }
+            p11n_transport *t = NULL;
+            CU_ASSERT_FATAL(p11n_handshake_finish(hs, &t) == P11N_OK);
+            check_transport_keys(t, ck, sk, rk);
+            p11n_transport *again = NULL;
+            CU_ASSERT(p11n_handshake_finish(hs, &again) == P11N_ERR_STATE && again == NULL);
+            p11n_transport_free(t);
+            free(sk);
+            free(rk);
+            finished = 1;
+        }
+    }
+    CU_ASSERT(finished);
+    p11n_handshake_free(hs);
+    p11n_key_free(local);
+    free(eph);
+    free(rs);
+}
+
+static void test_bolt8_vectors(void)
+{
+    json_t *msg = case_named("transport-message test");
+    CU_ASSERT_FATAL(msg != NULL);
+    /* The handshake's final ck is the one the message vectors start from. */
+    uint8_t *ck = hex_field(msg, "ck", 32);
+    size_t i, ran = 0, errors = 0;
+    json_t *c;
+    json_array_foreach(json_object_get(vectors, "cases"), i, c) {
+        json_t *steps = json_object_get(c, "steps");
+        if (steps == NULL)
+            continue;
+        run_vector(c, ck);
+        ran++;
+        size_t j;
+        json_t *s;
+        json_array_foreach(steps, j, s)
+            errors += json_object_get(s, "error") != NULL;
+    }
+    CU_ASSERT(ran == 15);
+    CU_ASSERT(errors == 13);
+    free(ck);
+}
+
+/* Drive two handshakes against each other. Returns the first error and in
+ * which act (1-based) it happened; `flip` (bit index, or -1) corrupts act
+ * `flip_act` in flight. */
+typedef struct {
+    int rc;
+    int act;
+    int side;     /* who failed: 0 initiator, 1 responder */
+} outcome;
+
+static outcome run(p11n_handshake *i, p11n_handshake *r, int flip_act, long flip)
+{
+    outcome o = { P11N_OK, 0, 0 };
+    p11n_handshake *side[2] = { i, r };
+    for (int act = 1; act <= 3; act++) {
+        p11n_handshake *w = side[(act - 1) % 2], *rd = side[act % 2];
+        if (p11n_handshake_done(w) && p11n_handshake_done(rd))
+            break;
+        uint8_t buf[MAX_ACT];
+        size_t n = 0;
+        CU_ASSERT_FATAL(p11n_handshake_want(w) == 0);
+        o.rc = p11n_handshake_write(w, buf, sizeof(buf), &n);
+        if (o.rc != P11N_OK) {
+            o.act = act;
+            o.side = (act - 1) % 2;
+            return o;
+        }
+        CU_ASSERT_FATAL(p11n_handshake_want(rd) == n);
+        if (act == flip_act && flip >= 0)
+            buf[flip / 8] ^= (uint8_t)(1u << (flip % 8));
+        o.rc = p11n_handshake_read(rd, buf, n);
+        if (o.rc != P11N_OK) {
+            o.act = act;
+            o.side = act % 2;
+            return o;
+        }
+    }
+    CU_ASSERT(p11n_handshake_done(i) && p11n_handshake_done(r));
+    return o;
+}
+
+typedef struct {
+    p11n_key *ik, *rk;
+    uint8_t ipub[P11N_PUBKEY_LEN], rpub[P11N_PUBKEY_LEN];
+    p11n_handshake_config icfg, rcfg;
+} pair;
+
+static void pair_init(pair *p, const char *pattern)
+{
+    memset(p, 0, sizeof(*p));
+    p->ik = fresh_key();
+    p->rk = fresh_key();
+    pub_of(p->ik, p->ipub);
+    pub_of(p->rk, p->rpub);
+    p->icfg = (p11n_handshake_config){ .pattern = pattern, .local = p->ik,
+        .remote = &p->rpub, .nremote = 1 };
+    p->rcfg = (p11n_handshake_config){ .pattern = pattern, .local = p->rk };
+    if (strcmp(pattern, "KK") == 0) {
+        p->rcfg.remote = &p->ipub;
+        p->rcfg.nremote = 1;
+    }
+}
+
+static void pair_free(pair *p)
+{
+    p11n_key_free(p->ik);
+    p11n_key_free(p->rk);
+}
+
+static outcome pair_run(pair *p, int flip_act, long flip, p11n_transport **ti,
+    p11n_transport **tr)
+{
+    p11n_handshake *i = NULL, *r = NULL;
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&p->icfg, &i) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_handshake_respond(&p->rcfg, &r) == P11N_OK);
+    outcome o = run(i, r, flip_act, flip);
+    if (o.rc == P11N_OK && ti != NULL) {
+        uint8_t peer[P11N_PUBKEY_LEN];
+        CU_ASSERT(p11n_handshake_remote(i, peer) == P11N_OK
+            && memcmp(peer, p->rpub, P11N_PUBKEY_LEN) == 0);
+        CU_ASSERT(p11n_handshake_remote(r, peer) == P11N_OK
+            && memcmp(peer, p->ipub, P11N_PUBKEY_LEN) == 0);
+        CU_ASSERT_FATAL(p11n_handshake_finish(i, ti) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_finish(r, tr) == P11N_OK);
+    }
+    if (o.rc != P11N_OK) {
+        /* The failed side refuses everything. */
+        p11n_handshake *dead = o.side == 0 ? i : r;
+        uint8_t buf[MAX_ACT];
+        size_t n;
+        p11n_transport *t = NULL;
+        CU_ASSERT(p11n_handshake_want(dead) == 0);
+        CU_ASSERT(p11n_handshake_read(dead, buf, 50) == P11N_ERR_STATE);
+        CU_ASSERT(p11n_handshake_write(dead, buf, sizeof(buf), &n) == P11N_ERR_STATE);
+        CU_ASSERT(p11n_handshake_finish(dead, &t) == P11N_ERR_STATE && t == NULL);
+    }
+    p11n_handshake_free(i);
+    p11n_handshake_free(r);
+    return o;
+}
+
+static void in_memory(const char *pattern)
+{
+    pair p;
+    pair_init(&p, pattern);
+    p11n_transport *ti = NULL, *tr = NULL;
+    outcome o = pair_run(&p, 0, -1, &ti, &tr);
+    CU_ASSERT_FATAL(o.rc == P11N_OK);
+    exchange(ti, tr, 1100);
+    p11n_transport_free(ti);
+    p11n_transport_free(tr);
+    pair_free(&p);
+}
+
+static void test_kk_in_memory(void)
+{
+    in_memory("KK");
+}
+
+static void test_xk_in_memory(void)
+{
+    in_memory("XK");
+}
+
+static void test_act_sizes(void)
+{
+    static const struct {
+        const char *pattern;
+        size_t acts[3];
+    } sizes[] = { { "KK", { 50, 50, 0 } }, { "XK", { 50, 50, 66 } } };
+    for (size_t s = 0; s < 2; s++) {
+        pair p;
+        pair_init(&p, sizes[s].pattern);
+        p11n_handshake *hs[2] = { NULL, NULL };
+        CU_ASSERT_FATAL(p11n_handshake_initiate(&p.icfg, &hs[0]) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_respond(&p.rcfg, &hs[1]) == P11N_OK);
+        for (int act = 0; act < 3 && sizes[s].acts[act] != 0; act++) {
+            uint8_t buf[MAX_ACT];
+            size_t n = 0;
+            CU_ASSERT(p11n_handshake_want(hs[(act + 1) % 2]) == sizes[s].acts[act]);
+            CU_ASSERT(p11n_handshake_write(hs[act % 2], buf, sizes[s].acts[act] - 1, &n)
+                == P11N_ERR_BUFFER_TOO_SMALL);   /* retryable */
+            CU_ASSERT_FATAL(p11n_handshake_write(hs[act % 2], buf, sizeof(buf), &n) == P11N_OK);
+            CU_ASSERT(n == sizes[s].acts[act] && buf[0] == 0);
+            CU_ASSERT_FATAL(p11n_handshake_read(hs[(act + 1) % 2], buf, n) == P11N_OK);
+        }
+        CU_ASSERT(p11n_handshake_done(hs[0]) && p11n_handshake_done(hs[1]));
+        CU_ASSERT(p11n_handshake_want(hs[0]) == 0 && p11n_handshake_want(hs[1]) == 0);
+        p11n_handshake_free(hs[0]);
+        p11n_handshake_free(hs[1]);
+        pair_free(&p);
+    }
+}
+
+static void test_wrong_prologue(void)
+{
+    static const uint8_t other[] = "p11noise/2";
+    /* KK: the responder cannot tell a wrong prologue from a wrong peer. */
+    const char *patterns[] = { "KK", "XK" };
+    const int want[] = { P11N_ERR_UNKNOWN_PEER, P11N_ERR_BAD_TAG };
+    for (int k = 0; k < 2; k++) {
+        pair p;
+        pair_init(&p, patterns[k]);
+        p.icfg.prologue = other;
+        p.icfg.prologue_len = sizeof(other) - 1;
+        outcome o = pair_run(&p, 0, -1, NULL, NULL);
+        CU_ASSERT(o.rc == want[k] && o.act == 1 && o.side == 1);
+        /* The same explicit prologue on both sides works. */
+        p.rcfg.prologue = other;
+        p.rcfg.prologue_len = sizeof(other) - 1;
+        o = pair_run(&p, 0, -1, NULL, NULL);
+        CU_ASSERT(o.rc == P11N_OK);
+        pair_free(&p);
+    }
+}
+
+static void test_wrong_remote(void)
+{
+    uint8_t stranger[P11N_PUBKEY_LEN];
+    p11n_key *s = fresh_key();
+    pub_of(s, stranger);
+
+    /* The initiator aims at the wrong responder key. */
+    pair p;
+    pair_init(&p, "KK");
+    p.icfg.remote = &stranger;
+    outcome o = pair_run(&p, 0, -1, NULL, NULL);
+    CU_ASSERT(o.rc == P11N_ERR_UNKNOWN_PEER && o.act == 1 && o.side == 1);
+    pair_free(&p);
+
+    pair_init(&p, "XK");
+    p.icfg.remote = &stranger;
+    o = pair_run(&p, 0, -1, NULL, NULL);
+    CU_ASSERT(o.rc == P11N_ERR_BAD_TAG && o.act == 1 && o.side == 1);
+    pair_free(&p);
+
+    /* XK responder with a peer list: the act-3 key must be in it. */
+    pair_init(&p, "XK");
+    p.rcfg.remote = &stranger;
+    p.rcfg.nremote = 1;
+    p11n_handshake *i = NULL, *r = NULL;
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&p.icfg, &i) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_handshake_respond(&p.rcfg, &r) == P11N_OK);
+    o = run(i, r, 0, -1);
+    CU_ASSERT(o.rc == P11N_ERR_UNKNOWN_PEER && o.act == 3 && o.side == 1);
+    uint8_t seen[P11N_PUBKEY_LEN];
+    /* Who it was stays readable for the log. */
+    CU_ASSERT(p11n_handshake_remote(r, seen) == P11N_OK
+        && memcmp(seen, p.ipub, P11N_PUBKEY_LEN) == 0);
+    p11n_handshake_free(i);
+    p11n_handshake_free(r);
+
+    uint8_t both[2][P11N_PUBKEY_LEN];
+    memcpy(both[0], stranger, P11N_PUBKEY_LEN);
+    memcpy(both[1], p.ipub, P11N_PUBKEY_LEN);
+    p.rcfg.remote = both;
+    p.rcfg.nremote = 2;
+    o = pair_run(&p, 0, -1, NULL, NULL);
+    CU_ASSERT(o.rc == P11N_OK);
+    pair_free(&p);
+    p11n_key_free(s);
+}
+
+static void test_kk_candidates(void)
+{
+    p11n_key *k1 = fresh_key(), *k2 = fresh_key();
+    uint8_t cands[3][P11N_PUBKEY_LEN];
+    pub_of(k1, cands[0]);
+    pub_of(k2, cands[1]);
+
+    pair p;
+    pair_init(&p, "KK");
+    memcpy(cands[2], p.ipub, P11N_PUBKEY_LEN);
+    p.rcfg.remote = cands;
+    p.rcfg.nremote = 3;
+    p11n_transport *ti = NULL, *tr = NULL;
+    outcome o = pair_run(&p, 0, -1, &ti, &tr);   /* also checks remote() */
+    CU_ASSERT_FATAL(o.rc == P11N_OK);
+    exchange(ti, tr, 10);
+    p11n_transport_free(ti);
+    p11n_transport_free(tr);
+
+    /* None of them. */
+    pub_of(p.rk, cands[2]);
+    o = pair_run(&p, 0, -1, NULL, NULL);
+    CU_ASSERT(o.rc == P11N_ERR_UNKNOWN_PEER && o.act == 1 && o.side == 1);
+
+    /* A bad point in act one fails at once, whatever the candidates. */
+    memcpy(cands[2], p.ipub, P11N_PUBKEY_LEN);
+    o = pair_run(&p, 1, 1 * 8 + 2, NULL, NULL);   /* 0x02/0x03 -> 0x06/0x07 */
+    CU_ASSERT(o.rc == P11N_ERR_BAD_PUBKEY && o.act == 1);
+
+    pair_free(&p);
+    p11n_key_free(k1);
+    p11n_key_free(k2);
+}
+
+/* One flipped bit in each act gives the error that part of the act maps
+ * to: version byte, ephemeral key prefix, encrypted static key (XK act 3),
+ * tag. */
+static void test_bit_flips(void)
+{
+    static const struct {
+        const char *pattern;
+        int act;
+        long bit;
+        int rc;
+    } cases[] = {
+        { "KK", 1, 0, P11N_ERR_BAD_VERSION },
+        { "KK", 1, 7, P11N_ERR_BAD_VERSION },
+        { "KK", 1, 1 * 8 + 2, P11N_ERR_BAD_PUBKEY },
+        { "KK", 1, 49 * 8, P11N_ERR_UNKNOWN_PEER },   /* act 1 tag picks the peer */
+        { "KK", 1, 34 * 8 + 5, P11N_ERR_UNKNOWN_PEER },
+        { "KK", 2, 0, P11N_ERR_BAD_VERSION },
+        { "KK", 2, 1 * 8 + 2, P11N_ERR_BAD_PUBKEY },
+        { "KK", 2, 49 * 8 + 3, P11N_ERR_BAD_TAG },
+        { "XK", 1, 4, P11N_ERR_BAD_VERSION },
+        { "XK", 1, 1 * 8 + 2, P11N_ERR_BAD_PUBKEY },
+        { "XK", 1, 40 * 8, P11N_ERR_BAD_TAG },
+        { "XK", 2, 1, P11N_ERR_BAD_VERSION },
+        { "XK", 2, 1 * 8 + 2, P11N_ERR_BAD_PUBKEY },
+        { "XK", 2, 49 * 8 + 7, P11N_ERR_BAD_TAG },
+        { "XK", 3, 0, P11N_ERR_BAD_VERSION },
+        { "XK", 3, 1 * 8, P11N_ERR_BAD_CIPHERTEXT },
+        { "XK", 3, 49 * 8 + 1, P11N_ERR_BAD_CIPHERTEXT },
+        { "XK", 3, 50 * 8, P11N_ERR_BAD_TAG },
+        { "XK", 3, 65 * 8 + 6, P11N_ERR_BAD_TAG },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        pair p;
+        pair_init(&p, cases[k].pattern);
+        outcome o = pair_run(&p, cases[k].act, cases[k].bit, NULL, NULL);
+        CU_ASSERT(o.rc == cases[k].rc);
+        CU_ASSERT(o.act == cases[k].act);
+        CU_ASSERT(o.side == (cases[k].act % 2 == 1 ? 1 : 0));
+        pair_free(&p);
+    }
+}
+
+static void test_framing_errors(void)
+{
+    pair p;
+    pair_init(&p, "XK");
+    p11n_handshake *i = NULL, *r = NULL;
+    uint8_t act1[MAX_ACT];
+    size_t n = 0;
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&p.icfg, &i) == P11N_OK);
+    /* Reading when it is our turn to write is refused without harm. */
+    CU_ASSERT(p11n_handshake_want(i) == 0);
+    CU_ASSERT(p11n_handshake_read(i, act1, 50) == P11N_ERR_STATE);
+    CU_ASSERT_FATAL(p11n_handshake_write(i, act1, sizeof(act1), &n) == P11N_OK);
+    CU_ASSERT(p11n_handshake_want(i) == 50);
+
+    const struct {
+        size_t len;
+        uint8_t version;
+        int rc;
+    } cases[] = {
+        { 49, 0, P11N_ERR_SHORT_MESSAGE },
+        { 0, 0, P11N_ERR_SHORT_MESSAGE },
+        { 51, 0, P11N_ERR_LONG_MESSAGE },
+        { 50, 1, P11N_ERR_BAD_VERSION },
+        { 49, 1, P11N_ERR_SHORT_MESSAGE },   /* length is checked first */
+        { 50, 0, P11N_OK },
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        uint8_t in[MAX_ACT];
+        memcpy(in, act1, n);
+        in[0] = cases[k].version;
+        CU_ASSERT_FATAL(p11n_handshake_respond(&p.rcfg, &r) == P11N_OK);
+        CU_ASSERT(p11n_handshake_read(r, in, cases[k].len) == cases[k].rc);
+        if (cases[k].rc != P11N_OK)
+            CU_ASSERT(p11n_handshake_read(r, act1, n) == P11N_ERR_STATE);
+        p11n_handshake_free(r);
+    }
+    p11n_handshake_free(i);
+    pair_free(&p);
+}
+
+static void test_config_errors(void)
+{
+    pair p;
+    pair_init(&p, "KK");
+    p11n_handshake *hs = (p11n_handshake *)&hs;
+    p11n_handshake_config c = p.icfg;
+
+    c.pattern = "NN";
+    CU_ASSERT(p11n_handshake_initiate(&c, &hs) == P11N_ERR_UNSUPPORTED && hs == NULL);
+    c = p.icfg;
+    c.local = NULL;
+    CU_ASSERT(p11n_handshake_initiate(&c, &hs) == P11N_ERR_MISSING_KEY);
+    c = p.icfg;
+    c.nremote = 0;
+    CU_ASSERT(p11n_handshake_initiate(&c, &hs) == P11N_ERR_MISSING_KEY);
+    c = p.rcfg;
+    c.nremote = 0;
+    CU_ASSERT(p11n_handshake_respond(&c, &hs) == P11N_ERR_MISSING_KEY);
+    uint8_t bad[1][P11N_PUBKEY_LEN] = { { 0x05 } };
+    c = p.rcfg;
+    c.remote = bad;
+    CU_ASSERT(p11n_handshake_respond(&c, &hs) == P11N_ERR_BAD_PUBKEY);
+    CU_ASSERT(p11n_handshake_initiate(NULL, &hs) == P11N_ERR_INVALID_ARG);
+    CU_ASSERT(p11n_handshake_initiate(&p.icfg, NULL) == P11N_ERR_INVALID_ARG);
+
+    /* pattern NULL means KK; an XK responder needs no remote key. */
+    c = p.icfg;
+    c.pattern = NULL;
+    CU_ASSERT(p11n_handshake_initiate(&c, &hs) == P11N_OK);
+    uint8_t peer[P11N_PUBKEY_LEN];
+    CU_ASSERT(p11n_handshake_want(hs) == 0 && !p11n_handshake_done(hs));
+    p11n_handshake_free(hs);
+    c = p.rcfg;
+    c.pattern = "XK";
+    c.nremote = 0;
+    CU_ASSERT(p11n_handshake_respond(&c, &hs) == P11N_OK);
+    CU_ASSERT(p11n_handshake_remote(hs, peer) == P11N_ERR_STATE);   /* not known yet */
+    CU_ASSERT(p11n_handshake_want(hs) == 50);
+    p11n_handshake_free(hs);
+    p11n_handshake_free(NULL);
+    pair_free(&p);
+}
+
+int main(void)
+{
+    json_error_t jerr;
+    vectors = json_load_file(t_vector_path("bolt8.json"), 0, &jerr);
+    if (vectors == NULL)
+        return 1;
+    static const p11n_test tests[] = {
+        { "BOLT 8 handshake vectors, both roles, every failure", test_bolt8_vectors },
+        { "KK in memory, 1100 messages each way", test_kk_in_memory },
+        { "XK in memory, 1100 messages each way", test_xk_in_memory },
+        { "fixed act sizes", test_act_sizes },
+        { "wrong prologue", test_wrong_prologue },
+        { "wrong remote key; XK responder peer list", test_wrong_remote },
+        { "KK responder candidates", test_kk_candidates },
+        { "a flipped bit in each act", test_bit_flips },
+        { "short, long, bad version", test_framing_errors },
+        { "configuration errors", test_config_errors },
+        { NULL, NULL },
+    };
+    int rc = p11n_test_main("handshake", tests);
+    json_decref(vectors);
+    return rc;
+}
