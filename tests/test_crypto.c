@@ -2,6 +2,7 @@
  * Software crypto layer: known-answer tests for every table entry, and the
  * rules around them (invalid points, tag failures wiping output, hex).
  */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,55 @@ static void count_free(void *p, const char *file, int line)
     (void)file;
     (void)line;
     free(p);
+}
+
+/* ---- lazy initialization ---- */
+
+/* Each thread's results, checked after join. */
+struct first_use {
+    uint8_t hash[32], k1pub[33], x25519pub[32], sealed[16 + 16];
+    int rc;
+};
+
+static void *first_use_thread(void *arg)
+{
+    struct first_use *r = arg;
+    uint8_t priv[32], key[32] = { 0 }, zero[16] = { 0 };
+    p11n_iov abc = { "abc", 3 };
+    memset(priv, 0x11, 32);
+    p11n_aead a;
+    r->rc = p11n_hash(&p11n_hash_sha256, &abc, 1, r->hash);
+    r->rc |= p11n_dh_secp256k1.pubkey(priv, r->k1pub);
+    r->rc |= p11n_dh_25519.pubkey(priv, r->x25519pub);
+    r->rc |= p11n_aead_init(&a, &p11n_cipher_aesgcm);
+    r->rc |= p11n_aead_setkey(&a, key);
+    r->rc |= p11n_aead_seal(&a, 0, NULL, 0, zero, 16, r->sealed);
+    p11n_aead_clear(&a);
+    return NULL;
+}
+
+/* The fetched digests and ciphers and the secp256k1 context are created on
+ * first use; this runs first so that the threads race to create them. */
+static void test_concurrent_first_use(void)
+{
+    enum { NTHREADS = 4 };
+    pthread_t th[NTHREADS];
+    struct first_use r[NTHREADS];
+    memset(r, 0, sizeof(r));
+    for (int i = 0; i < NTHREADS; i++)
+        CU_ASSERT_FATAL(pthread_create(&th[i], NULL, first_use_thread, &r[i]) == 0);
+    for (int i = 0; i < NTHREADS; i++)
+        pthread_join(th[i], NULL);
+    for (int i = 0; i < NTHREADS; i++) {
+        CU_ASSERT_EQUAL(r[i].rc, P11N_OK);
+        CHECK_HEX(r[i].hash, 32,
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        CHECK_HEX(r[i].k1pub, 33,
+            "034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa");
+        CU_ASSERT(memcmp(r[i].x25519pub, r[0].x25519pub, 32) == 0);
+        CHECK_HEX(r[i].sealed, 32,
+            "cea7403d4d606b6e074ec5d3baf39d18d0d1c8a799996bf0265b98b5d48ab919");
+    }
 }
 
 /* ---- hashes ---- */
@@ -881,6 +931,7 @@ static void test_key_load_file(void)
 }
 
 static const p11n_test tests[] = {
+    { "concurrent first use", test_concurrent_first_use },
     { "hash known answers (SHA256, SHA512, BLAKE2s, BLAKE2b)", test_hash_kat },
     { "lookups by Noise name", test_hash_by_name },
     { "HMAC RFC 4231", test_hmac_rfc4231 },
