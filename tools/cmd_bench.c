@@ -1,11 +1,184 @@
-#include "cli.h"
+/*
+ * p11noise bench [--quick] [--rows LIST] [--reps N] [--seconds S]
+ *                [--plot-data FILE] [--softhsm-module PATH]
+ *
+ * Prints the machine and a Markdown table: every p11noise figure next to
+ * references measured in the same run, with the ratio and the goal.
+ */
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include <unistd.h>
 
-/* Placeholder until this command group lands. */
-int cmd_bench(int argc, char **argv)
+#include "cli.h"
+#include "bench.h"
+
+#ifndef P11N_BENCH_SOFTHSM
+#define P11N_BENCH_SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
+#endif
+
+enum {
+    ROW_AEAD = 1 << 0,
+    ROW_TPUT = 1 << 1,
+    ROW_HS = 1 << 2,
+    ROW_TOKEN = 1 << 3,
+    ROW_CONNS = 1 << 4,
+    ROW_SLOW = 1 << 5,
+    ROW_ALL = (1 << 6) - 1
+};
+
+static const struct {
+    const char *name;
+    unsigned bit;
+    const char *what;
+} groups[] = {
+    { "aead", ROW_AEAD, "transport sealing in memory vs raw EVP ChaCha20-Poly1305" },
+    { "throughput", ROW_TPUT, "one connection over loopback vs TLS 1.3 and the AEAD limit" },
+    { "handshakes", ROW_HS, "KK/XK with software keys vs TLS 1.3 and the libsecp256k1 floor" },
+    { "token", ROW_TOKEN, "KK/XK with SoftHSM2 keys vs the token's derivation rate" },
+    { "conns", ROW_CONNS, "1,000 and 10,000 idle connections: memory, busy-connection RTT" },
+    { "slowtoken", ROW_SLOW, "RTT p99 while handshakes wait on a 100 ms token" },
+};
+
+static void usage(FILE *f)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("bench: not implemented yet");
-    return 2;
+    fprintf(f, "usage: p11noise bench [--quick] [--rows LIST] [--reps N] [--seconds S]\n"
+               "                      [--plot-data FILE] [--softhsm-module PATH]\n"
+               "LIST is a comma-separated choice of (default: all):\n");
+    for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
+        fprintf(f, "  %-11s %s\n", groups[i].name, groups[i].what);
 }
 
+static int parse_rows(const char *list, unsigned *rows)
+{
+    char buf[256], *save = NULL;
+    snprintf(buf, sizeof(buf), "%s", list);
+    *rows = 0;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        size_t i;
+        if (strcmp(tok, "all") == 0) {
+            *rows = ROW_ALL;
+            continue;
+        }
+        for (i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
+            if (strcmp(tok, groups[i].name) == 0)
+                break;
+        if (i == sizeof(groups) / sizeof(groups[0])) {
+            cli_error("bench: unknown row group '%s'", tok);
+            return -1;
+        }
+        *rows |= groups[i].bit;
+    }
+    return *rows ? 0 : -1;
+}
+
+static void print_machine(const bench_opts *o)
+{
+    struct utsname u;
+    char model[128] = "unknown", line[256];
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    time_t now = time(NULL);
+    char date[64];
+
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon != NULL) {
+            snprintf(model, sizeof(model), "%s", colon + 2);
+            model[strcspn(model, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f != NULL)
+        fclose(f);
+    uname(&u);
+    strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime(&now));
+    printf("- date: %s\n", date);
+    printf("- machine: %s, %ld online CPUs, Linux %s %s\n", model, sysconf(_SC_NPROCESSORS_ONLN),
+        u.release, u.machine);
+    printf("- OpenSSL: %s\n", OpenSSL_version(OPENSSL_VERSION));
+    printf("- repetitions per figure: %d of %.2f s each%s; cells are median (min–max)\n\n",
+        o->reps, o->rep_seconds, o->quick ? " (--quick: smoke run, figures are rough)" : "");
+    fflush(stdout);
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    bench_opts o = { .reps = 5, .rep_seconds = 0.5 };
+    unsigned rows = ROW_ALL;
+    const char *plot = NULL, *module = getenv("SOFTHSM_MODULE");
+    int reps = 0, judged, met;
+    double secs = 0;
+
+    if (module == NULL || module[0] == '\0')
+        module = P11N_BENCH_SOFTHSM;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "--quick") == 0) {
+            o.quick = 1;
+        } else if (strcmp(a, "-v") == 0) {
+            o.verbose = 1;
+        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (v == NULL) {
+            cli_error("bench: unknown option or missing value: %s", a);
+            usage(stderr);
+            return 2;
+        } else if (strcmp(a, "--rows") == 0) {
+            if (parse_rows(v, &rows) != 0)
+                return 2;
+            i++;
+        } else if (strcmp(a, "--reps") == 0) {
+            reps = atoi(v);
+            i++;
+        } else if (strcmp(a, "--seconds") == 0) {
+            secs = atof(v);
+            i++;
+        } else if (strcmp(a, "--plot-data") == 0) {
+            plot = v;
+            i++;
+        } else if (strcmp(a, "--softhsm-module") == 0) {
+            module = v;
+            i++;
+        } else {
+            cli_error("bench: unknown option %s", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (o.quick) {
+        o.reps = 3;
+        o.rep_seconds = 0.02;
+    }
+    if (reps > 0)
+        o.reps = reps < BENCH_MAX_REPS ? reps : BENCH_MAX_REPS;
+    if (secs > 0)
+        o.rep_seconds = secs;
+    if (plot != NULL && bench_plot_open(plot) != 0) {
+        cli_error("bench: cannot write %s", plot);
+        return 1;
+    }
+
+    print_machine(&o);
+    bench_table_begin();
+    if (rows & ROW_AEAD)
+        bench_group_aead(&o);
+    if (rows & ROW_TPUT)
+        bench_group_throughput(&o);
+    if (rows & ROW_HS)
+        bench_group_handshakes(&o);
+    if (rows & ROW_TOKEN)
+        bench_group_token(&o, module);
+    if (rows & ROW_CONNS)
+        bench_group_conns(&o);
+    if (rows & ROW_SLOW)
+        bench_group_slowtoken(&o, module);
+    bench_plot_close();
+    bench_table_summary(&judged, &met);
+    printf("\n%d of %d goals met.\n", met, judged);
+    return 0;
+}

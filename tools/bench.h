@@ -1,0 +1,165 @@
+/*
+ * `p11noise bench`: figures of the library next to references measured in
+ * the same run (OpenSSL TLS 1.3, raw EVP AEAD, libsecp256k1, the token's
+ * own C_DeriveKey). Every figure is the median of several repetitions with
+ * its spread; nothing here is ever asserted on.
+ */
+#ifndef P11N_BENCH_H
+#define P11N_BENCH_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "p11noise.h"
+
+#define BENCH_MAX_REPS 31
+
+/* Repetitions of one measurement and their summary. */
+typedef struct bench_stat {
+    double v[BENCH_MAX_REPS];
+    int n;
+    double median, lo, hi;   /* filled by bench_stat_finish */
+} bench_stat;
+
+void bench_stat_add(bench_stat *s, double v);
+void bench_stat_finish(bench_stat *s);
+/* The p-th percentile (0..100) of n samples, sorting them in place. */
+double bench_percentile(double *v, size_t n, double p);
+
+/* Monotonic clock in seconds. */
+double bench_now(void);
+
+/* Run-wide options. */
+typedef struct bench_opts {
+    int quick;          /* smoke run: short repetitions, small counts */
+    int reps;           /* repetitions per figure */
+    double rep_seconds; /* target duration of one repetition */
+    int verbose;
+} bench_opts;
+
+/* How a row's goal is judged. */
+enum bench_goal_kind {
+    BENCH_GOAL_NONE,       /* informative row */
+    BENCH_GOAL_RATIO_MIN,  /* ours / reference >= x */
+    BENCH_GOAL_RATIO_MAX,  /* ours / reference <= x */
+    BENCH_GOAL_ABS_MAX     /* ours <= x (in the row's unit) */
+};
+
+/* Value formats. */
+enum bench_unit {
+    BENCH_MBPS,         /* MB/s (10^6 bytes) */
+    BENCH_PER_SEC,      /* operations per second */
+    BENCH_MS,           /* milliseconds */
+    BENCH_US,           /* microseconds */
+    BENCH_KIB           /* KiB */
+};
+
+/* One line of the result table. `ours` or `ref` may be NULL (not measured
+ * or no reference); `note` is appended to the reference cell. */
+typedef struct bench_row {
+    const char *figure;
+    enum bench_unit unit;
+    const bench_stat *ours;
+    const char *ref_name;
+    const bench_stat *ref;
+    enum bench_goal_kind goal;
+    double goal_x;
+    const char *goal_text;
+} bench_row;
+
+void bench_table_begin(void);
+void bench_table_row(const bench_row *r);
+/* A row for a figure that could not be measured, with the reason. */
+void bench_table_missing(const char *figure, const char *why);
+/* Rows whose goal was judged, and how many of them were met. */
+void bench_table_summary(int *judged, int *met);
+
+/* Plot data: one line "system size MBps" per point, written to the file
+ * named by --plot-data (NULL: none). */
+void bench_plot_point(const char *system, size_t size, double mbps);
+int bench_plot_open(const char *path);
+void bench_plot_close(void);
+
+/* ---- loopback plumbing shared by the two-process figures ---- */
+
+/* A listening TCP socket on 127.0.0.1 and an ephemeral port. */
+int bench_listen(uint16_t *port, int backlog);
+/* Blocking connect / accept with TCP_NODELAY set (as both the library and
+ * the TLS reference use it for interactive traffic). */
+int bench_connect(uint16_t port);
+int bench_accept(int lfd);
+/* Close so that no TIME_WAIT is left behind (thousands of short
+ * connections would otherwise exhaust the ephemeral ports). */
+void bench_close_abort(int fd);
+int bench_write_all(int fd, const void *p, size_t len);
+int bench_read_all(int fd, void *p, size_t len);
+/* Fork a child that runs fn(arg) and exits with its return value. The
+ * parent gets the pid (or -1). */
+pid_t bench_fork(int (*fn)(void *), void *arg);
+/* Stop and reap a child started by bench_fork. */
+void bench_child_stop(pid_t pid);
+/* Raise RLIMIT_NOFILE to at least `want`; returns the new soft limit. */
+long bench_raise_nofile(long want);
+
+/* The sizes of the throughput figures. */
+#define BENCH_NSIZES 4
+extern const size_t bench_sizes[BENCH_NSIZES];
+/* Messages per repetition for a message size, scaled by the options. */
+size_t bench_count_for(const bench_opts *o, size_t size, double est_mbps);
+
+/* ---- the figure groups (one file each) ---- */
+
+/* Raw single-core EVP ChaCha20-Poly1305 seal, MB/s, per size. */
+int bench_aead_raw(const bench_opts *o, size_t size, bench_stat *out);
+/* TLS 1.3 reference: throughput per size, full mutual-auth handshakes/s. */
+int bench_tls_throughput(const bench_opts *o, size_t size, bench_stat *out);
+int bench_tls_handshakes(const bench_opts *o, bench_stat *out);
+/* libsecp256k1: seconds per key generation and per ECDH. */
+int bench_ecc_costs(const bench_opts *o, bench_stat *keygen_us, bench_stat *ecdh_us);
+
+
+/* p11noise through the public API: the transport's sealing cost in memory,
+ * throughput over loopback, handshakes per second. */
+int bench_p11n_seal(const bench_opts *o, size_t size, bench_stat *out);
+int bench_p11n_throughput(const bench_opts *o, size_t size, bench_stat *out);
+
+/* One side of a handshake: a token key URI (opened in the process that
+ * uses it) or a software key, and its public key. */
+typedef struct bench_hs_side {
+    const char *uri;
+    p11n_key *key;
+    uint8_t pub[P11N_PUBKEY_LEN];
+} bench_hs_side;
+
+int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
+    const bench_hs_side *server, const bench_hs_side *client, bench_stat *out);
+
+/* A throw-away SoftHSM2 token in a temporary directory (SOFTHSM2_CONF is
+ * set for this process and its children). */
+typedef struct bench_token {
+    char dir[64];
+    char module[256];
+    char label[33];
+    char pin[16];
+} bench_token;
+
+int bench_token_setup(const char *module_path, bench_token *t);
+void bench_token_teardown(bench_token *t);
+/* A pkcs11: URI (with PIN and module path) for the token itself. */
+void bench_token_uri(const bench_token *t, char *out, size_t cap);
+/* A pkcs11: URI (with PIN and module path) for the key labelled `object`. */
+void bench_token_key_uri(const bench_token *t, const char *object, char *out, size_t cap);
+/* The token's own derivations per second, one session. */
+int bench_token_derive_rate(const bench_opts *o, const bench_token *t, bench_stat *out);
+
+/* ---- the groups of rows (bench_rows.c) ---- */
+void bench_group_aead(const bench_opts *o);
+void bench_group_throughput(const bench_opts *o);
+void bench_group_handshakes(const bench_opts *o);
+void bench_group_token(const bench_opts *o, const char *module);
+/* bench_conns.c */
+void bench_group_conns(const bench_opts *o);
+void bench_group_slowtoken(const bench_opts *o, const char *module);
+
+#endif

@@ -1,0 +1,231 @@
+/*
+ * The rows of the benchmark table: each group measures p11noise and its
+ * references in the same run and prints one row per (figure, reference).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bench.h"
+
+static const char *size_name(size_t size)
+{
+    switch (size) {
+    case 64: return "64 B";
+    case 1024: return "1 KiB";
+    case 16384: return "16 KiB";
+    default: return "65535 B";
+    }
+}
+
+/* Raw AEAD figures are shared by two groups; measure them once. */
+static bench_stat aead_raw[BENCH_NSIZES];
+static int aead_raw_done[BENCH_NSIZES];
+
+static const bench_stat *raw_aead(const bench_opts *o, int i)
+{
+    if (!aead_raw_done[i]) {
+        if (bench_aead_raw(o, bench_sizes[i], &aead_raw[i]) != 0)
+            return NULL;
+        aead_raw_done[i] = 1;
+        bench_plot_point("raw ChaCha20-Poly1305 (EVP, one core)", bench_sizes[i],
+            aead_raw[i].median);
+    }
+    return &aead_raw[i];
+}
+
+void bench_group_aead(const bench_opts *o)
+{
+    for (int i = 0; i < BENCH_NSIZES; i++) {
+        char fig[96];
+        bench_stat ours = { .n = 0 };
+        const bench_stat *raw = raw_aead(o, i);
+
+        snprintf(fig, sizeof(fig), "transport seal in memory, one core, %s", size_name(bench_sizes[i]));
+        if (bench_p11n_seal(o, bench_sizes[i], &ours) != 0) {
+            bench_table_missing(fig, "p11n_transport_seal failed");
+            continue;
+        }
+        bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_MBPS, .ours = &ours,
+            .ref_name = "raw EVP AEAD", .ref = raw, .goal = BENCH_GOAL_NONE });
+    }
+}
+
+void bench_group_throughput(const bench_opts *o)
+{
+    for (int i = 0; i < BENCH_NSIZES; i++) {
+        size_t size = bench_sizes[i];
+        char fig[96];
+        bench_stat ours = { .n = 0 }, tls = { .n = 0 };
+        const bench_stat *raw = raw_aead(o, i);
+        int have_ours, have_tls;
+        bench_row row = { .figure = fig, .unit = BENCH_MBPS, .ours = &ours };
+
+        snprintf(fig, sizeof(fig), "throughput, %s messages, loopback", size_name(size));
+        have_tls = bench_tls_throughput(o, size, &tls) == 0;
+        have_ours = bench_p11n_throughput(o, size, &ours) == 0;
+        if (!have_ours) {
+            bench_table_missing(fig, "p11noise transport over loopback failed");
+            continue;
+        }
+        bench_plot_point("p11noise", size, ours.median);
+        if (have_tls)
+            bench_plot_point("TLS 1.3 (OpenSSL, CHACHA20-POLY1305)", size, tls.median);
+        row.ref_name = "TLS 1.3";
+        row.ref = have_tls ? &tls : NULL;
+        if (size == 64) {
+            row.goal = BENCH_GOAL_RATIO_MIN;
+            row.goal_x = 0.8;
+            row.goal_text = "≥ 0.8× TLS";
+        } else if (size >= 16384) {
+            row.goal = BENCH_GOAL_RATIO_MIN;
+            row.goal_x = 1.2;
+            row.goal_text = "≥ 1.2× TLS";
+        }
+        bench_table_row(&row);
+        if (size == 65535) {
+            bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_MBPS, .ours = &ours,
+                .ref_name = "raw AEAD, one core", .ref = raw, .goal = BENCH_GOAL_RATIO_MIN,
+                .goal_x = 0.6, .goal_text = "≥ 0.6× AEAD limit" });
+        }
+    }
+}
+
+/* Scalar multiplications per handshake, both sides together (one
+ * handshake at a time, so they add up on the critical path):
+ *   KK  -> e, es, ss / <- e, ee, se: per side 1 key generation + 4 ECDH
+ *   XK  -> e, es / <- e, ee / -> s, se: per side 1 key generation + 3 ECDH
+ * Static-key DHs (per side KK: 2, XK: 1) cost two token derivations each
+ * with a token key (parity recovery). */
+typedef struct hs_costs {
+    const char *pattern;
+    int keygens, ecdhs, derivations;
+} hs_costs;
+
+static const hs_costs kk_costs = { "KK", 2, 8, 8 };
+static const hs_costs xk_costs = { "XK", 2, 6, 4 };
+
+static void floor_from(const hs_costs *c, const bench_stat *kg, const bench_stat *dh,
+    bench_stat *floor)
+{
+    memset(floor, 0, sizeof(*floor));
+    for (int i = 0; i < kg->n && i < dh->n; i++)
+        bench_stat_add(floor, 1e6 / (c->keygens * kg->v[i] + c->ecdhs * dh->v[i]));
+    bench_stat_finish(floor);
+}
+
+static int software_pair(bench_hs_side *a, bench_hs_side *b)
+{
+    size_t len;
+    memset(a, 0, sizeof(*a));
+    memset(b, 0, sizeof(*b));
+    if (p11n_key_generate("secp256k1", &a->key) != P11N_OK
+        || p11n_key_generate("secp256k1", &b->key) != P11N_OK
+        || p11n_key_public(a->key, a->pub, sizeof(a->pub), &len) != P11N_OK
+        || p11n_key_public(b->key, b->pub, sizeof(b->pub), &len) != P11N_OK) {
+        p11n_key_free(a->key);
+        p11n_key_free(b->key);
+        return -1;
+    }
+    return 0;
+}
+
+void bench_group_handshakes(const bench_opts *o)
+{
+    bench_stat kg = { .n = 0 }, dh = { .n = 0 }, tls = { .n = 0 };
+    bench_hs_side srv, cli;
+    const hs_costs *costs[2] = { &kk_costs, &xk_costs };
+    int have_ecc = bench_ecc_costs(o, &kg, &dh) == 0;
+    int have_tls = bench_tls_handshakes(o, &tls) == 0;
+    int have_keys = software_pair(&srv, &cli) == 0;
+
+    bench_table_row(&(bench_row){ .figure = "libsecp256k1 key generation (k·G)", .unit = BENCH_US,
+        .ours = NULL, .ref_name = "cost", .ref = have_ecc ? &kg : NULL });
+    bench_table_row(&(bench_row){ .figure = "libsecp256k1 ECDH (parse + k·P + SHA-256)",
+        .unit = BENCH_US, .ours = NULL, .ref_name = "cost", .ref = have_ecc ? &dh : NULL });
+    for (int i = 0; i < 2; i++) {
+        char fig[96];
+        bench_stat ours = { .n = 0 }, floor;
+        snprintf(fig, sizeof(fig), "handshakes/s %s, software keys", costs[i]->pattern);
+        if (!have_keys || bench_p11n_handshakes(o, costs[i]->pattern, &srv, &cli, &ours) != 0) {
+            bench_table_missing(fig, "handshake over loopback failed");
+            continue;
+        }
+        bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_PER_SEC, .ours = &ours,
+            .ref_name = "TLS 1.3 mutual ECDSA P-256", .ref = have_tls ? &tls : NULL,
+            .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 2.0, .goal_text = "≥ 2× TLS" });
+        if (have_ecc) {
+            char ref[96];
+            floor_from(costs[i], &kg, &dh, &floor);
+            snprintf(ref, sizeof(ref), "floor %d k·G + %d ECDH", costs[i]->keygens,
+                costs[i]->ecdhs);
+            bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_PER_SEC, .ours = &ours,
+                .ref_name = ref, .ref = &floor, .goal = BENCH_GOAL_RATIO_MIN,
+                .goal_x = 1 / 1.3, .goal_text = "within 1.3× of floor (≥ 0.77×)" });
+        }
+    }
+    if (have_keys) {
+        p11n_key_free(srv.key);
+        p11n_key_free(cli.key);
+    }
+}
+
+void bench_group_token(const bench_opts *o, const char *module)
+{
+    bench_token tok;
+    bench_stat rate = { .n = 0 };
+    bench_hs_side srv, cli;
+    char tok_uri[512], srv_uri[512], cli_uri[512];
+    const hs_costs *costs[2] = { &kk_costs, &xk_costs };
+
+    if (bench_token_setup(module, &tok) != 0) {
+        bench_table_missing("handshakes/s with SoftHSM2 keys", "could not create a SoftHSM2 token");
+        return;
+    }
+    if (bench_token_derive_rate(o, &tok, &rate) != 0) {
+        bench_table_missing("SoftHSM2 C_DeriveKey rate", "raw derivation failed");
+        goto done;
+    }
+    bench_table_row(&(bench_row){ .figure = "SoftHSM2 derivations/s (C_DeriveKey + read + destroy)",
+        .unit = BENCH_PER_SEC, .ref_name = "token", .ref = &rate });
+#if P11N_BENCH_TOKEN_API
+    memset(&srv, 0, sizeof(srv));
+    memset(&cli, 0, sizeof(cli));
+    bench_token_uri(&tok, tok_uri, sizeof(tok_uri));
+    if (p11n_token_keygen(tok_uri, "bench-server", srv.pub) != P11N_OK
+        || p11n_token_keygen(tok_uri, "bench-client", cli.pub) != P11N_OK) {
+        bench_table_missing("handshakes/s with SoftHSM2 keys", "p11n_token_keygen failed");
+        goto done;
+    }
+    bench_token_key_uri(&tok, "bench-server", srv_uri, sizeof(srv_uri));
+    bench_token_key_uri(&tok, "bench-client", cli_uri, sizeof(cli_uri));
+    srv.uri = srv_uri;
+    cli.uri = cli_uri;
+    for (int i = 0; i < 2; i++) {
+        char fig[96], ref[96];
+        bench_stat ours = { .n = 0 }, floor = { .n = 0 };
+        snprintf(fig, sizeof(fig), "handshakes/s %s, both keys in SoftHSM2", costs[i]->pattern);
+        if (bench_p11n_handshakes(o, costs[i]->pattern, &srv, &cli, &ours) != 0) {
+            bench_table_missing(fig, "handshake with token keys failed");
+            continue;
+        }
+        for (int r = 0; r < rate.n; r++)
+            bench_stat_add(&floor, rate.v[r] / costs[i]->derivations);
+        bench_stat_finish(&floor);
+        snprintf(ref, sizeof(ref), "derive rate / %d derivations", costs[i]->derivations);
+        bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_PER_SEC, .ours = &ours,
+            .ref_name = ref, .ref = &floor, .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 1 / 1.3,
+            .goal_text = "within 1.3× of floor (≥ 0.77×)" });
+    }
+#else
+    (void)costs;
+    (void)srv;
+    (void)cli;
+    (void)tok_uri;
+    (void)srv_uri;
+    (void)cli_uri;
+    bench_table_missing("handshakes/s with SoftHSM2 keys", "token layer not built yet");
+#endif
+done:
+    bench_token_teardown(&tok);
+}

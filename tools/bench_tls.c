@@ -1,0 +1,337 @@
+/*
+ * The reference users would otherwise pick: mutual TLS 1.3 with OpenSSL,
+ * CHACHA20-POLY1305 only, ECDSA P-256 certificates made in memory (a CA
+ * and one leaf per side, each side verifying the other's chain), no
+ * resumption of any kind. Client and server are separate processes joined
+ * over 127.0.0.1.
+ */
+#include <openssl/ec.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+typedef struct tls_world {
+    SSL_CTX *server, *client;
+} tls_world;
+
+static EVP_PKEY *p256_key(void)
+{
+    return EVP_EC_gen("P-256");
+}
+
+static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX v3;
+    X509_EXTENSION *ext;
+    int ok;
+
+    X509V3_set_ctx(&v3, issuer, cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &v3, nid, value);
+    if (ext == NULL)
+        return 0;
+    ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok;
+}
+
+/* A certificate for `key` named `cn`, signed by `ca_key` (self-signed when
+ * `ca` is NULL). */
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key,
+    int serial)
+{
+    X509 *cert = X509_new();
+    X509_NAME *name;
+
+    if (cert == NULL)
+        return NULL;
+    name = X509_get_subject_name(cert);
+    if (X509_set_version(cert, 2) != 1
+        || ASN1_INTEGER_set(X509_get_serialNumber(cert), serial) != 1
+        || X509_gmtime_adj(X509_getm_notBefore(cert), -3600) == NULL
+        || X509_gmtime_adj(X509_getm_notAfter(cert), 86400) == NULL
+        || X509_set_pubkey(cert, key) != 1
+        || X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
+               (const unsigned char *)cn, -1, -1, 0) != 1
+        || X509_set_issuer_name(cert, ca ? X509_get_subject_name(ca) : name) != 1
+        || !add_ext(cert, ca ? ca : cert, NID_basic_constraints,
+               ca ? "critical,CA:FALSE" : "critical,CA:TRUE")
+        || !add_ext(cert, ca ? ca : cert, NID_key_usage,
+               ca ? "critical,digitalSignature" : "critical,keyCertSign")
+        || X509_sign(cert, ca_key, EVP_sha256()) == 0) {
+        X509_free(cert);
+        return NULL;
+    }
+    return cert;
+}
+
+static SSL_CTX *make_ctx(int server, X509 *ca, X509 *cert, EVP_PKEY *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+
+    if (ctx == NULL)
+        return NULL;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1
+        || SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1
+        || SSL_CTX_set_ciphersuites(ctx, "TLS_CHACHA20_POLY1305_SHA256") != 1
+        || SSL_CTX_use_certificate(ctx, cert) != 1
+        || SSL_CTX_use_PrivateKey(ctx, key) != 1
+        || SSL_CTX_check_private_key(ctx) != 1
+        || X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    /* Every handshake is a full one: no tickets, no session cache. */
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    return ctx;
+}
+
+static void world_free(tls_world *w)
+{
+    SSL_CTX_free(w->server);
+    SSL_CTX_free(w->client);
+    w->server = w->client = NULL;
+}
+
+static int world_init(tls_world *w)
+{
+    EVP_PKEY *ca_key = p256_key(), *s_key = p256_key(), *c_key = p256_key();
+    X509 *ca = NULL, *s_cert = NULL, *c_cert = NULL;
+    int rc = -1;
+
+    memset(w, 0, sizeof(*w));
+    if (ca_key == NULL || s_key == NULL || c_key == NULL)
+        goto done;
+    ca = make_cert("bench CA", ca_key, NULL, ca_key, 1);
+    if (ca == NULL)
+        goto done;
+    s_cert = make_cert("bench server", s_key, ca, ca_key, 2);
+    c_cert = make_cert("bench client", c_key, ca, ca_key, 3);
+    if (s_cert == NULL || c_cert == NULL)
+        goto done;
+    w->server = make_ctx(1, ca, s_cert, s_key);
+    w->client = make_ctx(0, ca, c_cert, c_key);
+    if (w->server != NULL && w->client != NULL)
+        rc = 0;
+    else
+        world_free(w);
+done:
+    X509_free(ca);
+    X509_free(s_cert);
+    X509_free(c_cert);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(s_key);
+    EVP_PKEY_free(c_key);
+    return rc;
+}
+
+static SSL *tls_open(SSL_CTX *ctx, int fd, int server)
+{
+    SSL *ssl = SSL_new(ctx);
+    if (ssl == NULL)
+        return NULL;
+    if (SSL_set_fd(ssl, fd) != 1 || (server ? SSL_accept(ssl) : SSL_connect(ssl)) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
+static int ssl_read_all(SSL *ssl, void *p, size_t len)
+{
+    uint8_t *b = p;
+    while (len > 0) {
+        size_t got;
+        if (SSL_read_ex(ssl, b, len, &got) != 1)
+            return -1;
+        b += got;
+        len -= got;
+    }
+    return 0;
+}
+
+/* ---- throughput ---- */
+
+struct tput_server {
+    tls_world *w;
+    int lfd;
+};
+
+/* Serve one connection: for each request (count, size), read count * size
+ * bytes of application data in large reads, then send one byte back. */
+static int tput_serve(void *arg)
+{
+    struct tput_server *s = arg;
+    int fd = bench_accept(s->lfd);
+    SSL *ssl = fd >= 0 ? tls_open(s->w->server, fd, 1) : NULL;
+    size_t cap = 1 << 17;
+    uint8_t *buf = malloc(cap);
+    uint64_t req[2];
+    int rc = -1;
+
+    if (ssl == NULL || buf == NULL)
+        goto done;
+    while (ssl_read_all(ssl, req, sizeof(req)) == 0 && req[0] != 0) {
+        uint64_t left = req[0] * req[1];
+        size_t got;
+        while (left > 0) {
+            if (SSL_read_ex(ssl, buf, left < cap ? (size_t)left : cap, &got) != 1)
+                goto done;
+            left -= got;
+        }
+        if (SSL_write(ssl, "k", 1) != 1)
+            goto done;
+    }
+    rc = 0;
+done:
+    SSL_free(ssl);
+    free(buf);
+    return rc;
+}
+
+static int tput_rep(SSL *ssl, const uint8_t *msg, size_t size, size_t count, double *secs)
+{
+    uint64_t req[2] = { count, size };
+    uint8_t ack;
+    double t0 = bench_now();
+
+    if (SSL_write(ssl, req, sizeof(req)) != (int)sizeof(req))
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        if (SSL_write(ssl, msg, (int)size) != (int)size)
+            return -1;
+    if (ssl_read_all(ssl, &ack, 1) != 0)
+        return -1;
+    *secs = bench_now() - t0;
+    return 0;
+}
+
+int bench_tls_throughput(const bench_opts *o, size_t size, bench_stat *out)
+{
+    tls_world w;
+    struct tput_server srv = { .w = &w };
+    uint16_t port;
+    pid_t pid = -1;
+    int fd = -1, rc = -1;
+    SSL *ssl = NULL;
+    uint8_t *msg = calloc(1, size);
+    uint64_t stop[2] = { 0, 0 };
+    size_t count;
+    double t;
+
+    if (msg == NULL || world_init(&w) != 0) {
+        free(msg);
+        return -1;
+    }
+    srv.lfd = bench_listen(&port, 16);
+    if (srv.lfd < 0)
+        goto done;
+    pid = bench_fork(tput_serve, &srv);
+    if (pid < 0)
+        goto done;
+    fd = bench_connect(port);
+    ssl = fd >= 0 ? tls_open(w.client, fd, 0) : NULL;
+    if (ssl == NULL)
+        goto done;
+    count = bench_count_for(o, size, 20.0);
+    if (tput_rep(ssl, msg, size, count, &t) != 0)
+        goto done;
+    count = bench_count_for(o, size, (double)size * (double)count / t / 1e6);
+    for (int r = 0; r < o->reps; r++) {
+        if (tput_rep(ssl, msg, size, count, &t) != 0)
+            goto done;
+        bench_stat_add(out, (double)size * (double)count / t / 1e6);
+    }
+    bench_stat_finish(out);
+    (void)SSL_write(ssl, stop, sizeof(stop));
+    rc = 0;
+done:
+    SSL_free(ssl);
+    if (fd >= 0)
+        close(fd);
+    if (srv.lfd >= 0)
+        close(srv.lfd);
+    bench_child_stop(pid);
+    world_free(&w);
+    free(msg);
+    return rc;
+}
+
+/* ---- handshakes ---- */
+
+/* Accept connections forever: full handshake, then one byte of application
+ * data so the client knows the server verified its certificate too. */
+static int hs_serve(void *arg)
+{
+    struct tput_server *s = arg;
+    for (;;) {
+        int fd = bench_accept(s->lfd);
+        SSL *ssl;
+        if (fd < 0)
+            return -1;
+        ssl = tls_open(s->w->server, fd, 1);
+        if (ssl != NULL)
+            (void)SSL_write(ssl, "k", 1);
+        SSL_free(ssl);
+        close(fd);
+    }
+}
+
+static int hs_one(SSL_CTX *ctx, uint16_t port)
+{
+    int fd = bench_connect(port);
+    SSL *ssl = fd >= 0 ? tls_open(ctx, fd, 0) : NULL;
+    uint8_t ack;
+    int rc = ssl != NULL && ssl_read_all(ssl, &ack, 1) == 0 ? 0 : -1;
+
+    SSL_free(ssl);
+    if (fd >= 0)
+        bench_close_abort(fd);
+    return rc;
+}
+
+int bench_tls_handshakes(const bench_opts *o, bench_stat *out)
+{
+    tls_world w;
+    struct tput_server srv = { .w = &w };
+    uint16_t port;
+    pid_t pid = -1;
+    int rc = -1;
+
+    if (world_init(&w) != 0)
+        return -1;
+    srv.lfd = bench_listen(&port, 64);
+    if (srv.lfd < 0)
+        goto done;
+    pid = bench_fork(hs_serve, &srv);
+    if (pid < 0 || hs_one(w.client, port) != 0)
+        goto done;
+    for (int r = 0; r < o->reps; r++) {
+        double t0 = bench_now(), t;
+        long n = 0;
+        do {
+            if (hs_one(w.client, port) != 0)
+                goto done;
+            n++;
+            t = bench_now() - t0;
+        } while (t < o->rep_seconds);
+        bench_stat_add(out, (double)n / t);
+    }
+    bench_stat_finish(out);
+    rc = 0;
+done:
+    if (srv.lfd >= 0)
+        close(srv.lfd);
+    bench_child_stop(pid);
+    world_free(&w);
+    return rc;
+}
