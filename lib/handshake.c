@@ -103,7 +103,8 @@ static int fail(p11n_handshake *hs, int rc)
     return rc;
 }
 
-static int check_config(const p11n_handshake_config *cfg, int initiator)
+static int check_config(const p11n_handshake_config *cfg, const wire_pattern *p,
+    int initiator)
 {
     if (cfg->local == NULL)
         return P11N_ERR_MISSING_KEY;
@@ -114,7 +115,6 @@ static int check_config(const p11n_handshake_config *cfg, int initiator)
         return P11N_ERR_INVALID_ARG;
     if (cfg->remote == NULL && cfg->nremote > 0)
         return P11N_ERR_INVALID_ARG;
-    const wire_pattern *p = pattern_by_name(cfg->pattern);
     if (initiator || p->responder_picks_initiator) {
         if (cfg->nremote == 0)
             return P11N_ERR_MISSING_KEY;
@@ -139,7 +139,7 @@ static int handshake_new(const p11n_handshake_config *cfg, int initiator,
     const wire_pattern *pattern = pattern_by_name(cfg->pattern);
     if (pattern == NULL)
         return P11N_ERR_UNSUPPORTED;
-    int rc = check_config(cfg, initiator);
+    int rc = check_config(cfg, pattern, initiator);
     if (rc != P11N_OK)
         return rc;
 
