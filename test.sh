@@ -8,6 +8,16 @@ cd "$(dirname "$0")"
 . tests/deps.sh
 p11n_install_deps
 p11n_build --enable-sanitizers "$@"
-make -C build -j"$(nproc)" check || { cat build/test-suite.log 2>/dev/null | tail -100; exit 1; }
+
+if ! make -C build -j"$(nproc)" check; then
+    for log in build/tests/*.log; do
+        grep -qE '^(FAIL|ERROR)' "${log%.log}.trs" 2>/dev/null && { echo "==== $log"; tail -60 "$log"; }
+    done
+    exit 1
+fi
+# One summary line over every test program, in the form CI reads.
+pass=$(cat build/tests/*.trs build/tests/fuzz/*.trs 2>/dev/null | grep -c '^:test-result: PASS' || true)
+fail=$(cat build/tests/*.trs build/tests/fuzz/*.trs 2>/dev/null | grep -c '^:test-result: FAIL' || true)
+
 make -C build -j"$(nproc)" distcheck DISTCHECK_CONFIGURE_FLAGS="$*"
-echo "test.sh: all tests passed"
+echo "test programs: $pass passed, $fail failed"
