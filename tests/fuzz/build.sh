@@ -2,7 +2,7 @@
 # Build the libFuzzer harnesses with clang, AddressSanitizer and
 # UndefinedBehaviorSanitizer, in a build directory of their own.
 #
-#   tests/fuzz/build.sh [BUILDDIR]          (default: ./build-fuzz)
+#   tests/fuzz/build.sh [BUILDDIR [NAME...]]  (default: ./build-fuzz, all)
 #   BUILDDIR/fuzz_socks5 -max_total_time=300 BUILDDIR/corpus/socks5
 #
 # The library is configured with CC=clang and -fsanitize=fuzzer-no-link
@@ -18,6 +18,7 @@ set -eu
 
 srcdir=$(cd "$(dirname "$0")/../.." && pwd)
 builddir=${1:-build-fuzz}
+[ $# -gt 0 ] && shift
 CC=${CC:-clang}
 SAN="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 
@@ -29,18 +30,28 @@ if [ ! -f Makefile ]; then
     "$srcdir/configure" -q CC="$CC" \
         CFLAGS="-g -O1 -fsanitize=fuzzer-no-link $SAN" LDFLAGS="$SAN"
 fi
-make -s lib/libp11noise_core.la
+make -s V=0 lib/libp11noise_core.la >/dev/null
 
 # The dependency flags exactly as the build uses them.
 deps=$(printf 'print-deps:\n\t@echo $(DEPS_LIBS)\n' | make -s -f Makefile -f - print-deps)
 
-for harness in "$srcdir"/tests/fuzz/fuzz_*.c; do
-    name=$(basename "$harness" .c)
-    "$CC" -g -O1 -fsanitize=fuzzer $SAN \
+if [ $# -eq 0 ]; then
+    set -- $(cd "$srcdir/tests/fuzz" && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')
+fi
+failed=
+for name in "$@"; do
+    if ! "$CC" -g -O1 -fsanitize=fuzzer $SAN \
         -I"$builddir" -I"$srcdir/lib" -I"$srcdir/socks" -I"$srcdir/pkcs11" -DP11N_BUILDING \
-        -o "$name" "$harness" lib/.libs/libp11noise_core.a $deps
-    corpus=corpus/${name#fuzz_}
-    mkdir -p "$corpus"
-    cp "$srcdir/tests/fuzz/corpus/${name#fuzz_}"/* "$corpus"/
-    echo "built $builddir/$name (seeds in $builddir/$corpus)"
+        -o "fuzz_$name" "$srcdir/tests/fuzz/fuzz_$name.c" lib/.libs/libp11noise_core.a $deps
+    then
+        failed="$failed $name"
+        continue
+    fi
+    mkdir -p "corpus/$name"
+    cp "$srcdir/tests/fuzz/corpus/$name"/* "corpus/$name"/
+    echo "built $builddir/fuzz_$name (seeds in $builddir/corpus/$name)"
 done
+if [ -n "$failed" ]; then
+    echo "failed to build:$failed" >&2
+    exit 1
+fi
