@@ -116,8 +116,9 @@ extern const uint8_t p11n_secp256k1_generator[33];
 int p11n_random(uint8_t *out, size_t len);
 
 /* Hex: lower-case encode (out has 2*len+1 bytes, NUL-terminated); decode
- * exactly `outlen` bytes from a string of 2*outlen hex digits. Decoding has
- * no data-dependent branches (safe for private keys). */
+ * exactly `outlen` bytes from a string of 2*outlen hex digits (either case),
+ * else P11N_ERR_PARSE with `out` zeroed. Decoding has no data-dependent
+ * branches (safe for private keys). */
 void p11n_hex_encode(const uint8_t *in, size_t len, char *out);
 int p11n_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen);
 

@@ -129,14 +129,32 @@ void p11n_key_free(p11n_key *key)
         key->ops->destroy(key);
 }
 
-/* Room for the longest key (X448: 112 digits) and generous trailing space;
- * anything longer is not a key file. */
-#define KEYFILE_MAX 512
-
 static int is_space(char c)
 {
     return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
+
+int p11n_key_parse_text(const char *text, size_t len, const p11n_dh_alg *alg,
+    struct p11n_key **out)
+{
+    if (out == NULL)
+        return P11N_ERR_INVALID_ARG;
+    *out = NULL;
+    if ((text == NULL && len > 0) || alg == NULL)
+        return P11N_ERR_INVALID_ARG;
+    while (len > 0 && is_space(text[len - 1]))
+        len--;
+    uint8_t priv[P11N_MAXPRIVLEN];
+    int rc = p11n_hex_decode(text != NULL ? text : "", len, priv, alg->privlen);
+    if (rc == P11N_OK)
+        rc = soft_from_private(alg, priv, out);
+    p11n_wipe(priv, sizeof(priv));
+    return rc;
+}
+
+/* Room for the longest key (X448: 112 digits) and generous trailing space;
+ * anything longer is not a key file. */
+#define KEYFILE_MAX 512
 
 int p11n_key_load_file(const char *path, const p11n_dh_alg *alg, struct p11n_key **out)
 {
@@ -167,18 +185,8 @@ int p11n_key_load_file(const char *path, const p11n_dh_alg *alg, struct p11n_key
         len += (size_t)r;
     }
     close(fd);
-    if (rc == P11N_OK && len > KEYFILE_MAX)
-        rc = P11N_ERR_PARSE;
-
-    if (rc == P11N_OK) {
-        while (len > 0 && is_space(buf[len - 1]))
-            len--;
-        uint8_t priv[P11N_MAXPRIVLEN];
-        rc = p11n_hex_decode(buf, len, priv, alg->privlen);
-        if (rc == P11N_OK)
-            rc = soft_from_private(alg, priv, out);
-        p11n_wipe(priv, sizeof(priv));
-    }
+    if (rc == P11N_OK)
+        rc = len > KEYFILE_MAX ? P11N_ERR_PARSE : p11n_key_parse_text(buf, len, alg, out);
     p11n_wipe(buf, sizeof(buf));
     return rc;
 }

@@ -33,7 +33,14 @@ static inline int p11n_key_is_slow(const struct p11n_key *key)
     return key->ops->slow;
 }
 
-/* Software key from a "file:" path: one line of hex private key. */
+/* Software key from a "file:" path: one line of hex private key (2 *
+ * alg->privlen digits, trailing whitespace allowed). Errors: PARSE (any
+ * other content, or a file over 512 bytes), BAD_PRIVKEY, KEY_NOT_FOUND (no
+ * such file), IO (unreadable), NOMEM. */
 int p11n_key_load_file(const char *path, const p11n_dh_alg *alg, struct p11n_key **out);
+
+/* The same from the file's text (`len` bytes, not NUL-terminated). */
+int p11n_key_parse_text(const char *text, size_t len, const p11n_dh_alg *alg,
+    struct p11n_key **out);
 
 #endif

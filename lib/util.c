@@ -49,8 +49,10 @@ int p11n_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen)
 {
     if (hex == NULL || (out == NULL && outlen > 0))
         return P11N_ERR_INVALID_ARG;
-    if (outlen > SIZE_MAX / 2 || hexlen != 2 * outlen)
+    if (outlen > SIZE_MAX / 2 || hexlen != 2 * outlen) {
+        p11n_wipe(out, outlen);
         return P11N_ERR_PARSE;
+    }
     unsigned bad = 0;
     for (size_t i = 0; i < outlen; i++) {
         unsigned hi = hex_nibble((unsigned char)hex[2 * i]);
@@ -59,7 +61,8 @@ int p11n_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen)
         out[i] = (uint8_t)((hi << 4) | (lo & 0x0fu));
     }
     if (bad != 0) {
-        /* Half-decoded key bytes must not stay behind. */
+        /* Half-decoded key bytes must not stay behind; on every error the
+         * output is all zero. */
         p11n_wipe(out, outlen);
         return P11N_ERR_PARSE;
     }

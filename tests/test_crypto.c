@@ -799,8 +799,9 @@ static void test_hex(void)
     CU_ASSERT_EQUAL(accepted, 22);
     CU_ASSERT_EQUAL(refused, 256 - 22);
 
-    uint8_t o[2];
+    uint8_t o[2] = { 0x55, 0x55 };
     CU_ASSERT_EQUAL(p11n_hex_decode("abc", 3, o, 2), P11N_ERR_PARSE);   /* short */
+    CU_ASSERT(all_zero(o, 2));
     CU_ASSERT_EQUAL(p11n_hex_decode("abcdef", 6, o, 2), P11N_ERR_PARSE);/* long */
     CU_ASSERT_EQUAL(p11n_hex_decode("ab c", 4, o, 2), P11N_ERR_PARSE);
     CU_ASSERT_EQUAL(p11n_hex_decode("0x12", 4, o, 2), P11N_ERR_PARSE);
