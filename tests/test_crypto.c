@@ -84,12 +84,20 @@ static const p11n_cipher_alg *const all_ciphers[] = {
 static int alloc_hooked;
 static unsigned long ossl_allocs;
 
+/* When non-zero, the allocation that brings it to zero fails. */
+static unsigned long fail_countdown;
+
+static int injected_failure(void)
+{
+    return fail_countdown > 0 && --fail_countdown == 0;
+}
+
 static void *count_malloc(size_t n, const char *file, int line)
 {
     (void)file;
     (void)line;
     ossl_allocs++;
-    return malloc(n);
+    return injected_failure() ? NULL : malloc(n);
 }
 
 static void *count_realloc(void *p, size_t n, const char *file, int line)
@@ -97,7 +105,7 @@ static void *count_realloc(void *p, size_t n, const char *file, int line)
     (void)file;
     (void)line;
     ossl_allocs++;
-    return realloc(p, n);
+    return injected_failure() ? NULL : realloc(p, n);
 }
 
 static void count_free(void *p, const char *file, int line)
@@ -808,6 +816,103 @@ static void test_hex(void)
     CU_ASSERT_EQUAL(p11n_hex_decode("", 0, o, 0), P11N_OK);
 }
 
+/* ---- allocation failures ---- */
+
+/* One operation under test: returns its error code. */
+typedef int (*alloc_op)(void);
+
+static int op_hmac(void)
+{
+    uint8_t out[64];
+    p11n_iov d = { "data", 4 };
+    return p11n_hmac(&p11n_hash_blake2b, (const uint8_t *)"key", 3, &d, 1, out);
+}
+
+static int op_hkdf(void)
+{
+    uint8_t ck[32] = { 1 }, o1[32], o2[32], o3[32];
+    memset(o1, 0x55, sizeof(o1));
+    int rc = p11n_hkdf(&p11n_hash_sha256, ck, ck, 32, 3, o1, o2, o3);
+    /* On failure nothing was written: the outputs are copied last. */
+    if (rc != P11N_OK && o1[0] != 0x55)
+        return 1;
+    return rc;
+}
+
+static int op_aead(void)
+{
+    uint8_t key[32] = { 2 }, msg[40] = { 3 }, ct[56], pt[40];
+    p11n_aead a;
+    int rc = p11n_aead_init(&a, &p11n_cipher_chachapoly);
+    if (rc != P11N_OK)
+        return rc;
+    rc = p11n_aead_setkey(&a, key);
+    if (rc == P11N_OK)
+        rc = p11n_aead_seal(&a, 1, NULL, 0, msg, 40, ct);
+    if (rc == P11N_OK)
+        rc = p11n_aead_open(&a, 1, NULL, 0, ct, 56, pt);
+    p11n_aead_clear(&a);
+    return rc;
+}
+
+static int op_x25519(void)
+{
+    uint8_t a[32] = { 4 }, b[32] = { 5 }, pb[32], s[32];
+    int rc = p11n_dh_25519.pubkey(b, pb);
+    if (rc == P11N_OK)
+        rc = p11n_dh_25519.dh(a, pb, s);
+    return rc;
+}
+
+static int op_x448_key(void)
+{
+    p11n_key *k = NULL;
+    int rc = p11n_key_generate("448", &k);
+    p11n_key_free(k);
+    return rc;
+}
+
+/* Fail each OpenSSL allocation of each operation in turn: every failure
+ * must be reported as NOMEM, CRYPTO or (for X25519/X448, whose backend
+ * cannot say why a derivation failed) BAD_PUBKEY, and leak nothing (the
+ * leak checker runs at exit). */
+static void test_alloc_failures(void)
+{
+    static const struct {
+        const char *name;
+        alloc_op op;
+        int dh;
+    } ops[] = {
+        { "hmac", op_hmac, 0 }, { "hkdf", op_hkdf, 0 }, { "aead", op_aead, 0 },
+        { "x25519", op_x25519, 1 }, { "x448 key", op_x448_key, 1 },
+    };
+    CU_ASSERT_FATAL(alloc_hooked);
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        CU_ASSERT_EQUAL(ops[i].op(), P11N_OK); /* warm up lazy state */
+        unsigned long step, failed = 0;
+        for (step = 1; step < 1000; step++) {
+            fail_countdown = step;
+            int rc = ops[i].op();
+            int reached = fail_countdown == 0;
+            fail_countdown = 0;
+            if (!reached) {
+                /* The operation made fewer than `step` allocations. */
+                CU_ASSERT_EQUAL(rc, P11N_OK);
+                break;
+            }
+            failed++;
+            int ok = rc == P11N_ERR_NOMEM || rc == P11N_ERR_CRYPTO
+                || (ops[i].dh && rc == P11N_ERR_BAD_PUBKEY) || rc == P11N_OK;
+            if (!ok)
+                fprintf(stderr, "\n  %s: allocation %lu failed -> %d\n", ops[i].name, step, rc);
+            CU_ASSERT(ok);
+        }
+        CU_ASSERT(step < 1000);
+        CU_ASSERT(failed > 0); /* the operation does allocate */
+        CU_ASSERT_EQUAL(ops[i].op(), P11N_OK);
+    }
+}
+
 /* ---- software keys ---- */
 
 static void test_key_software(void)
@@ -953,6 +1058,7 @@ static const p11n_test tests[] = {
     { "generated DH keys", test_dh_generate },
     { "random bytes", test_random },
     { "hex encode/decode", test_hex },
+    { "failing allocations at each step", test_alloc_failures },
     { "software keys", test_key_software },
     { "key files", test_key_load_file },
     { NULL, NULL },
