@@ -48,9 +48,9 @@ static const secp256k1_context *get_ctx(void)
     return ctx;
 }
 
-/* Parse a 33-byte compressed point; 0 if it is not one. The prefix check
- * matters: the parser also takes 33-byte input only as compressed, but the
- * explicit test keeps the rule visible. */
+/* Parse a 33-byte compressed point; 0 if it is not one. libsecp256k1
+ * already reads 33 bytes only as 02/03 || x; the explicit prefix test
+ * states the rule here instead of leaning on that. */
 static int parse33(const secp256k1_context *c, const uint8_t in[33], secp256k1_pubkey *pk)
 {
     if (in[0] != 0x02 && in[0] != 0x03)
