@@ -397,7 +397,224 @@ P11N_API P11N_WARN_UNUSED int p11n_ceremony_write(const char *token_uri,
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_remove(const char *token_uri,
     const char *identifier);
 
-/* ---- networking API: section owned by the event loop ---- */
+/* ------------------------------------------------------------------------
+ * Networking (section owned by the event loop)
+ *
+ * A context owns one poll()-based event loop, a peer store, and the
+ * listeners and connections created from it. Threads: every function
+ * below except p11n_stop() must be called from the thread that runs the
+ * context's loop, and every callback runs on that thread. No call blocks:
+ * names are resolved with c-ares inside the loop, connects are
+ * non-blocking, and handshake steps that use a token key run on worker
+ * threads (one PKCS#11 operation at a time each) and complete through a
+ * wake-up fd, so a slow token never stalls other connections.
+ *
+ * Identity is the peer's static key, never its address: reconnects
+ * resolve the name again, and a listener behind a SOCKS5 proxy sees every
+ * peer come from the proxy.
+ * ------------------------------------------------------------------------ */
+
+#include <poll.h>
+
+typedef struct p11n_ctx p11n_ctx;
+typedef struct p11n_listener p11n_listener;
+typedef struct p11n_conn p11n_conn;
+
+/** Log levels; a level includes the ones below it. */
+enum p11n_log_level {
+    P11N_LOG_ERROR = 1,
+    P11N_LOG_WARN = 2,
+    P11N_LOG_INFO = 3,  /* every connection attempt, handshake result, close */
+    P11N_LOG_DEBUG = 4  /* each address tried, each act, worker hand-offs */
+};
+
+/** Receives one log line (no trailing newline, no timestamp). Lines never
+ *  hold keys, secrets or PINs. */
+typedef void (*p11n_log_callback)(int level, const char *line, void *arg);
+
+/** Context options. Zero means "the default" for every field, so
+ *  `p11n_ctx_options o = {0};` is a valid configuration. */
+typedef struct p11n_ctx_options {
+    p11n_log_callback log;        /* NULL: timestamped lines on stderr */
+    void *log_arg;
+    int log_level;                /* 0: P11N_LOG_INFO */
+    unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (256) */
+    unsigned max_token_ops;       /* handshake steps queued or running on workers (64) */
+    unsigned workers;             /* worker threads for token keys (2) */
+    unsigned act_timeout_ms;      /* deadline for each handshake act, and for a graceful
+                                     close to flush (10000) */
+    unsigned connect_timeout_ms;  /* per address tried, and for the proxy phase (10000) */
+    unsigned idle_timeout_ms;     /* close established connections idle this long (0: never) */
+    size_t write_high_water;      /* queued bytes at which p11n_send would block (1 MiB) */
+    const char *token_uri;        /* token for P11N_PEER_TO_TOKEN (copied; may be NULL) */
+} p11n_ctx_options;
+
+/** Create a context; `opts` may be NULL (all defaults). Errors:
+ *  INVALID_ARG, NOMEM, IO (no wake-up fd). */
+P11N_API P11N_WARN_UNUSED int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out);
+
+/** Free a context: closes every listener and connection at once (queued
+ *  messages are dropped; no callback runs), waits for running token
+ *  operations, frees the peer store. Accepts NULL. To close connections
+ *  gracefully, p11n_close() them and run the loop until their final
+ *  `closed` callback first. */
+P11N_API void p11n_ctx_free(p11n_ctx *ctx);
+
+/* ---- peer store ----
+ * The context's peers: identifier -> static public key, from the ceremony.
+ * Initiators name their peer by identifier; responders report the
+ * identifier of the authenticated initiator. */
+
+#define P11N_PEER_REPLACE 1u   /* an identifier already present gets the new key */
+#define P11N_PEER_TO_TOKEN 2u  /* also write the entry to the context's token_uri */
+
+/** Add one peer. Adding an identical entry again is a no-op. Errors:
+ *  INVALID_ARG (NULL, or TO_TOKEN without a token_uri), BAD_IDENTIFIER,
+ *  BAD_PUBKEY, PUBKEY_MISMATCH (identifier present with another key and no
+ *  REPLACE), NOMEM, and p11n_ceremony_write's errors (then nothing was
+ *  added). */
+P11N_API P11N_WARN_UNUSED int p11n_ceremony_input(p11n_ctx *ctx,
+    const uint8_t pub[P11N_PUBKEY_LEN], const char *identifier, unsigned flags);
+
+/** Add every peer of a ceremony file ("IDENTIFIER PUBHEX" lines), all or
+ *  nothing. Returns the number of entries read, or: IO (unreadable file),
+ *  p11n_peers_parse's errors, PUBKEY_MISMATCH, NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_peers_load_file(p11n_ctx *ctx, const char *path);
+
+/** Add every ceremony object of a token, all or nothing. Returns the
+ *  number of entries read, or p11n_ceremony_read's errors,
+ *  PUBKEY_MISMATCH, NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_peers_load_token(p11n_ctx *ctx, const char *token_uri);
+
+/* ---- callbacks ----
+ * `arg` is the callbacks' arg, or the connection's own after
+ * p11n_conn_set_arg(). Any p11n_* call on the connection is allowed inside
+ * a callback. */
+typedef struct p11n_callbacks {
+    /** Handshake done. `peer` is the authenticated peer's identifier, or
+     *  its public key in hex when it is not in the peer store (an
+     *  initiator that named its peer by key). */
+    void (*established)(p11n_conn *conn, const char *peer, void *arg);
+    /** One message. `msg` points into the connection's decoder and is
+     *  valid only during the call. */
+    void (*message)(p11n_conn *conn, const uint8_t *msg, size_t len, void *arg);
+    /** The write queue has drained after p11n_send returned WOULD_BLOCK. */
+    void (*writable)(p11n_conn *conn, void *arg);
+    /** The connection ended or an attempt failed: `reason` is P11N_OK
+     *  after p11n_close, else a negative p11n_err; `text` says what
+     *  happened. `final` 0: a reconnect is scheduled and the handle stays
+     *  valid. `final` 1: the last callback; the handle is freed when it
+     *  returns. */
+    void (*closed)(p11n_conn *conn, int reason, const char *text, int final, void *arg);
+    void *arg;
+} p11n_callbacks;
+
+/** Handshake options shared by listeners and connections. */
+typedef struct p11n_channel_options {
+    p11n_key *key;                /* local static key, borrowed; required */
+    const char *pattern;          /* "KK" (NULL) or "XK" */
+    const uint8_t *prologue;      /* NULL: "p11noise/1" (KK), "lightning" (XK); copied */
+    size_t prologue_len;
+    p11n_callbacks cb;
+} p11n_channel_options;
+
+/* ---- listening ---- */
+
+#define P11N_MAX_KK_CANDIDATES 16 /* initiator keys a KK listener may try per act */
+
+typedef struct p11n_listen_options {
+    p11n_channel_options ch;
+    /* Identifiers accepted (looked up in the peer store now). None: every
+     * peer in the store (KK: taken now, at most P11N_MAX_KK_CANDIDATES;
+     * XK: checked when each handshake ends). A KK listener tries the
+     * candidates in order; each try costs token operations. */
+    const char *const *peers;
+    size_t npeers;
+    unsigned max_handshakes;      /* handshakes in progress on this listener (0: the context's) */
+} p11n_listen_options;
+
+/** Listen on a numeric IPv4 or IPv6 address ("127.0.0.1", "::1", "::");
+ *  port 0 picks a free port (see p11n_listener_port). Errors: INVALID_ARG
+ *  (bad address, options, or a KK listener with no candidate),
+ *  UNSUPPORTED (pattern), UNKNOWN_PEER (a listed identifier is not in the
+ *  store), LIMIT (more than P11N_MAX_KK_CANDIDATES), IO (bind/listen; the
+ *  log has errno), NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port,
+    const p11n_listen_options *opts, p11n_listener **out);
+
+/** The port the listener is bound to. */
+P11N_API uint16_t p11n_listener_port(const p11n_listener *l);
+
+/** Stop accepting and free the listener. Connections it accepted go on. */
+P11N_API void p11n_listener_close(p11n_listener *l);
+
+/* ---- connecting ---- */
+
+typedef struct p11n_connect_options {
+    p11n_channel_options ch;
+    /* SOCKS5 proxy "[USER:PASS@]HOST:PORT", NULL: direct (reserved: the
+     * proxy path lands with the SOCKS5 client; set now, p11n_connect
+     * returns UNSUPPORTED). */
+    const char *socks5;
+    int reconnect;                /* 1: after a failure or close, try again */
+    unsigned backoff_min_ms;      /* first retry delay (500); doubles per failure */
+    unsigned backoff_max_ms;      /* delay cap (30000); each delay gets random jitter */
+} p11n_connect_options;
+
+/** Start connecting to `host` (name or numeric address) on `port`, and
+ *  handshake with `peer`: an identifier in the peer store or a public key
+ *  in hex (66 digits). Returns at once; progress comes through the
+ *  callbacks (a failed attempt calls `closed`). The connection handle is
+ *  owned by the context: it stays valid until the final `closed` callback
+ *  returns. Errors: INVALID_ARG, UNSUPPORTED, UNKNOWN_PEER, BAD_PUBKEY,
+ *  NOMEM. */
+P11N_API P11N_WARN_UNUSED int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port,
+    const char *peer, const p11n_connect_options *opts, p11n_conn **out);
+
+/* ---- messages ---- */
+
+/** Queue one message (0 to P11N_MAX_MESSAGE bytes); it is sealed at once
+ *  into the connection's write buffer (the caller's buffer is free when
+ *  this returns) and written when the loop next runs. Errors: INVALID_ARG,
+ *  MESSAGE_TOO_LARGE (nothing queued, never truncated), STATE (not
+ *  established, or closing), WOULD_BLOCK (queue at its high-water mark:
+ *  `writable` fires when it drains), NOMEM, CRYPTO. */
+P11N_API P11N_WARN_UNUSED int p11n_send(p11n_conn *conn, const uint8_t *msg, size_t len);
+
+/** Close gracefully: stop reading, flush queued messages (within the act
+ *  timeout), then close; `closed` follows with reason P11N_OK and final 1.
+ *  Cancels any reconnect. Valid in any state; a second call is a no-op. */
+P11N_API void p11n_close(p11n_conn *conn);
+
+/** Replace the `arg` given to this connection's callbacks. */
+P11N_API void p11n_conn_set_arg(p11n_conn *conn, void *arg);
+
+/** The authenticated peer (as in `established`), or NULL before. */
+P11N_API const char *p11n_conn_peer(const p11n_conn *conn);
+
+/* ---- running the loop ---- */
+
+/** Run until p11n_stop(). Returns P11N_OK, or IO if poll() fails. */
+P11N_API int p11n_run(p11n_ctx *ctx);
+
+/** Wait up to `timeout_ms` (-1: until something happens) and handle what
+ *  is ready. Returns P11N_OK, SHUTDOWN after p11n_stop(), or IO. */
+P11N_API int p11n_run_once(p11n_ctx *ctx, int timeout_ms);
+
+/** Ask the loop to return. Safe from any thread and from signal handlers. */
+P11N_API void p11n_stop(p11n_ctx *ctx);
+
+/** External loop, step 1: the fds to poll (with events) and the longest
+ *  wait before p11n_process must be called (-1: no deadline). Also writes
+ *  queued messages. `*n` receives the count; when it exceeds `cap` the
+ *  call returns BUFFER_TOO_SMALL and fills nothing. */
+P11N_API int p11n_poll_fds(p11n_ctx *ctx, struct pollfd *fds, size_t cap, size_t *n,
+    int *timeout_ms);
+
+/** External loop, step 2: handle the poll results (fds not ours are
+ *  ignored) and every expired timer. Returns P11N_OK or SHUTDOWN after
+ *  p11n_stop(). */
+P11N_API int p11n_process(p11n_ctx *ctx, const struct pollfd *fds, size_t n);
 
 #ifdef __cplusplus
 }

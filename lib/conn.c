@@ -1,0 +1,1083 @@
+/*
+ * One connection's state machine:
+ *
+ *   START -> RESOLVING -> CONNECTING -> (PROXY) -> HANDSHAKE -> ESTABLISHED
+ *                                                                -> CLOSING
+ * Any state may end (conn_end): the connection then goes DEAD, or BACKOFF
+ * when it reconnects, and from BACKOFF back to START.
+ *
+ * Incoming connections start in HANDSHAKE. During the handshake exactly
+ * the bytes of the current act are read from the socket, so nothing that
+ * follows the handshake ever needs to be stashed; once established, reads
+ * go in large chunks through the context's shared buffer into the
+ * transport's decoder.
+ */
+#include "net.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
+#include "crypto.h"
+#include "key.h"
+#include "log.h"
+
+#define DEF_BACKOFF_MIN_MS 500
+#define DEF_BACKOFF_MAX_MS 30000
+#define WBUF_MIN (16 * 1024)
+#define TEXT_LEN 160
+
+static void conn_end(p11n_conn *c, int reason, const char *text);
+static void hs_step(p11n_conn *c);
+static void try_next_address(p11n_conn *c);
+static void on_io(void *obj, int fd, short revents);
+static void on_timer(void *obj);
+static void on_idle(void *obj);
+
+int p11n_pattern_is_xk(const char *pattern, int *xk)
+{
+    if (pattern == NULL || strcmp(pattern, "KK") == 0)
+        *xk = 0;
+    else if (strcmp(pattern, "XK") == 0)
+        *xk = 1;
+    else
+        return P11N_ERR_UNSUPPORTED;
+    return P11N_OK;
+}
+
+static const char *state_name(enum p11n_conn_state s)
+{
+    static const char *const names[] = {
+        [P11N_CS_START] = "starting", [P11N_CS_RESOLVING] = "resolving",
+        [P11N_CS_CONNECTING] = "connecting", [P11N_CS_PROXY] = "proxy negotiation",
+        [P11N_CS_HANDSHAKE] = "handshake", [P11N_CS_ESTABLISHED] = "established",
+        [P11N_CS_CLOSING] = "closing", [P11N_CS_BACKOFF] = "backoff", [P11N_CS_DEAD] = "dead",
+    };
+    return names[s];
+}
+
+/* ---- creation and release ---- */
+
+static p11n_conn *conn_new(p11n_ctx *ctx, const p11n_callbacks *cb, p11n_key *key, int xk,
+    const uint8_t *prologue, size_t prologue_len)
+{
+    if (p11n_timers_reserve(ctx, 2) != P11N_OK)
+        return NULL;
+    p11n_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        goto fail;
+    if (prologue != NULL) {
+        /* +1: a zero-length prologue still needs a non-NULL pointer */
+        if ((c->prologue = malloc(prologue_len + 1)) == NULL)
+            goto fail;
+        memcpy(c->prologue, prologue, prologue_len);
+        c->prologue_len = prologue_len;
+    }
+    c->ctx = ctx;
+    c->id = ++ctx->next_id;
+    c->fd = -1;
+    c->cb = *cb;
+    c->key = key;
+    c->xk = xk;
+    p11n_timer_init(&c->timer, on_timer, c);
+    p11n_timer_init(&c->idle, on_idle, c);
+    c->next = ctx->conns;
+    if (ctx->conns != NULL)
+        ctx->conns->prev = c;
+    ctx->conns = c;
+    c->started = c->last_active = ctx->now;
+    return c;
+fail:
+    if (c != NULL)
+        free(c->prologue);
+    free(c);
+    p11n_timers_release(ctx, 2);
+    return NULL;
+}
+
+static void uncount_handshake(p11n_conn *c)
+{
+    if (!c->counted)
+        return;
+    c->counted = 0;
+    c->ctx->handshakes_in--;
+    if (c->listener != NULL)
+        c->listener->handshakes--;
+}
+
+static void close_socket(p11n_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    p11n_io_del(c->ctx, c->fd);
+    close(c->fd);
+    c->fd = -1;
+}
+
+/* Drop everything an attempt holds. A handshake a worker is running stays
+ * with the worker; p11n_conn_job_done frees it. */
+static void conn_release(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    close_socket(c);
+    p11n_timer_cancel(ctx, &c->timer);
+    p11n_timer_cancel(ctx, &c->idle);
+    p11n_resolve_cancel(c);
+    if (!c->job_pending) {
+        p11n_handshake_free(c->hs);
+        c->hs = NULL;
+    }
+    p11n_transport_free(c->t);
+    c->t = NULL;
+    uncount_handshake(c);
+    free(c->addrs);
+    c->addrs = NULL;
+    c->naddrs = c->addr_i = 0;
+    c->wpos = c->wlen = 0;
+    c->partial = 0;
+    c->want_writable = 0;
+}
+
+static void flushq_remove(p11n_conn *c)
+{
+    if (!c->in_flushq)
+        return;
+    for (p11n_conn **pp = &c->ctx->flushq; *pp != NULL; pp = &(*pp)->next_flush) {
+        if (*pp == c) {
+            *pp = c->next_flush;
+            break;
+        }
+    }
+    c->in_flushq = 0;
+}
+
+void p11n_conn_free(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    conn_release(c);
+    p11n_handshake_free(c->hs);
+    flushq_remove(c);
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else if (ctx->conns == c)
+        ctx->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    if (c->listener != NULL)
+        p11n_listener_unref(c->listener);
+    p11n_timers_release(ctx, 2);
+    free(c->wbuf);
+    free(c->prologue);
+    free(c->host);
+    free(c);
+}
+
+void p11n_conn_free_dead(p11n_ctx *ctx)
+{
+    p11n_conn *keep = NULL;
+    while (ctx->dead != NULL) {
+        p11n_conn *c = ctx->dead;
+        ctx->dead = c->next_dead;
+        if (c->job_pending) {
+            c->next_dead = keep;  /* freed once its worker returns */
+            keep = c;
+        } else {
+            p11n_conn_free(c);
+        }
+    }
+    ctx->dead = keep;
+}
+
+/* ---- ending ---- */
+
+static unsigned backoff_delay(p11n_conn *c)
+{
+    unsigned d = c->backoff_min;
+    for (unsigned i = 1; i < c->failures && d < c->backoff_max; i++)
+        d *= 2;
+    if (d > c->backoff_max)
+        d = c->backoff_max;
+    /* Jitter: uniform in [d/2, d], so peers that failed together do not
+     * retry together. */
+    uint16_t r = 0;
+    if (p11n_random((uint8_t *)&r, sizeof(r)) != P11N_OK)
+        r = (uint16_t)c->id;
+    unsigned half = d / 2;
+    return half + (unsigned)((uint64_t)r * (d - half + 1) / 65536) + 1;
+}
+
+/* End the current attempt or connection: log it with its figures, release
+ * its resources, then tell the application (last, so that whatever the
+ * callback does sees a consistent connection). */
+static void conn_end(p11n_conn *c, int reason, const char *text)
+{
+    if (c->state == P11N_CS_DEAD)
+        return;
+    p11n_ctx *ctx = c->ctx;
+    int was_up = c->state == P11N_CS_ESTABLISHED || c->state == P11N_CS_CLOSING;
+    int level = reason == P11N_OK || reason == P11N_ERR_CLOSED ? P11N_LOG_INFO : P11N_LOG_WARN;
+    const char *where = c->addr[0] ? c->addr : (c->host ? c->host : "?");
+    if (c->state == P11N_CS_BACKOFF) {
+        p11n_log(ctx, level, "conn #%lu to %s: %s (reconnect cancelled)", c->id, where, text);
+    } else if (was_up) {
+        p11n_log(ctx, level,
+            "conn #%lu %s %s peer %s closed: %s [%s]; sent %llu msgs %llu bytes, "
+            "received %llu msgs %llu bytes, %llu ms",
+            c->id, c->incoming ? "from" : "to", where, c->peer, text, p11n_strerror(reason),
+            (unsigned long long)c->msgs_out, (unsigned long long)c->bytes_out,
+            (unsigned long long)c->msgs_in, (unsigned long long)c->bytes_in,
+            (unsigned long long)(ctx->now - c->started));
+    } else {
+        p11n_log(ctx, level, "conn #%lu %s %s failed during %s: %s [%s] after %llu ms",
+            c->id, c->incoming ? "from" : "to", where, state_name(c->state), text,
+            p11n_strerror(reason), (unsigned long long)(ctx->now - c->started));
+    }
+    conn_release(c);
+    int final = c->incoming || !c->reconnect || c->app_closed;
+    if (final) {
+        c->state = P11N_CS_DEAD;
+        c->next_dead = ctx->dead;
+        ctx->dead = c;
+    } else {
+        if (!was_up)
+            c->failures++;
+        unsigned delay = backoff_delay(c);
+        c->state = P11N_CS_BACKOFF;
+        p11n_timer_arm(ctx, &c->timer, ctx->now + delay);
+        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu will reconnect to %s:%u in %u ms", c->id,
+            c->host, c->port, delay);
+    }
+    if (c->cb.closed != NULL)
+        c->cb.closed(c, reason, text, final, c->cb.arg);
+}
+
+static void end_errno(p11n_conn *c, const char *what, int err)
+{
+    char text[TEXT_LEN];
+    snprintf(text, sizeof(text), "%s: %s", what, strerror(err));
+    conn_end(c, err == ECONNRESET || err == EPIPE ? P11N_ERR_RESET : P11N_ERR_IO, text);
+}
+
+/* ---- events ---- */
+
+static int has_output(const p11n_conn *c)
+{
+    return c->wpos < c->wlen;
+}
+
+static void update_events(p11n_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    short ev = 0;
+    switch (c->state) {
+    case P11N_CS_CONNECTING:
+        ev = POLLOUT;
+        break;
+    case P11N_CS_PROXY:
+    case P11N_CS_HANDSHAKE:
+        if (!c->job_pending && c->act_want > 0)
+            ev = POLLIN;
+        break;
+    case P11N_CS_ESTABLISHED:
+        ev = POLLIN;
+        break;
+    default:
+        break;
+    }
+    if (has_output(c))
+        ev |= POLLOUT;
+    p11n_io_set(c->ctx, c->fd, ev);
+}
+
+static void schedule_flush(p11n_conn *c)
+{
+    if (c->in_flushq)
+        return;
+    c->in_flushq = 1;
+    c->next_flush = c->ctx->flushq;
+    c->ctx->flushq = c;
+}
+
+/* Room for `need` more bytes at the end of the write queue. Steady state
+ * reuses the buffer; it only grows, or comes back after a trim. */
+static int wbuf_reserve(p11n_conn *c, size_t need)
+{
+    if (c->wcap - c->wlen >= need)
+        return P11N_OK;
+    if (c->wpos > 0) {
+        memmove(c->wbuf, c->wbuf + c->wpos, c->wlen - c->wpos);
+        c->wlen -= c->wpos;
+        c->wpos = 0;
+        if (c->wcap - c->wlen >= need)
+            return P11N_OK;
+    }
+    size_t cap = c->wcap ? c->wcap : WBUF_MIN;
+    while (cap - c->wlen < need)
+        cap *= 2;
+    uint8_t *b = realloc(c->wbuf, cap);
+    if (b == NULL)
+        return P11N_ERR_NOMEM;
+    c->wbuf = b;
+    c->wcap = cap;
+    return P11N_OK;
+}
+
+static void finish_close(p11n_conn *c)
+{
+    conn_end(c, P11N_OK, "closed locally");
+}
+
+/* Write the queue; one send() per call while the socket takes it. */
+static void conn_flush(p11n_conn *c)
+{
+    if (c->fd < 0)
+        return;
+    while (c->wpos < c->wlen) {
+        ssize_t n = send(c->fd, c->wbuf + c->wpos, c->wlen - c->wpos, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                update_events(c);
+                return;
+            }
+            end_errno(c, "send", errno);
+            return;
+        }
+        c->wpos += (size_t)n;
+        c->wrote = 1;
+    }
+    c->wpos = c->wlen = 0;
+    update_events(c);
+    if (c->state == P11N_CS_CLOSING) {
+        finish_close(c);
+    } else if (c->want_writable && c->state == P11N_CS_ESTABLISHED) {
+        c->want_writable = 0;
+        if (c->cb.writable != NULL)
+            c->cb.writable(c, c->cb.arg);
+    }
+}
+
+void p11n_conn_flush_all(p11n_ctx *ctx)
+{
+    /* Take the list: connections queued by callbacks during this pass are
+     * written in the next one, so a writer cannot starve the loop. */
+    p11n_conn *q = ctx->flushq;
+    ctx->flushq = NULL;
+    while (q != NULL) {
+        p11n_conn *c = q;
+        q = c->next_flush;
+        c->in_flushq = 0;
+        if (c->state != P11N_CS_DEAD && c->state != P11N_CS_BACKOFF)
+            conn_flush(c);
+    }
+}
+
+/* Drop the write buffers of connections that wrote nothing for a whole
+ * interval: an idle connection then holds no large buffer. */
+void p11n_conn_trim(void *ctxp)
+{
+    p11n_ctx *ctx = ctxp;
+    for (p11n_conn *c = ctx->conns; c != NULL; c = c->next) {
+        if (!c->wrote && c->wbuf != NULL && c->wpos == c->wlen) {
+            free(c->wbuf);
+            c->wbuf = NULL;
+            c->wcap = c->wpos = c->wlen = 0;
+        }
+        c->wrote = 0;
+    }
+    p11n_timer_arm(ctx, &ctx->trim, ctx->now + 1000);
+}
+
+/* ---- handshake ---- */
+
+static int hs_create(p11n_conn *c)
+{
+    p11n_handshake_config cfg = {
+        .pattern = c->xk ? "XK" : "KK",
+        .prologue = c->prologue,
+        .prologue_len = c->prologue_len,
+        .local = c->key,
+    };
+    if (c->incoming) {
+        /* KK: the candidates; XK: the allow-list (none: checked against
+         * the store in hs_authorize). */
+        cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])c->listener->allowed;
+        cfg.nremote = c->listener->nallowed;
+        return p11n_handshake_respond(&cfg, &c->hs);
+    }
+    cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&c->remote;
+    cfg.nremote = 1;
+    return p11n_handshake_initiate(&cfg, &c->hs);
+}
+
+static void hs_fail(p11n_conn *c, const char *what, int rc)
+{
+    char text[TEXT_LEN];
+    snprintf(text, sizeof(text), "handshake %s: %s", what, p11n_strerror(rc));
+    conn_end(c, rc, text);
+}
+
+static void handshake_begin(p11n_conn *c)
+{
+    c->state = P11N_CS_HANDSHAKE;
+    c->act_want = 0;
+    int rc = hs_create(c);
+    if (rc != P11N_OK) {
+        hs_fail(c, "setup", rc);
+        return;
+    }
+    hs_step(c);
+}
+
+/* The act in c->act is ours to send: queue it. */
+static void hs_sent(p11n_conn *c)
+{
+    if (wbuf_reserve(c, c->act_len) != P11N_OK) {
+        conn_end(c, P11N_ERR_NOMEM, "out of memory queueing a handshake act");
+        return;
+    }
+    memcpy(c->wbuf + c->wlen, c->act, c->act_len);
+    c->wlen += c->act_len;
+    c->act_len = 0;
+    schedule_flush(c);
+}
+
+/* The remote static key is authenticated: may this peer in? */
+static int hs_authorize(p11n_conn *c)
+{
+    const p11n_peer_entry *e = p11n_peer_by_pub(c->ctx, c->remote);
+    if (c->incoming && c->xk) {
+        const p11n_listener *l = c->listener;
+        int ok = l->nallowed == 0 ? e != NULL : 0;
+        for (size_t i = 0; i < l->nallowed && !ok; i++)
+            ok = memcmp(l->allowed[i], c->remote, P11N_PUBKEY_LEN) == 0;
+        if (!ok)
+            return P11N_ERR_UNKNOWN_PEER;
+    }
+    if (e != NULL)
+        snprintf(c->peer, sizeof(c->peer), "%s", e->id);
+    else
+        p11n_hex_encode(c->remote, P11N_PUBKEY_LEN, c->peer);
+    return P11N_OK;
+}
+
+static void hs_complete(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    int rc = p11n_handshake_remote(c->hs, c->remote);
+    if (rc == P11N_OK)
+        rc = hs_authorize(c);
+    if (rc != P11N_OK) {
+        char hex[2 * P11N_PUBKEY_LEN + 1];
+        p11n_hex_encode(c->remote, P11N_PUBKEY_LEN, hex);
+        char text[TEXT_LEN];
+        snprintf(text, sizeof(text), "initiator key %s is not an accepted peer", hex);
+        conn_end(c, rc, text);
+        return;
+    }
+    rc = p11n_handshake_finish(c->hs, &c->t);
+    p11n_handshake_free(c->hs);
+    c->hs = NULL;
+    if (rc != P11N_OK) {
+        hs_fail(c, "finish", rc);
+        return;
+    }
+    uncount_handshake(c);
+    p11n_timer_cancel(ctx, &c->timer);
+    c->state = P11N_CS_ESTABLISHED;
+    c->failures = 0;
+    c->last_active = ctx->now;
+    if (ctx->opt.idle_timeout_ms > 0)
+        p11n_timer_arm(ctx, &c->idle, ctx->now + ctx->opt.idle_timeout_ms);
+    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu %s %s: handshake complete (%s %s), peer %s, %llu ms",
+        c->id, c->incoming ? "from" : "to", c->addr, c->xk ? "XK" : "KK",
+        c->incoming ? "responder" : "initiator", c->peer,
+        (unsigned long long)(ctx->now - c->started));
+    update_events(c);
+    if (c->cb.established != NULL)
+        c->cb.established(c, c->peer, c->cb.arg);
+}
+
+static int key_is_slow(const p11n_conn *c)
+{
+    return p11n_key_is_slow((const struct p11n_key *)c->key);
+}
+
+static int hs_offload(p11n_conn *c, int op)
+{
+    int rc = p11n_worker_submit(c, op);
+    if (rc != P11N_OK) {
+        conn_end(c, rc, rc == P11N_ERR_LIMIT ? "token operation queue full"
+                                             : "cannot hand the handshake to a worker");
+        return rc;
+    }
+    update_events(c);
+    return P11N_OK;
+}
+
+/* Advance the handshake as far as it goes without peer input. */
+static void hs_step(p11n_conn *c)
+{
+    for (;;) {
+        if (p11n_handshake_done(c->hs)) {
+            hs_complete(c);
+            return;
+        }
+        size_t want = p11n_handshake_want(c->hs);
+        if (want == 0) {
+            if (key_is_slow(c)) {
+                hs_offload(c, P11N_JOB_WRITE);
+                return;
+            }
+            int rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
+            if (rc != P11N_OK) {
+                hs_fail(c, "write", rc);
+                return;
+            }
+            hs_sent(c);
+            if (c->state != P11N_CS_HANDSHAKE)
+                return;
+            continue;
+        }
+        if (want > sizeof(c->act)) {
+            conn_end(c, P11N_ERR_STATE, "handshake asks for an act larger than any pattern's");
+            return;
+        }
+        c->act_want = want;
+        c->act_len = 0;
+        p11n_timer_arm(c->ctx, &c->timer, c->ctx->now + c->ctx->opt.act_timeout_ms);
+        update_events(c);
+        return;
+    }
+}
+
+/* Read exactly the rest of the current act. */
+static void hs_read(p11n_conn *c)
+{
+    ssize_t n = recv(c->fd, c->act + c->act_len, c->act_want - c->act_len, 0);
+    if (n == 0) {
+        char text[TEXT_LEN];
+        snprintf(text, sizeof(text), "closed by peer during the handshake (%zu of %zu act bytes)",
+            c->act_len, c->act_want);
+        conn_end(c, P11N_ERR_CLOSED, text);
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            end_errno(c, "recv during the handshake", errno);
+        return;
+    }
+    c->act_len += (size_t)n;
+    if (c->act_len < c->act_want)
+        return;
+    p11n_timer_cancel(c->ctx, &c->timer);
+    c->act_want = 0;
+    if (key_is_slow(c)) {
+        hs_offload(c, P11N_JOB_READ);
+        return;
+    }
+    int rc = p11n_handshake_read(c->hs, c->act, c->act_len);
+    if (rc != P11N_OK) {
+        hs_fail(c, "act from peer rejected", rc);
+        return;
+    }
+    hs_step(c);
+}
+
+void p11n_conn_job_done(p11n_conn *c)
+{
+    c->job_pending = 0;
+    if (c->state != P11N_CS_HANDSHAKE) {
+        /* The connection ended while the worker ran. */
+        p11n_handshake_free(c->hs);
+        c->hs = NULL;
+        return;
+    }
+    p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: worker finished a handshake %s: %s", c->id,
+        c->job_op == P11N_JOB_WRITE ? "write" : "read", p11n_strerror(c->job_rc));
+    if (c->job_rc != P11N_OK) {
+        hs_fail(c, c->job_op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected",
+            c->job_rc);
+        return;
+    }
+    if (c->job_op == P11N_JOB_WRITE) {
+        hs_sent(c);
+        if (c->state != P11N_CS_HANDSHAKE)
+            return;
+    }
+    hs_step(c);
+}
+
+/* ---- established ---- */
+
+static void conn_read(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    ssize_t n = recv(c->fd, ctx->rbuf, P11N_READ_CHUNK, 0);
+    if (n == 0) {
+        if (c->partial)
+            conn_end(c, P11N_ERR_RESET, "connection closed by peer in the middle of a message");
+        else
+            conn_end(c, P11N_ERR_CLOSED, "closed by peer");
+        return;
+    }
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            end_errno(c, "recv", errno);
+        return;
+    }
+    c->last_active = ctx->now;
+    size_t off = 0;
+    while (off < (size_t)n) {
+        size_t used = 0, len = 0;
+        const uint8_t *msg = NULL;
+        int r = p11n_transport_feed(c->t, ctx->rbuf + off, (size_t)n - off, &used, &msg, &len);
+        off += used;
+        if (r < 0) {
+            char text[TEXT_LEN];
+            snprintf(text, sizeof(text), "received frame rejected: %s", p11n_strerror(r));
+            conn_end(c, r, text);
+            return;
+        }
+        if (r == 0) {
+            c->partial = 1;
+            break;
+        }
+        c->partial = 0;
+        c->msgs_in++;
+        c->bytes_in += len;
+        if (c->cb.message != NULL)
+            c->cb.message(c, msg, len, c->cb.arg);
+        if (c->state != P11N_CS_ESTABLISHED)
+            return; /* closed or ended by the callback */
+    }
+}
+
+/* ---- outgoing attempts ---- */
+
+static void attempt_start(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    c->started = c->last_active = ctx->now;
+    c->msgs_in = c->msgs_out = c->bytes_in = c->bytes_out = 0;
+    c->addr[0] = '\0';
+    c->peer[0] = '\0';
+    c->last_err = 0;
+
+    /* Numeric addresses skip the resolver. */
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, c->host, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(c->port);
+        c->state = P11N_CS_RESOLVING;
+        p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
+        return;
+    }
+    if (inet_pton(AF_INET6, c->host, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(c->port);
+        c->state = P11N_CS_RESOLVING;
+        p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
+        return;
+    }
+    c->state = P11N_CS_RESOLVING;
+    p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
+    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu resolving %s", c->id, c->host);
+    int rc = p11n_resolve_start(c);
+    if (rc != P11N_OK)
+        conn_end(c, rc, "cannot start resolving the host name");
+}
+
+void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
+    const struct sockaddr_storage *addrs, size_t n)
+{
+    p11n_ctx *ctx = c->ctx;
+    p11n_timer_cancel(ctx, &c->timer);
+    if (rc != P11N_OK || n == 0) {
+        char t[TEXT_LEN];
+        snprintf(t, sizeof(t), "cannot resolve %s: %s", c->host, text ? text : "no address");
+        conn_end(c, P11N_ERR_RESOLVE, t);
+        return;
+    }
+    if (n > P11N_MAX_ADDRS)
+        n = P11N_MAX_ADDRS;
+    c->addrs = malloc(n * sizeof(*addrs));
+    if (c->addrs == NULL) {
+        conn_end(c, P11N_ERR_NOMEM, "out of memory");
+        return;
+    }
+    memcpy(c->addrs, addrs, n * sizeof(*addrs));
+    c->naddrs = n;
+    c->addr_i = 0;
+    if (p11n_log_on(ctx, P11N_LOG_INFO)) {
+        char list[P11N_ADDRSTR * 4] = "";
+        size_t used = 0;
+        for (size_t i = 0; i < n && i < 4; i++) {
+            char a[P11N_ADDRSTR];
+            p11n_addr_text((const struct sockaddr *)&addrs[i], a);
+            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? " " : "", a);
+            if (used >= sizeof(list))
+                break;
+        }
+        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu to %s:%u (peer %s, %s, direct): %zu address%s: %s%s",
+            c->id, c->host, c->port, c->peer_name, c->xk ? "XK" : "KK", n, n == 1 ? "" : "es",
+            list, n > 4 ? " ..." : "");
+    }
+    try_next_address(c);
+}
+
+static socklen_t sa_len(const struct sockaddr_storage *ss)
+{
+    return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+}
+
+static void connected(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    p11n_timer_cancel(ctx, &c->timer);
+    free(c->addrs);
+    c->addrs = NULL;
+    c->naddrs = c->addr_i = 0;
+    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu connected to %s", c->id, c->addr);
+    /* A SOCKS5 proxy phase goes here (state P11N_CS_PROXY), ending in
+     * handshake_begin. */
+    handshake_begin(c);
+}
+
+static void try_next_address(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    while (c->addr_i < c->naddrs) {
+        const struct sockaddr_storage *ss = &c->addrs[c->addr_i++];
+        p11n_addr_text((const struct sockaddr *)ss, c->addr);
+        int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        if (fd < 0) {
+            c->last_err = errno;
+            p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: socket for %s: %s", c->id, c->addr,
+                strerror(c->last_err));
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        int r = connect(fd, (const struct sockaddr *)ss, sa_len(ss));
+        if (r < 0 && errno != EINPROGRESS) {
+            c->last_err = errno;
+            p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: %s", c->id, c->addr,
+                strerror(c->last_err));
+            close(fd);
+            continue;
+        }
+        if (p11n_io_add(ctx, fd, POLLOUT, on_io, c) != P11N_OK) {
+            close(fd);
+            conn_end(c, P11N_ERR_NOMEM, "out of memory");
+            return;
+        }
+        c->fd = fd;
+        c->state = P11N_CS_CONNECTING;
+        p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu trying %s", c->id, c->addr);
+        if (r == 0) {
+            connected(c);
+            return;
+        }
+        p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
+        return;
+    }
+    char text[TEXT_LEN];
+    snprintf(text, sizeof(text), "every address of %s:%u failed (last: %s)", c->host, c->port,
+        c->last_err ? strerror(c->last_err) : "timed out");
+    conn_end(c, P11N_ERR_CONNECT, text);
+}
+
+static void connect_done(p11n_conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof(err);
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+    if (err == 0) {
+        connected(c);
+        return;
+    }
+    p11n_log(c->ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: %s", c->id, c->addr,
+        strerror(err));
+    close_socket(c);
+    c->last_err = err;
+    try_next_address(c);
+}
+
+/* ---- event and timer dispatch ---- */
+
+static void on_io(void *obj, int fd, short revents)
+{
+    (void)fd;
+    p11n_conn *c = obj;
+    switch (c->state) {
+    case P11N_CS_CONNECTING:
+        connect_done(c);
+        return;
+    case P11N_CS_HANDSHAKE:
+        if (revents & POLLOUT)
+            conn_flush(c);
+        if (c->state != P11N_CS_HANDSHAKE)
+            return;
+        if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && !c->job_pending)
+            hs_read(c);
+        else if ((revents & (POLLHUP | POLLERR)) && !(revents & POLLIN))
+            conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");
+        return;
+    case P11N_CS_ESTABLISHED:
+        if (revents & (POLLIN | POLLHUP | POLLERR))
+            conn_read(c);
+        if (c->state == P11N_CS_ESTABLISHED && (revents & POLLOUT))
+            conn_flush(c);
+        return;
+    case P11N_CS_CLOSING:
+        if (revents & POLLOUT)
+            conn_flush(c);
+        else if (revents & (POLLHUP | POLLERR))
+            conn_end(c, P11N_ERR_RESET, "connection lost while flushing before close");
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_timer(void *obj)
+{
+    p11n_conn *c = obj;
+    p11n_ctx *ctx = c->ctx;
+    char text[TEXT_LEN];
+    if (c->app_closed && c->state != P11N_CS_CLOSING) {
+        conn_end(c, P11N_OK, "closed locally");
+        return;
+    }
+    switch (c->state) {
+    case P11N_CS_START:
+        attempt_start(c);
+        return;
+    case P11N_CS_BACKOFF:
+        if (c->job_pending) {
+            /* The old attempt's worker still holds the act buffer. */
+            p11n_timer_arm(ctx, &c->timer, ctx->now + 50);
+            return;
+        }
+        c->state = P11N_CS_START;
+        attempt_start(c);
+        return;
+    case P11N_CS_RESOLVING:
+        snprintf(text, sizeof(text), "resolving %s took over %u ms", c->host,
+            ctx->opt.connect_timeout_ms);
+        conn_end(c, P11N_ERR_TIMEOUT, text);
+        return;
+    case P11N_CS_CONNECTING:
+        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: no answer in %u ms", c->id,
+            c->addr, ctx->opt.connect_timeout_ms);
+        c->last_err = ETIMEDOUT;
+        close_socket(c);
+        try_next_address(c);
+        return;
+    case P11N_CS_PROXY:
+    case P11N_CS_HANDSHAKE:
+        snprintf(text, sizeof(text), "handshake act not received within %u ms (%zu of %zu bytes)",
+            ctx->opt.act_timeout_ms, c->act_len, c->act_want);
+        conn_end(c, P11N_ERR_TIMEOUT, text);
+        return;
+    case P11N_CS_CLOSING:
+        snprintf(text, sizeof(text), "peer did not take the queued messages within %u ms",
+            ctx->opt.act_timeout_ms);
+        conn_end(c, P11N_ERR_TIMEOUT, text);
+        return;
+    default:
+        return;
+    }
+}
+
+static void on_idle(void *obj)
+{
+    p11n_conn *c = obj;
+    p11n_ctx *ctx = c->ctx;
+    uint64_t due = c->last_active + ctx->opt.idle_timeout_ms;
+    if (c->state != P11N_CS_ESTABLISHED)
+        return;
+    if (due > ctx->now) {
+        p11n_timer_arm(ctx, &c->idle, due);
+        return;
+    }
+    char text[TEXT_LEN];
+    snprintf(text, sizeof(text), "idle for %u ms", ctx->opt.idle_timeout_ms);
+    conn_end(c, P11N_ERR_TIMEOUT, text);
+}
+
+/* ---- incoming ---- */
+
+int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
+{
+    p11n_ctx *ctx = l->ctx;
+    char addr[P11N_ADDRSTR];
+    p11n_addr_text(sa, addr);
+    if (ctx->handshakes_in >= ctx->opt.max_handshakes || l->handshakes >= l->max_handshakes) {
+        p11n_log(ctx, P11N_LOG_WARN,
+            "incoming from %s on %s refused: %u handshakes in progress (limit %u), %u on this "
+            "listener (limit %u) [%s]",
+            addr, l->addr, ctx->handshakes_in, ctx->opt.max_handshakes, l->handshakes,
+            l->max_handshakes, p11n_strerror(P11N_ERR_LIMIT));
+        close(fd);
+        return P11N_ERR_LIMIT;
+    }
+    p11n_conn *c = conn_new(ctx, &l->cb, l->key, l->xk, l->prologue, l->prologue_len);
+    if (c == NULL) {
+        p11n_log(ctx, P11N_LOG_ERROR, "incoming from %s on %s dropped: out of memory", addr,
+            l->addr);
+        close(fd);
+        return P11N_ERR_NOMEM;
+    }
+    c->incoming = 1;
+    c->listener = l;
+    l->refs++;
+    memcpy(c->addr, addr, sizeof(addr));
+    if (p11n_io_add(ctx, fd, 0, on_io, c) != P11N_OK) {
+        close(fd);
+        c->state = P11N_CS_DEAD;
+        p11n_conn_free(c);
+        return P11N_ERR_NOMEM;
+    }
+    c->fd = fd;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    c->counted = 1;
+    ctx->handshakes_in++;
+    l->handshakes++;
+    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
+        l->xk ? "XK" : "KK");
+    handshake_begin(c);
+    return P11N_OK;
+}
+
+/* ---- public ---- */
+
+static int resolve_peer(p11n_ctx *ctx, const char *peer, p11n_conn *c)
+{
+    const p11n_peer_entry *e = p11n_peer_by_id(ctx, peer);
+    if (e != NULL) {
+        memcpy(c->remote, e->pub, P11N_PUBKEY_LEN);
+        snprintf(c->peer_name, sizeof(c->peer_name), "%s", e->id);
+        return P11N_OK;
+    }
+    if (strlen(peer) != 2 * P11N_PUBKEY_LEN
+        || p11n_hex_decode(peer, 2 * P11N_PUBKEY_LEN, c->remote, P11N_PUBKEY_LEN) != P11N_OK)
+        return P11N_ERR_UNKNOWN_PEER;
+    if (p11n_dh_secp256k1.check_pub(c->remote) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    e = p11n_peer_by_pub(ctx, c->remote);
+    snprintf(c->peer_name, sizeof(c->peer_name), "%s", e != NULL ? e->id : peer);
+    return P11N_OK;
+}
+
+int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
+    const p11n_connect_options *opts, p11n_conn **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (ctx == NULL || host == NULL || *host == '\0' || port == 0 || peer == NULL
+        || opts == NULL || opts->ch.key == NULL || out == NULL
+        || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))
+        return P11N_ERR_INVALID_ARG;
+    int xk;
+    int rc = p11n_pattern_is_xk(opts->ch.pattern, &xk);
+    if (rc != P11N_OK)
+        return rc;
+    if (opts->socks5 != NULL)
+        return P11N_ERR_UNSUPPORTED;
+    p11n_conn *c = conn_new(ctx, &opts->ch.cb, opts->ch.key, xk, opts->ch.prologue,
+        opts->ch.prologue_len);
+    if (c == NULL)
+        return P11N_ERR_NOMEM;
+    rc = resolve_peer(ctx, peer, c);
+    if (rc == P11N_OK && (c->host = strdup(host)) == NULL)
+        rc = P11N_ERR_NOMEM;
+    if (rc != P11N_OK) {
+        p11n_conn_free(c);
+        return rc;
+    }
+    c->port = port;
+    c->reconnect = opts->reconnect != 0;
+    c->backoff_min = opts->backoff_min_ms ? opts->backoff_min_ms : DEF_BACKOFF_MIN_MS;
+    c->backoff_max = opts->backoff_max_ms ? opts->backoff_max_ms : DEF_BACKOFF_MAX_MS;
+    if (c->backoff_max < c->backoff_min)
+        c->backoff_max = c->backoff_min;
+    /* Start from the loop, so no callback runs inside this call. */
+    c->state = P11N_CS_START;
+    p11n_timer_arm(ctx, &c->timer, ctx->now);
+    *out = c;
+    return P11N_OK;
+}
+
+int p11n_send(p11n_conn *c, const uint8_t *msg, size_t len)
+{
+    if (c == NULL || (msg == NULL && len > 0))
+        return P11N_ERR_INVALID_ARG;
+    if (len > P11N_MAX_MESSAGE)
+        return P11N_ERR_MESSAGE_TOO_LARGE;
+    if (c->state != P11N_CS_ESTABLISHED)
+        return P11N_ERR_STATE;
+    if (c->wlen - c->wpos >= c->ctx->opt.write_high_water) {
+        c->want_writable = 1;
+        return P11N_ERR_WOULD_BLOCK;
+    }
+    int rc = wbuf_reserve(c, len + P11N_FRAME_OVERHEAD);
+    if (rc != P11N_OK)
+        return rc;
+    size_t outlen = 0;
+    static const uint8_t empty[1];
+    rc = p11n_transport_seal(c->t, len ? msg : empty, len, c->wbuf + c->wlen,
+        c->wcap - c->wlen, &outlen);
+    if (rc != P11N_OK)
+        return rc;
+    c->wlen += outlen;
+    c->msgs_out++;
+    c->bytes_out += len;
+    c->last_active = c->ctx->now;
+    schedule_flush(c);
+    return P11N_OK;
+}
+
+void p11n_close(p11n_conn *c)
+{
+    if (c == NULL || c->state == P11N_CS_DEAD || c->app_closed)
+        return;
+    c->app_closed = 1;
+    p11n_ctx *ctx = c->ctx;
+    if (c->state == P11N_CS_ESTABLISHED) {
+        c->state = P11N_CS_CLOSING;
+        p11n_timer_cancel(ctx, &c->idle);
+        p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.act_timeout_ms);
+        update_events(c);
+        schedule_flush(c);  /* finishes the close once the queue is empty */
+        return;
+    }
+    /* Other states end from the loop, so no callback runs in here. */
+    p11n_timer_arm(ctx, &c->timer, ctx->now);
+}
+
+void p11n_conn_set_arg(p11n_conn *c, void *arg)
+{
+    if (c != NULL)
+        c->cb.arg = arg;
+}
+
+const char *p11n_conn_peer(const p11n_conn *c)
+{
+    if (c == NULL || c->peer[0] == '\0')
+        return NULL;
+    return c->peer;
+}

@@ -1,0 +1,228 @@
+/*
+ * Listening sockets. Accepted sockets become connections in the
+ * handshake state (conn.c); the listener keeps the accept-side policy:
+ * the pattern, the key, and which initiators may get in.
+ */
+#define _GNU_SOURCE /* accept4 */
+#include "net.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include "log.h"
+
+/* Accepting more than this per wake-up would let a connection flood
+ * starve established connections of loop time. */
+#define ACCEPT_BATCH 32
+
+static void on_accept(void *obj, int lfd, short revents)
+{
+    (void)lfd;
+    p11n_listener *l = obj;
+    (void)revents;
+    for (int i = 0; i < ACCEPT_BATCH && !l->closed; i++) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
+                && errno != ECONNABORTED)
+                p11n_log(l->ctx, P11N_LOG_ERROR, "accept on %s: %s", l->addr, strerror(errno));
+            return;
+        }
+        /* Errors are logged there; the listener goes on. */
+        (void)p11n_conn_accepted(l, fd, (const struct sockaddr *)&ss);
+    }
+}
+
+/* Turn identifiers into the keys the handshake needs. */
+static int load_allowed(p11n_listener *l, const p11n_listen_options *o)
+{
+    p11n_ctx *ctx = l->ctx;
+    size_t n = o->npeers;
+    if (n == 0 && l->xk)
+        return P11N_OK; /* XK checks the whole store as each handshake ends */
+    if (n == 0)
+        n = ctx->npeers;
+    if (n == 0)
+        return P11N_ERR_INVALID_ARG;
+    if (!l->xk && n > P11N_MAX_KK_CANDIDATES)
+        return P11N_ERR_LIMIT;
+    l->allowed = calloc(n, sizeof(*l->allowed));
+    if (l->allowed == NULL)
+        return P11N_ERR_NOMEM;
+    for (size_t i = 0; i < n; i++) {
+        const p11n_peer_entry *e;
+        if (o->npeers == 0) {
+            e = &ctx->peers[i];
+        } else {
+            if (o->peers[i] == NULL)
+                return P11N_ERR_INVALID_ARG;
+            e = p11n_peer_by_id(ctx, o->peers[i]);
+            if (e == NULL) {
+                p11n_log(ctx, P11N_LOG_ERROR, "listen: peer '%s' is not in the peer store",
+                    o->peers[i]);
+                return P11N_ERR_UNKNOWN_PEER;
+            }
+        }
+        memcpy(l->allowed[i], e->pub, P11N_PUBKEY_LEN);
+    }
+    l->nallowed = n;
+    return P11N_OK;
+}
+
+static int parse_ip(const char *ip, uint16_t port, struct sockaddr_storage *ss, socklen_t *len)
+{
+    memset(ss, 0, sizeof(*ss));
+    struct sockaddr_in *s4 = (struct sockaddr_in *)ss;
+    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)ss;
+    if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons(port);
+        *len = sizeof(*s4);
+        return P11N_OK;
+    }
+    if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons(port);
+        *len = sizeof(*s6);
+        return P11N_OK;
+    }
+    return P11N_ERR_INVALID_ARG;
+}
+
+static int open_socket(p11n_listener *l, const struct sockaddr_storage *ss, socklen_t len)
+{
+    p11n_ctx *ctx = l->ctx;
+    char where[P11N_ADDRSTR];
+    p11n_addr_text((const struct sockaddr *)ss, where);
+    l->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (l->fd < 0) {
+        p11n_log(ctx, P11N_LOG_ERROR, "listen on %s: socket: %s", where, strerror(errno));
+        return P11N_ERR_IO;
+    }
+    int one = 1;
+    setsockopt(l->fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    /* "::" means IPv6 only; listen on "0.0.0.0" too for both families. */
+    if (ss->ss_family == AF_INET6)
+        setsockopt(l->fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+    if (bind(l->fd, (const struct sockaddr *)ss, len) < 0) {
+        p11n_log(ctx, P11N_LOG_ERROR, "listen on %s: bind: %s", where, strerror(errno));
+        return P11N_ERR_IO;
+    }
+    if (listen(l->fd, SOMAXCONN) < 0) {
+        p11n_log(ctx, P11N_LOG_ERROR, "listen on %s: %s", where, strerror(errno));
+        return P11N_ERR_IO;
+    }
+    struct sockaddr_storage bound;
+    socklen_t blen = sizeof(bound);
+    if (getsockname(l->fd, (struct sockaddr *)&bound, &blen) < 0) {
+        p11n_log(ctx, P11N_LOG_ERROR, "listen on %s: getsockname: %s", where, strerror(errno));
+        return P11N_ERR_IO;
+    }
+    p11n_addr_text((const struct sockaddr *)&bound, l->addr);
+    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    return P11N_OK;
+}
+
+int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_options *opts,
+    p11n_listener **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (ctx == NULL || ip == NULL || opts == NULL || opts->ch.key == NULL || out == NULL
+        || (opts->peers == NULL && opts->npeers > 0)
+        || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))
+        return P11N_ERR_INVALID_ARG;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (parse_ip(ip, port, &ss, &sslen) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
+    p11n_listener *l = calloc(1, sizeof(*l));
+    if (l == NULL)
+        return P11N_ERR_NOMEM;
+    l->ctx = ctx;
+    l->fd = -1;
+    l->key = opts->ch.key;
+    l->cb = opts->ch.cb;
+    l->max_handshakes = opts->max_handshakes ? opts->max_handshakes : ctx->opt.max_handshakes;
+    int rc = p11n_pattern_is_xk(opts->ch.pattern, &l->xk);
+    if (rc != P11N_OK)
+        goto fail;
+    if (opts->ch.prologue != NULL) {
+        rc = P11N_ERR_NOMEM;
+        if ((l->prologue = malloc(opts->ch.prologue_len + 1)) == NULL)
+            goto fail;
+        memcpy(l->prologue, opts->ch.prologue, opts->ch.prologue_len);
+        l->prologue_len = opts->ch.prologue_len;
+    }
+    if ((rc = load_allowed(l, opts)) != P11N_OK)
+        goto fail;
+    if ((rc = open_socket(l, &ss, sslen)) != P11N_OK)
+        goto fail;
+    if ((rc = p11n_io_add(ctx, l->fd, POLLIN, on_accept, l)) != P11N_OK)
+        goto fail;
+    l->next = ctx->listeners;
+    ctx->listeners = l;
+    p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, %zu accepted peer%s%s)", l->addr,
+        l->xk ? "XK" : "KK", l->nallowed, l->nallowed == 1 ? "" : "s",
+        l->xk && l->nallowed == 0 ? ": any in the peer store" : "");
+    *out = l;
+    return P11N_OK;
+fail:
+    if (l->fd >= 0)
+        close(l->fd);
+    free(l->allowed);
+    free(l->prologue);
+    free(l);
+    return rc;
+}
+
+uint16_t p11n_listener_port(const p11n_listener *l)
+{
+    return l != NULL ? l->port : 0;
+}
+
+/* Unlink and free; connections still referring to it keep it alive
+ * (their handshake reads its candidate list) until they are freed. */
+void p11n_listener_free(p11n_listener *l)
+{
+    p11n_ctx *ctx = l->ctx;
+    if (!l->closed) {
+        l->closed = 1;
+        for (p11n_listener **pp = &ctx->listeners; *pp != NULL; pp = &(*pp)->next) {
+            if (*pp == l) {
+                *pp = l->next;
+                break;
+            }
+        }
+        p11n_io_del(ctx, l->fd);
+        close(l->fd);
+        l->fd = -1;
+    }
+    if (l->refs > 0)
+        return;
+    free(l->allowed);
+    free(l->prologue);
+    free(l);
+}
+
+void p11n_listener_unref(p11n_listener *l)
+{
+    if (--l->refs == 0 && l->closed)
+        p11n_listener_free(l);
+}
+
+void p11n_listener_close(p11n_listener *l)
+{
+    if (l == NULL || l->closed)
+        return;
+    p11n_log(l->ctx, P11N_LOG_INFO, "listener %s closed", l->addr);
+    p11n_listener_free(l);
+}

@@ -1,0 +1,50 @@
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <time.h>
+
+#include "net.h"
+
+#define P11N_LOG_LINE 512
+
+static const char *level_name(int level)
+{
+    switch (level) {
+    case P11N_LOG_ERROR: return "error";
+    case P11N_LOG_WARN: return "warn";
+    case P11N_LOG_INFO: return "info";
+    default: return "debug";
+    }
+}
+
+int p11n_log_on(const p11n_ctx *ctx, int level)
+{
+    return level <= ctx->opt.log_level;
+}
+
+void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
+{
+    if (!p11n_log_on(ctx, level))
+        return;
+    char line[P11N_LOG_LINE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    if (ctx->opt.log != NULL) {
+        ctx->opt.log(level, line, ctx->opt.log_arg);
+        return;
+    }
+    /* Wall-clock UTC with milliseconds, so lines from two machines line up. */
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    /* One fprintf per line: stdio locks the stream, so lines from several
+     * contexts in one process do not interleave. */
+    fprintf(stderr, "%s.%03ldZ p11noise %s: %s\n", stamp, ts.tv_nsec / 1000000L,
+        level_name(level), line);
+}

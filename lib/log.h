@@ -1,0 +1,15 @@
+/* Context logging: one line per event, filtered by level, to the
+ * application's callback or to stderr with a timestamp. */
+#ifndef P11N_LOG_H
+#define P11N_LOG_H
+
+#include "p11noise.h"
+
+/* Log a formatted line (truncated at 512 bytes). Never pass secrets. */
+void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* 1 if `level` would be logged: skip formatting otherwise. */
+int p11n_log_on(const p11n_ctx *ctx, int level);
+
+#endif

@@ -1,0 +1,234 @@
+/*
+ * Event loop internals shared by lib/loop.c, conn.c, listener.c,
+ * resolve.c, worker.c and peers.c. Nothing here is exported.
+ *
+ * Ownership: the context owns every listener and connection. Connections
+ * are never freed while a callback or a worker may still see them: a
+ * finished connection goes on the context's dead list and is freed at the
+ * end of the loop iteration (or when its worker job returns).
+ */
+#ifndef P11N_NET_H
+#define P11N_NET_H
+
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "p11noise.h"
+
+/* Largest handshake act on the wire (XK act three). */
+#define P11N_MAX_ACT 66
+/* Every read from an established socket goes into one buffer shared by
+ * the whole context: per-connection memory stays small, and the decoder
+ * copies only partial frames. */
+#define P11N_READ_CHUNK (128 * 1024)
+/* Addresses tried per connection attempt. */
+#define P11N_MAX_ADDRS 16
+/* Text of "[addr]:port" for logs. */
+#define P11N_ADDRSTR 64
+
+typedef void (*p11n_io_fn)(void *obj, int fd, short revents);
+typedef void (*p11n_timer_fn)(void *obj);
+
+typedef struct p11n_timer {
+    uint64_t at;      /* monotonic ms */
+    size_t slot;      /* heap index + 1; 0 when not armed */
+    p11n_timer_fn fn;
+    void *obj;
+} p11n_timer;
+
+typedef struct p11n_io {
+    p11n_io_fn fn;
+    void *obj;
+} p11n_io;
+
+struct p11n_workers;
+struct p11n_resolver;
+
+struct p11n_ctx {
+    p11n_ctx_options opt;         /* defaults filled in; token_uri owned */
+
+    /* poll set: pfd[i] and io[i] describe one fd; byfd[fd] = i + 1 */
+    struct pollfd *pfd;
+    p11n_io *io;
+    size_t nfd, capfd;
+    size_t *byfd;
+    size_t capbyfd;
+    int holes;                    /* removed slots (fd -1) to compact */
+
+    p11n_timer **heap;            /* min-heap on `at` */
+    size_t nheap, capheap;
+    size_t ntimers;               /* timers that exist: heap slots reserved */
+    uint64_t now;
+
+    int wakefd;                   /* eventfd: p11n_stop and worker completions */
+    volatile sig_atomic_t stopping;
+
+    uint8_t *rbuf;                /* P11N_READ_CHUNK bytes */
+
+    p11n_conn *conns;             /* every live connection (doubly linked) */
+    p11n_conn *flushq;            /* connections with bytes to write */
+    p11n_conn *dead;              /* finished, to free after this iteration */
+    p11n_listener *listeners;
+    unsigned handshakes_in;       /* incoming handshakes in progress */
+    unsigned long next_id;
+    p11n_timer trim;              /* releases idle write buffers */
+
+    p11n_peer_entry *peers;
+    size_t npeers, cappeers;
+
+    struct p11n_resolver *resolver;
+    struct p11n_workers *workers;
+};
+
+enum p11n_conn_state {
+    P11N_CS_START,        /* waiting for the loop to begin an attempt */
+    P11N_CS_RESOLVING,
+    P11N_CS_CONNECTING,
+    P11N_CS_PROXY,        /* SOCKS5 negotiation: between connect and handshake */
+    P11N_CS_HANDSHAKE,
+    P11N_CS_ESTABLISHED,
+    P11N_CS_CLOSING,      /* graceful: flushing queued messages */
+    P11N_CS_BACKOFF,      /* waiting to reconnect */
+    P11N_CS_DEAD
+};
+
+struct p11n_conn {
+    p11n_ctx *ctx;
+    p11n_conn *prev, *next;       /* ctx->conns */
+    p11n_conn *next_flush;        /* ctx->flushq */
+    p11n_conn *next_dead;         /* ctx->dead */
+    unsigned long id;             /* "#id" in logs */
+    enum p11n_conn_state state;
+    int fd;
+    unsigned incoming : 1;
+    unsigned in_flushq : 1;
+    unsigned want_writable : 1;   /* p11n_send said WOULD_BLOCK */
+    unsigned app_closed : 1;      /* p11n_close called: no reconnect */
+    unsigned job_pending : 1;     /* a worker owns hs and act[] */
+    unsigned counted : 1;         /* counted in ctx/listener handshakes_in */
+    unsigned wrote : 1;           /* wrote since the last trim */
+    unsigned partial : 1;         /* decoder holds part of a frame */
+
+    p11n_callbacks cb;
+
+    /* handshake setup */
+    p11n_key *key;
+    int xk;
+    uint8_t *prologue;            /* owned */
+    size_t prologue_len;
+    uint8_t remote[P11N_PUBKEY_LEN];
+    char peer[2 * P11N_PUBKEY_LEN + 1]; /* authenticated peer: identifier or hex; "" before */
+    char peer_name[2 * P11N_PUBKEY_LEN + 1]; /* outgoing: the peer asked for */
+    p11n_listener *listener;      /* incoming: holds a reference */
+
+    /* outgoing */
+    char *host;
+    uint16_t port;
+    int reconnect;
+    unsigned backoff_min, backoff_max, failures;
+    struct sockaddr_storage *addrs;
+    size_t naddrs, addr_i;
+    int last_err;                 /* errno of the last address that failed */
+    struct p11n_resolve_req *req; /* c-ares query in flight */
+
+    /* handshake */
+    p11n_handshake *hs;
+    uint8_t act[P11N_MAX_ACT];
+    size_t act_len;               /* bytes of act[] in use */
+    size_t act_want;              /* bytes the act being read needs */
+    int job_op, job_rc;           /* worker job and its result */
+    p11n_conn *next_job;
+
+    p11n_transport *t;
+
+    /* write queue: bytes wbuf[wpos..wlen) wait for the socket */
+    uint8_t *wbuf;
+    size_t wpos, wlen, wcap;
+
+    p11n_timer timer;             /* connect, act, flush or backoff deadline */
+    p11n_timer idle;
+    uint64_t started, last_active;
+    uint64_t msgs_in, msgs_out, bytes_in, bytes_out;
+    char addr[P11N_ADDRSTR];      /* the peer's address, for logs */
+};
+
+struct p11n_listener {
+    p11n_ctx *ctx;
+    p11n_listener *next;
+    int fd;
+    int closed;
+    unsigned refs;                /* connections accepted and not yet freed */
+    unsigned handshakes;          /* in progress */
+    unsigned max_handshakes;
+    uint16_t port;
+    char addr[P11N_ADDRSTR];
+    p11n_key *key;
+    int xk;
+    uint8_t *prologue;
+    size_t prologue_len;
+    p11n_callbacks cb;
+    /* accepted initiators: KK candidates, or the XK allow-list (none:
+     * anyone in the store) */
+    uint8_t (*allowed)[P11N_PUBKEY_LEN];
+    size_t nallowed;
+};
+
+/* ---- loop.c ---- */
+uint64_t p11n_now_ms(void);
+int p11n_io_add(p11n_ctx *ctx, int fd, short events, p11n_io_fn fn, void *obj);
+void p11n_io_set(p11n_ctx *ctx, int fd, short events);
+void p11n_io_del(p11n_ctx *ctx, int fd);
+void p11n_timer_init(p11n_timer *t, p11n_timer_fn fn, void *obj);
+/* Each timer object reserves its heap slot when created (NOMEM) and
+ * releases it when destroyed, so arming never fails. */
+int p11n_timers_reserve(p11n_ctx *ctx, size_t n);
+void p11n_timers_release(p11n_ctx *ctx, size_t n);
+void p11n_timer_arm(p11n_ctx *ctx, p11n_timer *t, uint64_t at);
+void p11n_timer_cancel(p11n_ctx *ctx, p11n_timer *t);
+void p11n_wake(p11n_ctx *ctx);
+/* "1.2.3.4:5" or "[::1]:5" */
+void p11n_addr_text(const struct sockaddr *sa, char out[P11N_ADDRSTR]);
+
+/* ---- conn.c ---- */
+/* "KK" or NULL -> 0, "XK" -> 1, else UNSUPPORTED. */
+int p11n_pattern_is_xk(const char *pattern, int *xk);
+int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa);
+void p11n_conn_job_done(p11n_conn *c);
+void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
+    const struct sockaddr_storage *addrs, size_t n);
+void p11n_conn_flush_all(p11n_ctx *ctx);
+void p11n_conn_free_dead(p11n_ctx *ctx);
+void p11n_conn_free(p11n_conn *c);
+void p11n_conn_trim(void *ctxp);
+
+/* ---- listener.c ---- */
+void p11n_listener_unref(p11n_listener *l);
+void p11n_listener_free(p11n_listener *l);
+
+/* ---- resolve.c ---- */
+/* Start resolving c->host; the answer comes through p11n_conn_resolved,
+ * possibly before this returns (names from /etc/hosts): the caller must
+ * not touch c after a P11N_OK. Errors (no callback then): NOMEM, RESOLVE. */
+int p11n_resolve_start(p11n_conn *c);
+/* Forget a query: its answer will be dropped. */
+void p11n_resolve_cancel(p11n_conn *c);
+void p11n_resolver_free(p11n_ctx *ctx);
+
+/* ---- worker.c ---- */
+enum { P11N_JOB_WRITE = 1, P11N_JOB_READ = 2 };
+/* Hand c's next handshake step to a worker. Errors: LIMIT (queue full),
+ * NOMEM, IO (thread creation). */
+int p11n_worker_submit(p11n_conn *c, int op);
+/* Run on wake-up: complete finished jobs. */
+void p11n_worker_collect(p11n_ctx *ctx);
+void p11n_workers_free(p11n_ctx *ctx);
+
+/* ---- peers.c ---- */
+const p11n_peer_entry *p11n_peer_by_id(const p11n_ctx *ctx, const char *id);
+const p11n_peer_entry *p11n_peer_by_pub(const p11n_ctx *ctx, const uint8_t *pub);
+void p11n_peers_free(p11n_ctx *ctx);
+
+#endif

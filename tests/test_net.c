@@ -1,0 +1,1048 @@
+/*
+ * The event loop end to end: contexts in one process talking over
+ * loopback (IPv4, IPv6, "localhost" through c-ares), KK and XK, many
+ * concurrent connections with every byte checked, limits and deadlines,
+ * reconnects, and hostile peers that must each be dropped with their own
+ * reason while an established connection keeps exchanging messages.
+ *
+ * Both contexts are driven by one poll() through the external-loop
+ * interface (p11n_poll_fds / p11n_process), so that interface is tested
+ * by every test. Hostile peers are threads doing blocking socket I/O.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "p11noise.h"
+#include "testutil.h"
+
+/* ---- logs: every line of every context, for grepping ---- */
+
+static char *logbuf;
+static size_t loglen, logcap;
+
+static void log_cb(int level, const char *line, void *arg)
+{
+    char tmp[700];
+    int n = snprintf(tmp, sizeof(tmp), "[%s] %d %s\n", (const char *)arg, level, line);
+    if (n < 0)
+        return;
+    if (loglen + (size_t)n + 1 > logcap) {
+        logcap = (logcap + (size_t)n + 1) * 2;
+        logbuf = realloc(logbuf, logcap);
+        if (logbuf == NULL)
+            abort();
+    }
+    memcpy(logbuf + loglen, tmp, (size_t)n + 1);
+    loglen += (size_t)n;
+    if (getenv("P11N_TEST_VERBOSE"))
+        fputs(tmp, stderr);
+}
+
+/* Lines logged since `mark` that contain every one of the strings. */
+static int log_has(size_t mark, const char *a, const char *b)
+{
+    if (logbuf == NULL)
+        return 0;
+    const char *p = logbuf + mark;
+    while (*p) {
+        const char *end = strchr(p, '\n');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char line[700];
+        if (len >= sizeof(line))
+            len = sizeof(line) - 1;
+        memcpy(line, p, len);
+        line[len] = '\0';
+        if (strstr(line, a) && (b == NULL || strstr(line, b)))
+            return 1;
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return 0;
+}
+
+/* ---- keys: software keys from known bytes, so the log test can look
+ * for them ---- */
+
+#define NKEYS 4
+static uint8_t priv[NKEYS][32];
+static p11n_key *keys[NKEYS];
+static uint8_t pubs[NKEYS][P11N_PUBKEY_LEN];
+static char pubhex[NKEYS][2 * P11N_PUBKEY_LEN + 1];
+enum { K_SERVER, K_CLIENT, K_STRANGER, K_CLIENT2 };
+
+static void hex(const uint8_t *in, size_t len, char *out)
+{
+    for (size_t i = 0; i < len; i++)
+        sprintf(out + 2 * i, "%02x", in[i]);
+}
+
+static void keys_setup(void)
+{
+    if (keys[0] != NULL)
+        return;
+    uint64_t seed = 0x6e6574776f726b;
+    for (int i = 0; i < NKEYS; i++) {
+        t_fill(priv[i], 32, &seed);
+        if (p11n_key_from_private("secp256k1", priv[i], 32, &keys[i]) != P11N_OK)
+            abort();
+        size_t len = 0;
+        if (p11n_key_public(keys[i], pubs[i], sizeof(pubs[i]), &len) != P11N_OK || len != 33)
+            abort();
+        hex(pubs[i], 33, pubhex[i]);
+    }
+}
+
+/* ---- driving several contexts with one poll() ---- */
+
+#define MAXCTX 4
+#define MAXFDS 2048
+static p11n_ctx *ctxs[MAXCTX];
+
+static p11n_ctx *ctx_make(const char *name, unsigned act_timeout_ms)
+{
+    keys_setup();
+    p11n_ctx_options o = { 0 };
+    o.log = log_cb;
+    o.log_arg = (void *)name;
+    o.log_level = P11N_LOG_DEBUG;
+    o.act_timeout_ms = act_timeout_ms;
+    o.connect_timeout_ms = 2000;
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    for (int i = 0; i < MAXCTX; i++)
+        if (ctxs[i] == NULL) {
+            ctxs[i] = ctx;
+            break;
+        }
+    return ctx;
+}
+
+static void ctx_drop_all(void)
+{
+    for (int i = 0; i < MAXCTX; i++) {
+        p11n_ctx_free(ctxs[i]);
+        ctxs[i] = NULL;
+    }
+}
+
+/* One round: poll every context's fds together, then let each process
+ * its own. */
+static void pump_once(int max_wait)
+{
+    static struct pollfd fds[MAXFDS];
+    size_t start[MAXCTX + 1], total = 0;
+    int wait = max_wait;
+    for (int i = 0; i < MAXCTX; i++) {
+        start[i] = total;
+        if (ctxs[i] == NULL)
+            continue;
+        size_t n = 0;
+        int t = -1;
+        int rc = p11n_poll_fds(ctxs[i], fds + total, MAXFDS - total, &n, &t);
+        CU_ASSERT_FATAL(rc == P11N_OK);
+        total += n;
+        if (t >= 0 && t < wait)
+            wait = t;
+    }
+    start[MAXCTX] = total;
+    if (poll(fds, total, wait) < 0 && errno != EINTR)
+        abort();
+    for (int i = 0; i < MAXCTX; i++)
+        if (ctxs[i] != NULL)
+            p11n_process(ctxs[i], fds + start[i], start[i + 1] - start[i]);
+}
+
+/* Run until done(arg) or a generous hang guard (not a timing check: a
+ * correct run finishes far sooner, and a failure is reported by the
+ * assertion that follows, not by the clock). */
+static int pump_until(int (*done)(void *), void *arg)
+{
+    time_t guard = time(NULL) + 90;
+    while (!done(arg)) {
+        if (time(NULL) > guard)
+            return 0;
+        pump_once(50);
+    }
+    return 1;
+}
+
+/* ---- a connection's test state ---- */
+
+#define SIDE_MAGIC 0x51de
+#define SERVER_MAGIC 0x5e7e
+
+typedef struct side {
+    int magic;
+    int established, closed, final, reason;
+    char peer[80];
+    char text[200];
+    uint64_t msgs;
+    int echo;          /* echo every message back */
+    int bad;           /* a received byte was wrong */
+    p11n_conn *conn;
+    /* checked streams */
+    uint64_t seed_base;
+    uint64_t sent, rcvd, want;
+    int writable_wait;
+} side;
+
+static void cb_established(p11n_conn *c, const char *peer, void *arg)
+{
+    side *s = arg;
+    s->established++;
+    s->conn = c;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+}
+
+static void cb_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    side *s = arg;
+    (void)c;
+    s->closed++;
+    s->final = final;
+    s->reason = reason;
+    snprintf(s->text, sizeof(s->text), "%s", text);
+    if (final)
+        s->conn = NULL;
+}
+
+static void cb_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    side *s = arg;
+    s->msgs++;
+    if (s->echo) {
+        int rc = p11n_send(c, msg, len);
+        if (rc != P11N_OK)
+            s->bad++;
+    }
+}
+
+static const p11n_callbacks side_cb = {
+    .established = cb_established,
+    .message = cb_message,
+    .closed = cb_closed,
+};
+
+/* An accepting server whose connections each get a fresh echo state. */
+typedef struct server {
+    int magic;
+    int established, closed, last_reason;
+    char last_peer[80];
+    side conns[512];
+    int n;
+} server;
+
+static void srv_established(p11n_conn *c, const char *peer, void *arg)
+{
+    server *sv = arg;
+    sv->established++;
+    snprintf(sv->last_peer, sizeof(sv->last_peer), "%s", peer);
+    if (sv->n < (int)(sizeof(sv->conns) / sizeof(sv->conns[0]))) {
+        side *s = &sv->conns[sv->n++];
+        memset(s, 0, sizeof(*s));
+        s->magic = SIDE_MAGIC;
+        s->echo = 1;
+        s->conn = c;
+        p11n_conn_set_arg(c, s);
+    }
+}
+
+static void srv_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    /* arg is the side after set_arg */
+    cb_message(c, msg, len, arg);
+}
+
+static void srv_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    (void)c;
+    (void)text;
+    (void)final;
+    /* Connections that never got established still carry the server. */
+    if (*(int *)arg == SIDE_MAGIC) {
+        ((side *)arg)->closed++;
+        ((side *)arg)->reason = reason;
+        return;
+    }
+    server *sv = arg;
+    sv->closed++;
+    sv->last_reason = reason;
+}
+
+static const p11n_callbacks server_cb = {
+    .established = srv_established,
+    .message = srv_message,
+    .closed = srv_closed,
+};
+
+static int server_has_one(void *arg)
+{
+    return ((server *)arg)->established > 0;
+}
+
+static p11n_listener *listen_on(p11n_ctx *ctx, const char *ip, const char *pattern,
+    const char *const *peers, size_t npeers, server *sv)
+{
+    p11n_listen_options lo = { 0 };
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.pattern = pattern;
+    lo.ch.cb = server_cb;
+    lo.ch.cb.arg = sv;
+    lo.peers = peers;
+    lo.npeers = npeers;
+    p11n_listener *l = NULL;
+    sv->magic = SERVER_MAGIC;
+    CU_ASSERT_FATAL(p11n_listen(ctx, ip, 0, &lo, &l) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_listener_port(l) != 0);
+    return l;
+}
+
+static p11n_conn *connect_to(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
+    const char *pattern, int key, side *s)
+{
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[key];
+    co.ch.pattern = pattern;
+    co.ch.cb = side_cb;
+    co.ch.cb.arg = s;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, peer, &co, &c) == P11N_OK);
+    s->conn = c;
+    return c;
+}
+
+static int is_established(void *arg)
+{
+    side *s = arg;
+    return s->established > 0 || s->closed > 0;
+}
+
+static int is_closed_final(void *arg)
+{
+    side *s = arg;
+    return s->closed > 0 && s->final;
+}
+
+static void peers_both(p11n_ctx *srv, p11n_ctx *cli)
+{
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_CLIENT], "client", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_CLIENT2], "client2", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SERVER], "server", 0) == P11N_OK);
+}
+
+/* Send `n` messages and wait for their echoes; returns 1 if every echo
+ * arrived byte for byte. */
+typedef struct echo_check {
+    side *s;
+    uint64_t n;
+    int closed;   /* closes seen before: one more ends the wait */
+} echo_check;
+
+static int echoes_in(void *arg)
+{
+    echo_check *e = arg;
+    return e->s->msgs >= e->n || e->s->closed > e->closed;
+}
+
+static void roundtrip(side *s, uint64_t n)
+{
+    uint64_t before = s->msgs;
+    for (uint64_t i = 0; i < n; i++) {
+        uint8_t m[32];
+        int len = snprintf((char *)m, sizeof(m), "ping %llu", (unsigned long long)i);
+        CU_ASSERT_FATAL(p11n_send(s->conn, m, (size_t)len) == P11N_OK);
+    }
+    echo_check e = { s, before + n, s->closed };
+    CU_ASSERT(pump_until(echoes_in, &e));
+    CU_ASSERT(s->msgs == before + n);
+}
+
+/* ---- basic handshakes ---- */
+
+static void one_channel(const char *ip, const char *host, const char *pattern,
+    const char *peer, const char *expect_client_sees)
+{
+    p11n_ctx *srv = ctx_make("srv", 0);
+    p11n_ctx *cli = ctx_make("cli", 0);
+    peers_both(srv, cli);
+    server sv;
+    memset(&sv, 0, sizeof(sv));
+    static const char *const accept_client[] = { "client" };
+    p11n_listener *l = listen_on(srv, ip, pattern, accept_client, 1, &sv);
+    size_t mark = loglen;
+    side s;
+    memset(&s, 0, sizeof(s));
+    p11n_conn *c = connect_to(cli, host, p11n_listener_port(l), peer, pattern, K_CLIENT, &s);
+    CU_ASSERT(p11n_conn_peer(c) == NULL);
+    CU_ASSERT(pump_until(is_established, &s));
+    CU_ASSERT_FATAL(s.established == 1);
+    CU_ASSERT_STRING_EQUAL(s.peer, expect_client_sees);
+    CU_ASSERT_STRING_EQUAL(p11n_conn_peer(c), expect_client_sees);
+    /* The XK initiator is done when it has written act three: the
+     * responder finishes a little later. */
+    CU_ASSERT(pump_until(server_has_one, &sv));
+    CU_ASSERT_STRING_EQUAL(sv.last_peer, "client");
+    roundtrip(&s, 10);
+
+    /* A message of the largest size, and one over it, which must not be
+     * queued at all. */
+    static uint8_t big[P11N_MAX_MESSAGE + 1];
+    memset(big, 0xa5, sizeof(big));
+    CU_ASSERT(p11n_send(c, big, sizeof(big)) == P11N_ERR_MESSAGE_TOO_LARGE);
+    CU_ASSERT(p11n_send(c, big, P11N_MAX_MESSAGE) == P11N_OK);
+    CU_ASSERT(p11n_send(c, NULL, 0) == P11N_OK);
+    echo_check e = { &s, s.msgs + 2, s.closed };
+    CU_ASSERT(pump_until(echoes_in, &e));
+    CU_ASSERT(sv.conns[0].msgs == 12);
+
+    p11n_close(c);
+    CU_ASSERT(p11n_send(c, big, 1) == P11N_ERR_STATE);
+    CU_ASSERT(pump_until(is_closed_final, &s));
+    CU_ASSERT(s.reason == P11N_OK);
+    CU_ASSERT(log_has(mark, "[srv]", "incoming from"));
+    CU_ASSERT(log_has(mark, "[cli]", "handshake complete"));
+    CU_ASSERT(log_has(mark, "[cli]", "sent 12 msgs"));
+    ctx_drop_all();
+}
+
+static void test_kk_ipv4(void)
+{
+    one_channel("127.0.0.1", "127.0.0.1", "KK", "server", "server");
+}
+
+static void test_xk_ipv6_pubkey(void)
+{
+    keys_setup();
+    /* Named by key: the client reports the store's identifier. */
+    one_channel("::1", "::1", "XK", pubhex[K_SERVER], "server");
+}
+
+static void test_kk_localhost_cares(void)
+{
+    /* "localhost" may resolve to ::1 first: the listener is on 127.0.0.1
+     * only, so that address fails and the next one is tried. */
+    one_channel("127.0.0.1", "localhost", NULL, "server", "server");
+}
+
+static void test_api_errors(void)
+{
+    p11n_ctx *ctx = ctx_make("api", 0);
+    p11n_conn *c = NULL;
+    p11n_listener *l = NULL;
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[K_CLIENT];
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, "nobody", &co, &c) == P11N_ERR_UNKNOWN_PEER);
+    CU_ASSERT(c == NULL);
+    co.ch.pattern = "NN";
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[0], &co, &c) == P11N_ERR_UNSUPPORTED);
+    co.ch.pattern = NULL;
+    char badpub[67];
+    memset(badpub, '0', 66);
+    badpub[66] = '\0';
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, badpub, &co, &c) == P11N_ERR_BAD_PUBKEY);
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 0, pubhex[0], &co, &c) == P11N_ERR_INVALID_ARG);
+    p11n_listen_options lo = { 0 };
+    lo.ch.key = keys[K_SERVER];
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_ERR_INVALID_ARG); /* KK, no peer */
+    static const char *const who[] = { "nobody" };
+    lo.peers = who;
+    lo.npeers = 1;
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_ERR_UNKNOWN_PEER);
+    lo.npeers = 0;
+    lo.ch.pattern = "XK";
+    CU_ASSERT(p11n_listen(ctx, "not-an-ip", 0, &lo, &l) == P11N_ERR_INVALID_ARG);
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    /* The same port twice: bind fails. */
+    p11n_listener *l2 = NULL;
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", p11n_listener_port(l), &lo, &l2) == P11N_ERR_IO);
+    CU_ASSERT(l2 == NULL);
+
+    /* Peer store. */
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[1], "bad id!", 0) == P11N_ERR_BAD_IDENTIFIER);
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[1], "a", 0) == P11N_OK);
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[1], "a", 0) == P11N_OK);
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "a", 0) == P11N_ERR_PUBKEY_MISMATCH);
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "a", P11N_PEER_REPLACE) == P11N_OK);
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "b", P11N_PEER_TO_TOKEN) == P11N_ERR_INVALID_ARG);
+    uint8_t offcurve[33];
+    memset(offcurve, 0xff, sizeof(offcurve));
+    offcurve[0] = 2;
+    CU_ASSERT(p11n_ceremony_input(ctx, offcurve, "c", 0) == P11N_ERR_BAD_PUBKEY);
+
+    /* Peers file: all or nothing. */
+    char path[] = "/tmp/p11n-peers-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    fprintf(f, "# test\nx1 %s\nx2 %s\n", pubhex[0], pubhex[3]);
+    fclose(f);
+    CU_ASSERT(p11n_peers_load_file(ctx, path) == 2);
+    f = fopen(path, "w");
+    fprintf(f, "x3 %s\nx1 %s\n", pubhex[0], pubhex[1]);
+    fclose(f);
+    CU_ASSERT(p11n_peers_load_file(ctx, path) == P11N_ERR_PUBKEY_MISMATCH);
+    unlink(path);
+    CU_ASSERT(p11n_peers_load_file(ctx, path) == P11N_ERR_IO);
+    co.ch.pattern = NULL;
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, "x3", &co, &c) == P11N_ERR_UNKNOWN_PEER);
+
+    /* The external loop tells how many fds it needs. */
+    struct pollfd one[1];
+    size_t n = 0;
+    int t = 0;
+    CU_ASSERT(p11n_poll_fds(ctx, one, 1, &n, &t) == P11N_ERR_BUFFER_TOO_SMALL);
+    CU_ASSERT(n >= 2);
+    /* p11n_stop is reported once. */
+    p11n_stop(ctx);
+    CU_ASSERT(p11n_run_once(ctx, 1000) == P11N_ERR_SHUTDOWN);
+    p11n_stop(ctx);
+    CU_ASSERT(p11n_run(ctx) == P11N_OK);
+    p11n_listener_close(l);
+    ctx_drop_all();
+}
+
+/* ---- many connections, many messages, every byte checked ---- */
+
+#ifndef NET_CONNS
+#define NET_CONNS 200
+#endif
+static unsigned stress_conns = NET_CONNS, stress_msgs = 25;
+#define WINDOW 4
+
+typedef struct stream {
+    side s;
+    uint64_t seed;
+    int done;
+} stream;
+
+static stream *streams;
+static unsigned streams_done, streams_bad;
+
+static size_t msg_len(uint64_t conn, uint64_t i)
+{
+    uint64_t seed = conn * 1000003u + i * 7919u + 1;
+    return t_rand(&seed) % (P11N_MAX_MESSAGE + 1);
+}
+
+static void msg_fill(uint8_t *p, size_t len, uint64_t conn, uint64_t i)
+{
+    uint64_t seed = conn * 2654435761u + i + 17;
+    t_fill(p, len, &seed);
+}
+
+static uint8_t *scratch;
+
+static void stream_pump(stream *st)
+{
+    while (st->s.sent < stress_msgs && st->s.sent - st->s.rcvd < WINDOW) {
+        size_t len = msg_len(st->seed, st->s.sent);
+        msg_fill(scratch, len, st->seed, st->s.sent);
+        int rc = p11n_send(st->s.conn, scratch, len);
+        if (rc == P11N_ERR_WOULD_BLOCK)
+            return; /* writable will call again */
+        if (rc != P11N_OK) {
+            streams_bad++;
+            return;
+        }
+        st->s.sent++;
+    }
+}
+
+static void st_established(p11n_conn *c, const char *peer, void *arg)
+{
+    stream *st = arg;
+    (void)peer;
+    st->s.established = 1;
+    st->s.conn = c;
+    stream_pump(st);
+}
+
+static void st_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    stream *st = arg;
+    (void)c;
+    size_t want = msg_len(st->seed, st->s.rcvd);
+    static uint8_t expect[P11N_MAX_MESSAGE];
+    msg_fill(expect, want, st->seed, st->s.rcvd);
+    if (len != want || memcmp(msg, expect, len) != 0)
+        streams_bad++;
+    st->s.rcvd++;
+    if (st->s.rcvd == stress_msgs) {
+        st->done = 1;
+        streams_done++;
+        p11n_close(c);
+        return;
+    }
+    stream_pump(st);
+}
+
+static void st_writable(p11n_conn *c, void *arg)
+{
+    (void)c;
+    stream_pump(arg);
+}
+
+static void st_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    stream *st = arg;
+    (void)c;
+    (void)final;
+    st->s.closed = 1;
+    st->s.reason = reason;
+    if (!st->done) {
+        streams_bad++;
+        streams_done++;
+        fprintf(stderr, "stream closed early: %s\n", text);
+    }
+}
+
+static int all_streams_done(void *arg)
+{
+    (void)arg;
+    return streams_done == stress_conns;
+}
+
+static void test_many_connections(void)
+{
+    const char *full = getenv("P11N_NET_FULL");
+    if (full != NULL && *full == '1')
+        stress_msgs = 1000;
+    p11n_ctx *srv = ctx_make("srv", 0);
+    p11n_ctx *cli = ctx_make("cli", 0);
+    peers_both(srv, cli);
+    server *sv = calloc(1, sizeof(*sv));
+    static const char *const accept_client[] = { "client" };
+    p11n_listener *l = listen_on(srv, "127.0.0.1", "KK", accept_client, 1, sv);
+    streams = calloc(stress_conns, sizeof(*streams));
+    scratch = malloc(P11N_MAX_MESSAGE);
+    CU_ASSERT_FATAL(streams != NULL && scratch != NULL);
+    streams_done = streams_bad = 0;
+    for (unsigned i = 0; i < stress_conns; i++) {
+        p11n_connect_options co = { 0 };
+        co.ch.key = keys[K_CLIENT];
+        co.ch.cb = (p11n_callbacks){ .established = st_established, .message = st_message,
+            .writable = st_writable, .closed = st_closed, .arg = &streams[i] };
+        streams[i].seed = i;
+        p11n_conn *c = NULL;
+        CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", p11n_listener_port(l), "server", &co,
+            &c) == P11N_OK);
+    }
+    CU_ASSERT(pump_until(all_streams_done, NULL));
+    CU_ASSERT(streams_bad == 0);
+    unsigned ok = 0;
+    for (unsigned i = 0; i < stress_conns; i++)
+        ok += streams[i].done && streams[i].s.rcvd == stress_msgs;
+    CU_ASSERT(ok == stress_conns);
+    CU_ASSERT(sv->established == (int)stress_conns);
+    fprintf(stderr, "  %u connections x %u messages (0-65535 bytes) echoed and checked\n",
+        stress_conns, stress_msgs);
+    ctx_drop_all();
+    free(streams);
+    free(scratch);
+    free(sv);
+}
+
+/* ---- hostile peers ---- */
+
+typedef struct raw_peer {
+    uint16_t port;
+    int v6;
+    int kind;
+    int result;     /* what the peer saw; 0 = ok */
+    int done;
+} raw_peer;
+
+enum { RAW_GARBAGE, RAW_HALF_ACT, RAW_BAD_FRAME, RAW_RESET_MID, RAW_EOF_MID, RAW_OVERSIZE_ACT };
+
+static int raw_connect(uint16_t port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+        abort();
+    return fd;
+}
+
+static int read_full(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Wait until the server drops us (EOF or reset). */
+static void await_drop(int fd)
+{
+    uint8_t b[256];
+    while (recv(fd, b, sizeof(b), 0) > 0)
+        ;
+}
+
+/* A KK initiator done by hand, then a bad transport stream. */
+static p11n_transport *raw_handshake(int fd)
+{
+    p11n_handshake_config cfg = { 0 };
+    cfg.local = keys[K_CLIENT];
+    cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_SERVER];
+    cfg.nremote = 1;
+    p11n_handshake *hs = NULL;
+    uint8_t act[66];
+    size_t len = 0;
+    p11n_transport *t = NULL;
+    if (p11n_handshake_initiate(&cfg, &hs) != P11N_OK
+        || p11n_handshake_write(hs, act, sizeof(act), &len) != P11N_OK
+        || send(fd, act, len, 0) != (ssize_t)len)
+        abort();
+    size_t want = p11n_handshake_want(hs);
+    if (read_full(fd, act, want) != 0 || p11n_handshake_read(hs, act, want) != P11N_OK
+        || !p11n_handshake_done(hs) || p11n_handshake_finish(hs, &t) != P11N_OK)
+        abort();
+    p11n_handshake_free(hs);
+    return t;
+}
+
+static void *raw_main(void *arg)
+{
+    raw_peer *rp = arg;
+    int fd = raw_connect(rp->port);
+    uint8_t buf[200];
+    memset(buf, 0xee, sizeof(buf));
+    switch (rp->kind) {
+    case RAW_GARBAGE:
+        send(fd, buf, sizeof(buf), 0);
+        await_drop(fd);
+        break;
+    case RAW_HALF_ACT:
+        buf[0] = 0;
+        send(fd, buf, 20, 0);
+        await_drop(fd);  /* the act deadline drops us */
+        break;
+    case RAW_BAD_FRAME:
+    case RAW_RESET_MID:
+    case RAW_EOF_MID: {
+        p11n_transport *t = raw_handshake(fd);
+        uint8_t frame[100 + P11N_FRAME_OVERHEAD];
+        size_t flen = 0;
+        uint8_t msg[100];
+        memset(msg, 1, sizeof(msg));
+        if (p11n_transport_seal(t, msg, sizeof(msg), frame, sizeof(frame), &flen) != P11N_OK)
+            abort();
+        if (rp->kind == RAW_BAD_FRAME) {
+            frame[flen - 1] ^= 1; /* the body's tag */
+            send(fd, frame, flen, 0);
+            await_drop(fd);
+        } else {
+            send(fd, frame, flen / 2, 0);
+            /* let the server read the first half before the end comes */
+            struct timespec ts = { 0, 100 * 1000000L };
+            nanosleep(&ts, NULL);
+            if (rp->kind == RAW_RESET_MID) {
+                struct linger lg = { 1, 0 };  /* close sends RST */
+                setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+            }
+        }
+        p11n_transport_free(t);
+        break;
+    }
+    }
+    close(fd);
+    __atomic_store_n(&rp->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+typedef struct log_wait {
+    size_t mark;
+    const char *a, *b;
+} log_wait;
+
+static int log_seen(void *arg)
+{
+    log_wait *w = arg;
+    return log_has(w->mark, w->a, w->b);
+}
+
+static void hostile(uint16_t port, int kind, const char *a, const char *b, side *steady)
+{
+    size_t mark = loglen;
+    raw_peer rp = { .port = port, .kind = kind };
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, raw_main, &rp) == 0);
+    log_wait w = { mark, a, b };
+    int seen = pump_until(log_seen, &w);
+    if (!seen)
+        fprintf(stderr, "expected a log line with '%s' and '%s'\n", a, b ? b : "");
+    CU_ASSERT(seen);
+    pthread_join(th, NULL);
+    /* The established connection still works. */
+    roundtrip(steady, 5);
+    CU_ASSERT(steady->closed == 0);
+}
+
+static void test_hostile_peers(void)
+{
+    p11n_ctx *srv = ctx_make("srv", 400);
+    p11n_ctx *cli = ctx_make("cli", 0);
+    peers_both(srv, cli);
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SERVER], "server", 0) == P11N_OK);
+    server sv;
+    memset(&sv, 0, sizeof(sv));
+    static const char *const accept_client[] = { "client" };
+    p11n_listener *lkk = listen_on(srv, "127.0.0.1", "KK", accept_client, 1, &sv);
+    p11n_listener *lxk = listen_on(srv, "127.0.0.1", "XK", accept_client, 1, &sv);
+    uint16_t kk = p11n_listener_port(lkk), xk = p11n_listener_port(lxk);
+
+    side steady;
+    memset(&steady, 0, sizeof(steady));
+    connect_to(cli, "127.0.0.1", kk, "server", "KK", K_CLIENT, &steady);
+    CU_ASSERT_FATAL(pump_until(is_established, &steady) && steady.established == 1);
+
+    hostile(kk, RAW_GARBAGE, "failed during handshake", "unsupported handshake version",
+        &steady);
+    hostile(kk, RAW_HALF_ACT, "failed during handshake", "(20 of 50 bytes)", &steady);
+    hostile(kk, RAW_BAD_FRAME, "closed: received frame rejected",
+        "authentication tag mismatch", &steady);
+    hostile(kk, RAW_RESET_MID, "closed: recv: Connection reset by peer", NULL, &steady);
+    hostile(kk, RAW_EOF_MID, "closed by peer in the middle of a message", NULL, &steady);
+
+    /* A wrong key (KK: the initiator is not a candidate), an unknown
+     * initiator (XK: the key arrives in act three, not in the list), and
+     * an initiator that expects another responder key. */
+    struct {
+        uint16_t port;
+        const char *pattern;
+        int key;
+        const char *peer;
+        const char *expect;
+    } cases[] = {
+        { kk, "KK", K_STRANGER, "server", "peer's static key is not a known peer" },
+        { xk, "XK", K_STRANGER, "server", "peer's static key is not a known peer" },
+        { xk, "XK", K_CLIENT2, "server", "peer's static key is not a known peer" },
+        { kk, "KK", K_CLIENT, pubhex[K_STRANGER], "peer's static key is not a known peer" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t mark = loglen;
+        side s;
+        memset(&s, 0, sizeof(s));
+        connect_to(cli, "127.0.0.1", cases[i].port, cases[i].peer, cases[i].pattern,
+            cases[i].key, &s);
+        log_wait w = { mark, "[srv]", cases[i].expect };
+        CU_ASSERT(pump_until(log_seen, &w));
+        CU_ASSERT(pump_until(is_closed_final, &s));
+        /* An XK initiator is done after sending act three, before the
+         * responder has judged its key; a KK one never gets there. */
+        if (strcmp(cases[i].pattern, "KK") == 0)
+            CU_ASSERT(s.established == 0);
+        CU_ASSERT(s.reason == P11N_ERR_CLOSED);
+        roundtrip(&steady, 3);
+    }
+    CU_ASSERT(steady.closed == 0);
+    /* steady, and the three raw peers that completed a handshake */
+    CU_ASSERT(sv.established == 4);
+    ctx_drop_all();
+}
+
+/* ---- limits ---- */
+
+static void test_handshake_limit(void)
+{
+    p11n_ctx *srv = ctx_make("srv", 300);
+    p11n_ctx *cli = ctx_make("cli", 0);
+    peers_both(srv, cli);
+    server sv;
+    memset(&sv, 0, sizeof(sv));
+    p11n_listen_options lo = { 0 };
+    static const char *const accept_client[] = { "client" };
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.cb = server_cb;
+    lo.ch.cb.arg = &sv;
+    sv.magic = SERVER_MAGIC;
+    lo.peers = accept_client;
+    lo.npeers = 1;
+    lo.max_handshakes = 2;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    size_t mark = loglen;
+    /* Two stalled peers hold both slots; the third is refused at once. */
+    int fds[3];
+    for (int i = 0; i < 3; i++) {
+        fds[i] = raw_connect(p11n_listener_port(l));
+        log_wait w = { mark, "incoming from", NULL };
+        if (i < 2) {
+            char tag[32];
+            snprintf(tag, sizeof(tag), "conn #%d incoming", i + 1);
+            w.a = tag;
+            CU_ASSERT(pump_until(log_seen, &w));
+        }
+    }
+    log_wait w = { mark, "refused: 2 handshakes in progress", "limit" };
+    CU_ASSERT(pump_until(log_seen, &w));
+    /* The stalled ones hit the act deadline, freeing the slots. */
+    log_wait w2 = { mark, "handshake act not received within 300 ms", NULL };
+    CU_ASSERT(pump_until(log_seen, &w2));
+    for (int i = 0; i < 3; i++)
+        close(fds[i]);
+    side s;
+    memset(&s, 0, sizeof(s));
+    connect_to(cli, "127.0.0.1", p11n_listener_port(l), "server", "KK", K_CLIENT, &s);
+    CU_ASSERT(pump_until(is_established, &s));
+    CU_ASSERT(s.established == 1);
+    ctx_drop_all();
+}
+
+/* ---- reconnect with backoff ---- */
+
+static int closed_twice(void *arg)
+{
+    return ((side *)arg)->closed >= 2;
+}
+
+static int established_once(void *arg)
+{
+    return ((side *)arg)->established >= 1;
+}
+
+static int established_twice(void *arg)
+{
+    return ((side *)arg)->established >= 2;
+}
+
+static void test_reconnect(void)
+{
+    p11n_ctx *srv = ctx_make("srv", 0);
+    p11n_ctx *cli = ctx_make("cli", 0);
+    peers_both(srv, cli);
+    server sv;
+    memset(&sv, 0, sizeof(sv));
+    static const char *const accept_client[] = { "client" };
+    /* Find a free port, then leave it closed for a while. */
+    p11n_listener *l = listen_on(srv, "127.0.0.1", "KK", accept_client, 1, &sv);
+    uint16_t port = p11n_listener_port(l);
+    p11n_listener_close(l);
+
+    side s;
+    memset(&s, 0, sizeof(s));
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[K_CLIENT];
+    co.ch.cb = side_cb;
+    co.ch.cb.arg = &s;
+    co.reconnect = 1;
+    co.backoff_min_ms = 20;
+    co.backoff_max_ms = 80;
+    p11n_conn *c = NULL;
+    size_t mark = loglen;
+    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, "server", &co, &c) == P11N_OK);
+    CU_ASSERT(pump_until(closed_twice, &s));
+    CU_ASSERT(s.final == 0);
+    CU_ASSERT(s.reason == P11N_ERR_CONNECT);
+    CU_ASSERT(log_has(mark, "will reconnect", NULL));
+
+    p11n_listen_options lo = { 0 };
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.cb = server_cb;
+    lo.ch.cb.arg = &sv;
+    sv.magic = SERVER_MAGIC;
+    lo.peers = accept_client;
+    lo.npeers = 1;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", port, &lo, &l) == P11N_OK);
+    CU_ASSERT(pump_until(established_once, &s));
+    CU_ASSERT_FATAL(s.established == 1);
+    roundtrip(&s, 3);
+
+    /* The server side goes away: the client reconnects by itself. */
+    CU_ASSERT_FATAL(sv.n == 1);
+    p11n_close(sv.conns[0].conn);
+    CU_ASSERT(pump_until(established_twice, &s));
+    CU_ASSERT(s.established == 2);
+    CU_ASSERT(s.final == 0 && s.reason == P11N_ERR_CLOSED);
+    roundtrip(&s, 3);
+
+    p11n_close(c);
+    CU_ASSERT(pump_until(is_closed_final, &s));
+    CU_ASSERT(s.reason == P11N_OK);
+    ctx_drop_all();
+}
+
+/* ---- idle timeout ---- */
+
+static void test_idle_timeout(void)
+{
+    keys_setup();
+    p11n_ctx_options o = { 0 };
+    o.log = log_cb;
+    o.log_arg = (void *)"idle";
+    o.idle_timeout_ms = 200;
+    p11n_ctx *srv = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &srv) == P11N_OK);
+    ctxs[0] = srv;
+    p11n_ctx *cli = ctx_make("cli", 0);
+    peers_both(srv, cli);
+    server sv;
+    memset(&sv, 0, sizeof(sv));
+    static const char *const accept_client[] = { "client" };
+    p11n_listener *l = listen_on(srv, "127.0.0.1", "KK", accept_client, 1, &sv);
+    side s;
+    memset(&s, 0, sizeof(s));
+    connect_to(cli, "127.0.0.1", p11n_listener_port(l), "server", "KK", K_CLIENT, &s);
+    CU_ASSERT(pump_until(is_established, &s));
+    CU_ASSERT(pump_until(is_closed_final, &s));
+    CU_ASSERT(s.reason == P11N_ERR_CLOSED);
+    CU_ASSERT(log_has(0, "[idle]", "idle for 200 ms"));
+    ctx_drop_all();
+}
+
+/* ---- no secret in any log line ---- */
+
+static void test_no_secrets_logged(void)
+{
+    CU_ASSERT_FATAL(logbuf != NULL && loglen > 1000);
+    for (int i = 0; i < NKEYS; i++) {
+        char h[65];
+        hex(priv[i], 32, h);
+        CU_ASSERT(strstr(logbuf, h) == NULL);
+        /* and no 16-digit piece of it */
+        for (int off = 0; off + 16 <= 64; off += 8) {
+            char piece[17];
+            memcpy(piece, h + off, 16);
+            piece[16] = '\0';
+            CU_ASSERT(strstr(logbuf, piece) == NULL);
+        }
+    }
+    CU_ASSERT(strstr(logbuf, "pin-value") == NULL);
+}
+
+int main(void)
+{
+    static const p11n_test tests[] = {
+        { "API errors, peer store, stop", test_api_errors },
+        { "KK over IPv4", test_kk_ipv4 },
+        { "XK over IPv6, peer named by key", test_xk_ipv6_pubkey },
+        { "KK to localhost through c-ares", test_kk_localhost_cares },
+        { "many connections, every byte checked", test_many_connections },
+        { "hostile peers", test_hostile_peers },
+        { "handshake limit and act deadline", test_handshake_limit },
+        { "reconnect with backoff", test_reconnect },
+        { "idle timeout", test_idle_timeout },
+        { "no secret in the logs", test_no_secrets_logged },
+        { NULL, NULL },
+    };
+    int rc = p11n_test_main("net", tests);
+    for (int i = 0; i < NKEYS; i++)
+        p11n_key_free(keys[i]);
+    free(logbuf);
+    return rc;
+}
