@@ -150,6 +150,9 @@ void bench_token_teardown(bench_token *t);
 void bench_token_uri(const bench_token *t, char *out, size_t cap);
 /* A pkcs11: URI (with PIN and module path) for the key labelled `object`. */
 void bench_token_key_uri(const bench_token *t, const char *object, char *out, size_t cap);
+/* p11n_token_keygen run in a short-lived child process, so this process
+ * never holds an initialized module across the fork()s that follow. */
+int bench_token_keygen(const char *token_uri, const char *label, uint8_t pub[P11N_PUBKEY_LEN]);
 /* The token's own derivations per second, one session. */
 int bench_token_derive_rate(const bench_opts *o, const bench_token *t, bench_stat *out);
 
@@ -160,6 +163,6 @@ void bench_group_handshakes(const bench_opts *o);
 void bench_group_token(const bench_opts *o, const char *module);
 /* bench_conns.c */
 void bench_group_conns(const bench_opts *o);
-void bench_group_slowtoken(const bench_opts *o, const char *module);
+void bench_group_slowtoken(const bench_opts *o, const char *module, const char *faultmod);
 
 #endif

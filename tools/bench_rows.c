@@ -192,8 +192,8 @@ void bench_group_token(const bench_opts *o, const char *module)
     memset(&srv, 0, sizeof(srv));
     memset(&cli, 0, sizeof(cli));
     bench_token_uri(&tok, tok_uri, sizeof(tok_uri));
-    if (p11n_token_keygen(tok_uri, "bench-server", srv.pub) != P11N_OK
-        || p11n_token_keygen(tok_uri, "bench-client", cli.pub) != P11N_OK) {
+    if (bench_token_keygen(tok_uri, "bench-server", srv.pub) != 0
+        || bench_token_keygen(tok_uri, "bench-client", cli.pub) != 0) {
         bench_table_missing("handshakes/s with SoftHSM2 keys", "p11n_token_keygen failed");
         goto done;
     }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "bench.h"
@@ -184,6 +185,42 @@ void bench_token_key_uri(const bench_token *t, const char *object, char *out, si
 {
     snprintf(out, cap, "pkcs11:token=%s;object=%s?pin-value=%s&module-path=%s", t->label,
         object, t->pin, t->module);
+}
+
+struct keygen_job {
+    const char *uri, *label;
+    int fd;
+};
+
+static int keygen_child(void *arg)
+{
+    struct keygen_job *j = arg;
+    uint8_t pub[P11N_PUBKEY_LEN];
+#if P11N_BENCH_TOKEN_API
+    if (p11n_token_keygen(j->uri, j->label, pub) != P11N_OK)
+        return -1;
+#else
+    return -1;
+#endif
+    return bench_write_all(j->fd, pub, sizeof(pub));
+}
+
+int bench_token_keygen(const char *token_uri, const char *label, uint8_t pub[P11N_PUBKEY_LEN])
+{
+    struct keygen_job j = { token_uri, label, -1 };
+    int fds[2], st, rc;
+    pid_t pid;
+
+    if (pipe(fds) != 0)
+        return -1;
+    j.fd = fds[1];
+    pid = bench_fork(keygen_child, &j);
+    close(fds[1]);
+    rc = pid > 0 ? bench_read_all(fds[0], pub, P11N_PUBKEY_LEN) : -1;
+    close(fds[0]);
+    if (pid > 0)
+        waitpid(pid, &st, 0);
+    return rc;
 }
 
 /* One derivation as a token ECDH user must do it. */

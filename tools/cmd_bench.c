@@ -1,6 +1,6 @@
 /*
  * p11noise bench [--quick] [--rows LIST] [--reps N] [--seconds S]
- *                [--plot-data FILE] [--softhsm-module PATH]
+ *                [--plot-data FILE] [--softhsm-module PATH] [--fault-module PATH]
  *
  * Prints the machine and a Markdown table: every p11noise figure next to
  * references measured in the same run, with the ratio and the goal.
@@ -17,6 +17,9 @@
 #include "cli.h"
 #include "bench.h"
 
+#ifndef P11N_BENCH_FAULTMOD
+#define P11N_BENCH_FAULTMOD "tests/.libs/faultmod.so"
+#endif
 #ifndef P11N_BENCH_SOFTHSM
 #define P11N_BENCH_SOFTHSM "/usr/lib/softhsm/libsofthsm2.so"
 #endif
@@ -47,7 +50,7 @@ static const struct {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: p11noise bench [--quick] [--rows LIST] [--reps N] [--seconds S]\n"
-               "                      [--plot-data FILE] [--softhsm-module PATH]\n"
+               "                      [--plot-data FILE] [--softhsm-module PATH] [--fault-module PATH]\n"
                "LIST is a comma-separated choice of (default: all):\n");
     for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
         fprintf(f, "  %-11s %s\n", groups[i].name, groups[i].what);
@@ -109,7 +112,7 @@ int cmd_bench(int argc, char **argv)
 {
     bench_opts o = { .reps = 5, .rep_seconds = 0.5 };
     unsigned rows = ROW_ALL;
-    const char *plot = NULL, *module = getenv("SOFTHSM_MODULE");
+    const char *plot = NULL, *module = getenv("SOFTHSM_MODULE"), *faultmod = P11N_BENCH_FAULTMOD;
     int reps = 0, judged, met;
     double secs = 0;
 
@@ -140,6 +143,9 @@ int cmd_bench(int argc, char **argv)
             i++;
         } else if (strcmp(a, "--plot-data") == 0) {
             plot = v;
+            i++;
+        } else if (strcmp(a, "--fault-module") == 0) {
+            faultmod = v;
             i++;
         } else if (strcmp(a, "--softhsm-module") == 0) {
             module = v;
@@ -176,7 +182,7 @@ int cmd_bench(int argc, char **argv)
     if (rows & ROW_CONNS)
         bench_group_conns(&o);
     if (rows & ROW_SLOW)
-        bench_group_slowtoken(&o, module);
+        bench_group_slowtoken(&o, module, faultmod);
     bench_plot_close();
     bench_table_summary(&judged, &met);
     printf("\n%d of %d goals met.\n", met, judged);
