@@ -48,7 +48,11 @@ for name in "$@"; do
         continue
     fi
     mkdir -p "corpus/$name"
-    cp "$srcdir/tests/fuzz/corpus/$name"/* "corpus/$name"/
+    if [ -d "$srcdir/tests/fuzz/corpus/$name" ]; then
+        cp "$srcdir/tests/fuzz/corpus/$name"/* "corpus/$name"/
+    else
+        echo "warning: no seed corpus tests/fuzz/corpus/$name" >&2
+    fi
     echo "built $builddir/fuzz_$name (seeds in $builddir/corpus/$name)"
 done
 if [ -n "$failed" ]; then
