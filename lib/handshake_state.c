@@ -489,7 +489,7 @@ P11N_API int p11n_noise_read_message(p11n_noise *hs, const uint8_t *msg, size_t 
     if (rc == P11N_OK) {
         /* the AEAD wants a destination even for an empty plaintext */
         uint8_t empty;
-        rc = p11n_ss_decrypt_and_hash(&hs->ss, msg + pos, rest,
+        rc = p11n_ss_decrypt_and_hash(&hs->ss, len > 0 ? msg + pos : msg, rest,
             payload != NULL ? payload : &empty);
     }
     if (rc != P11N_OK) {
