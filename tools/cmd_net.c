@@ -1,19 +1,486 @@
-#include "cli.h"
+/*
+ * p11noise listen / p11noise connect: the networking API driven from the
+ * command line (public API only).
+ *
+ * `connect` runs the context inside its own poll() through the external
+ * loop interface, so that standard input joins the same loop.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
-/* Placeholder until this command group lands. */
+#include "cli.h"
+#include "p11noise.h"
+
+#define MAX_LISTEN_PEERS 64
+
+struct net_args {
+    const char *key;
+    const char *pattern;
+    const char *prologue;
+    const char *peers_file;
+    const char *socks5;
+    const char *addr;             /* --bind, or the connect target */
+    const char *peer;             /* connect --peer */
+    const char *listen_peers[MAX_LISTEN_PEERS];
+    size_t nlisten_peers;
+    int echo;
+    int verbose;
+};
+
+static p11n_ctx *signal_ctx;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    p11n_stop(signal_ctx);  /* async-signal-safe */
+}
+
+static void catch_signals(p11n_ctx *ctx)
+{
+    signal_ctx = ctx;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* "HOST:PORT", "[V6]:PORT". host is copied into `host` (cap bytes). */
+static int split_host_port(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *start = s, *colon;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        start = s + 1;
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || strchr(s, ':') != colon)
+            return -1; /* a bare IPv6 address needs brackets */
+    }
+    size_t hlen = (size_t)(colon - start) - (s[0] == '[');
+    if (hlen == 0 || hlen >= cap)
+        return -1;
+    memcpy(host, start, hlen);
+    host[hlen] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || colon[1] == '\0' || p > 65535)
+        return -1;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+/* Options shared by both commands; positional arguments go to `addr`
+ * (connect only). Returns 0, or 2 after printing the error. */
+static int parse_args(int argc, char **argv, int listen, struct net_args *a)
+{
+    memset(a, 0, sizeof(*a));
+    const char *cmd = argv[0];
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
+        const char **dst = NULL;
+        if (strcmp(o, "-v") == 0) {
+            a->verbose = 1;
+            continue;
+        }
+        if (listen && strcmp(o, "--echo") == 0) {
+            a->echo = 1;
+            continue;
+        }
+        if (strcmp(o, "--key") == 0)
+            dst = &a->key;
+        else if (strcmp(o, "--pattern") == 0)
+            dst = &a->pattern;
+        else if (strcmp(o, "--prologue") == 0)
+            dst = &a->prologue;
+        else if (strcmp(o, "--peers") == 0)
+            dst = &a->peers_file;
+        else if (listen && strcmp(o, "--bind") == 0)
+            dst = &a->addr;
+        else if (!listen && strcmp(o, "--socks5") == 0)
+            dst = &a->socks5;
+        else if (strcmp(o, "--peer") == 0) {
+            if (val == NULL) {
+                cli_error("%s: --peer needs a value", cmd);
+                return 2;
+            }
+            if (!listen) {
+                dst = &a->peer;
+            } else {
+                if (a->nlisten_peers == MAX_LISTEN_PEERS) {
+                    cli_error("%s: at most %d --peer options", cmd, MAX_LISTEN_PEERS);
+                    return 2;
+                }
+                a->listen_peers[a->nlisten_peers++] = val;
+                i++;
+                continue;
+            }
+        } else if (o[0] == '-' && o[1] != '\0') {
+            cli_error("%s: unknown option '%s'", cmd, o);
+            return 2;
+        } else if (!listen && a->addr == NULL) {
+            a->addr = o;
+            continue;
+        } else {
+            cli_error("%s: unexpected argument '%s'", cmd, o);
+            return 2;
+        }
+        if (val == NULL) {
+            cli_error("%s: %s needs a value", cmd, o);
+            return 2;
+        }
+        *dst = val;
+        i++;
+    }
+    if (a->key == NULL) {
+        cli_error("%s: --key URI is required", cmd);
+        return 2;
+    }
+    if (a->addr == NULL) {
+        cli_error(listen ? "%s: --bind HOST:PORT is required" : "%s: HOST:PORT is required",
+            cmd);
+        return 2;
+    }
+    if (!listen && a->peer == NULL) {
+        cli_error("%s: --peer ID|PUBHEX is required", cmd);
+        return 2;
+    }
+    if (a->pattern != NULL && strcmp(a->pattern, "KK") != 0 && strcmp(a->pattern, "XK") != 0) {
+        cli_error("%s: --pattern must be KK or XK", cmd);
+        return 2;
+    }
+    return 0;
+}
+
+/* The context, the key and the peers. Returns 0 or 1 after printing. */
+static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n_key **key)
+{
+    p11n_ctx_options o = { 0 };
+    o.log_level = a->verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
+    int rc = p11n_ctx_new(&o, ctx);
+    if (rc != P11N_OK) {
+        cli_error("%s: %s", cmd, p11n_strerror(rc));
+        return 1;
+    }
+    rc = p11n_key_load(a->key, key);
+    if (rc != P11N_OK) {
+        const char *detail = p11n_token_last_error();
+        /* The URI may hold a PIN: never echo it. */
+        cli_error("%s: cannot load the key: %s%s%s", cmd, p11n_strerror(rc),
+            detail[0] ? " — " : "", detail);
+        return 1;
+    }
+    if (a->peers_file != NULL) {
+        rc = p11n_peers_load_file(*ctx, a->peers_file);
+        if (rc < 0) {
+            cli_error("%s: peers file %s: %s", cmd, a->peers_file, p11n_strerror(rc));
+            return 1;
+        }
+    } else if (strncmp(a->key, "pkcs11:", 7) == 0) {
+        rc = p11n_peers_load_token(*ctx, a->key);
+        if (rc < 0) {
+            const char *detail = p11n_token_last_error();
+            cli_error("%s: reading the ceremony objects of the key's token: %s%s%s", cmd,
+                p11n_strerror(rc), detail[0] ? " — " : "", detail);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* ---- listen ---- */
+
+struct listen_state {
+    int echo;
+};
+
+static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    struct listen_state *st = arg;
+    if (st->echo) {
+        int rc = p11n_send(c, msg, len);
+        if (rc != P11N_OK) {
+            /* The peer does not read its echoes: stop talking to it. */
+            fprintf(stderr, "p11noise: listen: echo to %s: %s; closing\n", p11n_conn_peer(c),
+                p11n_strerror(rc));
+            p11n_close(c);
+        }
+        return;
+    }
+    fwrite(msg, 1, len, stdout);
+    fputc('\n', stdout);
+    fflush(stdout);
+}
+
 int cmd_listen(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("listen: not implemented yet");
-    return 2;
+    struct net_args a;
+    int rc = parse_args(argc, argv, 1, &a);
+    if (rc != 0)
+        return rc;
+    char host[256];
+    uint16_t port;
+    if (split_host_port(a.addr, host, sizeof(host), &port) != 0) {
+        cli_error("listen: --bind wants HOST:PORT or [IPV6]:PORT, got '%s'", a.addr);
+        return 2;
+    }
+    p11n_ctx *ctx = NULL;
+    p11n_key *key = NULL;
+    p11n_listener *l = NULL;
+    int status = setup(&a, "listen", &ctx, &key);
+    if (status != 0)
+        goto out;
+    struct listen_state st = { .echo = a.echo };
+    p11n_listen_options lo = { 0 };
+    lo.ch.key = key;
+    lo.ch.pattern = a.pattern;
+    lo.ch.prologue = (const uint8_t *)a.prologue;
+    lo.ch.prologue_len = a.prologue ? strlen(a.prologue) : 0;
+    lo.ch.cb.message = l_message;
+    lo.ch.cb.arg = &st;
+    lo.peers = a.listen_peers;
+    lo.npeers = a.nlisten_peers;
+    rc = p11n_listen(ctx, host, port, &lo, &l);
+    if (rc != P11N_OK) {
+        cli_error("listen: cannot listen on %s: %s%s", a.addr, p11n_strerror(rc),
+            rc == P11N_ERR_INVALID_ARG ? " (numeric address, and KK needs a known peer)" : "");
+        status = 1;
+        goto out;
+    }
+    catch_signals(ctx);
+    rc = p11n_run(ctx);
+    if (rc != P11N_OK) {
+        cli_error("listen: %s", p11n_strerror(rc));
+        status = 1;
+    }
+out:
+    p11n_ctx_free(ctx);
+    p11n_key_free(key);
+    return status;
+}
+
+/* ---- connect ---- */
+
+struct connect_state {
+    p11n_ctx *ctx;
+    p11n_conn *conn;
+    int up;              /* established */
+    int done;            /* final close seen */
+    int reason;
+    char text[256];
+    int stdin_eof;
+    int blocked;         /* p11n_send said WOULD_BLOCK */
+    int closing;
+    unsigned long sent, received;
+    char *line;          /* stdin bytes not yet sent (no newline yet) */
+    size_t len, cap;
+};
+
+static void c_established(p11n_conn *c, const char *peer, void *arg)
+{
+    struct connect_state *st = arg;
+    (void)c;
+    (void)peer;
+    st->up = 1;
+}
+
+static void c_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    struct connect_state *st = arg;
+    (void)c;
+    fwrite(msg, 1, len, stdout);
+    fputc('\n', stdout);
+    st->received++;
+}
+
+static void c_writable(p11n_conn *c, void *arg)
+{
+    struct connect_state *st = arg;
+    (void)c;
+    st->blocked = 0;
+}
+
+static void c_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    struct connect_state *st = arg;
+    (void)c;
+    if (!final)
+        return;
+    st->done = 1;
+    st->conn = NULL;
+    st->reason = reason;
+    snprintf(st->text, sizeof(st->text), "%s", text);
+}
+
+/* Send every complete line in the buffer. Returns 0, or 1 after an error
+ * that ends the command. */
+static int send_lines(struct connect_state *st)
+{
+    if (st->len == 0)
+        return 0;
+    size_t off = 0;
+    while (!st->blocked) {
+        char *nl = memchr(st->line + off, '\n', st->len - off);
+        size_t n;
+        if (nl != NULL)
+            n = (size_t)(nl - (st->line + off));
+        else if (st->stdin_eof && st->len > off)
+            n = st->len - off; /* a last line without newline */
+        else
+            break;
+        int rc = p11n_send(st->conn, (const uint8_t *)st->line + off, n);
+        if (rc == P11N_ERR_WOULD_BLOCK) {
+            st->blocked = 1;
+            break;
+        }
+        if (rc != P11N_OK) {
+            cli_error("connect: cannot send a line of %zu bytes: %s", n, p11n_strerror(rc));
+            return 1;
+        }
+        st->sent++;
+        off += n + (nl != NULL);
+    }
+    memmove(st->line, st->line + off, st->len - off);
+    st->len -= off;
+    return 0;
+}
+
+static int read_stdin(struct connect_state *st)
+{
+    if (st->cap - st->len < 4096) {
+        size_t cap = st->cap ? st->cap * 2 : 65536;
+        /* A line longer than a message can never be sent. */
+        if (cap > 4 * (P11N_MAX_MESSAGE + 1) && st->len > P11N_MAX_MESSAGE) {
+            cli_error("connect: an input line is longer than %d bytes", P11N_MAX_MESSAGE);
+            return 1;
+        }
+        char *b = realloc(st->line, cap);
+        if (b == NULL) {
+            cli_error("connect: out of memory");
+            return 1;
+        }
+        st->line = b;
+        st->cap = cap;
+    }
+    ssize_t n = read(STDIN_FILENO, st->line + st->len, st->cap - st->len);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return 0;
+    if (n <= 0) {
+        st->stdin_eof = 1;
+        return 0;
+    }
+    st->len += (size_t)n;
+    return 0;
 }
 
 int cmd_connect(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("connect: not implemented yet");
-    return 2;
-}
+    struct net_args a;
+    int rc = parse_args(argc, argv, 0, &a);
+    if (rc != 0)
+        return rc;
+    char host[256];
+    uint16_t port;
+    if (split_host_port(a.addr, host, sizeof(host), &port) != 0 || port == 0) {
+        cli_error("connect: wants HOST:PORT or [IPV6]:PORT, got '%s'", a.addr);
+        return 2;
+    }
+    if (a.socks5 != NULL) {
+        cli_error("connect: --socks5 is not available in this build yet");
+        return 2;
+    }
+    struct connect_state st;
+    memset(&st, 0, sizeof(st));
+    p11n_key *key = NULL;
+    int status = setup(&a, "connect", &st.ctx, &key);
+    if (status != 0)
+        goto out;
+    p11n_connect_options co = { 0 };
+    co.ch.key = key;
+    co.ch.pattern = a.pattern;
+    co.ch.prologue = (const uint8_t *)a.prologue;
+    co.ch.prologue_len = a.prologue ? strlen(a.prologue) : 0;
+    co.ch.cb = (p11n_callbacks){ .established = c_established, .message = c_message,
+        .writable = c_writable, .closed = c_closed, .arg = &st };
+    rc = p11n_connect(st.ctx, host, port, a.peer, &co, &st.conn);
+    if (rc != P11N_OK) {
+        cli_error("connect: peer '%s': %s", a.peer, p11n_strerror(rc));
+        status = 1;
+        goto out;
+    }
+    catch_signals(st.ctx);
 
+    struct pollfd *fds = NULL;
+    size_t cap = 0;
+    while (!st.done) {
+        /* Stdin is read only while the channel can take lines. */
+        int want_stdin = st.up && !st.stdin_eof && !st.blocked && !st.closing;
+        size_t n = 0;
+        int timeout = -1;
+        for (;;) {
+            rc = p11n_poll_fds(st.ctx, fds, cap, &n, &timeout);
+            if (rc != P11N_ERR_BUFFER_TOO_SMALL)
+                break;
+            cap = n + 8;
+            struct pollfd *f = realloc(fds, (cap + 1) * sizeof(*f));
+            if (f == NULL) {
+                cli_error("connect: out of memory");
+                status = 1;
+                goto out_fds;
+            }
+            fds = f;
+        }
+        fds[n] = (struct pollfd){ .fd = want_stdin ? STDIN_FILENO : -1, .events = POLLIN };
+        if (poll(fds, n + 1, timeout) < 0 && errno != EINTR) {
+            cli_error("connect: poll: %s", strerror(errno));
+            status = 1;
+            break;
+        }
+        rc = p11n_process(st.ctx, fds, n);
+        if (rc == P11N_ERR_SHUTDOWN) {
+            cli_error("connect: interrupted");
+            status = 1;
+            break;
+        }
+        if (st.done)
+            break;
+        if (want_stdin && (fds[n].revents & (POLLIN | POLLHUP)) && read_stdin(&st) != 0) {
+            status = 1;
+            break;
+        }
+        if (st.up && st.conn != NULL && !st.closing && send_lines(&st) != 0) {
+            status = 1;
+            break;
+        }
+        fflush(stdout);
+        /* Done when input has ended, every line went out, and every echo
+         * came back. */
+        if (st.up && st.stdin_eof && st.len == 0 && !st.closing && st.received >= st.sent) {
+            st.closing = 1;
+            p11n_close(st.conn);
+        }
+    }
+    fflush(stdout);
+    if (status == 0 && st.reason != P11N_OK) {
+        cli_error("connect: %s (%s)", st.text, p11n_strerror(st.reason));
+        status = 1;
+    }
+out_fds:
+    free(fds);
+out:
+    p11n_ctx_free(st.ctx);
+    p11n_key_free(key);
+    free(st.line);
+    return status;
+}
