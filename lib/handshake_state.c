@@ -30,6 +30,8 @@ struct p11n_noise {
     int prologue_set;
     struct p11n_key *s;             /* borrowed */
     int has_e, has_re, has_rs;
+    int has_expect_rs;              /* rs the pattern transmits, pinned in advance */
+    uint8_t expect_rs[P11N_MAXPUBLEN];
     uint8_t e_priv[P11N_MAXPRIVLEN];
     uint8_t e_pub[P11N_MAXPUBLEN];
     uint8_t re[P11N_MAXPUBLEN];
@@ -138,8 +140,10 @@ P11N_API int p11n_noise_set_local_static(p11n_noise *hs, p11n_key *key)
     return P11N_OK;
 }
 
-/* Only for a peer static key that a pre-message announces: a key the
- * pattern transmits would be silently replaced by whatever arrives. */
+/* A peer static key that a pre-message announces is used as given. For a
+ * pattern that transmits the peer's key, the key given here pins it: the
+ * one that arrives must be the same, or the read fails with UNKNOWN_PEER
+ * (never silently replaced by whatever arrives). */
 P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, size_t len)
 {
     if (hs == NULL)
@@ -148,11 +152,15 @@ P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, si
     if (rc != P11N_OK)
         return rc;
     const p11n_dh_alg *dh = hs->proto.dh;
-    if (pub == NULL || len != dh->publen ||
-        (hs->proto.pre[hs->initiator ? 1 : 0] & P11N_PRE_S) == 0)
+    if (pub == NULL || len != dh->publen)
         return fail(hs, P11N_ERR_INVALID_ARG);
     if (dh->check_pub(pub) != P11N_OK)
         return fail(hs, P11N_ERR_BAD_PUBKEY);
+    if ((hs->proto.pre[hs->initiator ? 1 : 0] & P11N_PRE_S) == 0) {
+        memcpy(hs->expect_rs, pub, len);
+        hs->has_expect_rs = 1;
+        return P11N_OK;
+    }
     memcpy(hs->rs, pub, len);
     hs->has_rs = 1;
     return P11N_OK;
@@ -446,6 +454,8 @@ static int read_tokens(p11n_noise *hs, const uint8_t *msg, size_t len, size_t *p
                 return rc;
             if (dh->check_pub(rs) != P11N_OK)
                 return P11N_ERR_BAD_PUBKEY;
+            if (hs->has_expect_rs && !p11n_ct_eq(rs, hs->expect_rs, dh->publen))
+                return P11N_ERR_UNKNOWN_PEER;
             memcpy(hs->rs, rs, dh->publen);
             hs->has_rs = 1;
             *pos += n;

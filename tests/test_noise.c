@@ -653,6 +653,48 @@ static void test_wrong_prologue_and_keys(void)
     p11n_key_free(other);
 }
 
+/* A peer static that the pattern transmits may be pinned in advance: the
+ * handshake completes with that key and fails with UNKNOWN_PEER otherwise. */
+static void test_pinned_remote(void)
+{
+    static const char *const names[] = { "Noise_XX_secp256k1_ChaChaPoly_SHA256",
+        "Noise_IK_25519_AESGCM_SHA512", "Noise_XK_secp256k1_ChaChaPoly_SHA256" };
+    for (size_t n = 0; n < COUNT(names); n++) {
+        p11n_protocol p;
+        CU_ASSERT_EQUAL_FATAL(p11n_protocol_parse(names[n], &p), P11N_OK);
+        for (int wrong = 0; wrong < 2; wrong++) {
+            side_t sides[2];
+            memset(sides, 0, sizeof(sides));
+            p11n_key *other = gen_key(&p);
+            for (int k = 0; k < 2; k++) {
+                CU_ASSERT_EQUAL_FATAL(p11n_noise_new(names[n], k == 0, &sides[k].hs), P11N_OK);
+                sides[k].s = gen_key(&p);
+                CU_ASSERT_EQUAL(p11n_noise_set_local_static(sides[k].hs, sides[k].s), P11N_OK);
+            }
+            for (int k = 0; k < 2; k++) {
+                /* every side pins its peer: pre-message keys and transmitted ones */
+                const p11n_key *peer = (k == 1 && wrong) ? other : sides[1 - k].s;
+                CU_ASSERT_EQUAL(p11n_noise_set_remote_static(sides[k].hs, peer->pub,
+                    p.dh->publen), P11N_OK);
+                CU_ASSERT_EQUAL_FATAL(p11n_noise_start(sides[k].hs), P11N_OK);
+            }
+            int rc = run_handshake(&p, sides);
+            if (wrong) {
+                /* the responder learns the initiator's key from a message */
+                CU_ASSERT_EQUAL(rc, P11N_ERR_UNKNOWN_PEER);
+                assert_dead(sides[1].hs);
+            } else {
+                CU_ASSERT_EQUAL(rc, P11N_OK);
+                CU_ASSERT_EQUAL(p11n_noise_action(sides[0].hs), P11N_NOISE_SPLIT);
+                CU_ASSERT_EQUAL(p11n_noise_action(sides[1].hs), P11N_NOISE_SPLIT);
+            }
+            side_free(&sides[0]);
+            side_free(&sides[1]);
+            p11n_key_free(other);
+        }
+    }
+}
+
 static void test_setup_errors(void)
 {
     p11n_noise *hs = NULL;
@@ -673,7 +715,7 @@ static void test_setup_errors(void)
         { "Noise_NNpsk2_25519_AESGCM_SHA256", 1, 2, P11N_ERR_MISSING_KEY },
         { "Noise_NNpsk2_25519_AESGCM_SHA256", 1, 3, P11N_ERR_INVALID_ARG }, /* 31-byte psk */
         { "Noise_NN_25519_AESGCM_SHA256", 1, 4, P11N_ERR_INVALID_ARG },    /* psk in NN */
-        { "Noise_XX_secp256k1_AESGCM_SHA256", 1, 5, P11N_ERR_INVALID_ARG }, /* rs in XX */
+        { "Noise_XX_448_AESGCM_SHA256", 1, 5, P11N_ERR_INVALID_ARG }, /* 33-byte rs for 448 */
         { XK, 1, 6, P11N_ERR_BAD_PUBKEY },       /* off-curve rs */
         { XK, 1, 7, P11N_ERR_BAD_PRIVKEY },      /* zero ephemeral */
         { XK, 0, 8, P11N_ERR_INVALID_ARG },      /* 25519 key for secp256k1 */
@@ -917,6 +959,7 @@ static const p11n_test tests[] = {
     { "flipped bits and truncation in every message", test_tamper },
     { "wrong prologue and static keys", test_wrong_prologue_and_keys },
     { "setup errors and fail-closed", test_setup_errors },
+    { "pinned remote static", test_pinned_remote },
     { "split keys", test_split_keys },
     { "cipherstate", test_cipherstate },
     { NULL, NULL }
