@@ -376,6 +376,18 @@ P11N_API int p11n_identifier_valid(const char *id);
 P11N_API P11N_WARN_UNUSED int p11n_peers_parse(const char *text, size_t len,
     p11n_peer_entry **entries, size_t *n, size_t *bad_line);
 
+/** The 1-based line of entry `index` of text that p11n_peers_parse
+ *  accepted (0 if there is no such entry): turns an entry index reported
+ *  by p11n_ceremony_write back into a line number. */
+P11N_API size_t p11n_peers_line(const char *text, size_t len, size_t index);
+
+/** One line describing the calling thread's last token error: the URI
+ *  (never a PIN), and the failing PKCS#11 call with its CKR_ name where
+ *  there is one, e.g. "pkcs11:token=hsm;object=k: C_Login: token PIN
+ *  incorrect (CKR_PIN_INCORRECT)". Empty after a success. Valid until the
+ *  thread's next token call. */
+P11N_API const char *p11n_token_last_error(void);
+
 /** Generate a secp256k1 key pair on the token named by `token_uri`, with
  *  CKA_LABEL `label`; `pub` receives its public key. Errors: EXISTS (label
  *  taken), and the token errors. */
@@ -389,7 +401,10 @@ P11N_API P11N_WARN_UNUSED int p11n_ceremony_read(const char *token_uri,
 /** Write entries as ceremony objects, all or nothing: every entry is
  *  checked first (an identifier already on the token with another key is
  *  PUBKEY_MISMATCH unless `replace`); on error `*bad_index` names the entry
- *  and nothing was written. */
+ *  (SIZE_MAX when the error concerns none) and nothing was written. An
+ *  entry already on the token with the same key is left as it is.
+ *  Errors: BAD_IDENTIFIER, BAD_PUBKEY, EXISTS (repeated identifier),
+ *  PUBKEY_MISMATCH, and the token errors. */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_write(const char *token_uri,
     const p11n_peer_entry *entries, size_t n, int replace, size_t *bad_index);
 

@@ -1,0 +1,203 @@
+/*
+ * Static-key DH through the token. CKM_ECDH1_DERIVE with CKD_NULL yields
+ * only x(k·P); the Noise DH is SHA256(compressed(k·P)), which needs the y
+ * parity too. A second derivation on P + G gives x(k·P + K), K = k·G being
+ * the key's public point: of the two points with x-coordinate x(k·P),
+ * exactly one plus K has that x-coordinate.
+ */
+#include <string.h>
+
+#include "ckr.h"
+#include "crypto.h"
+#include "secure.h"
+#include "token.h"
+
+/* Errors a token may give for a point encoding it does not take. */
+static int form_rejected(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_ARGUMENTS_BAD:
+    case CKR_MECHANISM_PARAM_INVALID:
+    case CKR_DOMAIN_PARAMS_INVALID:
+    case CKR_DATA_INVALID:
+    case CKR_DATA_LEN_RANGE:
+    case CKR_FUNCTION_FAILED:
+    case CKR_GENERAL_ERROR:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* One derivation into a session-only secret, read and destroyed. */
+static int derive_once(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+    const uint8_t *pt, size_t ptlen, uint8_t x[32], CK_RV *rv_out, int *dead)
+{
+    CK_ECDH1_DERIVE_PARAMS params = {
+        .kdf = CKD_NULL,
+        .ulSharedDataLen = 0,
+        .pSharedData = NULL,
+        .ulPublicDataLen = (CK_ULONG)ptlen,
+        .pPublicData = (CK_BYTE_PTR)pt,
+    };
+    CK_MECHANISM mech = { CKM_ECDH1_DERIVE, &params, sizeof(params) };
+    CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+    CK_KEY_TYPE type = CKK_GENERIC_SECRET;
+    CK_BBOOL no = CK_FALSE, yes = CK_TRUE;
+    CK_ULONG vlen = 32;
+    /* A session object, readable: the value must come out to be hashed,
+     * and the object vanishes with the session at worst. Not private:
+     * session objects are this application's alone anyway, and SoftHSM
+     * would encrypt a private one's value for nothing. */
+    CK_ATTRIBUTE tmpl[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &no, sizeof(no) },
+        { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_SENSITIVE, &no, sizeof(no) },
+        { CKA_EXTRACTABLE, &yes, sizeof(yes) },
+        { CKA_VALUE_LEN, &vlen, sizeof(vlen) },
+    };
+    CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
+    CK_RV rv = tok->fn->C_DeriveKey(s, &mech, key, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &obj);
+    *rv_out = rv;
+    if (rv != CKR_OK) {
+        *dead = p11n_ckr_session_dead(rv);
+        return p11n_token_fail(tok, "C_DeriveKey", rv);
+    }
+    uint8_t v[32];
+    CK_ATTRIBUTE a = { CKA_VALUE, v, sizeof(v) };
+    rv = tok->fn->C_GetAttributeValue(s, obj, &a, 1);
+    CK_RV drv = tok->fn->C_DestroyObject(s, obj);
+    int err = P11N_OK;
+    if (rv != CKR_OK) {
+        *dead = p11n_ckr_session_dead(rv);
+        err = p11n_token_fail(tok, "C_GetAttributeValue", rv);
+    } else if (a.ulValueLen != sizeof(v)) {
+        err = p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
+            "C_DeriveKey gave a %lu-byte secret, expected 32", (unsigned long)a.ulValueLen);
+    }
+    if (drv != CKR_OK) {
+        /* Closing the session destroys what it could not. */
+        *dead = 1;
+        if (err == P11N_OK)
+            err = p11n_token_fail(tok, "C_DestroyObject", drv);
+    }
+    if (err == P11N_OK)
+        memcpy(x, v, sizeof(v));
+    p11n_wipe(v, sizeof(v));
+    return err;
+}
+
+static int derive_on(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t x[32], int *dead)
+{
+    uint8_t der[P11N_EC_POINT_DER_LEN];
+    if (p11n_ec_point_der(peer, der) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    const uint8_t *raw = der + 2;
+    CK_RV rv;
+    switch (atomic_load(&tok->point_form)) {
+    case P11N_FORM_RAW:
+        return derive_once(tok, s, key, raw, 65, x, &rv, dead);
+    case P11N_FORM_DER:
+        return derive_once(tok, s, key, der, sizeof(der), x, &rv, dead);
+    default:
+        break;
+    }
+    /* First derivation on this token: PKCS#11 v2.40 asks tokens to take
+     * the raw point, older ones want the DER form. Try raw, then DER. */
+    int err = derive_once(tok, s, key, raw, 65, x, &rv, dead);
+    if (err == P11N_OK) {
+        atomic_store(&tok->point_form, P11N_FORM_RAW);
+        return P11N_OK;
+    }
+    if (!form_rejected(rv))
+        return err;
+    err = derive_once(tok, s, key, der, sizeof(der), x, &rv, dead);
+    if (err == P11N_OK) {
+        atomic_store(&tok->point_form, P11N_FORM_DER);
+        p11n_token_error_clear();
+    }
+    return err;
+}
+
+int p11n_token_derive_x(struct p11n_token *tok, CK_OBJECT_HANDLE key,
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t x[32])
+{
+    if (p11n_dh_secp256k1.check_pub(peer) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    CK_SESSION_HANDLE s;
+    int err = p11n_token_session_get(tok, &s);
+    if (err != P11N_OK)
+        return err;
+    int dead = 0;
+    err = derive_on(tok, s, key, peer, x, &dead);
+    p11n_token_session_put(tok, s, dead);
+    return err;
+}
+
+/* SHA256(compressed(k·P)) from x1 = x(k·P) and x2 = x(k·P + kadj). */
+static int recover(const struct p11n_token *tok, const uint8_t kadj[P11N_PUBKEY_LEN],
+    const uint8_t x1[32], const uint8_t x2[32], uint8_t out[32])
+{
+    /* Try both candidates every time, so the work does not depend on
+     * which one is k·P. */
+    uint8_t cand[P11N_PUBKEY_LEN], sum[P11N_PUBKEY_LEN];
+    int match[2], err;
+    memcpy(cand + 1, x1, 32);
+    for (int i = 0; i < 2; i++) {
+        cand[0] = (uint8_t)(0x02 | i);
+        match[i] = p11n_secp256k1_add(cand, kadj, sum) == P11N_OK &&
+                   p11n_ct_eq(sum + 1, x2, 32);
+    }
+    if (match[0] == match[1]) {
+        /* Only possible when K is not k·G. */
+        err = p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
+            "the key's public key object does not match its private key");
+    } else {
+        cand[0] = (uint8_t)(0x02 | match[1]);
+        p11n_iov iov = { cand, sizeof(cand) };
+        err = p11n_hash(&p11n_hash_sha256, &iov, 1, out) == P11N_OK ? P11N_OK : P11N_ERR_CRYPTO;
+    }
+    p11n_wipe(cand, sizeof(cand));
+    p11n_wipe(sum, sizeof(sum));
+    p11n_wipe(match, sizeof(match));
+    return err;
+}
+
+int p11n_token_ecdh(struct p11n_token *tok, CK_OBJECT_HANDLE key,
+    const uint8_t K[P11N_PUBKEY_LEN], const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32])
+{
+    /* An off-curve point makes tokens fail in unhelpful ways (SoftHSM:
+     * CKR_GENERAL_ERROR): refuse it here. */
+    if (p11n_dh_secp256k1.check_pub(peer) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    uint8_t q[P11N_PUBKEY_LEN], kadj[P11N_PUBKEY_LEN];
+    if (p11n_secp256k1_add(peer, p11n_secp256k1_generator, q) == P11N_OK) {
+        memcpy(kadj, K, sizeof(kadj));
+    } else {
+        /* P = -G: use P - G, so k·(P - G) = k·P - K. */
+        uint8_t neg_g[P11N_PUBKEY_LEN];
+        if (p11n_secp256k1_negate(p11n_secp256k1_generator, neg_g) != P11N_OK ||
+            p11n_secp256k1_add(peer, neg_g, q) != P11N_OK ||
+            p11n_secp256k1_negate(K, kadj) != P11N_OK)
+            return P11N_ERR_CRYPTO;
+    }
+
+    CK_SESSION_HANDLE s;
+    int err = p11n_token_session_get(tok, &s);
+    if (err != P11N_OK)
+        return err;
+    uint8_t x1[32], x2[32];
+    int dead = 0;
+    err = derive_on(tok, s, key, peer, x1, &dead);
+    if (err == P11N_OK)
+        err = derive_on(tok, s, key, q, x2, &dead);
+    p11n_token_session_put(tok, s, dead);
+    if (err == P11N_OK)
+        err = recover(tok, kadj, x1, x2, out);
+    p11n_wipe(x1, sizeof(x1));
+    p11n_wipe(x2, sizeof(x2));
+    return err;
+}

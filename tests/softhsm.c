@@ -1,0 +1,174 @@
+#define _GNU_SOURCE
+#include "softhsm.h"
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "crypto.h"
+
+static void die(const char *what)
+{
+    fprintf(stderr, "softhsm test setup: %s\n", what);
+    abort();
+}
+
+static int run(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        FILE *f = freopen("/dev/null", "w", stdout);
+        (void)f;
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) < 0)
+        return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+void t_token_setup(struct t_token *t, const char *label)
+{
+    memset(t, 0, sizeof(*t));
+    const char *tmp = getenv("TMPDIR");
+    snprintf(t->dir, sizeof(t->dir), "%s/p11n-token-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (mkdtemp(t->dir) == NULL)
+        die("mkdtemp");
+    char path[1024];
+    snprintf(path, sizeof(path), "%s/tokens", t->dir);
+    if (mkdir(path, 0700) != 0)
+        die("mkdir tokens");
+    char conf[1024];
+    snprintf(conf, sizeof(conf), "%s/softhsm2.conf", t->dir);
+    FILE *f = fopen(conf, "w");
+    if (f == NULL)
+        die("write softhsm2.conf");
+    fprintf(f, "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n"
+        "slots.removable = false\n", path);
+    fclose(f);
+    setenv("SOFTHSM2_CONF", conf, 1);
+
+    snprintf(t->label, sizeof(t->label), "%s", label);
+    char *argv[] = { "softhsm2-util", "--init-token", "--free", "--label", t->label,
+        "--so-pin", T_SO_PIN, "--pin", T_PIN, NULL };
+    if (run(argv) != 0)
+        die("softhsm2-util --init-token failed (is SoftHSM2 installed?)");
+
+    const char *mod = getenv("SOFTHSM_MODULE");
+    snprintf(t->module, sizeof(t->module), "%s", mod && *mod ? mod : P11N_SOFTHSM_MODULE);
+    snprintf(t->uri, sizeof(t->uri), "pkcs11:token=%s?module-path=%s&pin-value=" T_PIN,
+        t->label, t->module);
+    snprintf(t->fault_uri, sizeof(t->fault_uri), "pkcs11:token=%s?module-path=%s&pin-value=" T_PIN,
+        t->label, P11N_FAULT_MODULE);
+    unsetenv("P11N_FAULT");
+}
+
+static int rm_one(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void t_token_teardown(struct t_token *t)
+{
+    if (t->dir[0] != '\0')
+        nftw(t->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+    t->dir[0] = '\0';
+}
+
+struct p11n_token *t_token_open(const char *uri)
+{
+    P11KitUri *u;
+    char *safe;
+    struct p11n_token *tok;
+    if (p11n_uri_parse(uri, &u, &safe) != P11N_OK)
+        die("parse URI");
+    int err = p11n_token_open(u, safe, P11N_TOKEN_LOGIN | P11N_TOKEN_RW, &tok);
+    p11n_uri_free(u);
+    free(safe);
+    if (err != P11N_OK) {
+        fprintf(stderr, "%s\n", p11n_token_last_error());
+        die("open token");
+    }
+    return tok;
+}
+
+void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t priv[32],
+    int derive, int with_pub)
+{
+    uint8_t pub[P11N_PUBKEY_LEN], point[P11N_EC_POINT_DER_LEN];
+    if (p11n_dh_secp256k1.pubkey(priv, pub) != P11N_OK || p11n_ec_point_der(pub, point) != P11N_OK)
+        die("bad test private key");
+    CK_OBJECT_CLASS pcls = CKO_PRIVATE_KEY, ucls = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE type = CKK_EC;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE, der = derive ? CK_TRUE : CK_FALSE;
+    CK_ULONG llen = strlen(label);
+    CK_ATTRIBUTE pt[] = {
+        { CKA_CLASS, &pcls, sizeof(pcls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &yes, sizeof(yes) },
+        { CKA_SENSITIVE, &yes, sizeof(yes) },
+        { CKA_DERIVE, &der, sizeof(der) },
+        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
+        { CKA_VALUE, (void *)priv, 32 },
+        { CKA_LABEL, (void *)label, llen },
+        { CKA_ID, (void *)label, llen },
+    };
+    CK_ATTRIBUTE ut[] = {
+        { CKA_CLASS, &ucls, sizeof(ucls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
+        { CKA_EC_POINT, point, sizeof(point) },
+        { CKA_LABEL, (void *)label, llen },
+        { CKA_ID, (void *)label, llen },
+    };
+    CK_OBJECT_HANDLE h;
+    if (tok->fn->C_CreateObject(tok->anchor, pt, sizeof(pt) / sizeof(pt[0]), &h) != CKR_OK)
+        die("C_CreateObject private key");
+    if (with_pub && tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h) != CKR_OK)
+        die("C_CreateObject public key");
+}
+
+void t_token_p256_key(struct p11n_token *tok, const char *label)
+{
+    static const uint8_t p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+    CK_BBOOL yes = CK_TRUE;
+    CK_ULONG llen = strlen(label);
+    CK_ATTRIBUTE pt[] = {
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_EC_PARAMS, (void *)p256, sizeof(p256) },
+        { CKA_LABEL, (void *)label, llen },
+        { CKA_ID, (void *)label, llen },
+    };
+    CK_ATTRIBUTE kt[] = {
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &yes, sizeof(yes) },
+        { CKA_DERIVE, &yes, sizeof(yes) },
+        { CKA_LABEL, (void *)label, llen },
+        { CKA_ID, (void *)label, llen },
+    };
+    CK_MECHANISM m = { CKM_EC_KEY_PAIR_GEN, NULL, 0 };
+    CK_OBJECT_HANDLE a, b;
+    if (tok->fn->C_GenerateKeyPair(tok->anchor, &m, pt, 4, kt, 5, &a, &b) != CKR_OK)
+        die("generate P-256 key");
+}
+
+size_t t_token_objects(struct p11n_token *tok)
+{
+    size_t n;
+    if (p11n_token_count_objects(tok, &n) != P11N_OK)
+        die("count objects");
+    return n;
+}

@@ -1,0 +1,42 @@
+/* A fresh SoftHSM2 token in a temporary directory, for one test program. */
+#ifndef P11N_TEST_SOFTHSM_H
+#define P11N_TEST_SOFTHSM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "token.h"
+
+#define T_PIN "1234"
+#define T_SO_PIN "5678"
+
+struct t_token {
+    char dir[512];          /* removed by t_token_teardown */
+    char label[33];
+    char module[512];       /* SoftHSM2 module path */
+    char uri[2048];         /* pkcs11:token=LABEL?module-path=SOFTHSM&pin-value=PIN */
+    char fault_uri[2048];   /* the same token through tests/faultmod.so */
+};
+
+/* Create the directory, the softhsm2.conf (SOFTHSM2_CONF is set to it) and
+ * an initialized token; aborts the program on failure. */
+void t_token_setup(struct t_token *t, const char *label);
+void t_token_teardown(struct t_token *t);
+
+/* Open the token (logged in, read/write) through the library's own token
+ * layer, to inspect or seed it; aborts on failure. */
+struct p11n_token *t_token_open(const char *uri);
+
+/* Import a secp256k1 private key from known bytes, with or without
+ * CKA_DERIVE, and (with_pub) its public key object with the same CKA_ID
+ * and label (CKA_ID = the label). Aborts on failure. */
+void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t priv[32],
+    int derive, int with_pub);
+
+/* Generate a P-256 key pair (a key on the wrong curve). */
+void t_token_p256_key(struct p11n_token *tok, const char *label);
+
+/* Object count of the token, seen from a fresh logged-in session. */
+size_t t_token_objects(struct p11n_token *tok);
+
+#endif

@@ -1,0 +1,650 @@
+/* The token layer against a real SoftHSM2 token: key generation, token DH
+ * equal to software DH, no objects left behind, thread safety, every error
+ * case (through tests/faultmod.so where the token must misbehave), and the
+ * BOLT #8 handshakes with the local static key on the token. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <jansson.h>
+
+#include "crypto.h"
+#include "key.h"
+#include "p11noise.h"
+#include "softhsm.h"
+#include "testutil.h"
+#include "token.h"
+
+static struct t_token T;
+
+/* Private key bytes of the imported test key "k1". */
+static const uint8_t K1_PRIV[32] = {
+    0x3c, 0x1f, 0x7a, 0x90, 0x11, 0x25, 0x6e, 0x4d, 0x88, 0x02, 0xb3, 0x5c, 0x71, 0xe9, 0x0a, 0x44,
+    0x9d, 0x36, 0xc8, 0x5b, 0x27, 0xf0, 0x63, 0x1e, 0xa5, 0x4c, 0x08, 0xd7, 0x92, 0x3b, 0x66, 0x01,
+};
+
+/* "pkcs11:token=...;object=NAME?module-path=...&pin-value=..." for T. */
+static const char *key_uri(const char *object, int fault)
+{
+    static char buf[2048];
+    snprintf(buf, sizeof(buf), "pkcs11:token=%s;object=%s?module-path=%s&pin-value=" T_PIN,
+        T.label, object, fault ? P11N_FAULT_MODULE : T.module);
+    return buf;
+}
+
+static p11n_key *load(const char *uri)
+{
+    p11n_key *k = NULL;
+    int rc = p11n_key_load(uri, &k);
+    if (rc != P11N_OK)
+        fprintf(stderr, "load: %s\n", p11n_token_last_error());
+    CU_ASSERT_FATAL(rc == P11N_OK && k != NULL);
+    return k;
+}
+
+/* Load with a fault configuration; the module reads it at C_Initialize. */
+static int load_faulty(const char *object, const char *faults, p11n_key **k)
+{
+    setenv("P11N_FAULT", faults, 1);
+    int rc = p11n_key_load(key_uri(object, 1), k);
+    unsetenv("P11N_FAULT");
+    return rc;
+}
+
+static int contains(const char *hay, const char *needle)
+{
+    return strstr(hay, needle) != NULL;
+}
+
+static uint8_t attr_bool(struct p11n_token *tok, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE type)
+{
+    CK_BBOOL v = 0xff;
+    CK_ATTRIBUTE a = { type, &v, sizeof(v) };
+    CU_ASSERT_FATAL(tok->fn->C_GetAttributeValue(tok->anchor, h, &a, 1) == CKR_OK);
+    return v;
+}
+
+static CK_OBJECT_HANDLE find_one(struct p11n_token *tok, CK_OBJECT_CLASS cls, const char *label)
+{
+    CK_ATTRIBUTE t[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_LABEL, (void *)label, strlen(label) },
+    };
+    CK_OBJECT_HANDLE *h;
+    size_t n;
+    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, 2, &h, &n) == P11N_OK);
+    CU_ASSERT_FATAL(n == 1);
+    CK_OBJECT_HANDLE one = h[0];
+    free(h);
+    return one;
+}
+
+static void test_keygen(void)
+{
+    uint8_t pub[P11N_PUBKEY_LEN], again[P11N_PUBKEY_LEN];
+    CU_ASSERT_FATAL(p11n_token_keygen(T.uri, "node1", pub) == P11N_OK);
+    CU_ASSERT(p11n_dh_secp256k1.check_pub(pub) == P11N_OK);
+
+    struct p11n_token *tok = t_token_open(T.uri);
+    CK_OBJECT_HANDLE priv = find_one(tok, CKO_PRIVATE_KEY, "node1");
+    CK_OBJECT_HANDLE pubh = find_one(tok, CKO_PUBLIC_KEY, "node1");
+    CU_ASSERT(attr_bool(tok, priv, CKA_SENSITIVE) == CK_TRUE);
+    CU_ASSERT(attr_bool(tok, priv, CKA_EXTRACTABLE) == CK_FALSE);
+    CU_ASSERT(attr_bool(tok, priv, CKA_DERIVE) == CK_TRUE);
+    CU_ASSERT(attr_bool(tok, priv, CKA_PRIVATE) == CK_TRUE);
+    CU_ASSERT(attr_bool(tok, priv, CKA_TOKEN) == CK_TRUE);
+    CU_ASSERT(attr_bool(tok, pubh, CKA_TOKEN) == CK_TRUE);
+    uint8_t *id1, *id2, *params, *point;
+    size_t l1, l2, lp, lpt;
+    CU_ASSERT_FATAL(p11n_token_attr(tok, tok->anchor, priv, CKA_ID, &id1, &l1) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_token_attr(tok, tok->anchor, pubh, CKA_ID, &id2, &l2) == P11N_OK);
+    CU_ASSERT(l1 == 16 && l2 == 16 && memcmp(id1, id2, 16) == 0);
+    CU_ASSERT(!p11n_is_peer_id(id1, l1));
+    CU_ASSERT_FATAL(p11n_token_attr(tok, tok->anchor, priv, CKA_EC_PARAMS, &params, &lp) == P11N_OK);
+    CU_ASSERT(lp == sizeof(p11n_secp256k1_oid) && memcmp(params, p11n_secp256k1_oid, lp) == 0);
+    CU_ASSERT_FATAL(p11n_token_attr(tok, tok->anchor, pubh, CKA_EC_POINT, &point, &lpt) == P11N_OK);
+    CU_ASSERT(p11n_ec_point_decode(point, lpt, again) == P11N_OK &&
+              memcmp(again, pub, sizeof(pub)) == 0);
+    /* The value of a sensitive key cannot be read. */
+    uint8_t v[32];
+    CK_ATTRIBUTE a = { CKA_VALUE, v, sizeof(v) };
+    CU_ASSERT(tok->fn->C_GetAttributeValue(tok->anchor, priv, &a, 1) == CKR_ATTRIBUTE_SENSITIVE);
+    free(id1);
+    free(id2);
+    free(params);
+    free(point);
+    size_t before = t_token_objects(tok);
+    p11n_token_close(tok);
+
+    /* Same label again: refused, nothing created. */
+    CU_ASSERT(p11n_token_keygen(T.uri, "node1", again) == P11N_ERR_EXISTS);
+    CU_ASSERT(contains(p11n_token_last_error(), "node1"));
+    CU_ASSERT(p11n_token_keygen(T.uri, "bad label", again) == P11N_ERR_BAD_IDENTIFIER);
+    tok = t_token_open(T.uri);
+    CU_ASSERT(t_token_objects(tok) == before);
+    p11n_token_close(tok);
+
+    /* The generated key loads, and its public key is the one reported. */
+    p11n_key *k = load(key_uri("node1", 0));
+    uint8_t kp[P11N_PUBKEY_LEN];
+    size_t kl;
+    CU_ASSERT(p11n_key_public(k, kp, sizeof(kp), &kl) == P11N_OK && kl == 33 &&
+              memcmp(kp, pub, 33) == 0);
+    CU_ASSERT(strcmp(k->ops->kind, "pkcs11") == 0 && p11n_key_is_slow(k));
+    CU_ASSERT(strcmp(p11n_key_dh_name(k), "secp256k1") == 0);
+    p11n_key_free(k);
+}
+
+/* DH(k, P) by the token and by software for `n` random points and the
+ * special ones (G, -G, K, -K). */
+static void compare_dh(p11n_key *k, int n, uint64_t seed)
+{
+    uint8_t pts[4][P11N_PUBKEY_LEN];
+    memcpy(pts[0], p11n_secp256k1_generator, 33);
+    CU_ASSERT_FATAL(p11n_secp256k1_negate(pts[0], pts[1]) == P11N_OK);
+    memcpy(pts[2], k->pub, 33);
+    CU_ASSERT_FATAL(p11n_secp256k1_negate(pts[2], pts[3]) == P11N_OK);
+    int same = 0;
+    for (int i = 0; i < n + 4; i++) {
+        uint8_t priv[32], pub[33], a[32], b[32];
+        if (i < 4) {
+            memcpy(pub, pts[i], 33);
+        } else {
+            do
+                t_fill(priv, 32, &seed);
+            while (p11n_dh_secp256k1.pubkey(priv, pub) != P11N_OK);
+        }
+        CU_ASSERT_FATAL(p11n_key_dh(k, pub, a) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_dh_secp256k1.dh(K1_PRIV, pub, b) == P11N_OK);
+        same += memcmp(a, b, 32) == 0;
+    }
+    CU_ASSERT(same == n + 4);
+}
+
+static void test_dh_equals_software(void)
+{
+    p11n_key *k = load(key_uri("k1", 0));
+    uint8_t want[33];
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.pubkey(K1_PRIV, want) == P11N_OK);
+    CU_ASSERT(memcmp(k->pub, want, 33) == 0);
+    compare_dh(k, 1000, 1);
+    /* Off-curve and malformed points never reach the token. */
+    uint8_t bad[33], out[32];
+    memset(bad, 0xff, sizeof(bad));
+    bad[0] = 0x02;
+    CU_ASSERT(p11n_key_dh(k, bad, out) == P11N_ERR_BAD_PUBKEY);
+    bad[0] = 0x04;
+    CU_ASSERT(p11n_key_dh(k, bad, out) == P11N_ERR_BAD_PUBKEY);
+    p11n_key_free(k);
+}
+
+/* A token that wants the DER form: detected on the first derivation. */
+static void test_dh_der_form(void)
+{
+    p11n_key *k = NULL;
+    CU_ASSERT_FATAL(load_faulty("k1", "C_DeriveKey:der-only", &k) == P11N_OK);
+    CU_ASSERT(atomic_load(&p11n_token_of_key(k)->point_form) == P11N_FORM_DER);
+    compare_dh(k, 20, 2);
+    p11n_key_free(k);
+}
+
+/* Random peer points and their software DH with K1_PRIV, computed once so
+ * the threads below spend their time in the token. */
+#define NPOINTS 64
+static uint8_t peer_pts[NPOINTS][P11N_PUBKEY_LEN], peer_dh[NPOINTS][32];
+
+static void make_points(void)
+{
+    uint64_t seed = 99;
+    for (int i = 0; i < NPOINTS; i++) {
+        uint8_t priv[32];
+        do
+            t_fill(priv, 32, &seed);
+        while (p11n_dh_secp256k1.pubkey(priv, peer_pts[i]) != P11N_OK);
+        CU_ASSERT_FATAL(p11n_dh_secp256k1.dh(K1_PRIV, peer_pts[i], peer_dh[i]) == P11N_OK);
+    }
+}
+
+struct worker {
+    p11n_key *key;
+    int first, ops, ok, same, removed;
+};
+
+static void *dh_worker(void *arg)
+{
+    struct worker *w = arg;
+    for (int i = 0; i < w->ops; i++) {
+        int p = (w->first + i) % NPOINTS;
+        uint8_t out[32];
+        int rc = p11n_key_dh(w->key, peer_pts[p], out);
+        w->removed += rc == P11N_ERR_TOKEN_REMOVED;
+        if (rc != P11N_OK)
+            continue;
+        w->ok++;
+        w->same += memcmp(out, peer_dh[p], 32) == 0;
+    }
+    return NULL;
+}
+
+#define NTHREADS 4
+
+static void run_workers(p11n_key *k, int total, struct worker *sum)
+{
+    pthread_t th[NTHREADS];
+    struct worker w[NTHREADS];
+    memset(sum, 0, sizeof(*sum));
+    for (int i = 0; i < NTHREADS; i++) {
+        w[i] = (struct worker){ .key = k, .ops = total / NTHREADS, .first = 17 * i };
+        CU_ASSERT_FATAL(pthread_create(&th[i], NULL, dh_worker, &w[i]) == 0);
+    }
+    for (int i = 0; i < NTHREADS; i++) {
+        pthread_join(th[i], NULL);
+        sum->ops += w[i].ops;
+        sum->ok += w[i].ok;
+        sum->same += w[i].same;
+        sum->removed += w[i].removed;
+    }
+}
+
+/* 10,000 DH operations from several threads at once: every result right,
+ * and the token holds exactly the objects it held before. */
+static void test_dh_threads_leave_no_objects(void)
+{
+    p11n_key *k = load(key_uri("k1", 0));
+    struct p11n_token *tok = p11n_token_of_key(k);
+    CU_ASSERT_FATAL(tok != NULL);
+    size_t before = t_token_objects(tok);
+    make_points();
+    struct worker sum;
+    run_workers(k, 10000, &sum);
+    CU_ASSERT(sum.ops == 10000 && sum.ok == 10000 && sum.same == 10000);
+    /* Counted while every pooled session is still open: session objects
+     * left behind would show. */
+    CU_ASSERT(t_token_objects(tok) == before);
+    CU_ASSERT(tok->nidle >= 1 && tok->nidle <= NTHREADS);
+    p11n_key_free(k);
+}
+
+/* Failures in the middle of DH (derive refused, value unreadable, object
+ * not destroyed) leave no objects either, and do not poison later DH. */
+static void test_dh_errors_leave_no_objects(void)
+{
+    p11n_key *k = NULL;
+    CU_ASSERT_FATAL(load_faulty("k1", "C_DeriveKey:fail%5=CKR_DEVICE_REMOVED;"
+        "C_DestroyObject:fail%7=CKR_FUNCTION_FAILED;"
+        "C_GetAttributeValue:fail@30=CKR_FUNCTION_FAILED;"
+        "C_GetAttributeValue:fail@41=CKR_FUNCTION_FAILED;"
+        "C_GetAttributeValue:fail@77=CKR_FUNCTION_FAILED", &k) == P11N_OK);
+    /* Load reads a dozen attributes: the value reads that fail above are
+     * DH ones, and CKR_FUNCTION_FAILED keeps the session alive, so only
+     * our own C_DestroyObject can remove the derived object. */
+    struct p11n_token *tok = p11n_token_of_key(k);
+    size_t before = t_token_objects(tok);
+    make_points();
+    struct worker sum;
+    run_workers(k, 1000, &sum);
+    CU_ASSERT(sum.removed > 0);
+    CU_ASSERT(sum.ok > 0 && sum.ok < 1000);
+    CU_ASSERT(sum.same == sum.ok);
+    CU_ASSERT(t_token_objects(tok) == before);
+    p11n_key_free(k);
+}
+
+/* Each error names the URI without the PIN. */
+static void check_error(int rc, int want, const char *ckr)
+{
+    const char *msg = p11n_token_last_error();
+    CU_ASSERT(rc == want);
+    if (rc != want)
+        fprintf(stderr, "got %d (%s), want %d\n", rc, msg, want);
+    CU_ASSERT(contains(msg, "pkcs11:"));
+    CU_ASSERT(contains(msg, T.label));
+    CU_ASSERT(!contains(msg, "pin-value="));
+    CU_ASSERT(!contains(msg, T_PIN));
+    if (ckr != NULL)
+        CU_ASSERT(contains(msg, ckr));
+}
+
+static void test_errors(void)
+{
+    p11n_key *k = NULL;
+    char uri[2048];
+
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-path=%s&pin-value=9999",
+        T.label, T.module);
+    check_error(p11n_key_load(uri, &k), P11N_ERR_PIN_INCORRECT, "CKR_PIN_INCORRECT");
+    CU_ASSERT(k == NULL);
+    CU_ASSERT(!contains(p11n_token_last_error(), "9999"));
+
+    check_error(load_faulty("k1", "C_Login:fail=CKR_PIN_LOCKED", &k), P11N_ERR_PIN_LOCKED,
+        "CKR_PIN_LOCKED");
+
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s-nope;object=k1?module-path=%s&pin-value=" T_PIN,
+        T.label, T.module);
+    check_error(p11n_key_load(uri, &k), P11N_ERR_TOKEN_NOT_FOUND, NULL);
+
+    check_error(p11n_key_load(key_uri("missing", 0), &k), P11N_ERR_KEY_NOT_FOUND, NULL);
+    check_error(p11n_key_load(key_uri("noderive", 0), &k), P11N_ERR_KEY_NO_DERIVE, NULL);
+    check_error(p11n_key_load(key_uri("p256", 0), &k), P11N_ERR_KEY_WRONG_CURVE, NULL);
+    check_error(p11n_key_load(key_uri("nopub", 0), &k), P11N_ERR_KEY_NOT_FOUND, NULL);
+    CU_ASSERT(contains(p11n_token_last_error(), "public"));
+    check_error(load_faulty("k1", "C_GetMechanismInfo:fail=CKR_MECHANISM_INVALID", &k),
+        P11N_ERR_NO_ECDH, NULL);
+    check_error(load_faulty("k1", "C_OpenSession:fail=CKR_TOKEN_NOT_PRESENT", &k),
+        P11N_ERR_TOKEN_REMOVED, "CKR_TOKEN_NOT_PRESENT");
+
+    /* Removed in the middle of a DH: a clear error now, working later.
+     * Derivation 1 is load's self-check; DH 1 uses derivations 2 and 3. */
+    CU_ASSERT_FATAL(load_faulty("k1", "C_DeriveKey:fail@3=CKR_DEVICE_REMOVED", &k) == P11N_OK);
+    uint8_t out[32];
+    check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_TOKEN_REMOVED,
+        "CKR_DEVICE_REMOVED");
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
+    p11n_key_free(k);
+    k = NULL;
+
+    /* No PIN anywhere. */
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-path=%s", T.label, T.module);
+    check_error(p11n_key_load(uri, &k), P11N_ERR_PIN_REQUIRED, NULL);
+
+    /* A module that does not exist, a URI that does not parse, a scheme
+     * we do not know: no PIN in the message either. */
+    CU_ASSERT(p11n_key_load("pkcs11:token=x?module-path=/nonexistent/mod.so&pin-value=" T_PIN, &k)
+        == P11N_ERR_MODULE);
+    CU_ASSERT(!contains(p11n_token_last_error(), T_PIN));
+    CU_ASSERT(p11n_key_load("pkcs11:token=%zz?pin-value=" T_PIN, &k) == P11N_ERR_URI);
+    CU_ASSERT(!contains(p11n_token_last_error(), T_PIN));
+    CU_ASSERT(p11n_key_load("pkcs11:token=x;frobnicate=1?pin-value=" T_PIN, &k) == P11N_ERR_URI);
+    CU_ASSERT(p11n_key_load("http://example/?pin-value=" T_PIN, &k) == P11N_ERR_URI);
+    CU_ASSERT(!contains(p11n_token_last_error(), T_PIN));
+    CU_ASSERT(k == NULL);
+}
+
+static int cb_calls;
+
+static int pin_cb(const char *token_uri, char *pin, size_t cap, void *arg)
+{
+    cb_calls++;
+    CU_ASSERT(contains(token_uri, T.label) && !contains(token_uri, "pin"));
+    const char *give = arg;
+    if (give == NULL)
+        return -1;
+    snprintf(pin, cap, "%s", give);
+    return 0;
+}
+
+static void test_pin_sources(void)
+{
+    char uri[2048], path[1024];
+    p11n_key *k = NULL;
+
+    /* pin-source: a file holding the PIN and a newline. */
+    snprintf(path, sizeof(path), "%s/pin.txt", T.dir);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(T_PIN "\n", f);
+    fclose(f);
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-path=%s&pin-source=file:%s",
+        T.label, T.module, path);
+    k = load(uri);
+    p11n_key_free(k);
+    k = NULL;
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-path=%s&pin-source=file:%s.no",
+        T.label, T.module, path);
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_URI);
+
+    /* The application callback, when the URI has no PIN. */
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-path=%s", T.label, T.module);
+    p11n_set_pin_callback(pin_cb, (void *)T_PIN);
+    cb_calls = 0;
+    k = load(uri);
+    CU_ASSERT(cb_calls == 1);
+    p11n_key_free(k);
+    k = NULL;
+    p11n_set_pin_callback(pin_cb, (void *)"0000");
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_PIN_INCORRECT);
+    p11n_set_pin_callback(pin_cb, NULL);
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_PIN_REQUIRED);
+    /* A PIN in the URI wins over the callback. */
+    cb_calls = 0;
+    k = load(key_uri("k1", 0));
+    CU_ASSERT(cb_calls == 0);
+    p11n_key_free(k);
+    p11n_set_pin_callback(NULL, NULL);
+}
+
+/* Without module-path, p11-kit's configured modules are searched (SoftHSM2
+ * registers itself); two handles on one token share the login. */
+static void test_configured_module_and_two_handles(void)
+{
+    char uri[2048];
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?pin-value=" T_PIN, T.label);
+    p11n_key *a = load(uri);
+    p11n_key *b = load(key_uri("k1", 0));
+    uint8_t x[32], y[32];
+    CU_ASSERT(p11n_key_dh(a, p11n_secp256k1_generator, x) == P11N_OK);
+    CU_ASSERT(p11n_key_dh(b, p11n_secp256k1_generator, y) == P11N_OK);
+    CU_ASSERT(memcmp(x, y, 32) == 0);
+    p11n_key_free(a);
+    CU_ASSERT(p11n_key_dh(b, p11n_secp256k1_generator, y) == P11N_OK);
+    p11n_key_free(b);
+    /* module-name picks the configured module by its p11-kit name. */
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-name=softhsm2&pin-value=" T_PIN,
+        T.label);
+    p11n_key_free(load(uri));
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-name=nosuch&pin-value=" T_PIN,
+        T.label);
+    p11n_key *k = NULL;
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_MODULE);
+}
+
+static void test_file_key(void)
+{
+    char path[1024], hex[65];
+    snprintf(path, sizeof(path), "%s/k1.hex", T.dir);
+    p11n_hex_encode(K1_PRIV, 32, hex);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fprintf(f, "%s\n", hex);
+    fclose(f);
+    char uri[1100];
+    snprintf(uri, sizeof(uri), "file:%s", path);
+    p11n_key *soft = load(uri), *tok = load(key_uri("k1", 0));
+    CU_ASSERT(memcmp(soft->pub, tok->pub, 33) == 0);
+    CU_ASSERT(strcmp(soft->ops->kind, "software") == 0);
+    p11n_key_free(soft);
+    p11n_key_free(tok);
+}
+
+/* ---- BOLT #8 vectors with the local static key in the token ---- */
+
+#define XK_PROTO "Noise_XK_secp256k1_ChaChaPoly_SHA256"
+
+static uint8_t *hex_field(json_t *obj, const char *field, size_t want)
+{
+    const char *s = json_string_value(json_object_get(obj, field));
+    CU_ASSERT_FATAL(s != NULL);
+    size_t n;
+    uint8_t *p = t_unhex(s, &n);
+    CU_ASSERT_FATAL(want == 0 || n == want);
+    return p;
+}
+
+static int bolt8_error(const char *label)
+{
+    static const struct {
+        const char *part;
+        int code;
+    } map[] = {
+        { "READ_FAILED", P11N_ERR_SHORT_MESSAGE },
+        { "BAD_VERSION", P11N_ERR_BAD_VERSION },
+        { "BAD_PUBKEY", P11N_ERR_BAD_PUBKEY },
+        { "BAD_CIPHERTEXT", P11N_ERR_BAD_CIPHERTEXT },
+        { "BAD_TAG", P11N_ERR_BAD_TAG },
+    };
+    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+        if (strstr(label, map[i].part) != NULL)
+            return map[i].code;
+    CU_FAIL_FATAL("unknown error label in bolt8.json");
+    return 0;
+}
+
+/* The finished transport seals like, and opens frames from, transports
+ * made from the vector's keys. */
+static int keys_match(p11n_transport *t, const uint8_t *ck, const uint8_t *sk, const uint8_t *rk)
+{
+    p11n_transport *same = NULL, *mirror = NULL;
+    CU_ASSERT_FATAL(p11n_transport_new(XK_PROTO, ck, sk, rk, &same) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_transport_new(XK_PROTO, ck, rk, sk, &mirror) == P11N_OK);
+    uint8_t f1[64], f2[64];
+    size_t n1 = 0, n2 = 0, used = 0, mlen = 0;
+    const uint8_t *m = NULL;
+    int ok = p11n_transport_seal(t, (const uint8_t *)"hello", 5, f1, sizeof(f1), &n1) == P11N_OK &&
+             p11n_transport_seal(same, (const uint8_t *)"hello", 5, f2, sizeof(f2), &n2) == P11N_OK &&
+             n1 == n2 && memcmp(f1, f2, n1) == 0 &&
+             p11n_transport_seal(mirror, (const uint8_t *)"back", 4, f2, sizeof(f2), &n2) == P11N_OK &&
+             p11n_transport_feed(t, f2, n2, &used, &m, &mlen) == 1 && mlen == 4 &&
+             memcmp(m, "back", 4) == 0;
+    p11n_transport_free(same);
+    p11n_transport_free(mirror);
+    return ok;
+}
+
+/* One case, step by step; returns 1 if every step matched. */
+static int run_bolt8_case(json_t *c, const uint8_t *ck)
+{
+    int initiator = strcmp(json_string_value(json_object_get(c, "role")), "initiator") == 0;
+    p11n_key *local = load(key_uri(initiator ? "bolt8-init" : "bolt8-resp", 0));
+    uint8_t *ls_pub = hex_field(c, "ls_pub", 33);
+    CU_ASSERT(memcmp(local->pub, ls_pub, 33) == 0);
+    uint8_t *eph = hex_field(c, "e_priv", 32);
+    uint8_t *rs = initiator ? hex_field(c, "rs_pub", 33) : NULL;
+    p11n_handshake_config cfg = {
+        .pattern = "XK", .local = local, .test_ephemeral = eph,
+        .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rs, .nremote = initiator ? 1 : 0,
+    };
+    p11n_handshake *hs = NULL;
+    int rc = initiator ? p11n_handshake_initiate(&cfg, &hs) : p11n_handshake_respond(&cfg, &hs);
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    int ok = 1, last = P11N_OK;
+    size_t i;
+    json_t *step;
+    json_array_foreach(json_object_get(c, "steps"), i, step) {
+        const char *w = json_string_value(json_object_get(step, "write"));
+        const char *r = json_string_value(json_object_get(step, "read"));
+        const char *e = json_string_value(json_object_get(step, "error"));
+        json_t *keys = json_object_get(step, "keys");
+        if (w != NULL) {
+            size_t wlen, outlen = 0;
+            uint8_t *want = t_unhex(w, &wlen), out[128];
+            ok &= p11n_handshake_write(hs, out, sizeof(out), &outlen) == P11N_OK &&
+                  outlen == wlen && memcmp(out, want, wlen) == 0;
+            free(want);
+        } else if (r != NULL) {
+            size_t rlen;
+            uint8_t *in = t_unhex(r, &rlen);
+            last = p11n_handshake_read(hs, in, rlen);
+            free(in);
+        } else if (e != NULL) {
+            ok &= last == bolt8_error(e);
+        } else if (keys != NULL) {
+            uint8_t *sk = hex_field(keys, "sk", 32), *rk = hex_field(keys, "rk", 32);
+            p11n_transport *t = NULL;
+            ok &= last == P11N_OK && p11n_handshake_done(hs) &&
+                  p11n_handshake_finish(hs, &t) == P11N_OK && keys_match(t, ck, sk, rk);
+            p11n_transport_free(t);
+            free(sk);
+            free(rk);
+        }
+    }
+    p11n_handshake_free(hs);
+    p11n_key_free(local);
+    free(ls_pub);
+    free(eph);
+    free(rs);
+    return ok;
+}
+
+static void test_bolt8_with_token_key(void)
+{
+    json_error_t jerr;
+    json_t *v = json_load_file(t_vector_path("bolt8.json"), 0, &jerr);
+    CU_ASSERT_FATAL(v != NULL);
+    json_t *msg = NULL, *c;
+    size_t i, ran = 0, passed = 0, roles[2] = { 0, 0 };
+    json_array_foreach(json_object_get(v, "cases"), i, c)
+        if (json_object_get(c, "ck") != NULL)
+            msg = c;
+    CU_ASSERT_FATAL(msg != NULL);
+    uint8_t *ck = hex_field(msg, "ck", 32);
+    json_array_foreach(json_object_get(v, "cases"), i, c) {
+        if (json_object_get(c, "steps") == NULL)
+            continue;
+        int ok = run_bolt8_case(c, ck);
+        if (!ok)
+            fprintf(stderr, "bolt8 case failed: %s\n",
+                json_string_value(json_object_get(c, "name")));
+        ran++;
+        passed += ok;
+        roles[strcmp(json_string_value(json_object_get(c, "role")), "initiator") == 0]++;
+    }
+    CU_ASSERT(ran == 15 && passed == ran);
+    CU_ASSERT(roles[0] == 10 && roles[1] == 5);
+    free(ck);
+    json_decref(v);
+}
+
+/* Seed the token: the test keys, a key without CKA_DERIVE, a P-256 key, a
+ * key without its public half, and the two BOLT #8 static keys. */
+static void seed_token(void)
+{
+    static const char *hex11 = "1111111111111111111111111111111111111111111111111111111111111111";
+    static const char *hex21 = "2121212121212121212121212121212121212121212121212121212121212121";
+    uint8_t other[32];
+    uint64_t seed = 7;
+    size_t n;
+    t_fill(other, 32, &seed);
+    struct p11n_token *tok = t_token_open(T.uri);
+    t_token_import_key(tok, "k1", K1_PRIV, 1, 1);
+    t_token_import_key(tok, "noderive", other, 0, 1);
+    t_token_import_key(tok, "nopub", other, 1, 0);
+    t_token_p256_key(tok, "p256");
+    uint8_t *b = t_unhex(hex11, &n);
+    t_token_import_key(tok, "bolt8-init", b, 1, 1);
+    free(b);
+    b = t_unhex(hex21, &n);
+    t_token_import_key(tok, "bolt8-resp", b, 1, 1);
+    free(b);
+    p11n_token_close(tok);
+}
+
+int main(void)
+{
+    t_token_setup(&T, "p11n-test");
+    seed_token();
+    static const p11n_test tests[] = {
+        { "keygen attributes, duplicate label", test_keygen },
+        { "token DH equals software DH (1000 points)", test_dh_equals_software },
+        { "token wanting DER points", test_dh_der_form },
+        { "10000 DH from 4 threads leave no objects", test_dh_threads_leave_no_objects },
+        { "DH failures leave no objects", test_dh_errors_leave_no_objects },
+        { "each error, named with the URI and no PIN", test_errors },
+        { "pin-source and PIN callback", test_pin_sources },
+        { "configured modules, module-name, two handles", test_configured_module_and_two_handles },
+        { "file: keys", test_file_key },
+        { "BOLT #8 vectors with the static key in SoftHSM2", test_bolt8_with_token_key },
+        { NULL, NULL },
+    };
+    /* P11N_TEST_ONLY=TEXT runs the tests whose name contains TEXT. */
+    p11n_test chosen[sizeof(tests) / sizeof(tests[0])];
+    const char *only = getenv("P11N_TEST_ONLY");
+    size_t n = 0;
+    for (const p11n_test *t = tests; t->name != NULL; t++)
+        if (only == NULL || strstr(t->name, only) != NULL)
+            chosen[n++] = *t;
+    chosen[n] = (p11n_test){ NULL, NULL };
+    int rc = p11n_test_main("pkcs11", chosen);
+    t_token_teardown(&T);
+    return rc;
+}
