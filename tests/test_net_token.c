@@ -1,0 +1,306 @@
+/*
+ * The event loop with token keys (SoftHSM2): handshake steps run on the
+ * worker threads, the peer store comes from the token's ceremony objects,
+ * and with the fault module delaying every C_DeriveKey by 2 s, messages on
+ * an established connection keep flowing while a new handshake waits for
+ * the token, and the token queue limit drops what does not fit.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "p11noise.h"
+#include "softhsm.h"
+#include "testutil.h"
+
+static struct t_token T;
+
+static char *logbuf;
+static size_t loglen, logcap;
+
+static void log_cb(int level, const char *line, void *arg)
+{
+    char tmp[700];
+    int n = snprintf(tmp, sizeof(tmp), "[%s] %d %s\n", (const char *)arg, level, line);
+    if (n < 0)
+        return;
+    if (loglen + (size_t)n + 1 > logcap) {
+        logcap = (logcap + (size_t)n + 1) * 2;
+        if ((logbuf = realloc(logbuf, logcap)) == NULL)
+            abort();
+    }
+    memcpy(logbuf + loglen, tmp, (size_t)n + 1);
+    loglen += (size_t)n;
+    if (getenv("P11N_TEST_VERBOSE"))
+        fputs(tmp, stderr);
+}
+
+static int log_has(size_t mark, const char *s)
+{
+    return logbuf != NULL && strstr(logbuf + mark, s) != NULL;
+}
+
+static const uint8_t SERVER_PRIV[32] = {
+    0x51, 0x9a, 0x0c, 0x3e, 0x77, 0x12, 0xd4, 0x68, 0x0b, 0xe1, 0x45, 0x2f, 0x93, 0x7c, 0x3a, 0x10,
+    0xc6, 0x58, 0x21, 0xfe, 0x04, 0x9b, 0x73, 0x3d, 0xa8, 0x16, 0x5e, 0xd2, 0x41, 0x07, 0x8f, 0x2c,
+};
+static const uint8_t CLIENT_PRIV[32] = {
+    0x27, 0x63, 0xb1, 0x0f, 0xd9, 0x45, 0x8a, 0x12, 0x3c, 0xe7, 0x50, 0x9e, 0x06, 0x71, 0xcb, 0x24,
+    0x8d, 0x3f, 0x62, 0x19, 0xa0, 0x5b, 0xe4, 0x37, 0x0c, 0x96, 0x2a, 0xf1, 0x48, 0x7e, 0x15, 0x53,
+};
+
+static const char *key_uri(const char *object, int fault)
+{
+    static char buf[2][2048];
+    char *b = buf[fault != 0];
+    snprintf(b, sizeof(buf[0]), "pkcs11:token=%s;object=%s?module-path=%s&pin-value=" T_PIN,
+        T.label, object, fault ? P11N_FAULT_MODULE : T.module);
+    return b;
+}
+
+static p11n_key *load(const char *uri)
+{
+    p11n_key *k = NULL;
+    int rc = p11n_key_load(uri, &k);
+    if (rc != P11N_OK)
+        fprintf(stderr, "load: %s: %s\n", p11n_strerror(rc), p11n_token_last_error());
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    return k;
+}
+
+static void pub_of(p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
+{
+    size_t len = 0;
+    CU_ASSERT_FATAL(p11n_key_public(k, pub, P11N_PUBKEY_LEN, &len) == P11N_OK && len == 33);
+}
+
+static p11n_ctx *ctx_make(const char *name, unsigned max_token_ops)
+{
+    p11n_ctx_options o = { 0 };
+    o.log = log_cb;
+    o.log_arg = (void *)name;
+    o.log_level = P11N_LOG_DEBUG;
+    o.token_uri = T.uri;
+    o.max_token_ops = max_token_ops;
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    return ctx;
+}
+
+/* Both contexts through one poll(). */
+static void pump(p11n_ctx *a, p11n_ctx *b)
+{
+    struct pollfd fds[256];
+    size_t na = 0, nb = 0;
+    int ta = -1, tb = -1;
+    CU_ASSERT_FATAL(p11n_poll_fds(a, fds, 128, &na, &ta) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_poll_fds(b, fds + na, 128, &nb, &tb) == P11N_OK);
+    int wait = 50;
+    if (ta >= 0 && ta < wait)
+        wait = ta;
+    if (tb >= 0 && tb < wait)
+        wait = tb;
+    if (poll(fds, na + nb, wait) < 0 && errno != EINTR)
+        abort();
+    p11n_process(a, fds, na);
+    p11n_process(b, fds + na, nb);
+}
+
+typedef struct side {
+    int established, closed, reason;
+    uint64_t msgs;
+    int echo;
+    p11n_conn *conn;
+} side;
+
+static void on_up(p11n_conn *c, const char *peer, void *arg)
+{
+    side *s = arg;
+    (void)peer;
+    s->established++;
+    s->conn = c;
+}
+
+static void on_msg(p11n_conn *c, const uint8_t *m, size_t len, void *arg)
+{
+    side *s = arg;
+    s->msgs++;
+    if (s->echo && p11n_send(c, m, len) != P11N_OK)
+        abort();
+}
+
+static void on_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    side *s = arg;
+    (void)c;
+    (void)text;
+    (void)final;
+    s->closed++;
+    s->reason = reason;
+}
+
+/* The server echoes on every connection; one shared state is enough. */
+static side server_side = { .echo = 1 };
+
+static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
+{
+    p11n_listen_options lo = { 0 };
+    lo.ch.key = key;
+    lo.ch.pattern = "XK";
+    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = &server_side };
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    return l;
+}
+
+static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
+    p11n_key *key, side *s)
+{
+    p11n_connect_options co = { 0 };
+    co.ch.key = key;
+    co.ch.pattern = pattern;
+    co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = s };
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(ctx, "127.0.0.1", port, peer, &co, &c) == P11N_OK);
+    return c;
+}
+
+/* Pump until the flag is set; the guard only stops a hung test. */
+#define PUMP_UNTIL(a, b, cond)                                   \
+    do {                                                         \
+        time_t guard_ = time(NULL) + 120;                        \
+        while (!(cond) && time(NULL) < guard_)                   \
+            pump((a), (b));                                      \
+        CU_ASSERT(cond);                                         \
+    } while (0)
+
+/* Both sides on the token, KK; the peers come from the token's ceremony
+ * objects, written through p11n_ceremony_input. */
+static void test_token_keys_kk(void)
+{
+    struct p11n_token *tok = t_token_open(T.uri);
+    t_token_import_key(tok, "server", SERVER_PRIV, 1, 1);
+    t_token_import_key(tok, "client", CLIENT_PRIV, 1, 1);
+    p11n_token_close(tok);
+    p11n_key *skey = load(key_uri("server", 0));
+    p11n_key *ckey = load(key_uri("client", 0));
+    uint8_t spub[33], cpub[33];
+    pub_of(skey, spub);
+    pub_of(ckey, cpub);
+
+    p11n_ctx *srv = ctx_make("srv", 0);
+    p11n_ctx *cli = ctx_make("cli", 0);
+    /* The ceremony, stored on the token, then read back by a context. */
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", P11N_PEER_TO_TOKEN) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, spub, "server", P11N_PEER_TO_TOKEN) == P11N_OK);
+    CU_ASSERT(p11n_peers_load_token(cli, T.uri) == 2);
+
+    p11n_listen_options lo = { 0 };
+    static const char *const accepted[] = { "client" };
+    lo.ch.key = skey;
+    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = &server_side };
+    lo.peers = accepted;
+    lo.npeers = 1;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    side s = { 0 };
+    size_t mark = loglen;
+    p11n_conn *c = dial(cli, p11n_listener_port(l), "server", "KK", ckey, &s);
+    PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
+    CU_ASSERT(log_has(mark, "worker finished a handshake"));
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT(p11n_send(c, (const uint8_t *)"token", 5) == P11N_OK);
+    PUMP_UNTIL(srv, cli, s.msgs == 5);
+    p11n_close(c);
+    PUMP_UNTIL(srv, cli, s.closed == 1);
+    CU_ASSERT(s.reason == P11N_OK);
+    p11n_ctx_free(srv);
+    p11n_ctx_free(cli);
+    p11n_key_free(skey);
+    p11n_key_free(ckey);
+    CU_ASSERT(strstr(logbuf, T_PIN "&") == NULL && strstr(logbuf, "pin-value") == NULL);
+}
+
+/* The server key behind the fault module: every derivation takes 2 s. An
+ * XK responder needs two (one static DH with parity recovery). */
+static void test_slow_token(void)
+{
+    setenv("P11N_FAULT", "C_DeriveKey:delay=2000", 1);
+    p11n_key *skey = load(key_uri("server", 1));
+    unsetenv("P11N_FAULT");
+    p11n_key *ckey = NULL;
+    CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", CLIENT_PRIV, 32, &ckey) == P11N_OK);
+    uint8_t spub[33], cpub[33];
+    pub_of(skey, spub);
+    pub_of(ckey, cpub);
+    char spubhex[67];
+    for (int i = 0; i < 33; i++)
+        sprintf(spubhex + 2 * i, "%02x", spub[i]);
+
+    /* One token operation at a time: a third handshake is refused while
+     * the second waits for the token. */
+    p11n_ctx *srv = ctx_make("slow-srv", 1);
+    p11n_ctx *cli = ctx_make("slow-cli", 0);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
+    memset(&server_side, 0, sizeof(server_side));
+    server_side.echo = 1;
+    p11n_listener *l = listen_xk(srv, skey);
+    uint16_t port = p11n_listener_port(l);
+
+    side steady = { 0 };
+    p11n_conn *sc = dial(cli, port, spubhex, "XK", ckey, &steady);
+    PUMP_UNTIL(srv, cli, server_side.established == 1 && steady.established == 1);
+
+    /* A second handshake starts: its first act waits ~4 s for the token. */
+    size_t mark = loglen;
+    side second = { 0 }, third = { 0 };
+    dial(cli, port, spubhex, "XK", ckey, &second);
+    PUMP_UNTIL(srv, cli, log_has(mark, "[slow-srv] 3 conn #2 incoming"));
+    dial(cli, port, spubhex, "XK", ckey, &third);
+
+    /* Round trips on the established connection while the token works. */
+    uint64_t during = 0;
+    time_t guard = time(NULL) + 120;
+    while (server_side.established < 2 && time(NULL) < guard) {
+        uint64_t before = steady.msgs;
+        if (p11n_send(sc, (const uint8_t *)"tick", 4) != P11N_OK) {
+            CU_FAIL("send on the established connection");
+            break;
+        }
+        while (steady.msgs == before && time(NULL) < guard)
+            pump(srv, cli);
+        if (server_side.established < 2)
+            during++;
+    }
+    fprintf(stderr, "  %llu round trips while the slow token handshake ran\n",
+        (unsigned long long)during);
+    CU_ASSERT(server_side.established == 2);
+    CU_ASSERT(during >= 10);
+    CU_ASSERT(log_has(mark, "token operation queue full"));
+    PUMP_UNTIL(srv, cli, second.established == 1 && third.closed == 1);
+    CU_ASSERT(third.established == 0);
+    CU_ASSERT(steady.closed == 0);
+    p11n_ctx_free(srv);
+    p11n_ctx_free(cli);
+    p11n_key_free(skey);
+    p11n_key_free(ckey);
+}
+
+int main(void)
+{
+    t_token_setup(&T, "p11n-net");
+    static const p11n_test tests[] = {
+        { "token keys on both sides, peers from the token", test_token_keys_kk },
+        { "slow token: messages flow during a handshake; queue limit", test_slow_token },
+        { NULL, NULL },
+    };
+    int rc = p11n_test_main("net-token", tests);
+    t_token_teardown(&T);
+    free(logbuf);
+    return rc;
+}
