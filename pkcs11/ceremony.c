@@ -194,15 +194,15 @@ static int validate(struct p11n_token *tok, const p11n_peer_entry *entries, size
         *bad_index = i;
         const p11n_peer_entry *e = &entries[i];
         if (strnlen(e->id, sizeof(e->id)) == sizeof(e->id) || !p11n_identifier_valid(e->id))
-            return p11n_token_errorf(P11N_ERR_BAD_IDENTIFIER, NULL, "entry %zu: %s", i + 1,
+            return p11n_token_errorf(P11N_ERR_BAD_IDENTIFIER, NULL, "%s",
                 p11n_strerror(P11N_ERR_BAD_IDENTIFIER));
         if (p11n_dh_secp256k1.check_pub(e->pub) != P11N_OK)
-            return p11n_token_errorf(P11N_ERR_BAD_PUBKEY, NULL, "entry %zu (%s): %s", i + 1,
-                e->id, p11n_strerror(P11N_ERR_BAD_PUBKEY));
+            return p11n_token_errorf(P11N_ERR_BAD_PUBKEY, NULL, "%s: %s", e->id,
+                p11n_strerror(P11N_ERR_BAD_PUBKEY));
         for (size_t j = 0; j < i; j++)
             if (strcmp(entries[j].id, e->id) == 0)
                 return p11n_token_errorf(P11N_ERR_EXISTS, NULL,
-                    "entry %zu: identifier %s repeats entry %zu", i + 1, e->id, j + 1);
+                    "identifier %s given twice", e->id);
         const struct peer_obj *old = find_peer(have, nhave, e->id);
         action[i] = 'c';                        /* create */
         if (old != NULL && memcmp(old->e.pub, e->pub, P11N_PUBKEY_LEN) == 0)
@@ -211,8 +211,7 @@ static int validate(struct p11n_token *tok, const p11n_peer_entry *entries, size
             action[i] = 'r';                    /* create, then drop the old one */
         else if (old != NULL)
             return p11n_token_errorf(P11N_ERR_PUBKEY_MISMATCH, tok->uri,
-                "entry %zu: %s is on the token with another key (use --replace)",
-                i + 1, e->id);
+                "%s is already on the token with another key", e->id);
     }
     *bad_index = SIZE_MAX;
     return P11N_OK;

@@ -163,7 +163,8 @@ int p11n_uri_pin(P11KitUri *uri, const char *safe, int protected_path,
         memset(pin, 0, cap);
         if (cb(safe, pin, cap, arg) != 0) {
             p11n_wipe(pin, cap);
-            return p11n_token_errorf(P11N_ERR_PIN_REQUIRED, safe, "PIN callback gave no PIN");
+            return p11n_token_errorf(P11N_ERR_PIN_REQUIRED, safe,
+                "no PIN: the URI has no pin-value or pin-source, and the PIN callback gave none");
         }
         size_t n = strnlen(pin, cap);
         if (n == cap) {

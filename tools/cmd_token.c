@@ -1,27 +1,301 @@
-#include "cli.h"
+/*
+ * p11noise keygen | pubkey | ceremony import/list/remove: the token and
+ * ceremony commands, through the public API only.
+ *
+ * A pkcs11: URI without pin-value or pin-source makes the library ask the
+ * PIN callback; here that prompts on the terminal with echo off, so the
+ * PIN need not appear in the shell history or the process list.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <termios.h>
+#include <unistd.h>
 
-/* Placeholder until this command group lands. */
+#include "cli.h"
+#include "p11noise.h"
+
+/* Read a PIN from the controlling terminal; refuse when there is none. */
+static int tty_pin(const char *token_uri, char *pin, size_t cap, void *arg)
+{
+    (void)arg;
+    int fd = open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0)
+        return -1;
+    struct termios old, quiet;
+    int echo_off = tcgetattr(fd, &old) == 0;
+    if (echo_off) {
+        quiet = old;
+        quiet.c_lflag &= ~(tcflag_t)ECHO;
+        echo_off = tcsetattr(fd, TCSAFLUSH, &quiet) == 0;
+    }
+    dprintf(fd, "PIN for %s: ", token_uri);
+    size_t n = 0;
+    int ok = 0;
+    for (;;) {
+        char c;
+        ssize_t r = read(fd, &c, 1);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        if (c == '\n' || c == '\r') {
+            ok = 1;
+            break;
+        }
+        if (n + 1 < cap)
+            pin[n++] = c;
+    }
+    pin[n < cap ? n : cap - 1] = '\0';
+    if (echo_off)
+        tcsetattr(fd, TCSAFLUSH, &old);
+    dprintf(fd, "\n");
+    close(fd);
+    return ok && n > 0 ? 0 : -1;
+}
+
+/* One line for a failure: the library's token detail when there is one. */
+static int fail(const char *what, int err)
+{
+    const char *detail = p11n_token_last_error();
+    if (detail != NULL && detail[0] != '\0')
+        cli_error("%s: %s", what, detail);
+    else
+        cli_error("%s: %s", what, p11n_strerror(err));
+    return 1;
+}
+
+static void print_hex(const uint8_t *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        printf("%02x", p[i]);
+}
+
+static const struct option token_opts[] = {
+    { "token", required_argument, NULL, 't' },
+    { "label", required_argument, NULL, 'l' },
+    { "key", required_argument, NULL, 'k' },
+    { "replace", no_argument, NULL, 'r' },
+    { NULL, 0, NULL, 0 },
+};
+
+struct args {
+    const char *token, *label, *key;
+    int replace;
+    int npos;
+    char **pos;
+};
+
+/* Parse the options `allowed` (letters of token_opts) and the positional
+ * arguments; 0 on success. */
+static int parse_args(int argc, char **argv, const char *allowed, struct args *a)
+{
+    memset(a, 0, sizeof(*a));
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "", token_opts, NULL)) != -1) {
+        if (c == '?' || strchr(allowed, c) == NULL) {
+            cli_error("%s: unknown option %s", argv[0], argv[optind - 1]);
+            return -1;
+        }
+        if (c == 't')
+            a->token = optarg;
+        else if (c == 'l')
+            a->label = optarg;
+        else if (c == 'k')
+            a->key = optarg;
+        else if (c == 'r')
+            a->replace = 1;
+    }
+    a->npos = argc - optind;
+    a->pos = argv + optind;
+    return 0;
+}
+
 int cmd_keygen(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("keygen: not implemented yet");
-    return 2;
+    struct args a;
+    if (parse_args(argc, argv, "tl", &a) != 0)
+        return 2;
+    if (a.token == NULL || a.label == NULL || a.npos != 0) {
+        cli_error("usage: p11noise keygen --token URI --label NAME");
+        return 2;
+    }
+    p11n_set_pin_callback(tty_pin, NULL);
+    uint8_t pub[P11N_PUBKEY_LEN];
+    int err = p11n_token_keygen(a.token, a.label, pub);
+    if (err != P11N_OK)
+        return fail("keygen", err);
+    printf("%s ", a.label);
+    print_hex(pub, sizeof(pub));
+    printf("\n");
+    return 0;
 }
 
 int cmd_pubkey(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("pubkey: not implemented yet");
-    return 2;
+    struct args a;
+    if (parse_args(argc, argv, "k", &a) != 0)
+        return 2;
+    if (a.key == NULL || a.npos != 0) {
+        cli_error("usage: p11noise pubkey --key URI");
+        return 2;
+    }
+    p11n_set_pin_callback(tty_pin, NULL);
+    p11n_key *key = NULL;
+    int err = p11n_key_load(a.key, &key);
+    if (err != P11N_OK && strncmp(a.key, "file:", 5) == 0) {
+        /* A file: URI holds no PIN: name it. */
+        cli_error("pubkey: %s: %s", a.key, p11n_strerror(err));
+        return 1;
+    }
+    if (err != P11N_OK)
+        return fail("pubkey", err);
+    uint8_t pub[P11N_PUBKEY_LEN];
+    size_t len = 0;
+    err = p11n_key_public(key, pub, sizeof(pub), &len);
+    p11n_key_free(key);
+    if (err != P11N_OK)
+        return fail("pubkey", err);
+    print_hex(pub, len);
+    printf("\n");
+    return 0;
+}
+
+/* The whole of a file, or of standard input for "-". */
+static char *slurp(const char *path, size_t *len)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (f == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap);
+    while (buf != NULL) {
+        n += fread(buf + n, 1, cap - n, f);
+        if (n < cap)
+            break;
+        char *p = realloc(buf, cap * 2);
+        if (p == NULL) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = p;
+        cap *= 2;
+    }
+    int bad = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    if (bad) {
+        free(buf);
+        return NULL;
+    }
+    *len = n;
+    return buf;
+}
+
+static int ceremony_import(const struct args *a)
+{
+    if (a->npos != 1) {
+        cli_error("usage: p11noise ceremony import --token URI [--replace] FILE|-");
+        return 2;
+    }
+    const char *path = a->pos[0];
+    const char *name = strcmp(path, "-") == 0 ? "<stdin>" : path;
+    size_t len = 0;
+    char *text = slurp(path, &len);
+    if (text == NULL) {
+        cli_error("ceremony import: cannot read %s: %s", name, strerror(errno));
+        return 1;
+    }
+    p11n_peer_entry *entries = NULL;
+    size_t n = 0, bad_line = 0, bad_index = 0;
+    int err = p11n_peers_parse(text, len, &entries, &n, &bad_line);
+    if (err != P11N_OK) {
+        cli_error("ceremony import: %s:%zu: %s; nothing imported", name, bad_line,
+            p11n_strerror(err));
+        free(text);
+        return 1;
+    }
+    err = p11n_ceremony_write(a->token, entries, n, a->replace, &bad_index);
+    if (err != P11N_OK && bad_index < n) {
+        const char *detail = p11n_token_last_error();
+        cli_error("ceremony import: %s:%zu: %s; nothing imported%s", name,
+            p11n_peers_line(text, len, bad_index),
+            detail[0] != '\0' ? detail : p11n_strerror(err),
+            err == P11N_ERR_PUBKEY_MISMATCH ? " (--replace replaces it)" : "");
+    } else if (err != P11N_OK) {
+        fail("ceremony import", err);
+    }
+    free(entries);
+    free(text);
+    return err == P11N_OK ? 0 : 1;
+}
+
+static int ceremony_list(const struct args *a)
+{
+    if (a->npos != 0) {
+        cli_error("usage: p11noise ceremony list --token URI");
+        return 2;
+    }
+    p11n_peer_entry *e = NULL;
+    size_t n = 0;
+    int err = p11n_ceremony_read(a->token, &e, &n);
+    if (err != P11N_OK)
+        return fail("ceremony list", err);
+    for (size_t i = 0; i < n; i++) {
+        printf("%s ", e[i].id);
+        print_hex(e[i].pub, sizeof(e[i].pub));
+        printf("\n");
+    }
+    free(e);
+    return 0;
+}
+
+static int ceremony_remove(const struct args *a)
+{
+    if (a->npos != 1) {
+        cli_error("usage: p11noise ceremony remove --token URI IDENTIFIER");
+        return 2;
+    }
+    int err = p11n_ceremony_remove(a->token, a->pos[0]);
+    if (err != P11N_OK)
+        return fail("ceremony remove", err);
+    return 0;
 }
 
 int cmd_ceremony(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
-    cli_error("ceremony: not implemented yet");
+    static const struct {
+        const char *name;
+        int (*fn)(const struct args *);
+        const char *opts;
+    } subs[] = {
+        { "import", ceremony_import, "tr" },
+        { "list", ceremony_list, "t" },
+        { "remove", ceremony_remove, "t" },
+    };
+    if (argc < 2) {
+        cli_error("usage: p11noise ceremony import|list|remove --token URI ...");
+        return 2;
+    }
+    for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
+        if (strcmp(argv[1], subs[i].name) != 0)
+            continue;
+        struct args a;
+        if (parse_args(argc - 1, argv + 1, subs[i].opts, &a) != 0)
+            return 2;
+        if (a.token == NULL) {
+            cli_error("ceremony %s: --token URI is required", subs[i].name);
+            return 2;
+        }
+        p11n_set_pin_callback(tty_pin, NULL);
+        return subs[i].fn(&a);
+    }
+    cli_error("ceremony: unknown subcommand '%s' (import, list or remove)", argv[1]);
     return 2;
 }
-
