@@ -32,7 +32,6 @@
 #define WBUF_MIN (16 * 1024)
 #define TEXT_LEN 160
 
-static void conn_end(p11n_conn *c, int reason, const char *text);
 static void hs_step(p11n_conn *c);
 static void try_next_address(p11n_conn *c);
 static void on_io(void *obj, int fd, short revents);
@@ -128,6 +127,7 @@ static void conn_release(p11n_conn *c)
     p11n_timer_cancel(ctx, &c->timer);
     p11n_timer_cancel(ctx, &c->idle);
     p11n_resolve_cancel(c);
+    p11n_proxy_end(c);
     if (!c->job_pending) {
         p11n_handshake_free(c->hs);
         c->hs = NULL;
@@ -174,6 +174,7 @@ void p11n_conn_free(p11n_conn *c)
     free(c->wbuf);
     free(c->prologue);
     free(c->host);
+    p11n_proxy_clear(&c->proxy);
     free(c);
 }
 
@@ -214,28 +215,46 @@ static unsigned backoff_delay(p11n_conn *c)
 /* End the current attempt or connection: log it with its figures, release
  * its resources, then tell the application (last, so that whatever the
  * callback does sees a consistent connection). */
-static void conn_end(p11n_conn *c, int reason, const char *text)
+/* Who the connection is with, for logs: "1.2.3.4:5", or the target and
+ * the proxy. */
+static void conn_where(const p11n_conn *c, char *out, size_t cap)
+{
+    if (!c->incoming && c->proxy.host != NULL)
+        snprintf(out, cap, "%s:%u via %s", c->host, c->port,
+            c->addr[0] ? c->addr : c->proxy.host);
+    else if (c->addr[0] != '\0')
+        snprintf(out, cap, "%s", c->addr);
+    else
+        snprintf(out, cap, "%s:%u", c->host ? c->host : "?", c->port);
+}
+
+void p11n_conn_end(p11n_conn *c, int reason, const char *text)
 {
     if (c->state == P11N_CS_DEAD)
         return;
     p11n_ctx *ctx = c->ctx;
     int was_up = c->state == P11N_CS_ESTABLISHED || c->state == P11N_CS_CLOSING;
     int level = reason == P11N_OK || reason == P11N_ERR_CLOSED ? P11N_LOG_INFO : P11N_LOG_WARN;
-    const char *where = c->addr[0] ? c->addr : (c->host ? c->host : "?");
+    char where[2 * P11N_ADDRSTR + 300];
+    conn_where(c, where, sizeof(where));
+    /* The error's own text, unless `text` already says it. */
+    char why[100] = "";
+    if (strstr(text, p11n_strerror(reason)) == NULL)
+        snprintf(why, sizeof(why), " [%s]", p11n_strerror(reason));
     if (c->state == P11N_CS_BACKOFF) {
         p11n_log(ctx, level, "conn #%lu to %s: %s (reconnect cancelled)", c->id, where, text);
     } else if (was_up) {
         p11n_log(ctx, level,
-            "conn #%lu %s %s peer %s closed: %s [%s]; sent %llu msgs %llu bytes, "
+            "conn #%lu %s %s peer %s closed: %s%s; sent %llu msgs %llu bytes, "
             "received %llu msgs %llu bytes, %llu ms",
-            c->id, c->incoming ? "from" : "to", where, c->peer, text, p11n_strerror(reason),
+            c->id, c->incoming ? "from" : "to", where, c->peer, text, why,
             (unsigned long long)c->msgs_out, (unsigned long long)c->bytes_out,
             (unsigned long long)c->msgs_in, (unsigned long long)c->bytes_in,
             (unsigned long long)(ctx->now - c->started));
     } else {
-        p11n_log(ctx, level, "conn #%lu %s %s failed during %s: %s [%s] after %llu ms",
-            c->id, c->incoming ? "from" : "to", where, state_name(c->state), text,
-            p11n_strerror(reason), (unsigned long long)(ctx->now - c->started));
+        p11n_log(ctx, level, "conn #%lu %s %s failed during %s: %s%s after %llu ms",
+            c->id, c->incoming ? "from" : "to", where, state_name(c->state), text, why,
+            (unsigned long long)(ctx->now - c->started));
     }
     conn_release(c);
     int final = c->incoming || !c->reconnect || c->app_closed;
@@ -260,7 +279,7 @@ static void end_errno(p11n_conn *c, const char *what, int err)
 {
     char text[TEXT_LEN];
     snprintf(text, sizeof(text), "%s: %s", what, strerror(err));
-    conn_end(c, err == ECONNRESET || err == EPIPE ? P11N_ERR_RESET : P11N_ERR_IO, text);
+    p11n_conn_end(c, err == ECONNRESET || err == EPIPE ? P11N_ERR_RESET : P11N_ERR_IO, text);
 }
 
 /* ---- events ---- */
@@ -280,6 +299,8 @@ static void update_events(p11n_conn *c)
         ev = POLLOUT;
         break;
     case P11N_CS_PROXY:
+        ev = POLLIN;
+        break;
     case P11N_CS_HANDSHAKE:
         if (!c->job_pending && c->act_want > 0)
             ev = POLLIN;
@@ -330,7 +351,7 @@ static int wbuf_reserve(p11n_conn *c, size_t need)
 
 static void finish_close(p11n_conn *c)
 {
-    conn_end(c, P11N_OK, "closed locally");
+    p11n_conn_end(c, P11N_OK, "closed locally");
 }
 
 /* Write the queue; one send() per call while the socket takes it. */
@@ -421,10 +442,10 @@ static void hs_fail(p11n_conn *c, const char *what, int rc)
 {
     char text[TEXT_LEN];
     snprintf(text, sizeof(text), "handshake %s: %s", what, p11n_strerror(rc));
-    conn_end(c, rc, text);
+    p11n_conn_end(c, rc, text);
 }
 
-static void handshake_begin(p11n_conn *c)
+void p11n_conn_handshake_begin(p11n_conn *c)
 {
     c->state = P11N_CS_HANDSHAKE;
     c->act_want = 0;
@@ -436,17 +457,24 @@ static void handshake_begin(p11n_conn *c)
     hs_step(c);
 }
 
+int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
+{
+    if (wbuf_reserve(c, len) != P11N_OK)
+        return P11N_ERR_NOMEM;
+    memcpy(c->wbuf + c->wlen, bytes, len);
+    c->wlen += len;
+    schedule_flush(c);
+    return P11N_OK;
+}
+
 /* The act in c->act is ours to send: queue it. */
 static void hs_sent(p11n_conn *c)
 {
-    if (wbuf_reserve(c, c->act_len) != P11N_OK) {
-        conn_end(c, P11N_ERR_NOMEM, "out of memory queueing a handshake act");
+    if (p11n_conn_queue(c, c->act, c->act_len) != P11N_OK) {
+        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory queueing a handshake act");
         return;
     }
-    memcpy(c->wbuf + c->wlen, c->act, c->act_len);
-    c->wlen += c->act_len;
     c->act_len = 0;
-    schedule_flush(c);
 }
 
 /* The remote static key is authenticated: may this peer in? */
@@ -479,7 +507,7 @@ static void hs_complete(p11n_conn *c)
         p11n_hex_encode(c->remote, P11N_PUBKEY_LEN, hex);
         char text[TEXT_LEN];
         snprintf(text, sizeof(text), "initiator key %s is not an accepted peer", hex);
-        conn_end(c, rc, text);
+        p11n_conn_end(c, rc, text);
         return;
     }
     rc = p11n_handshake_finish(c->hs, &c->t);
@@ -496,8 +524,10 @@ static void hs_complete(p11n_conn *c)
     c->last_active = ctx->now;
     if (ctx->opt.idle_timeout_ms > 0)
         p11n_timer_arm(ctx, &c->idle, ctx->now + ctx->opt.idle_timeout_ms);
+    char where[2 * P11N_ADDRSTR + 300];
+    conn_where(c, where, sizeof(where));
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu %s %s: handshake complete (%s %s), peer %s, %llu ms",
-        c->id, c->incoming ? "from" : "to", c->addr, c->xk ? "XK" : "KK",
+        c->id, c->incoming ? "from" : "to", where, c->xk ? "XK" : "KK",
         c->incoming ? "responder" : "initiator", c->peer,
         (unsigned long long)(ctx->now - c->started));
     update_events(c);
@@ -514,7 +544,7 @@ static int hs_offload(p11n_conn *c, int op)
 {
     int rc = p11n_worker_submit(c, op);
     if (rc != P11N_OK) {
-        conn_end(c, rc, rc == P11N_ERR_LIMIT ? "token operation queue full"
+        p11n_conn_end(c, rc, rc == P11N_ERR_LIMIT ? "token operation queue full"
                                              : "cannot hand the handshake to a worker");
         return rc;
     }
@@ -547,7 +577,7 @@ static void hs_step(p11n_conn *c)
             continue;
         }
         if (want > sizeof(c->act)) {
-            conn_end(c, P11N_ERR_STATE, "handshake asks for an act larger than any pattern's");
+            p11n_conn_end(c, P11N_ERR_STATE, "handshake asks for an act larger than any pattern's");
             return;
         }
         c->act_want = want;
@@ -566,7 +596,7 @@ static void hs_read(p11n_conn *c)
         char text[TEXT_LEN];
         snprintf(text, sizeof(text), "closed by peer during the handshake (%zu of %zu act bytes)",
             c->act_len, c->act_want);
-        conn_end(c, P11N_ERR_CLOSED, text);
+        p11n_conn_end(c, P11N_ERR_CLOSED, text);
         return;
     }
     if (n < 0) {
@@ -623,9 +653,9 @@ static void conn_read(p11n_conn *c)
     ssize_t n = recv(c->fd, ctx->rbuf, P11N_READ_CHUNK, 0);
     if (n == 0) {
         if (c->partial)
-            conn_end(c, P11N_ERR_RESET, "connection closed by peer in the middle of a message");
+            p11n_conn_end(c, P11N_ERR_RESET, "connection closed by peer in the middle of a message");
         else
-            conn_end(c, P11N_ERR_CLOSED, "closed by peer");
+            p11n_conn_end(c, P11N_ERR_CLOSED, "closed by peer");
         return;
     }
     if (n < 0) {
@@ -643,7 +673,7 @@ static void conn_read(p11n_conn *c)
         if (r < 0) {
             char text[TEXT_LEN];
             snprintf(text, sizeof(text), "received frame rejected: %s", p11n_strerror(r));
-            conn_end(c, r, text);
+            p11n_conn_end(c, r, text);
             return;
         }
         if (r == 0) {
@@ -676,26 +706,28 @@ static void attempt_start(p11n_conn *c)
     memset(&ss, 0, sizeof(ss));
     struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
     struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    if (inet_pton(AF_INET, c->host, &s4->sin_addr) == 1) {
+    const char *host = p11n_conn_dial_host(c);
+    uint16_t port = p11n_conn_dial_port(c);
+    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
         s4->sin_family = AF_INET;
-        s4->sin_port = htons(c->port);
+        s4->sin_port = htons(port);
         c->state = P11N_CS_RESOLVING;
         p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
         return;
     }
-    if (inet_pton(AF_INET6, c->host, &s6->sin6_addr) == 1) {
+    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
         s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(c->port);
+        s6->sin6_port = htons(port);
         c->state = P11N_CS_RESOLVING;
         p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
         return;
     }
     c->state = P11N_CS_RESOLVING;
     p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
-    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu resolving %s", c->id, c->host);
+    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu resolving %s", c->id, host);
     int rc = p11n_resolve_start(c);
     if (rc != P11N_OK)
-        conn_end(c, rc, "cannot start resolving the host name");
+        p11n_conn_end(c, rc, "cannot start resolving the host name");
 }
 
 void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
@@ -705,15 +737,16 @@ void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
     p11n_timer_cancel(ctx, &c->timer);
     if (rc != P11N_OK || n == 0) {
         char t[TEXT_LEN];
-        snprintf(t, sizeof(t), "cannot resolve %s: %s", c->host, text ? text : "no address");
-        conn_end(c, P11N_ERR_RESOLVE, t);
+        snprintf(t, sizeof(t), "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "",
+            p11n_conn_dial_host(c), text ? text : "no address");
+        p11n_conn_end(c, c->proxy.host ? P11N_ERR_SOCKS_UNREACHABLE : P11N_ERR_RESOLVE, t);
         return;
     }
     if (n > P11N_MAX_ADDRS)
         n = P11N_MAX_ADDRS;
     c->addrs = malloc(n * sizeof(*addrs));
     if (c->addrs == NULL) {
-        conn_end(c, P11N_ERR_NOMEM, "out of memory");
+        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
         return;
     }
     memcpy(c->addrs, addrs, n * sizeof(*addrs));
@@ -729,9 +762,12 @@ void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
             if (used >= sizeof(list))
                 break;
         }
-        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu to %s:%u (peer %s, %s, direct): %zu address%s: %s%s",
-            c->id, c->host, c->port, c->peer_name, c->xk ? "XK" : "KK", n, n == 1 ? "" : "es",
-            list, n > 4 ? " ..." : "");
+        char via[P11N_ADDRSTR + 40] = "direct";
+        if (c->proxy.host != NULL)
+            snprintf(via, sizeof(via), "via SOCKS5 proxy %s:%u", c->proxy.host, c->proxy.port);
+        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu to %s:%u (peer %s, %s, %s): %zu address%s%s: %s%s",
+            c->id, c->host, c->port, c->peer_name, c->xk ? "XK" : "KK", via, n,
+            n == 1 ? "" : "es", c->proxy.host ? " of the proxy" : "", list, n > 4 ? " ..." : "");
     }
     try_next_address(c);
 }
@@ -748,10 +784,12 @@ static void connected(p11n_conn *c)
     free(c->addrs);
     c->addrs = NULL;
     c->naddrs = c->addr_i = 0;
-    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu connected to %s", c->id, c->addr);
-    /* A SOCKS5 proxy phase goes here (state P11N_CS_PROXY), ending in
-     * handshake_begin. */
-    handshake_begin(c);
+    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu connected to %s%s", c->id,
+        c->proxy.host ? "the SOCKS5 proxy at " : "", c->addr);
+    if (c->proxy.host != NULL)
+        p11n_proxy_begin(c);  /* ends in p11n_conn_handshake_begin */
+    else
+        p11n_conn_handshake_begin(c);
 }
 
 static void try_next_address(p11n_conn *c)
@@ -779,7 +817,7 @@ static void try_next_address(p11n_conn *c)
         }
         if (p11n_io_add(ctx, fd, POLLOUT, on_io, c) != P11N_OK) {
             close(fd);
-            conn_end(c, P11N_ERR_NOMEM, "out of memory");
+            p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
             return;
         }
         c->fd = fd;
@@ -793,9 +831,10 @@ static void try_next_address(p11n_conn *c)
         return;
     }
     char text[TEXT_LEN];
-    snprintf(text, sizeof(text), "every address of %s:%u failed (last: %s)", c->host, c->port,
+    snprintf(text, sizeof(text), "every address of %s%s:%u failed (last: %s)",
+        c->proxy.host ? "the SOCKS5 proxy " : "", p11n_conn_dial_host(c), p11n_conn_dial_port(c),
         c->last_err ? strerror(c->last_err) : "timed out");
-    conn_end(c, P11N_ERR_CONNECT, text);
+    p11n_conn_end(c, c->proxy.host ? P11N_ERR_SOCKS_UNREACHABLE : P11N_ERR_CONNECT, text);
 }
 
 static void connect_done(p11n_conn *c)
@@ -825,6 +864,12 @@ static void on_io(void *obj, int fd, short revents)
     case P11N_CS_CONNECTING:
         connect_done(c);
         return;
+    case P11N_CS_PROXY:
+        if (revents & POLLOUT)
+            conn_flush(c);
+        if (c->state == P11N_CS_PROXY && (revents & (POLLIN | POLLHUP | POLLERR)))
+            p11n_proxy_read(c);
+        return;
     case P11N_CS_HANDSHAKE:
         if (revents & POLLOUT)
             conn_flush(c);
@@ -833,7 +878,7 @@ static void on_io(void *obj, int fd, short revents)
         if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && !c->job_pending)
             hs_read(c);
         else if ((revents & (POLLHUP | POLLERR)) && !(revents & POLLIN))
-            conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");
+            p11n_conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");
         return;
     case P11N_CS_ESTABLISHED:
         if (revents & (POLLIN | POLLHUP | POLLERR))
@@ -845,7 +890,7 @@ static void on_io(void *obj, int fd, short revents)
         if (revents & POLLOUT)
             conn_flush(c);
         else if (revents & (POLLHUP | POLLERR))
-            conn_end(c, P11N_ERR_RESET, "connection lost while flushing before close");
+            p11n_conn_end(c, P11N_ERR_RESET, "connection lost while flushing before close");
         return;
     default:
         return;
@@ -858,7 +903,7 @@ static void on_timer(void *obj)
     p11n_ctx *ctx = c->ctx;
     char text[TEXT_LEN];
     if (c->app_closed && c->state != P11N_CS_CLOSING) {
-        conn_end(c, P11N_OK, "closed locally");
+        p11n_conn_end(c, P11N_OK, "closed locally");
         return;
     }
     switch (c->state) {
@@ -877,7 +922,7 @@ static void on_timer(void *obj)
     case P11N_CS_RESOLVING:
         snprintf(text, sizeof(text), "resolving %s took over %u ms", c->host,
             ctx->opt.connect_timeout_ms);
-        conn_end(c, P11N_ERR_TIMEOUT, text);
+        p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
         return;
     case P11N_CS_CONNECTING:
         p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: no answer in %u ms", c->id,
@@ -887,15 +932,17 @@ static void on_timer(void *obj)
         try_next_address(c);
         return;
     case P11N_CS_PROXY:
+        p11n_proxy_timeout(c);
+        return;
     case P11N_CS_HANDSHAKE:
         snprintf(text, sizeof(text), "handshake act not received within %u ms (%zu of %zu bytes)",
             ctx->opt.act_timeout_ms, c->act_len, c->act_want);
-        conn_end(c, P11N_ERR_TIMEOUT, text);
+        p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
         return;
     case P11N_CS_CLOSING:
         snprintf(text, sizeof(text), "peer did not take the queued messages within %u ms",
             ctx->opt.act_timeout_ms);
-        conn_end(c, P11N_ERR_TIMEOUT, text);
+        p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
         return;
     default:
         return;
@@ -915,7 +962,7 @@ static void on_idle(void *obj)
     }
     char text[TEXT_LEN];
     snprintf(text, sizeof(text), "idle for %u ms", ctx->opt.idle_timeout_ms);
-    conn_end(c, P11N_ERR_TIMEOUT, text);
+    p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
 }
 
 /* ---- incoming ---- */
@@ -959,7 +1006,7 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     l->handshakes++;
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
         l->xk ? "XK" : "KK");
-    handshake_begin(c);
+    p11n_conn_handshake_begin(c);
     return P11N_OK;
 }
 
@@ -996,13 +1043,16 @@ int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port, const char *pee
     int rc = p11n_pattern_is_xk(opts->ch.pattern, &xk);
     if (rc != P11N_OK)
         return rc;
-    if (opts->socks5 != NULL)
-        return P11N_ERR_UNSUPPORTED;
     p11n_conn *c = conn_new(ctx, &opts->ch.cb, opts->ch.key, xk, opts->ch.prologue,
         opts->ch.prologue_len);
     if (c == NULL)
         return P11N_ERR_NOMEM;
-    rc = resolve_peer(ctx, peer, c);
+    if (opts->socks5 != NULL)
+        rc = p11n_proxy_parse(opts->socks5, &c->proxy);
+    else if (ctx->proxy.host != NULL)
+        rc = p11n_proxy_copy(&ctx->proxy, &c->proxy);
+    if (rc == P11N_OK)
+        rc = resolve_peer(ctx, peer, c);
     if (rc == P11N_OK && (c->host = strdup(host)) == NULL)
         rc = P11N_ERR_NOMEM;
     if (rc != P11N_OK) {

@@ -307,6 +307,10 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     int rc = P11N_ERR_NOMEM;
     if (o.token_uri != NULL && (ctx->opt.token_uri = strdup(o.token_uri)) == NULL)
         goto fail;
+    ctx->opt.socks5 = NULL;
+    if (o.socks5 != NULL && (rc = p11n_proxy_parse(o.socks5, &ctx->proxy)) != P11N_OK)
+        goto fail;
+    rc = P11N_ERR_NOMEM;
     if ((ctx->rbuf = malloc(P11N_READ_CHUNK)) == NULL)
         goto fail;
     if ((rc = p11n_timers_reserve(ctx, 1)) != P11N_OK) /* trim */
@@ -349,6 +353,7 @@ void p11n_ctx_free(p11n_ctx *ctx)
     free(ctx->byfd);
     free(ctx->heap);
     free((char *)ctx->opt.token_uri);
+    p11n_proxy_clear(&ctx->proxy);
     free(ctx);
 }
 

@@ -46,6 +46,14 @@ typedef struct p11n_io {
 
 struct p11n_workers;
 struct p11n_resolver;
+struct p11n_socks5;
+
+/* A SOCKS5 proxy: host NULL means none. The password is wiped on clear. */
+typedef struct p11n_proxy {
+    char *host;
+    uint16_t port;
+    char *user, *pass;            /* both or neither */
+} p11n_proxy;
 
 struct p11n_ctx {
     p11n_ctx_options opt;         /* defaults filled in; token_uri owned */
@@ -81,6 +89,7 @@ struct p11n_ctx {
 
     struct p11n_resolver *resolver;
     struct p11n_workers *workers;
+    p11n_proxy proxy;             /* default for p11n_connect */
 };
 
 enum p11n_conn_state {
@@ -133,6 +142,8 @@ struct p11n_conn {
     size_t naddrs, addr_i;
     int last_err;                 /* errno of the last address that failed */
     struct p11n_resolve_req *req; /* c-ares query in flight */
+    p11n_proxy proxy;             /* dialled instead of host:port when set */
+    struct p11n_socks5 *socks;    /* during P11N_CS_PROXY only */
 
     /* handshake */
     p11n_handshake *hs;
@@ -203,6 +214,37 @@ void p11n_conn_flush_all(p11n_ctx *ctx);
 void p11n_conn_free_dead(p11n_ctx *ctx);
 void p11n_conn_free(p11n_conn *c);
 void p11n_conn_trim(void *ctxp);
+
+/* What an outgoing attempt dials: the proxy, or the target itself. */
+static inline const char *p11n_conn_dial_host(const p11n_conn *c)
+{
+    return c->proxy.host != NULL ? c->proxy.host : c->host;
+}
+
+static inline uint16_t p11n_conn_dial_port(const p11n_conn *c)
+{
+    return c->proxy.host != NULL ? c->proxy.port : c->port;
+}
+
+/* End the attempt or connection (logs, releases, calls `closed`). */
+void p11n_conn_end(p11n_conn *c, int reason, const char *text);
+/* Connected (and through any proxy): start the Noise handshake. */
+void p11n_conn_handshake_begin(p11n_conn *c);
+/* Append raw bytes to the write queue. Errors: NOMEM. */
+int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len);
+
+/* ---- proxy.c ---- */
+/* "[USER:PASS@]HOST:PORT" ("[V6]:PORT" too). Errors: INVALID_ARG,
+ * SOCKS_CREDENTIALS (a field over 255 bytes), NOMEM. */
+int p11n_proxy_parse(const char *spec, p11n_proxy *out);
+int p11n_proxy_copy(const p11n_proxy *in, p11n_proxy *out);
+void p11n_proxy_clear(p11n_proxy *px);
+/* The SOCKS5 phase: begin once connected to the proxy, read on POLLIN,
+ * timeout from the connection timer, end on release. */
+void p11n_proxy_begin(p11n_conn *c);
+void p11n_proxy_read(p11n_conn *c);
+void p11n_proxy_timeout(p11n_conn *c);
+void p11n_proxy_end(p11n_conn *c);
 
 /* ---- listener.c ---- */
 void p11n_listener_unref(p11n_listener *l);

@@ -462,10 +462,13 @@ typedef struct p11n_ctx_options {
     unsigned idle_timeout_ms;     /* close established connections idle this long (0: never) */
     size_t write_high_water;      /* queued bytes at which p11n_send would block (1 MiB) */
     const char *token_uri;        /* token for P11N_PEER_TO_TOKEN (copied; may be NULL) */
+    const char *socks5;           /* SOCKS5 proxy "[USER:PASS@]HOST:PORT" for every
+                                     p11n_connect without its own (copied; NULL: direct) */
 } p11n_ctx_options;
 
 /** Create a context; `opts` may be NULL (all defaults). Errors:
- *  INVALID_ARG, NOMEM, IO (no wake-up fd). */
+ *  INVALID_ARG (including a malformed socks5), SOCKS_CREDENTIALS (proxy
+ *  username or password over 255 bytes), NOMEM, IO (no wake-up fd). */
 P11N_API P11N_WARN_UNUSED int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out);
 
 /** Free a context: closes every listener and connection at once (queued
@@ -567,9 +570,9 @@ P11N_API void p11n_listener_close(p11n_listener *l);
 
 typedef struct p11n_connect_options {
     p11n_channel_options ch;
-    /* SOCKS5 proxy "[USER:PASS@]HOST:PORT", NULL: direct (reserved: the
-     * proxy path lands with the SOCKS5 client; set now, p11n_connect
-     * returns UNSUPPORTED). */
+    /* SOCKS5 proxy "[USER:PASS@]HOST:PORT" ("[V6]:PORT" too); NULL: the
+     * context's, if any. The target name is passed to the proxy
+     * unresolved; the connect timeout covers the proxy phase too. */
     const char *socks5;
     int reconnect;                /* 1: after a failure or close, try again */
     unsigned backoff_min_ms;      /* first retry delay (500); doubles per failure */
@@ -579,10 +582,12 @@ typedef struct p11n_connect_options {
 /** Start connecting to `host` (name or numeric address) on `port`, and
  *  handshake with `peer`: an identifier in the peer store or a public key
  *  in hex (66 digits). Returns at once; progress comes through the
- *  callbacks (a failed attempt calls `closed`). The connection handle is
- *  owned by the context: it stays valid until the final `closed` callback
- *  returns. Errors: INVALID_ARG, UNSUPPORTED, UNKNOWN_PEER, BAD_PUBKEY,
- *  NOMEM. */
+ *  callbacks (a failed attempt calls `closed`, with RESOLVE, CONNECT,
+ *  TIMEOUT, a SOCKS_* error for the proxy phase, or the handshake's
+ *  error). The connection handle is owned by the context: it stays valid
+ *  until the final `closed` callback returns. Errors: INVALID_ARG
+ *  (including a malformed socks5), UNSUPPORTED, UNKNOWN_PEER, BAD_PUBKEY,
+ *  SOCKS_CREDENTIALS, NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port,
     const char *peer, const p11n_connect_options *opts, p11n_conn **out);
 

@@ -162,14 +162,14 @@ int p11n_resolve_start(p11n_conn *c)
     req->conn = c;
     c->req = req;
     char service[8];
-    snprintf(service, sizeof(service), "%u", c->port);
+    snprintf(service, sizeof(service), "%u", p11n_conn_dial_port(c));
     struct ares_addrinfo_hints hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = ARES_AI_NUMERICSERV;
     /* May answer at once (hosts file): on_answer runs before this returns. */
-    ares_getaddrinfo(r->ch, c->host, service, &hints, on_answer, req);
+    ares_getaddrinfo(r->ch, p11n_conn_dial_host(c), service, &hints, on_answer, req);
     update_timer(r);
     return P11N_OK;
 }

@@ -82,6 +82,22 @@ start_listener "$tmp/xk.log" --bind "[::1]:0" --pattern XK && {
         || fail "xk: server did not log the peer"
 }
 
+# Through a SOCKS5 proxy with username/password, as deployed.
+if command -v "${MICROSOCKS:-microsocks}" > /dev/null 2>&1; then
+    pport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 47123)
+    "${MICROSOCKS:-microsocks}" -i 127.0.0.1 -p "$pport" -u net -P sh-pass > /dev/null 2>&1 &
+    pids="$pids $!"
+    sleep 0.3
+    start_listener "$tmp/px.log" --bind 127.0.0.1:0 --peer client && {
+        run_client px "localhost:$port" --peer server --socks5 "net:sh-pass@127.0.0.1:$pport"
+        grep -q "via SOCKS5 proxy 127.0.0.1:$pport" "$tmp/px.err" \
+            || fail "px: the client did not log the proxy"
+        grep -q "sh-pass" "$tmp/px.err" && fail "px: the proxy password appears in the log"
+    }
+else
+    echo "microsocks not installed: proxy run skipped"
+fi
+
 # Errors: one line, non-zero exit.
 expect_error() {
     what="$1"; pattern="$2"; shift 2

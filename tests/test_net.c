@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 
 #include "p11noise.h"
+#include "proxyutil.h"
 #include "testutil.h"
 
 /* ---- logs: every line of every context, for grepping ---- */
@@ -1013,6 +1014,142 @@ static void test_idle_timeout(void)
     ctx_drop_all();
 }
 
+
+/* ---- through a real SOCKS5 proxy (microsocks) ---- */
+
+static p11n_conn *connect_via(p11n_ctx *ctx, const char *host, uint16_t port,
+    const char *proxy, side *s)
+{
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[K_CLIENT];
+    co.ch.cb = side_cb;
+    co.ch.cb.arg = s;
+    co.socks5 = proxy;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, "server", &co, &c) == P11N_OK);
+    return c;
+}
+
+static void test_socks5(void)
+{
+    if (!t_proxy_available()) {
+        fprintf(stderr, "  microsocks not installed: skipped\n");
+        return;
+    }
+    keys_setup();
+    t_proxy open_px, auth_px;
+    CU_ASSERT_FATAL(t_proxy_start(&open_px, NULL, NULL) == 0);
+    CU_ASSERT_FATAL(t_proxy_start(&auth_px, "machine1", "s3cret-pass") == 0);
+    char open_spec[64], auth_spec[96], bad_spec[96], dead_spec[64];
+    snprintf(open_spec, sizeof(open_spec), "127.0.0.1:%u", open_px.port);
+    snprintf(auth_spec, sizeof(auth_spec), "machine1:s3cret-pass@127.0.0.1:%u", auth_px.port);
+    snprintf(bad_spec, sizeof(bad_spec), "machine1:wrong-pass@127.0.0.1:%u", auth_px.port);
+    snprintf(dead_spec, sizeof(dead_spec), "127.0.0.1:%u", t_closed_port());
+
+    /* The context-wide proxy is used by every connect without its own. */
+    p11n_ctx *srv = ctx_make("srv", 0);
+    p11n_ctx_options o = { 0 };
+    o.log = log_cb;
+    o.log_arg = (void *)"socks";
+    o.log_level = P11N_LOG_DEBUG;
+    o.socks5 = open_spec;
+    o.connect_timeout_ms = 3000;
+    p11n_ctx *cli = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &cli) == P11N_OK);
+    ctxs[1] = cli;
+    peers_both(srv, cli);
+    server sv;
+    memset(&sv, 0, sizeof(sv));
+    static const char *const accept_client[] = { "client" };
+    p11n_listener *l = listen_on(srv, "127.0.0.1", "KK", accept_client, 1, &sv);
+    uint16_t port = p11n_listener_port(l);
+
+    size_t mark = loglen;
+    side a;
+    memset(&a, 0, sizeof(a));
+    connect_via(cli, "127.0.0.1", port, NULL, &a);
+    CU_ASSERT(pump_until(is_established, &a));
+    CU_ASSERT_FATAL(a.established == 1);
+    roundtrip(&a, 20);
+    CU_ASSERT(log_has(mark, "via SOCKS5 proxy 127.0.0.1:", NULL));
+    CU_ASSERT(log_has(mark, "SOCKS5 tunnel through", "open"));
+
+    /* Username/password, and a name the proxy resolves itself. */
+    side b;
+    memset(&b, 0, sizeof(b));
+    mark = loglen;
+    connect_via(cli, "localhost", port, auth_spec, &b);
+    CU_ASSERT(pump_until(is_established, &b));
+    CU_ASSERT(b.established == 1);
+    CU_ASSERT(!log_has(mark, "[socks]", "resolving localhost"));
+    roundtrip(&b, 5);
+
+    struct {
+        const char *what, *proxy;
+        uint16_t port;
+        int reason;
+    } fails[] = {
+        { "wrong password", bad_spec, port, P11N_ERR_SOCKS_AUTH },
+        { "no credentials for an auth proxy", NULL, 0, P11N_ERR_SOCKS_NO_METHOD },
+        { "target refuses", open_spec, t_closed_port(), P11N_ERR_SOCKS_REFUSED },
+        { "proxy unreachable", dead_spec, port, P11N_ERR_SOCKS_UNREACHABLE },
+    };
+    char noauth_spec[64];
+    snprintf(noauth_spec, sizeof(noauth_spec), "127.0.0.1:%u", auth_px.port);
+    fails[1].proxy = noauth_spec;
+    fails[1].port = port;
+    for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++) {
+        side f;
+        memset(&f, 0, sizeof(f));
+        connect_via(cli, "127.0.0.1", fails[i].port, fails[i].proxy, &f);
+        CU_ASSERT(pump_until(is_closed_final, &f));
+        if (f.reason != fails[i].reason)
+            fprintf(stderr, "%s: got %s (%s)\n", fails[i].what, p11n_strerror(f.reason), f.text);
+        CU_ASSERT(f.reason == fails[i].reason);
+        CU_ASSERT(f.established == 0);
+    }
+    /* Credentials over 255 bytes are refused before anything is sent. */
+    char longspec[400];
+    memset(longspec, 'u', 300);
+    snprintf(longspec + 300, sizeof(longspec) - 300, ":p@127.0.0.1:1");
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[K_CLIENT];
+    co.socks5 = longspec;
+    p11n_conn *c = NULL;
+    CU_ASSERT(p11n_connect(cli, "127.0.0.1", port, "server", &co, &c)
+        == P11N_ERR_SOCKS_CREDENTIALS);
+    co.socks5 = "no-port";
+    CU_ASSERT(p11n_connect(cli, "127.0.0.1", port, "server", &co, &c) == P11N_ERR_INVALID_ARG);
+
+    /* A direct connection next to the proxied one; killing the proxy
+     * closes only the proxied one. */
+    side d;
+    memset(&d, 0, sizeof(d));
+    p11n_connect_options dco = { 0 };
+    dco.ch.key = keys[K_CLIENT];
+    dco.ch.cb = side_cb;
+    dco.ch.cb.arg = &d;
+    dco.socks5 = NULL;
+    p11n_ctx *direct = ctx_make("direct", 0);
+    CU_ASSERT_FATAL(p11n_ceremony_input(direct, pubs[K_SERVER], "server", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_connect(direct, "127.0.0.1", port, "server", &dco, &c) == P11N_OK);
+    CU_ASSERT(pump_until(is_established, &d) && d.established == 1);
+    mark = loglen;
+    t_proxy_kill(&open_px);
+    CU_ASSERT(pump_until(is_closed_final, &a));
+    CU_ASSERT(a.reason == P11N_ERR_CLOSED || a.reason == P11N_ERR_RESET);
+    CU_ASSERT(log_has(mark, "[socks]", "closed"));
+    roundtrip(&d, 5);
+    roundtrip(&b, 5);
+    CU_ASSERT(d.closed == 0 && b.closed == 0);
+
+    CU_ASSERT(strstr(logbuf, "s3cret-pass") == NULL);
+    CU_ASSERT(strstr(logbuf, "wrong-pass") == NULL);
+    ctx_drop_all();
+    t_proxy_stop(&auth_px);
+    t_proxy_stop(&open_px);
+}
+
 /* ---- no secret in any log line ---- */
 
 static void test_no_secrets_logged(void)
@@ -1045,6 +1182,7 @@ int main(void)
         { "handshake limit and act deadline", test_handshake_limit },
         { "reconnect with backoff", test_reconnect },
         { "idle timeout", test_idle_timeout },
+        { "SOCKS5 proxy (microsocks)", test_socks5 },
         { "no secret in the logs", test_no_secrets_logged },
         { NULL, NULL },
     };

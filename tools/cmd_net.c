@@ -396,10 +396,6 @@ int cmd_connect(int argc, char **argv)
         cli_error("connect: wants HOST:PORT or [IPV6]:PORT, got '%s'", a.addr);
         return 2;
     }
-    if (a.socks5 != NULL) {
-        cli_error("connect: --socks5 is not available in this build yet");
-        return 2;
-    }
     struct connect_state st;
     memset(&st, 0, sizeof(st));
     p11n_key *key = NULL;
@@ -413,7 +409,15 @@ int cmd_connect(int argc, char **argv)
     co.ch.prologue_len = a.prologue ? strlen(a.prologue) : 0;
     co.ch.cb = (p11n_callbacks){ .established = c_established, .message = c_message,
         .writable = c_writable, .closed = c_closed, .arg = &st };
+    co.socks5 = a.socks5;
     rc = p11n_connect(st.ctx, host, port, a.peer, &co, &st.conn);
+    if (rc != P11N_OK && a.socks5 != NULL
+        && (rc == P11N_ERR_INVALID_ARG || rc == P11N_ERR_SOCKS_CREDENTIALS)) {
+        /* Never echo the proxy argument: it may hold a password. */
+        cli_error("connect: --socks5 wants [USER:PASS@]HOST:PORT: %s", p11n_strerror(rc));
+        status = 2;
+        goto out;
+    }
     if (rc != P11N_OK) {
         cli_error("connect: peer '%s': %s", a.peer, p11n_strerror(rc));
         status = 1;
