@@ -118,8 +118,14 @@ static int open_configured(struct p11n_token *tok, P11KitUri *uri, const char *n
             named++;
         }
         /* A configured module that fails to start (no reader, no daemon)
-         * cannot hold the token: skip it. */
-        if (init_module(mods[i]) != CKR_OK)
+         * cannot hold the token: skip it, unless it was asked for by name. */
+        CK_RV rv = init_module(mods[i]);
+        if (rv != CKR_OK && name != NULL) {
+            const char *ckr = p11n_ckr_name(rv);
+            err = p11n_token_errorf(P11N_ERR_MODULE, tok->uri, "C_Initialize of %s failed (%s)",
+                name, ckr ? ckr : "unknown CKR");
+        }
+        if (rv != CKR_OK)
             continue;
         inited[i] = 1;
         size_t before = nmatch;

@@ -102,10 +102,12 @@ static int parse_rule(const char *s, size_t len, struct rule *r)
     }
     if (alen > 5 && memcmp(a, "delay", 5) == 0) {
         r->kind = K_DELAY;
-        a += 5, alen -= 5;
+        a += 5;
+        alen -= 5;
     } else if (alen > 4 && memcmp(a, "fail", 4) == 0) {
         r->kind = K_FAIL;
-        a += 4, alen -= 4;
+        a += 4;
+        alen -= 4;
     } else {
         return -1;
     }
