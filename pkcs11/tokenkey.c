@@ -106,47 +106,44 @@ static int check_private(struct p11n_token *tok, CK_OBJECT_HANDLE priv)
 static int find_public(struct p11n_token *tok, CK_OBJECT_HANDLE priv, uint8_t K[P11N_PUBKEY_LEN])
 {
     uint8_t *id = NULL, *label = NULL;
-    size_t idlen = 0, labellen = 0;
+    size_t idlen = 0, labellen = 0, n = 0;
+    CK_OBJECT_HANDLE *h = NULL;
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_ATTRIBUTE tmpl[2] = { { CKA_CLASS, &cls, sizeof(cls) } };
     int err = p11n_token_attr(tok, tok->anchor, priv, CKA_ID, &id, &idlen);
     if (err == P11N_OK)
         err = p11n_token_attr(tok, tok->anchor, priv, CKA_LABEL, &label, &labellen);
-    if (err != P11N_OK)
-        goto out;
-    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
-    CK_ATTRIBUTE tmpl[2] = { { CKA_CLASS, &cls, sizeof(cls) } };
-    if (id != NULL && idlen > 0) {
-        tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, id, idlen };
-    } else if (label != NULL && labellen > 0) {
-        tmpl[1] = (CK_ATTRIBUTE){ CKA_LABEL, label, labellen };
-    } else {
-        err = p11n_token_errorf(P11N_ERR_KEY_NOT_FOUND, tok->uri,
-            "private key has neither CKA_ID nor CKA_LABEL to find its public key by");
-        goto out;
+    if (err == P11N_OK) {
+        if (idlen > 0)
+            tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, id, idlen };
+        else if (labellen > 0)
+            tmpl[1] = (CK_ATTRIBUTE){ CKA_LABEL, label, labellen };
+        else
+            err = p11n_token_errorf(P11N_ERR_KEY_NOT_FOUND, tok->uri,
+                "private key has neither CKA_ID nor CKA_LABEL to find its public key by");
     }
-    CK_OBJECT_HANDLE *h;
-    size_t n;
-    err = p11n_token_find(tok, tok->anchor, tmpl, 2, &h, &n);
-    if (err != P11N_OK)
-        goto out;
-    err = P11N_ERR_KEY_NOT_FOUND;
-    for (size_t i = 0; i < n && err != P11N_OK; i++) {
-        uint8_t *oid = NULL, *pt = NULL;
-        size_t oidlen = 0, ptlen = 0;
-        /* A ceremony object never stands for our own key. */
-        if (p11n_token_attr(tok, tok->anchor, h[i], CKA_ID, &oid, &oidlen) == P11N_OK &&
-            !p11n_is_peer_id(oid, oidlen) &&
-            p11n_token_attr(tok, tok->anchor, h[i], CKA_EC_POINT, &pt, &ptlen) == P11N_OK &&
-            pt != NULL && p11n_ec_point_decode(pt, ptlen, K) == P11N_OK)
-            err = P11N_OK;
-        free(oid);
-        free(pt);
+    if (err == P11N_OK)
+        err = p11n_token_find(tok, tok->anchor, tmpl, 2, &h, &n);
+    if (err == P11N_OK) {
+        err = P11N_ERR_KEY_NOT_FOUND;
+        for (size_t i = 0; i < n && err != P11N_OK; i++) {
+            uint8_t *oid = NULL, *pt = NULL;
+            size_t oidlen = 0, ptlen = 0;
+            /* A ceremony object never stands for our own key. */
+            if (p11n_token_attr(tok, tok->anchor, h[i], CKA_ID, &oid, &oidlen) == P11N_OK &&
+                !p11n_is_peer_id(oid, oidlen) &&
+                p11n_token_attr(tok, tok->anchor, h[i], CKA_EC_POINT, &pt, &ptlen) == P11N_OK &&
+                pt != NULL && p11n_ec_point_decode(pt, ptlen, K) == P11N_OK)
+                err = P11N_OK;
+            free(oid);
+            free(pt);
+        }
+        if (err != P11N_OK)
+            p11n_token_errorf(err, tok->uri,
+                "no public key object with the private key's CKA_ID: its public half "
+                "must be on the token too");
     }
     free(h);
-    if (err != P11N_OK)
-        p11n_token_errorf(err, tok->uri,
-            "no public key object with the private key's CKA_ID: its public half "
-            "must be on the token too");
-out:
     free(id);
     free(label);
     return err;
