@@ -154,7 +154,8 @@ P11N_API P11N_WARN_UNUSED int p11n_key_generate(const char *dh_name, p11n_key **
 /** Open a key by URI: "file:PATH" (hex private key; development and tests
  *  only) or an RFC 7512 "pkcs11:" URI naming a private key on a token
  *  (with pin-value, pin-source, module-path or module-name as needed).
- *  Errors: URI, PARSE, and every token error of the P11N_ERR_* token group. */
+ *  Errors: URI; for file: keys PARSE, KEY_NOT_FOUND (no such file), IO,
+ *  BAD_PRIVKEY; for pkcs11: keys every error of the token group. */
 P11N_API P11N_WARN_UNUSED int p11n_key_load(const char *uri, p11n_key **out);
 
 /** Copy the key's public key (33 bytes for secp256k1) into `out`; `*outlen`
@@ -192,10 +193,15 @@ P11N_API P11N_WARN_UNUSED int p11n_noise_new(const char *protocol_name, int init
     p11n_noise **out);
 
 /** Setup calls, valid before p11n_noise_start(). The local static key is
- *  borrowed; byte arguments are copied. add_psk appends one 32-byte PSK
- *  (PSKs are used in the order of the pattern's psk tokens). set_ephemeral
- *  fixes the local ephemeral private key: for test vectors only, never in
- *  production. Errors: INVALID_ARG, STATE, BAD_PUBKEY, BAD_PRIVKEY. */
+ *  borrowed and must use the protocol's DH function; byte arguments are
+ *  copied. set_remote_static gives the peer's key for a pattern with a
+ *  pre-message (KK, XK, IK...); for a pattern that transmits the peer's
+ *  key it pins it instead: the key that arrives must be this one, or the
+ *  read fails with UNKNOWN_PEER. add_psk appends one 32-byte PSK (used in
+ *  the order of the pattern's psk tokens). set_ephemeral fixes the local
+ *  ephemeral private key: for test vectors only, never in production.
+ *  Errors: INVALID_ARG, STATE, BAD_PUBKEY, BAD_PRIVKEY; any error kills
+ *  the object. */
 P11N_API int p11n_noise_set_prologue(p11n_noise *hs, const uint8_t *prologue, size_t len);
 P11N_API int p11n_noise_set_local_static(p11n_noise *hs, p11n_key *key);
 P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, size_t len);
@@ -206,7 +212,8 @@ P11N_API int p11n_noise_set_ephemeral(p11n_noise *hs, const uint8_t *priv, size_
  *  STATE, MISSING_KEY (a key the pattern needs was not set). */
 P11N_API P11N_WARN_UNUSED int p11n_noise_start(p11n_noise *hs);
 
-/** What the caller must do next (enum p11n_noise_action). */
+/** What the caller must do next (enum p11n_noise_action); P11N_ERR_STATE
+ *  before p11n_noise_start() and after a split. */
 P11N_API int p11n_noise_action(const p11n_noise *hs);
 
 /** Length of the next message to write or read for a payload of
@@ -214,16 +221,17 @@ P11N_API int p11n_noise_action(const p11n_noise *hs);
 P11N_API size_t p11n_noise_message_len(const p11n_noise *hs, size_t payload_len);
 
 /** Write the next handshake message carrying `payload` into `out`.
- *  Errors: STATE, BUFFER_TOO_SMALL, MESSAGE_TOO_LARGE, CRYPTO, and the
- *  key's DH errors. */
+ *  Errors: STATE, BUFFER_TOO_SMALL, MESSAGE_TOO_LARGE (message would exceed
+ *  65535 bytes), CRYPTO, and the key's DH errors. */
 P11N_API P11N_WARN_UNUSED int p11n_noise_write_message(p11n_noise *hs,
     const uint8_t *payload, size_t payload_len,
     uint8_t *out, size_t cap, size_t *outlen);
 
 /** Read one received handshake message; its payload goes to `payload`.
- *  Errors: STATE, SHORT_MESSAGE, BAD_PUBKEY, BAD_CIPHERTEXT (encrypted
- *  static key), BAD_TAG (payload), BUFFER_TOO_SMALL. On error the payload
- *  buffer is wiped and the object is dead. */
+ *  Errors: STATE, SHORT_MESSAGE, MESSAGE_TOO_LARGE (over 65535 bytes),
+ *  BAD_PUBKEY, BAD_CIPHERTEXT (encrypted static key), BAD_TAG (payload),
+ *  UNKNOWN_PEER (a pinned remote static differs), BUFFER_TOO_SMALL. On
+ *  error the payload buffer is wiped and the object is dead. */
 P11N_API P11N_WARN_UNUSED int p11n_noise_read_message(p11n_noise *hs,
     const uint8_t *msg, size_t len,
     uint8_t *payload, size_t cap, size_t *payload_len);
@@ -237,9 +245,11 @@ P11N_API int p11n_noise_handshake_hash(const p11n_noise *hs, uint8_t *out, size_
     size_t *outlen);
 
 /** Split into the two transport CipherStates: `send` encrypts this side's
- *  messages, `recv` decrypts the peer's (one-way patterns: the responder's
- *  send is NULL-safe but unusable). The handshake object may then only be
- *  freed. Errors: STATE, NOMEM. */
+ *  messages, `recv` decrypts the peer's. Either pointer may be NULL if that
+ *  direction is not wanted. One-way patterns have no responder-to-initiator
+ *  direction: the initiator's `*recv` and the responder's `*send` are set
+ *  to NULL. The handshake object may then only be freed. Errors: STATE,
+ *  NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_noise_split(p11n_noise *hs, p11n_cipher **send,
     p11n_cipher **recv);
 
@@ -247,8 +257,11 @@ P11N_API void p11n_noise_free(p11n_noise *hs);
 
 /** Plain Noise CipherState transport (no framing, no rotation): encrypt or
  *  decrypt with associated data and the next nonce. `out` needs len + 16
- *  bytes to encrypt, len - 16 to decrypt. decrypt errors: SHORT_MESSAGE,
- *  BAD_TAG (out wiped), NONCE_EXHAUSTED. rekey applies Noise REKEY(). */
+ *  bytes to encrypt, len - 16 to decrypt. encrypt errors: MESSAGE_TOO_LARGE
+ *  (over 65519 plaintext bytes, so the message stays within 65535),
+ *  BUFFER_TOO_SMALL, NONCE_EXHAUSTED. decrypt errors: SHORT_MESSAGE,
+ *  MESSAGE_TOO_LARGE, BAD_TAG (out wiped), NONCE_EXHAUSTED. After any
+ *  error the cipher is dead (STATE). rekey applies Noise REKEY(). */
 P11N_API P11N_WARN_UNUSED int p11n_cipher_encrypt(p11n_cipher *c, const uint8_t *ad,
     size_t adlen, const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *outlen);
 P11N_API P11N_WARN_UNUSED int p11n_cipher_decrypt(p11n_cipher *c, const uint8_t *ad,
@@ -312,7 +325,8 @@ typedef struct p11n_handshake_config {
 } p11n_handshake_config;
 
 /** Start a handshake as initiator / responder. The config is copied (keys
- *  stay borrowed). Errors: INVALID_ARG, UNSUPPORTED, MISSING_KEY, NOMEM. */
+ *  stay borrowed). Errors: INVALID_ARG, UNSUPPORTED, MISSING_KEY,
+ *  BAD_PUBKEY (a configured remote key is not a valid point), NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_handshake_initiate(const p11n_handshake_config *cfg,
     p11n_handshake **out);
 P11N_API P11N_WARN_UNUSED int p11n_handshake_respond(const p11n_handshake_config *cfg,
@@ -328,8 +342,12 @@ P11N_API P11N_WARN_UNUSED int p11n_handshake_write(p11n_handshake *hs, uint8_t *
     size_t cap, size_t *outlen);
 
 /** Read exactly one act from the peer. Errors: SHORT_MESSAGE, LONG_MESSAGE,
- *  BAD_VERSION, BAD_PUBKEY, BAD_CIPHERTEXT, BAD_TAG, UNKNOWN_PEER (KK
- *  responder: no candidate matched), token errors. Fail closed. */
+ *  BAD_VERSION, BAD_PUBKEY, BAD_CIPHERTEXT, BAD_TAG, UNKNOWN_PEER, token
+ *  errors. Fail closed. A KK responder reports any act-1 tag failure as
+ *  UNKNOWN_PEER: it cannot tell an initiator key it does not know from a
+ *  corrupted act. An XK responder whose act-3 key is not in its list fails
+ *  with UNKNOWN_PEER, and p11n_handshake_remote() still returns that key so
+ *  the caller can log who it was. */
 P11N_API P11N_WARN_UNUSED int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in,
     size_t len);
 
