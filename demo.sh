@@ -1,12 +1,112 @@
-#!/bin/sh
-# The p11noise demo. Installs missing Debian packages (as root), builds, and
-# runs the main job. Safe to run again.
+#!/bin/bash
+# The p11noise demo: the whole flow of a deployment on one machine.
+#
+#   1. a fresh SoftHSM2 token store in ./build/demo (two tokens: a
+#      co-signing server's and a wallet client's);
+#   2. a secp256k1 static key generated inside each token;
+#   3. the ceremony: each machine imports the other's public key as a
+#      ceremony object on its own token (listed with p11noise and pkcs11-tool);
+#   4. a SOCKS5 proxy (microsocks) on 127.0.0.1, as the sync server runs;
+#   5. the server listening on 127.0.0.1, the client connecting through the
+#      proxy, a Noise KK handshake with both static-key DHs done by the
+#      tokens, and messages exchanged (the server echoes them);
+#   6. both sides' log lines.
+#
+# Installs missing Debian packages (as root), builds, and is safe to run again.
 set -eu
 cd "$(dirname "$0")"
 . tests/deps.sh
 p11n_install_deps
-p11n_build
-P=build/tools/p11noise
-echo "== BOLT #8 and Noise vector self-check"
-$P vectors tests/vectors/bolt8.json
-$P vectors tests/vectors/snow.txt
+p11n_build build
+
+top=$(pwd)
+P="$top/build/tools/p11noise"
+MODULE=$(sed -n 's/^SOFTHSM_MODULE = //p' build/Makefile)
+DEMO="$top/build/demo"
+
+rm -rf "$DEMO"
+mkdir -p "$DEMO/tokens"
+cat > "$DEMO/softhsm2.conf" <<EOF
+directories.tokendir = $DEMO/tokens
+objectstore.backend = file
+log.level = ERROR
+EOF
+export SOFTHSM2_CONF="$DEMO/softhsm2.conf"
+# The user PIN sits in a file (mode 600) named by the URIs' pin-source, so it
+# appears in no command line and no log.
+umask 077
+echo 2718 > "$DEMO/pin"
+
+step() { printf '\n== %s\n' "$*"; }
+
+# A port nothing listens on (ss is in iproute2, on every Debian system).
+free_port() {
+    local p
+    while :; do
+        p=$(shuf -i 20000-60000 -n 1)
+        ss -Hltn "sport = :$p" | grep -q . || { echo "$p"; return; }
+    done
+}
+# Waits until a command succeeds (at most 5 s).
+wait_for() {
+    for _ in $(seq 50); do "$@" 2>/dev/null && return 0; sleep 0.1; done
+    echo "demo: timed out waiting for: $*" >&2; return 1
+}
+accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pids=""
+cleanup() { for p in $pids; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT INT TERM
+
+step "1. two tokens in $DEMO/tokens"
+softhsm2-util --init-token --free --label cosigner --so-pin 31415926 --pin 2718 | sed 's/^/   /'
+softhsm2-util --init-token --free --label wallet --so-pin 31415926 --pin 2718 | sed 's/^/   /'
+Q="module-path=$MODULE&pin-source=file:$DEMO/pin"
+SERVER_TOKEN="pkcs11:token=cosigner?$Q"
+CLIENT_TOKEN="pkcs11:token=wallet?$Q"
+
+step "2. a static key generated inside each token (the private key never leaves it)"
+set -- $("$P" keygen --token "$SERVER_TOKEN" --label cosigner-key)
+SERVER_PUB=$2
+echo "   cosigner: $*"
+set -- $("$P" keygen --token "$CLIENT_TOKEN" --label wallet-key)
+CLIENT_PUB=$2
+echo "   wallet:   $*"
+
+step "3. the ceremony: each machine imports the other's public key"
+echo "wallet-1 $CLIENT_PUB" | "$P" ceremony import --token "$SERVER_TOKEN" -
+echo "cosigner-1 $SERVER_PUB" | "$P" ceremony import --token "$CLIENT_TOKEN" -
+echo "   p11noise ceremony list (cosigner's token):"
+"$P" ceremony list --token "$SERVER_TOKEN" | sed 's/^/     /'
+echo "   p11noise ceremony list (wallet's token):"
+"$P" ceremony list --token "$CLIENT_TOKEN" | sed 's/^/     /'
+echo "   pkcs11-tool --list-objects (cosigner's token):"
+pkcs11-tool --module "$MODULE" --token-label cosigner --login --pin 2718 \
+    --list-objects 2>/dev/null | sed 's/^/     /'
+
+PROXY_PORT=$(free_port)
+SERVER_PORT=$(free_port)
+step "4. SOCKS5 proxy (microsocks) on 127.0.0.1:$PROXY_PORT"
+microsocks -i 127.0.0.1 -p "$PROXY_PORT" >"$DEMO/proxy.log" 2>&1 &
+pids="$pids $!"
+wait_for accepts "$PROXY_PORT"
+
+step "5. server listening on 127.0.0.1:$SERVER_PORT (KK, accepts wallet-1, echoes)"
+"$P" listen --key "pkcs11:token=cosigner;object=cosigner-key?$Q" \
+    --bind "127.0.0.1:$SERVER_PORT" --peer wallet-1 --echo 2>"$DEMO/server.log" &
+pids="$pids $!"
+wait_for grep -q "listening on" "$DEMO/server.log"
+
+echo "   client connects through the proxy and sends three messages:"
+printf 'PSBT for round 1\nsignature request: 2-of-3\nbye\n' |
+    "$P" connect --key "pkcs11:token=wallet;object=wallet-key?$Q" --peer cosigner-1 \
+        --socks5 "127.0.0.1:$PROXY_PORT" "127.0.0.1:$SERVER_PORT" \
+        2>"$DEMO/client.log" | sed 's/^/   received: /'
+sleep 0.3
+
+step "6. logs"
+echo "   client (stderr of p11noise connect):"
+sed 's/^/     /' "$DEMO/client.log"
+echo "   server (stderr of p11noise listen):"
+sed 's/^/     /' "$DEMO/server.log"
+printf '\ndemo complete: keys and ceremony in %s\n' "$DEMO"

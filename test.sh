@@ -7,18 +7,18 @@ set -eu
 cd "$(dirname "$0")"
 . tests/deps.sh
 p11n_install_deps
-p11n_build --enable-sanitizers "$@"
+p11n_build build-test --enable-sanitizers "$@"
 
-if ! make -C build -j"$(nproc)" check; then
-    for trs in $(find build -name '*.trs' -not -path 'build/p11noise-*'); do
+if ! make -C build-test -j"$(nproc)" check; then
+    for trs in $(find build-test -name '*.trs' -not -path 'build-test/p11noise-*'); do
         grep -qE '^:test-result: (FAIL|ERROR)' "$trs" && { echo "==== ${trs%.trs}.log"; tail -60 "${trs%.trs}.log"; }
     done
     exit 1
 fi
 # One summary line over every test program, in the form CI reads.
-results=$(find build -name '*.trs' -not -path 'build/p11noise-*' -exec cat {} +)
+results=$(find build-test -name '*.trs' -not -path 'build-test/p11noise-*' -exec cat {} +)
 pass=$(echo "$results" | grep -c '^:test-result: PASS' || true)
 fail=$(echo "$results" | grep -c '^:test-result: FAIL' || true)
 
-make -C build -j"$(nproc)" distcheck DISTCHECK_CONFIGURE_FLAGS="$*"
+make -C build-test -j"$(nproc)" distcheck DISTCHECK_CONFIGURE_FLAGS="$*"
 echo "test programs: $pass passed, $fail failed"

@@ -169,6 +169,8 @@ static int create_peer(struct p11n_token *tok, const p11n_peer_entry *e, CK_OBJE
         { CKA_EC_POINT, point, sizeof(point) },
         { CKA_VERIFY, &no, sizeof(no) },
         { CKA_ENCRYPT, &no, sizeof(no) },
+        { CKA_WRAP, &no, sizeof(no) },
+        { CKA_VERIFY_RECOVER, &no, sizeof(no) },
         { CKA_DERIVE, &no, sizeof(no) },
     };
     CK_RV rv = tok->fn->C_CreateObject(tok->anchor, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), h);

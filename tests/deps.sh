@@ -3,7 +3,7 @@
 # only those missing. Sourced by ../test.sh and ../demo.sh; needs root.
 P11N_PKGS="build-essential autoconf automake libtool pkg-config
   libssl-dev libsecp256k1-dev libp11-kit-dev p11-kit softhsm2 opensc
-  libc-ares-dev libcunit1-dev libjansson-dev microsocks"
+  libc-ares-dev libcunit1-dev libjansson-dev microsocks iproute2"
 
 p11n_install_deps() {
     missing=""
@@ -23,13 +23,16 @@ p11n_install_deps() {
     apt-get install -y -qq --no-install-recommends $missing
 }
 
-# Configure (once per option set) and build in ./build.
+# p11n_build DIR [CONFIGURE-OPTION...]: configure (again only when the
+# options change) and build out of tree in DIR.
 p11n_build() {
+    dir=$1
+    shift
     [ -x configure ] && [ configure -nt configure.ac ] || autoreconf -fi
-    mkdir -p build
-    stamp="build/.configured-with"
-    if [ ! -f build/Makefile ] || [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
-        (cd build && ../configure -q "$@") && echo "$*" > "$stamp"
+    mkdir -p "$dir"
+    stamp="$dir/.configured-with"
+    if [ ! -f "$dir/Makefile" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$*" ]; then
+        (cd "$dir" && ../configure -q "$@") && echo "$*" > "$stamp"
     fi
-    make -C build -j"$(nproc)"
+    make -C "$dir" -j"$(nproc)"
 }
