@@ -2,11 +2,14 @@
 # BOLT #8 interop over loopback with an independent peer
 # (tests/xcheck/bolt8_ref.py, written from the BOLT #8 text):
 #  - the peer passes BOLT #8 Appendix A;
-#  - `p11noise listen --pattern XK --prologue lightning --echo` echoes 5000
-#    messages of 0..65535 bytes to it, up to 32 in flight each way, across
-#    10 key rotations in each direction;
-#  - `p11noise connect` sends 3000 lines through the peer's echo server;
-#  - a peer whose key is not in the listener's peer store gets nothing.
+#  - `p11noise listen --pattern XK --prologue lightning --echo` (BOLT #8)
+#    echoes 5000 messages of 0..65535 bytes to it, up to 32 in flight each
+#    way, across 10 key rotations in each direction; so does the default
+#    KK listener (prologue p11noise/1, same framing and transport);
+#  - `p11noise connect` (XK and KK) sends 3000 lines through the peer's
+#    echo server and gets them back unchanged;
+#  - an XK peer outside the listener's peer store, and a KK peer with
+#    another prologue, get no session.
 # Skipped (77) without python3 and its cryptography module.
 set -u
 builddir="${P11N_BUILDDIR:-.}"
@@ -57,24 +60,51 @@ out=$(python3 "$ref" selftest "$srcdir/tests/vectors/bolt8.json")
     && echo "ok: reference peer passes BOLT #8 Appendix A" \
     || fail "reference peer self test: $out"
 
-# p11noise as responder, the reference as initiator.
-"$tool" listen --key "file:$tmp/server.key" --peers "$tmp/server.peers" --pattern XK \
-    --prologue lightning --echo --bind 127.0.0.1:0 2> "$tmp/listen.log" &
-pids="$pids $!"
-if port=$(wait_for "$tmp/listen.log" 's/.*listening on .*:\([0-9]*\) (.*/\1/p'); then
+# start_listener LOG [options]: p11noise listen --echo on a free port; sets $port.
+start_listener() {
+    log="$1"; shift
+    "$tool" listen --key "file:$tmp/server.key" --peers "$tmp/server.peers" --echo \
+        --bind 127.0.0.1:0 "$@" 2> "$log" &
+    pids="$pids $!"
+    port=$(wait_for "$log" 's/.*listening on .*:\([0-9]*\) (.*/\1/p') && return 0
+    fail "p11noise listen $* did not start: $(cat "$log")"
+    return 1
+}
+
+# p11noise as responder, the reference as initiator: 5000 messages.
+# responder_case NAME REF-OPTIONS -- LISTEN-OPTIONS
+responder_case() {
+    name="$1"; shift
+    ref_opts=""
+    while [ "$1" != "--" ]; do ref_opts="$ref_opts $1"; shift; done
+    shift
+    start_listener "$tmp/$name.log" "$@" || return
+    # shellcheck disable=SC2086
     out=$(timeout 300 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
-        --peer "$server_pub" --count 5000 2>&1)
+        --peer "$server_pub" --count 5000 $ref_opts 2>&1)
     want="ok: 5000 messages each way, 10/10 key rotations sent/received"
-    [ "$out" = "$want" ] && echo "$out (p11noise responder)" \
-        || fail "reference initiator against p11noise listen: $out; $(tail -3 "$tmp/listen.log")"
-    # An initiator the listener does not know completes no handshake.
+    [ "$out" = "$want" ] && echo "$out ($name, p11noise responder)" \
+        || fail "$name: reference initiator against p11noise listen: $out; $(tail -3 "$tmp/$name.log")"
+}
+responder_case XK -- --pattern XK --prologue lightning
+responder_case KK --pattern KK -- --peer client
+
+# An XK initiator outside the peer store completes no handshake.
+if start_listener "$tmp/xk-stranger.log" --pattern XK --prologue lightning; then
     out=$(timeout 60 python3 "$ref" connect "127.0.0.1:$port" --key "$stranger_priv" \
         --peer "$server_pub" --count 1 2>&1) && fail "a stranger was echoed: $out"
-    wait_for "$tmp/listen.log" '/is not an accepted peer/p' > /dev/null \
-        && echo "ok: an initiator outside the peer store is refused" \
+    wait_for "$tmp/xk-stranger.log" '/is not an accepted peer/p' > /dev/null \
+        && echo "ok: an XK initiator outside the peer store is refused" \
         || fail "the listener did not say why it refused a stranger: $out"
-else
-    fail "p11noise listen did not start: $(cat "$tmp/listen.log")"
+fi
+# A KK initiator with another prologue completes no handshake either.
+if start_listener "$tmp/kk-prologue.log" --peer client; then
+    out=$(timeout 60 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
+        --peer "$server_pub" --pattern KK --prologue lightning --count 1 2>&1) \
+        && fail "KK with another prologue was echoed: $out"
+    wait_for "$tmp/kk-prologue.log" '/failed during handshake/p' > /dev/null \
+        && echo "ok: a KK initiator with another prologue is refused" \
+        || fail "KK, other prologue: the listener did not log a failed handshake: $out"
 fi
 
 # p11noise as initiator, the reference as responder: 3000 lines of 0 to
@@ -87,23 +117,33 @@ awk 'BEGIN {
         while (length(s) < n) s = s s
         print substr(s, 1, n) " " i
     } }' > "$tmp/in.txt"
-python3 "$ref" listen 127.0.0.1:0 --key "$server_priv" > "$tmp/ref.log" 2>&1 &
-pids="$pids $!"
-if rport=$(wait_for "$tmp/ref.log" 's/^listening on \([0-9]*\)$/\1/p'); then
+# initiator_case NAME REF-OPTIONS -- CONNECT-OPTIONS
+initiator_case() {
+    name="$1"; shift
+    ref_opts=""
+    while [ "$1" != "--" ]; do ref_opts="$ref_opts $1"; shift; done
+    shift
+    # shellcheck disable=SC2086
+    python3 "$ref" listen 127.0.0.1:0 --key "$server_priv" $ref_opts > "$tmp/ref-$name.log" 2>&1 &
+    pids="$pids $!"
+    rport=$(wait_for "$tmp/ref-$name.log" 's/^listening on \([0-9]*\)$/\1/p') || {
+        fail "$name: reference listener did not start: $(cat "$tmp/ref-$name.log")"
+        return
+    }
     if timeout 300 "$tool" connect --key "file:$tmp/client.key" --peers "$tmp/client.peers" \
-        --pattern XK --prologue lightning --peer server "127.0.0.1:$rport" \
-        < "$tmp/in.txt" > "$tmp/out.txt" 2> "$tmp/connect.log"; then
-        cmp -s "$tmp/in.txt" "$tmp/out.txt" \
-            || fail "p11noise connect: the echo differs from the input"
+        --peer server "$@" "127.0.0.1:$rport" \
+        < "$tmp/in.txt" > "$tmp/out-$name.txt" 2> "$tmp/connect-$name.log"; then
+        cmp -s "$tmp/in.txt" "$tmp/out-$name.txt" \
+            || fail "$name: p11noise connect: the echo differs from the input"
     else
-        fail "p11noise connect exited non-zero: $(tail -2 "$tmp/connect.log")"
+        fail "$name: p11noise connect exited non-zero: $(tail -2 "$tmp/connect-$name.log")"
     fi
     want="peer $client_pub: 3000 messages echoed, 6/6 key rotations received/sent"
-    got=$(wait_for "$tmp/ref.log" '/^peer \|^FAIL/p')
-    [ "$got" = "$want" ] && echo "ok: p11noise initiator: ${got#peer * }" \
-        || fail "reference responder: '$got'"
-else
-    fail "reference listener did not start: $(cat "$tmp/ref.log")"
-fi
+    got=$(wait_for "$tmp/ref-$name.log" '/^peer \|^FAIL/p')
+    [ "$got" = "$want" ] && echo "ok: $name, p11noise initiator: ${got#peer * }" \
+        || fail "$name: reference responder: '$got'"
+}
+initiator_case XK -- --pattern XK --prologue lightning
+initiator_case KK --pattern KK --peer "$client_pub" --
 
 [ "$fails" -eq 0 ] || exit 1

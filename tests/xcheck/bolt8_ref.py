@@ -5,7 +5,9 @@
 The handshake is the reference Noise engine (noise_ref.py) running
 Noise_XK_secp256k1_ChaChaPoly_SHA256 with prologue "lightning", each act
 prefixed by the version byte 0; the transport is BOLT #8's framing with one
-chaining key per direction ("Lightning Message Key Rotation").
+chaining key per direction ("Lightning Message Key Rotation"). With
+--pattern KK it speaks p11noise's default protocol instead: KK with prologue
+"p11noise/1", the same act framing and the same transport.
 
     bolt8_ref.py selftest VECTORS.json
         the reference against BOLT #8 Appendix A (handshake and transport)
@@ -13,11 +15,12 @@ chaining key per direction ("Lightning Message Key Rotation").
                  [--window W]
         initiator: sends N messages (at most W unanswered) while reading
         their echoes back, checks every echo, prints "ok: N messages each way, K key rotations each way"
-    bolt8_ref.py listen HOST:PORT --key HEX [--max-conns N]
+    bolt8_ref.py listen HOST:PORT --key HEX [--peer PUBHEX] [--max-conns N]
         responder that echoes every message; prints "listening on PORT" and
         "peer PUBHEX: M messages echoed" when a peer leaves
 
-HOST must be a loopback address.
+Both take --pattern XK|KK (default XK) and --prologue TEXT. A KK listener
+needs --peer, the initiator's public key. HOST must be a loopback address.
 """
 import argparse
 import hashlib
@@ -32,13 +35,10 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import noise_ref as nr  # noqa: E402
 
-PROTOCOL = "Noise_XK_secp256k1_ChaChaPoly_SHA256"
-PROLOGUE = b"lightning"
 VERSION = 0
 ROTATE_AT = 1000
 MAX_MSG = 65535
 TAG = 16
-ACT_LEN = (50, 50, 66)
 
 
 class Bolt8Error(Exception):
@@ -146,20 +146,44 @@ def _check_act(data, n, which):
     return data[1:]
 
 
-def handshake_initiator(sock, ls, rs, e=None):
-    hs = nr.HandshakeState(PROTOCOL, True, PROLOGUE, s=ls, e=e or random_key(), rs=rs)
-    sock.sendall(_act(hs.write_message(b"")))
-    hs.read_message(_check_act(recv_exact(sock, ACT_LEN[1]), ACT_LEN[1], "act two"))
-    sock.sendall(_act(hs.write_message(b"")))
+# The acts of each pattern (version byte included). XK is BOLT #8 itself;
+# KK is p11noise's default: the same framing and transport, each side
+# knowing the other's static key before the handshake.
+ACTS = {"XK": (50, 50, 66), "KK": (50, 50)}
+PROLOGUES = {"XK": b"lightning", "KK": b"p11noise/1"}
+
+
+def _protocol(pattern):
+    return "Noise_%s_secp256k1_ChaChaPoly_SHA256" % pattern
+
+
+def handshake_initiator(sock, ls, rs, e=None, pattern="XK", prologue=None):
+    acts = ACTS[pattern]
+    hs = nr.HandshakeState(_protocol(pattern), True, _prologue(pattern, prologue), s=ls,
+                           e=e or random_key(), rs=rs)
+    for i, n in enumerate(acts):
+        if i % 2 == 0:
+            sock.sendall(_act(hs.write_message(b"")))
+        else:
+            hs.read_message(_check_act(recv_exact(sock, n), n, "act %d" % (i + 1)))
     return _transport(hs)
 
 
-def handshake_responder(sock, ls, e=None):
-    hs = nr.HandshakeState(PROTOCOL, False, PROLOGUE, s=ls, e=e or random_key())
-    hs.read_message(_check_act(recv_exact(sock, ACT_LEN[0]), ACT_LEN[0], "act one"))
-    sock.sendall(_act(hs.write_message(b"")))
-    hs.read_message(_check_act(recv_exact(sock, ACT_LEN[2]), ACT_LEN[2], "act three"))
+def handshake_responder(sock, ls, e=None, pattern="XK", prologue=None, rs=None):
+    """rs: the initiator's static key, which KK needs before act one."""
+    acts = ACTS[pattern]
+    hs = nr.HandshakeState(_protocol(pattern), False, _prologue(pattern, prologue), s=ls,
+                           e=e or random_key(), rs=rs)
+    for i, n in enumerate(acts):
+        if i % 2 == 0:
+            hs.read_message(_check_act(recv_exact(sock, n), n, "act %d" % (i + 1)))
+        else:
+            sock.sendall(_act(hs.write_message(b"")))
     return _transport(hs), hs.rs
+
+
+def _prologue(pattern, prologue):
+    return PROLOGUES[pattern] if prologue is None else prologue
 
 
 # ------------------------------------------------------------ self test
@@ -251,7 +275,11 @@ def run_connect(args):
     host, port = split_addr(args.addr)
     ls, rs = bytes.fromhex(args.key), bytes.fromhex(args.peer)
     sock = socket.create_connection((host, port), timeout=args.timeout)
-    t = handshake_initiator(sock, ls, rs)
+    try:
+        t = handshake_initiator(sock, ls, rs, pattern=args.pattern, prologue=args.prologue)
+    except (Bolt8Error, nr.NoiseError, OSError) as exc:
+        print("FAIL: handshake: %s" % exc)
+        return 1
     errors = []
     lock = threading.Lock()
     # at most `window` messages in flight: both directions carry traffic at
@@ -300,6 +328,9 @@ def run_connect(args):
 def run_listen(args):
     host, port = split_addr(args.addr)
     ls = bytes.fromhex(args.key)
+    remote = bytes.fromhex(args.peer) if args.peer else None
+    if args.pattern == "KK" and remote is None:
+        raise SystemExit("KK: --peer PUBHEX (the initiator's key) is required")
     srv = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     srv.bind((host, port))
@@ -311,7 +342,8 @@ def run_listen(args):
         conn.settimeout(args.timeout)
         n = 0
         try:
-            t, rs = handshake_responder(conn, ls)
+            t, rs = handshake_responder(conn, ls, pattern=args.pattern,
+                                        prologue=args.prologue, rs=remote)
             while True:
                 m = t.read_message(conn)
                 if m is None:
@@ -344,8 +376,13 @@ def main(argv):
     li = sub.add_parser("listen")
     li.add_argument("addr")
     li.add_argument("--key", required=True)
+    li.add_argument("--peer")
     li.add_argument("--max-conns", type=int, default=1)
     li.add_argument("--timeout", type=float, default=60)
+    for p in (c, li):
+        p.add_argument("--pattern", choices=sorted(ACTS), default="XK")
+        p.add_argument("--prologue", type=lambda x: x.encode(), default=None,
+                       help="default: lightning for XK, p11noise/1 for KK")
     args = ap.parse_args(argv[1:])
     if args.cmd == "selftest":
         return selftest(args.vectors)
