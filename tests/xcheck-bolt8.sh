@@ -9,7 +9,9 @@
 #  - `p11noise connect` (XK and KK) sends 3000 lines through the peer's
 #    echo server and gets them back unchanged;
 #  - an XK peer outside the listener's peer store, and a KK peer with
-#    another prologue, get no session.
+#    another prologue, get no session;
+#  - with p11noise's key in a SoftHSM2 token (token ECDH with parity
+#    recovery): 30 handshakes per pattern as responder, 3 as initiator.
 # Skipped (77) without python3 and its cryptography module.
 set -u
 builddir="${P11N_BUILDDIR:-.}"
@@ -60,10 +62,11 @@ out=$(python3 "$ref" selftest "$srcdir/tests/vectors/bolt8.json")
     && echo "ok: reference peer passes BOLT #8 Appendix A" \
     || fail "reference peer self test: $out"
 
-# start_listener LOG [options]: p11noise listen --echo on a free port; sets $port.
+# start_listener LOG KEY [options]: p11noise listen --echo on a free port,
+# peers from server.peers; sets $port.
 start_listener() {
-    log="$1"; shift
-    "$tool" listen --key "file:$tmp/server.key" --peers "$tmp/server.peers" --echo \
+    log="$1"; key="$2"; shift 2
+    "$tool" listen --key "$key" --peers "$tmp/server.peers" --echo \
         --bind 127.0.0.1:0 "$@" 2> "$log" &
     pids="$pids $!"
     port=$(wait_for "$log" 's/.*listening on .*:\([0-9]*\) (.*/\1/p') && return 0
@@ -78,7 +81,7 @@ responder_case() {
     ref_opts=""
     while [ "$1" != "--" ]; do ref_opts="$ref_opts $1"; shift; done
     shift
-    start_listener "$tmp/$name.log" "$@" || return
+    start_listener "$tmp/$name.log" "file:$tmp/server.key" "$@" || return
     # shellcheck disable=SC2086
     out=$(timeout 300 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
         --peer "$server_pub" --count 5000 $ref_opts 2>&1)
@@ -90,7 +93,7 @@ responder_case XK -- --pattern XK --prologue lightning
 responder_case KK --pattern KK -- --peer client
 
 # An XK initiator outside the peer store completes no handshake.
-if start_listener "$tmp/xk-stranger.log" --pattern XK --prologue lightning; then
+if start_listener "$tmp/xk-stranger.log" "file:$tmp/server.key" --pattern XK --prologue lightning; then
     out=$(timeout 60 python3 "$ref" connect "127.0.0.1:$port" --key "$stranger_priv" \
         --peer "$server_pub" --count 1 2>&1) && fail "a stranger was echoed: $out"
     wait_for "$tmp/xk-stranger.log" '/is not an accepted peer/p' > /dev/null \
@@ -98,7 +101,7 @@ if start_listener "$tmp/xk-stranger.log" --pattern XK --prologue lightning; then
         || fail "the listener did not say why it refused a stranger: $out"
 fi
 # A KK initiator with another prologue completes no handshake either.
-if start_listener "$tmp/kk-prologue.log" --peer client; then
+if start_listener "$tmp/kk-prologue.log" "file:$tmp/server.key" --peer client; then
     out=$(timeout 60 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
         --peer "$server_pub" --pattern KK --prologue lightning --count 1 2>&1) \
         && fail "KK with another prologue was echoed: $out"
@@ -145,5 +148,52 @@ initiator_case() {
 }
 initiator_case XK -- --pattern XK --prologue lightning
 initiator_case KK --pattern KK --peer "$client_pub" --
+
+# The same with p11noise's static key inside a SoftHSM2 token: each
+# handshake takes token ECDH with y-parity recovery, and the reference's
+# random ephemerals give both parities over 30 handshakes per pattern.
+mkdir "$tmp/tokens"
+printf 'directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n' \
+    "$tmp/tokens" > "$tmp/softhsm2.conf"
+SOFTHSM2_CONF="$tmp/softhsm2.conf"
+export SOFTHSM2_CONF
+token="pkcs11:token=xcheck?pin-value=1234"
+if softhsm2-util --init-token --free --label xcheck --so-pin 5678 --pin 1234 > /dev/null &&
+    tk_listen=$("$tool" keygen --token "$token" --label tk-listen < /dev/null | cut -d' ' -f2) &&
+    tk_connect=$("$tool" keygen --token "$token" --label tk-connect < /dev/null | cut -d' ' -f2) &&
+    printf 'client %s\nrefserver %s\n' "$client_pub" "$server_pub" |
+        "$tool" ceremony import --token "$token" - > /dev/null; then
+    for pat in XK KK; do
+        opts="--pattern $pat"
+        [ "$pat" = KK ] && opts="$opts --peer client"
+        # shellcheck disable=SC2086
+        start_listener "$tmp/token-$pat.log" "pkcs11:token=xcheck;object=tk-listen?pin-value=1234" \
+            $opts || continue
+        out=$(timeout 300 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
+            --peer "$tk_listen" --pattern "$pat" --count 4 --repeat 30 2>&1)
+        [ "$out" = "ok: 30 connections, 4 messages each way in each" ] \
+            && echo "$out ($pat, token key, p11noise responder)" \
+            || fail "$pat, token listener: $out; $(tail -3 "$tmp/token-$pat.log")"
+        python3 "$ref" listen 127.0.0.1:0 --key "$server_priv" --pattern "$pat" \
+            --peer "$tk_connect" --max-conns 3 > "$tmp/ref-token-$pat.log" 2>&1 &
+        pids="$pids $!"
+        rport=$(wait_for "$tmp/ref-token-$pat.log" 's/^listening on \([0-9]*\)$/\1/p') || {
+            fail "$pat: reference listener did not start"
+            continue
+        }
+        head -n 20 "$tmp/in.txt" > "$tmp/in20.txt"
+        good=0
+        for _ in 1 2 3; do
+            timeout 60 "$tool" connect --key "pkcs11:token=xcheck;object=tk-connect?pin-value=1234" \
+                --pattern "$pat" --peer refserver "127.0.0.1:$rport" \
+                < "$tmp/in20.txt" > "$tmp/out20.txt" 2> "$tmp/connect-token.log" &&
+                cmp -s "$tmp/in20.txt" "$tmp/out20.txt" && good=$((good + 1))
+        done
+        [ "$good" -eq 3 ] && echo "ok: $pat, token key, p11noise initiator: 3 connections echoed" \
+            || fail "$pat, token initiator: $good of 3 echoed; $(tail -2 "$tmp/connect-token.log")"
+    done
+else
+    fail "cannot set up the SoftHSM2 token"
+fi
 
 [ "$fails" -eq 0 ] || exit 1

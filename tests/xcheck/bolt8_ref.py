@@ -12,8 +12,8 @@ chaining key per direction ("Lightning Message Key Rotation"). With
     bolt8_ref.py selftest VECTORS.json
         the reference against BOLT #8 Appendix A (handshake and transport)
     bolt8_ref.py connect HOST:PORT --key HEX --peer PUBHEX [--count N] [--seed S]
-                 [--window W]
-        initiator: sends N messages (at most W unanswered) while reading
+                 [--window W] [--repeat R]
+        initiator (R times, a fresh ephemeral each time): sends N messages (at most W unanswered) while reading
         their echoes back, checks every echo, prints "ok: N messages each way, K key rotations each way"
     bolt8_ref.py listen HOST:PORT --key HEX [--peer PUBHEX] [--max-conns N]
         responder that echoes every message; prints "listening on PORT" and
@@ -271,15 +271,15 @@ def split_addr(s):
     return host, int(port)
 
 
-def run_connect(args):
+def one_connection(args, ls, rs):
+    """One handshake and echo run; returns (None, transport) or (why, None)."""
     host, port = split_addr(args.addr)
-    ls, rs = bytes.fromhex(args.key), bytes.fromhex(args.peer)
     sock = socket.create_connection((host, port), timeout=args.timeout)
     try:
         t = handshake_initiator(sock, ls, rs, pattern=args.pattern, prologue=args.prologue)
     except (Bolt8Error, nr.NoiseError, OSError) as exc:
-        print("FAIL: handshake: %s" % exc)
-        return 1
+        sock.close()
+        return "handshake: %s" % exc, None
     errors = []
     lock = threading.Lock()
     # at most `window` messages in flight: both directions carry traffic at
@@ -318,10 +318,23 @@ def run_connect(args):
     th.join()
     sock.close()
     if errors:
-        print("FAIL: %s" % "; ".join(errors))
-        return 1
-    print("ok: %d messages each way, %d/%d key rotations sent/received"
-          % (args.count, t.send.rotations, t.recv.rotations))
+        return "; ".join(errors), None
+    return None, t
+
+
+def run_connect(args):
+    ls, rs = bytes.fromhex(args.key), bytes.fromhex(args.peer)
+    for i in range(args.repeat):
+        why, t = one_connection(args, ls, rs)
+        if why is not None:
+            print("FAIL: connection %d: %s" % (i + 1, why) if args.repeat > 1 else "FAIL: " + why)
+            return 1
+    if args.repeat > 1:
+        print("ok: %d connections, %d messages each way in each"
+              % (args.repeat, args.count))
+    else:
+        print("ok: %d messages each way, %d/%d key rotations sent/received"
+              % (args.count, t.send.rotations, t.recv.rotations))
     return 0
 
 
@@ -372,6 +385,8 @@ def main(argv):
     c.add_argument("--count", type=int, default=3000)
     c.add_argument("--seed", default="bolt8 xcheck")
     c.add_argument("--window", type=int, default=32)
+    c.add_argument("--repeat", type=int, default=1,
+                   help="connections one after another, each with a new ephemeral")
     c.add_argument("--timeout", type=float, default=60)
     li = sub.add_parser("listen")
     li.add_argument("addr")
