@@ -36,6 +36,7 @@ typedef struct bench_opts {
     int reps;           /* repetitions per figure */
     double rep_seconds; /* target duration of one repetition */
     int verbose;
+    unsigned sizes;     /* bit i: measure bench_sizes[i] (throughput rows) */
 } bench_opts;
 
 /* How a row's goal is judged. */
@@ -123,6 +124,13 @@ int bench_ecc_costs(const bench_opts *o, bench_stat *keygen_us, bench_stat *ecdh
  * throughput over loopback, handshakes per second. */
 int bench_p11n_seal(const bench_opts *o, size_t size, bench_stat *out);
 int bench_p11n_throughput(const bench_opts *o, size_t size, bench_stat *out);
+/* Plain TCP, no encryption: what the kernel alone allows (bench_plain.c). */
+int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out);
+/* Connect, the pattern's acts as plain bytes, the confirmation, close:
+ * handshakes per second with no cryptography at all. */
+int bench_null_handshakes(const bench_opts *o, const char *pattern, bench_stat *out);
+/* The same through the event loop: p11n_send() until it would block. */
+int bench_loop_throughput(const bench_opts *o, size_t size, bench_stat *out);
 
 /* One side of a handshake: a token key URI (opened in the process that
  * uses it) or a software key, and its public key. */

@@ -115,10 +115,8 @@ static int echo_serve(void *p)
     bench_raise_nofile((long)a->nofile + 256);
     if (a->fault != NULL)
         setenv("P11N_FAULT", a->fault, 1);
-#if P11N_BENCH_TOKEN_API
     if (a->key_uri != NULL && p11n_key_load(a->key_uri, &key) != P11N_OK)
         return -1;
-#endif
     ctx = quiet_ctx(0);
     if (ctx == NULL || p11n_ceremony_input(ctx, a->client_pub, "client", 0) != P11N_OK)
         return -1;
@@ -314,6 +312,7 @@ typedef struct session {
     pid_t pid;
     int fds[2];
     struct conn_tag busy, idle, arrival;
+    double open_ms;               /* time to establish every connection */
 } session;
 
 static void session_end(session *s)
@@ -328,8 +327,10 @@ static void session_end(session *s)
 
 static int session_start(session *s, struct server_arg *srv, p11n_key *ckey,
     const uint8_t server_pub[P11N_PUBKEY_LEN], size_t n, size_t window, double timeout_s,
-    double mem[2])
+    double mem[2], int verbose)
 {
+    double t0;
+
     memset(s, 0, sizeof(*s));
     s->fds[0] = s->fds[1] = -1;
     s->pid = -1;
@@ -344,10 +345,14 @@ static int session_start(session *s, struct server_arg *srv, p11n_key *ckey,
     if (s->pid < 0 || bench_read_all(s->fds[0], &s->cl.port, sizeof(s->cl.port)) != 0)
         return -1;
     s->cl.ctx = quiet_ctx(0);
+    t0 = bench_now();
     if (s->cl.ctx == NULL
         || p11n_ceremony_input(s->cl.ctx, server_pub, "server", 0) != P11N_OK
         || client_open(&s->cl, ckey, n, window, &s->busy, &s->idle, timeout_s) != 0)
         return -1;
+    s->open_ms = (bench_now() - t0) * 1e3;
+    if (verbose)
+        fprintf(stderr, "bench: %zu connections established in %.0f ms\n", n, s->open_ms);
     return mem != NULL ? idle_memory(&s->cl, mem) : 0;
 }
 
@@ -404,7 +409,7 @@ void bench_group_conns(const bench_opts *o)
     srv.key = skey;
     {
         session s;
-        if (session_start(&s, &srv, ckey, spub, 1, 1, 30, NULL) != 0
+        if (session_start(&s, &srv, ckey, spub, 1, 1, 30, NULL, o->verbose) != 0
             || rtt_stats(&s, o, secs, NULL, &p50_1, &p99_1) != 0) {
             bench_table_missing("RTT, single connection", "could not run the echo session");
             session_end(&s);
@@ -425,7 +430,7 @@ void bench_group_conns(const bench_opts *o)
             bench_table_missing(fig, why);
             continue;
         }
-        if (session_start(&s, &srv, ckey, spub, n, 128, 300, mem) != 0
+        if (session_start(&s, &srv, ckey, spub, n, 128, 300, mem, o->verbose) != 0
             || rtt_stats(&s, o, secs, NULL, &p50, &p99) != 0) {
             snprintf(why, sizeof(why), "session failed (%zu established, %zu failed)",
                 s.cl.established, s.cl.failed);
@@ -490,13 +495,17 @@ void bench_group_slowtoken(const bench_opts *o, const char *module, const char *
     setenv("P11N_FAULT_MODULE", module, 1);
     srv.key_uri = key_uri;
     srv.fault = "C_DeriveKey:delay=100";
-    if (session_start(&s, &srv, ckey, spub, 1, 1, 60, NULL) != 0
+    if (session_start(&s, &srv, ckey, spub, 1, 1, 60, NULL, o->verbose) != 0
         || rtt_stats(&s, o, secs, NULL, &q50, &q99) != 0
         || rtt_stats(&s, o, secs, ckey, &l50, &l99) != 0) {
         bench_table_missing(fig, "echo session with the slow token failed");
         session_end(&s);
         goto done;
     }
+    if (o->verbose)
+        fprintf(stderr, "bench: slow token: first handshake %.0f ms; arriving handshakes: "
+                        "%zu completed, %zu failed\n", s.open_ms, s.cl.arrivals_done,
+            s.cl.arrivals_failed);
     session_end(&s);
     bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_MS, .ours = &l99,
         .ref_name = "without handshakes", .ref = &q99, .goal = BENCH_GOAL_ABS_MAX, .goal_x = 5,

@@ -5,6 +5,7 @@
  * client has read one transport message from the server: by then both
  * sides have authenticated each other, as in the TLS figure.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -32,10 +33,12 @@ static int drive(int fd, p11n_handshake *hs)
 
 static int side_key(const bench_hs_side *s, p11n_key **key)
 {
-#if P11N_BENCH_TOKEN_API
-    if (s->uri != NULL)
-        return p11n_key_load(s->uri, key) == P11N_OK ? 0 : -1;
-#endif
+    if (s->uri != NULL) {
+        int rc = p11n_key_load(s->uri, key);
+        if (rc != P11N_OK)
+            fprintf(stderr, "bench: opening the token key: %s\n", p11n_strerror(rc));
+        return rc == P11N_OK ? 0 : -1;
+    }
     *key = s->key;
     return 0;
 }

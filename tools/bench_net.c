@@ -10,6 +10,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -43,10 +44,15 @@ int bench_listen(uint16_t *port, int backlog)
     return fd;
 }
 
+/* TCP_NODELAY, and a deadline on every blocking read and write: if the
+ * other process dies, the bench reports a failed row instead of hanging. */
 static void nodelay(int fd)
 {
     int one = 1;
+    struct timeval tv = { .tv_sec = 30 };
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
 }
 
 int bench_connect(uint16_t port)

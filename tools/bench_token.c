@@ -196,12 +196,8 @@ static int keygen_child(void *arg)
 {
     struct keygen_job *j = arg;
     uint8_t pub[P11N_PUBKEY_LEN];
-#if P11N_BENCH_TOKEN_API
     if (p11n_token_keygen(j->uri, j->label, pub) != P11N_OK)
         return -1;
-#else
-    return -1;
-#endif
     return bench_write_all(j->fd, pub, sizeof(pub));
 }
 

@@ -1,5 +1,5 @@
 /*
- * p11noise bench [--quick] [--rows LIST] [--reps N] [--seconds S]
+ * p11noise bench [--quick] [--rows LIST] [--sizes LIST] [--reps N] [--seconds S]
  *                [--plot-data FILE] [--softhsm-module PATH] [--fault-module PATH]
  *
  * Prints the machine and a Markdown table: every p11noise figure next to
@@ -49,7 +49,7 @@ static const struct {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: p11noise bench [--quick] [--rows LIST] [--reps N] [--seconds S]\n"
+    fprintf(f, "usage: p11noise bench [--quick] [--rows LIST] [--sizes LIST] [--reps N] [--seconds S]\n"
                "                      [--plot-data FILE] [--softhsm-module PATH] [--fault-module PATH]\n"
                "LIST is a comma-separated choice of (default: all):\n");
     for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
@@ -77,6 +77,26 @@ static int parse_rows(const char *list, unsigned *rows)
         *rows |= groups[i].bit;
     }
     return *rows ? 0 : -1;
+}
+
+/* A comma-separated subset of the throughput message sizes. */
+static int parse_sizes(const char *list, unsigned *mask)
+{
+    char buf[128], *save = NULL;
+    snprintf(buf, sizeof(buf), "%s", list);
+    *mask = 0;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        int i;
+        for (i = 0; i < BENCH_NSIZES; i++)
+            if ((size_t)strtoul(tok, NULL, 10) == bench_sizes[i])
+                break;
+        if (i == BENCH_NSIZES) {
+            cli_error("bench: --sizes takes 64, 1024, 16384, 65535, not '%s'", tok);
+            return -1;
+        }
+        *mask |= 1u << i;
+    }
+    return *mask ? 0 : -1;
 }
 
 static void print_machine(const bench_opts *o)
@@ -110,7 +130,7 @@ static void print_machine(const bench_opts *o)
 
 int cmd_bench(int argc, char **argv)
 {
-    bench_opts o = { .reps = 5, .rep_seconds = 0.5 };
+    bench_opts o = { .reps = 5, .rep_seconds = 0.5, .sizes = (1u << BENCH_NSIZES) - 1 };
     unsigned rows = ROW_ALL;
     const char *plot = NULL, *module = getenv("SOFTHSM_MODULE"), *faultmod = P11N_BENCH_FAULTMOD;
     int reps = 0, judged, met;
@@ -133,6 +153,10 @@ int cmd_bench(int argc, char **argv)
             return 2;
         } else if (strcmp(a, "--rows") == 0) {
             if (parse_rows(v, &rows) != 0)
+                return 2;
+            i++;
+        } else if (strcmp(a, "--sizes") == 0) {
+            if (parse_sizes(v, &o.sizes) != 0)
                 return 2;
             i++;
         } else if (strcmp(a, "--reps") == 0) {

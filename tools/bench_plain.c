@@ -1,0 +1,175 @@
+/*
+ * Ceilings without any protocol: plain TCP over loopback moving the same
+ * messages with no encryption (what the kernel alone costs), and the same
+ * connection pattern and act sizes as a handshake with no cryptography
+ * (what connect, accept and the round trips alone cost).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "bench.h"
+
+#define RX_CHUNK (1 << 18)
+
+struct sink_arg {
+    int lfd;
+};
+
+/* Requests (count, size) then count * size bytes; one byte back. */
+static int plain_sink(void *arg)
+{
+    struct sink_arg *s = arg;
+    int fd = bench_accept(s->lfd);
+    uint8_t *buf = malloc(RX_CHUNK);
+    uint64_t req[2];
+    int rc = -1;
+
+    if (fd < 0 || buf == NULL)
+        goto done;
+    while (bench_read_all(fd, req, sizeof(req)) == 0 && req[0] != 0) {
+        uint64_t left = req[0] * req[1];
+        while (left > 0) {
+            ssize_t n = read(fd, buf, left < RX_CHUNK ? (size_t)left : RX_CHUNK);
+            if (n <= 0)
+                goto done;
+            left -= (uint64_t)n;
+        }
+        if (bench_write_all(fd, "k", 1) != 0)
+            goto done;
+    }
+    rc = 0;
+done:
+    free(buf);
+    if (fd >= 0)
+        close(fd);
+    return rc;
+}
+
+static int plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs)
+{
+    uint64_t req[2] = { count, size };
+    uint8_t ack;
+    double t0 = bench_now();
+
+    if (bench_write_all(fd, req, sizeof(req)) != 0)
+        return -1;
+    for (size_t i = 0; i < count; i++)
+        if (bench_write_all(fd, msg, size) != 0)
+            return -1;
+    if (bench_read_all(fd, &ack, 1) != 0)
+        return -1;
+    *secs = bench_now() - t0;
+    return 0;
+}
+
+int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out)
+{
+    struct sink_arg srv;
+    uint16_t port;
+    pid_t pid = -1;
+    int fd = -1, rc = -1;
+    uint8_t *msg = calloc(1, size);
+    uint64_t stop[2] = { 0, 0 };
+    size_t count;
+    double secs;
+
+    srv.lfd = bench_listen(&port, 16);
+    if (msg == NULL || srv.lfd < 0)
+        goto done;
+    pid = bench_fork(plain_sink, &srv);
+    fd = pid > 0 ? bench_connect(port) : -1;
+    if (fd < 0)
+        goto done;
+    count = bench_count_for(o, size, 50.0);
+    if (plain_rep(fd, msg, size, count, &secs) != 0)
+        goto done;
+    count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
+    for (int r = 0; r < o->reps; r++) {
+        if (plain_rep(fd, msg, size, count, &secs) != 0)
+            goto done;
+        bench_stat_add(out, (double)size * (double)count / secs / 1e6);
+    }
+    bench_stat_finish(out);
+    rc = bench_write_all(fd, stop, sizeof(stop));
+done:
+    if (fd >= 0)
+        close(fd);
+    if (srv.lfd >= 0)
+        close(srv.lfd);
+    bench_child_stop(pid);
+    free(msg);
+    return rc;
+}
+
+/* ---- a handshake's traffic without its cryptography ---- */
+
+struct null_arg {
+    int lfd;
+    const size_t *acts;     /* act sizes, initiator first, 0-terminated */
+};
+
+/* Acts alternate between the sides; the server then sends the one-byte
+ * confirmation message (a 35-byte frame), like the real handshake bench. */
+static int null_serve(void *arg)
+{
+    struct null_arg *a = arg;
+    uint8_t buf[128] = { 0 };
+    for (;;) {
+        int fd = bench_accept(a->lfd), ok = 1;
+        if (fd < 0)
+            return -1;
+        for (int i = 0; ok && a->acts[i] != 0; i++)
+            ok = (i % 2 == 0 ? bench_read_all(fd, buf, a->acts[i])
+                             : bench_write_all(fd, buf, a->acts[i])) == 0;
+        if (ok)
+            (void)bench_write_all(fd, buf, 1 + P11N_FRAME_OVERHEAD);
+        close(fd);
+    }
+}
+
+static int null_one(uint16_t port, const size_t *acts)
+{
+    uint8_t buf[128] = { 0 };
+    int fd = bench_connect(port), ok = fd >= 0;
+    for (int i = 0; ok && acts[i] != 0; i++)
+        ok = (i % 2 == 0 ? bench_write_all(fd, buf, acts[i])
+                         : bench_read_all(fd, buf, acts[i])) == 0;
+    ok = ok && bench_read_all(fd, buf, 1 + P11N_FRAME_OVERHEAD) == 0;
+    if (fd >= 0)
+        bench_close_abort(fd);
+    return ok ? 0 : -1;
+}
+
+int bench_null_handshakes(const bench_opts *o, const char *pattern, bench_stat *out)
+{
+    static const size_t kk[] = { 50, 50, 0 }, xk[] = { 50, 50, 66, 0 };
+    struct null_arg srv = { .acts = strcmp(pattern, "XK") == 0 ? xk : kk };
+    uint16_t port;
+    pid_t pid;
+    int rc = -1;
+
+    srv.lfd = bench_listen(&port, 64);
+    if (srv.lfd < 0)
+        return -1;
+    pid = bench_fork(null_serve, &srv);
+    if (pid < 0 || null_one(port, srv.acts) != 0)
+        goto done;
+    for (int r = 0; r < o->reps; r++) {
+        double t0 = bench_now(), t;
+        long n = 0;
+        do {
+            if (null_one(port, srv.acts) != 0)
+                goto done;
+            n++;
+            t = bench_now() - t0;
+        } while (t < o->rep_seconds);
+        bench_stat_add(out, (double)n / t);
+    }
+    bench_stat_finish(out);
+    rc = 0;
+done:
+    close(srv.lfd);
+    bench_child_stop(pid);
+    return rc;
+}
