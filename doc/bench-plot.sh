@@ -17,7 +17,7 @@ p11n_install_deps
 [ -x configure ] && [ configure -nt configure.ac ] || autoreconf -fi
 mkdir -p build-bench
 [ -f build-bench/Makefile ] || (cd build-bench && ../configure -q)
-make -C build-bench -j"$(nproc)" tools/p11noise
+make -C build-bench -j"$(nproc)" tools/p11noise tests/faultmod.la
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -39,6 +39,7 @@ set title "Throughput against message size, one connection over 127.0.0.1 (media
 set xlabel "message size (bytes)"
 set ylabel "MB/s of application payload"
 set logscale x 2
+set logscale y 10
 set key top left
 set grid
 plot $plot

@@ -9,6 +9,7 @@
  * every message; the client (this process) is a p11noise context too.
  */
 #include <malloc.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +278,35 @@ static int idle_memory(struct client *cl, double mem[2])
     return 0;
 }
 
+/* Microseconds one poll() (timeout 0) takes over the fds the client's
+ * loop watches, taken from the external-loop API: with poll(), every loop
+ * iteration pays this whatever the number of ready connections. */
+static int poll_cost(struct client *cl, bench_stat *out, int reps)
+{
+    size_t n = 0, cap = 0;
+    int timeout, rc = -1;
+    struct pollfd *fds = NULL;
+
+    if (p11n_poll_fds(cl->ctx, NULL, 0, &n, &timeout) != P11N_ERR_BUFFER_TOO_SMALL && n > 0)
+        return -1;
+    cap = n + 16;
+    fds = calloc(cap, sizeof(*fds));
+    if (fds == NULL || p11n_poll_fds(cl->ctx, fds, cap, &n, &timeout) != P11N_OK)
+        goto done;
+    for (int r = 0; r < reps; r++) {
+        double t0 = bench_now();
+        for (int i = 0; i < 20; i++)
+            if (poll(fds, n, 0) < 0)
+                goto done;
+        bench_stat_add(out, (bench_now() - t0) / 20 * 1e6);
+    }
+    bench_stat_finish(out);
+    rc = 0;
+done:
+    free(fds);
+    return rc;
+}
+
 /* Round-trip samples for `secs`, summarised as p50 and p99 in ms. When
  * `arrival_key` is set, a new handshake also starts every 100 ms. */
 static int rtt_rep(struct client *cl, double secs, p11n_key *arrival_key,
@@ -392,7 +422,7 @@ void bench_group_conns(const bench_opts *o)
     p11n_key *skey = NULL, *ckey = NULL;
     uint8_t spub[P11N_PUBKEY_LEN];
     struct server_arg srv;
-    bench_stat p50_1 = { .n = 0 }, p99_1 = { .n = 0 };
+    bench_stat p50_1 = { .n = 0 }, p99_1 = { .n = 0 }, poll_1 = { .n = 0 };
     size_t sizes[2] = { 1000, 10000 };
     double secs = o->rep_seconds < 0.05 ? 0.05 : o->rep_seconds;
     long lim = bench_raise_nofile(sizes[1] + 256);
@@ -410,7 +440,8 @@ void bench_group_conns(const bench_opts *o)
     {
         session s;
         if (session_start(&s, &srv, ckey, spub, 1, 1, 30, NULL, o->verbose) != 0
-            || rtt_stats(&s, o, secs, NULL, &p50_1, &p99_1) != 0) {
+            || rtt_stats(&s, o, secs, NULL, &p50_1, &p99_1) != 0
+            || poll_cost(&s.cl, &poll_1, o->reps) != 0) {
             bench_table_missing("RTT, single connection", "could not run the echo session");
             session_end(&s);
             goto done;
@@ -421,7 +452,8 @@ void bench_group_conns(const bench_opts *o)
         session s;
         size_t n = sizes[i];
         double mem[2];
-        bench_stat heap = { .n = 0 }, rss = { .n = 0 }, p50 = { .n = 0 }, p99 = { .n = 0 };
+        bench_stat heap = { .n = 0 }, rss = { .n = 0 }, p50 = { .n = 0 }, p99 = { .n = 0 },
+            pc = { .n = 0 };
         char fig[128], why[96];
 
         snprintf(fig, sizeof(fig), "%zu idle connections", n);
@@ -431,7 +463,8 @@ void bench_group_conns(const bench_opts *o)
             continue;
         }
         if (session_start(&s, &srv, ckey, spub, n, 128, 300, mem, o->verbose) != 0
-            || rtt_stats(&s, o, secs, NULL, &p50, &p99) != 0) {
+            || rtt_stats(&s, o, secs, NULL, &p50, &p99) != 0
+            || poll_cost(&s.cl, &pc, o->reps) != 0) {
             snprintf(why, sizeof(why), "session failed (%zu established, %zu failed)",
                 s.cl.established, s.cl.failed);
             bench_table_missing(fig, why);
@@ -454,6 +487,9 @@ void bench_group_conns(const bench_opts *o)
         bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_MS, .ours = &p99,
             .ref_name = "single connection", .ref = &p99_1, .goal = BENCH_GOAL_RATIO_MAX,
             .goal_x = 2, .goal_text = "≤ 2× single" });
+        snprintf(fig, sizeof(fig), "one poll() over the client loop's fds, %zu connections", n);
+        bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_US, .ours = &pc,
+            .ref_name = "single connection", .ref = &poll_1 });
     }
 done:
     p11n_key_free(skey);
