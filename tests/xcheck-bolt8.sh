@@ -18,7 +18,15 @@ builddir="${P11N_BUILDDIR:-.}"
 srcdir="${P11N_SRCDIR:-.}"
 tool="$builddir/tools/p11noise"
 ref="$srcdir/tests/xcheck/bolt8_ref.py"
-if ! python3 -c 'import cryptography.hazmat.primitives.ciphers.aead' 2>/dev/null; then
+# The first python3 that has the module: PATH's, else Debian's own.
+py=""
+for p in python3 /usr/bin/python3; do
+    if "$p" -c 'import cryptography.hazmat.primitives.ciphers.aead' 2>/dev/null; then
+        py="$p"
+        break
+    fi
+done
+if [ -z "$py" ]; then
     echo "SKIP: python3 with the cryptography module (Debian: python3-cryptography) is missing"
     exit 77
 fi
@@ -57,7 +65,7 @@ wait_for() {
     return 1
 }
 
-out=$(python3 "$ref" selftest "$srcdir/tests/vectors/bolt8.json")
+out=$("$py" "$ref" selftest "$srcdir/tests/vectors/bolt8.json")
 [ "$(printf '%s\n' "$out" | tail -n 1)" = "3 passed, 0 failed" ] \
     && echo "ok: reference peer passes BOLT #8 Appendix A" \
     || fail "reference peer self test: $out"
@@ -83,7 +91,7 @@ responder_case() {
     shift
     start_listener "$tmp/$name.log" "file:$tmp/server.key" "$@" || return
     # shellcheck disable=SC2086
-    out=$(timeout 300 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
+    out=$(timeout 300 "$py" "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
         --peer "$server_pub" --count 5000 $ref_opts 2>&1)
     want="ok: 5000 messages each way, 10/10 key rotations sent/received"
     [ "$out" = "$want" ] && echo "$out ($name, p11noise responder)" \
@@ -94,7 +102,7 @@ responder_case KK --pattern KK -- --peer client
 
 # An XK initiator outside the peer store completes no handshake.
 if start_listener "$tmp/xk-stranger.log" "file:$tmp/server.key" --pattern XK --prologue lightning; then
-    out=$(timeout 60 python3 "$ref" connect "127.0.0.1:$port" --key "$stranger_priv" \
+    out=$(timeout 60 "$py" "$ref" connect "127.0.0.1:$port" --key "$stranger_priv" \
         --peer "$server_pub" --count 1 2>&1) && fail "a stranger was echoed: $out"
     wait_for "$tmp/xk-stranger.log" '/is not an accepted peer/p' > /dev/null \
         && echo "ok: an XK initiator outside the peer store is refused" \
@@ -102,7 +110,7 @@ if start_listener "$tmp/xk-stranger.log" "file:$tmp/server.key" --pattern XK --p
 fi
 # A KK initiator with another prologue completes no handshake either.
 if start_listener "$tmp/kk-prologue.log" "file:$tmp/server.key" --peer client; then
-    out=$(timeout 60 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
+    out=$(timeout 60 "$py" "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
         --peer "$server_pub" --pattern KK --prologue lightning --count 1 2>&1) \
         && fail "KK with another prologue was echoed: $out"
     wait_for "$tmp/kk-prologue.log" '/failed during handshake/p' > /dev/null \
@@ -127,7 +135,7 @@ initiator_case() {
     while [ "$1" != "--" ]; do ref_opts="$ref_opts $1"; shift; done
     shift
     # shellcheck disable=SC2086
-    python3 "$ref" listen 127.0.0.1:0 --key "$server_priv" $ref_opts > "$tmp/ref-$name.log" 2>&1 &
+    "$py" "$ref" listen 127.0.0.1:0 --key "$server_priv" $ref_opts > "$tmp/ref-$name.log" 2>&1 &
     pids="$pids $!"
     rport=$(wait_for "$tmp/ref-$name.log" 's/^listening on \([0-9]*\)$/\1/p') || {
         fail "$name: reference listener did not start: $(cat "$tmp/ref-$name.log")"
@@ -169,12 +177,12 @@ if softhsm2-util --init-token --free --label xcheck --so-pin 5678 --pin 1234 > /
         # shellcheck disable=SC2086
         start_listener "$tmp/token-$pat.log" "pkcs11:token=xcheck;object=tk-listen?pin-value=1234" \
             $opts || continue
-        out=$(timeout 300 python3 "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
+        out=$(timeout 300 "$py" "$ref" connect "127.0.0.1:$port" --key "$client_priv" \
             --peer "$tk_listen" --pattern "$pat" --count 4 --repeat 30 2>&1)
         [ "$out" = "ok: 30 connections, 4 messages each way in each" ] \
             && echo "$out ($pat, token key, p11noise responder)" \
             || fail "$pat, token listener: $out; $(tail -3 "$tmp/token-$pat.log")"
-        python3 "$ref" listen 127.0.0.1:0 --key "$server_priv" --pattern "$pat" \
+        "$py" "$ref" listen 127.0.0.1:0 --key "$server_priv" --pattern "$pat" \
             --peer "$tk_connect" --max-conns 3 > "$tmp/ref-token-$pat.log" 2>&1 &
         pids="$pids $!"
         rport=$(wait_for "$tmp/ref-token-$pat.log" 's/^listening on \([0-9]*\)$/\1/p') || {
