@@ -14,14 +14,19 @@ cd "$(dirname "$0")/.."
 P11N_PKGS="$P11N_PKGS gnuplot-nox"
 p11n_install_deps
 
-[ -x configure ] && [ configure -nt configure.ac ] || autoreconf -fi
-mkdir -p build-bench
-[ -f build-bench/Makefile ] || (cd build-bench && ../configure -q)
-make -C build-bench -j"$(nproc)" tools/p11noise tests/faultmod.la
+# P11N_BENCH_BUILD names an existing build directory (configured without
+# sanitizers) to use instead of ./build-bench.
+build=${P11N_BENCH_BUILD:-build-bench}
+if [ ! -f "$build/Makefile" ]; then
+    [ -x configure ] && [ configure -nt configure.ac ] || autoreconf -fi
+    mkdir -p "$build"
+    (cd "$build" && "$OLDPWD/configure" -q)
+fi
+make -C "$build" -j"$(nproc)" tools/p11noise tests/faultmod.la
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-build-bench/tools/p11noise bench --plot-data "$tmp/plot.dat" "$@" | tee "$tmp/table.md"
+"$build/tools/p11noise" bench --plot-data "$tmp/plot.dat" "$@" | tee "$tmp/table.md"
 
 # One line per system: throughput against message size.
 grep -v '^#' "$tmp/plot.dat" | sed 's/^"\([^"]*\)".*/\1/' | sort -u > "$tmp/systems"
