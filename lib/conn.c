@@ -26,6 +26,7 @@
 #include "crypto.h"
 #include "key.h"
 #include "log.h"
+#include "transport.h"
 
 #define DEF_BACKOFF_MIN_MS 500
 #define DEF_BACKOFF_MAX_MS 30000
@@ -401,7 +402,9 @@ void p11n_conn_flush_all(p11n_ctx *ctx)
 }
 
 /* Drop the write buffers of connections that wrote nothing for a whole
- * interval: an idle connection then holds no large buffer. */
+ * interval, and the receive buffers of those with no traffic for as long:
+ * an idle connection then holds no large buffer. A timer runs between
+ * reads, so no message pointer from the decoder is in use. */
 void p11n_conn_trim(void *ctxp)
 {
     p11n_ctx *ctx = ctxp;
@@ -412,6 +415,8 @@ void p11n_conn_trim(void *ctxp)
             c->wcap = c->wpos = c->wlen = 0;
         }
         c->wrote = 0;
+        if (c->t != NULL && ctx->now - c->last_active >= 1000)
+            (void)p11n_transport_trim(c->t);
     }
     p11n_timer_arm(ctx, &ctx->trim, ctx->now + 1000);
 }

@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <openssl/crypto.h>
 
 #include "p11noise.h"
 #include "crypto.h"
@@ -26,6 +27,12 @@ struct direction {
 
 enum rx_stage { RX_HEADER, RX_BODY };
 
+/* The receive buffer starts small enough for most messages and doubles up
+ * to the largest body, so a connection that only sees short messages never
+ * holds a 64 KiB buffer; reaching the largest takes five allocations. */
+#define RX_MIN 4096
+#define RX_MAX (P11N_MAX_MESSAGE + P11N_TAG_LEN)
+
 struct p11n_transport {
     const p11n_hash_alg *hash;
     struct direction send;
@@ -34,12 +41,15 @@ struct p11n_transport {
 
     /* Decoder. Bytes are buffered only when a piece (header or body)
      * arrives split across calls; a piece that is whole in the caller's
-     * input is decrypted straight from there into `body`. */
+     * input is decrypted straight from there into `body`. `body` is
+     * allocated when a body first needs it, kept while messages flow,
+     * and released by p11n_transport_trim: an idle transport holds none. */
     enum rx_stage stage;
     size_t have;              /* buffered bytes of the current piece */
     size_t body_len;          /* plaintext length announced by the header */
     uint8_t header[P11N_HEADER_LEN];
-    uint8_t body[P11N_MAX_MESSAGE + P11N_TAG_LEN];
+    uint8_t *body;            /* NULL until needed and after a trim */
+    size_t body_cap;
 };
 
 static int direction_init(struct direction *d, const p11n_hash_alg *hash,
@@ -102,6 +112,38 @@ static int direction_open(struct direction *d, const p11n_hash_alg *hash,
     return rc == P11N_OK ? direction_advance(d, hash) : rc;
 }
 
+/* The buffer may hold a message's plaintext or a body's ciphertext:
+ * wiped before it goes. OpenSSL's allocator pairs freeing with wiping, and
+ * lets the tests fail the allocation. */
+static void body_release(p11n_transport *t)
+{
+    OPENSSL_clear_free(t->body, t->body_cap);
+    t->body = NULL;
+    t->body_cap = 0;
+}
+
+/* Room for a body of `need` bytes. Called before any of the body is
+ * gathered, so growing copies nothing: what the old buffer holds is the
+ * previous message, which the caller may no longer use. On failure there
+ * is no buffer, the decoder's position is unchanged, and the next call
+ * tries again. */
+static int body_reserve(p11n_transport *t, size_t need)
+{
+    if (t->body_cap >= need)
+        return P11N_OK;
+    size_t cap = t->body_cap ? 2 * t->body_cap : RX_MIN;
+    while (cap < need)
+        cap *= 2;
+    if (cap > RX_MAX / 2)   /* past half the largest: all of it, not 15 bytes short */
+        cap = RX_MAX;
+    body_release(t);
+    t->body = OPENSSL_malloc(cap);
+    if (t->body == NULL)
+        return P11N_ERR_NOMEM;
+    t->body_cap = cap;
+    return P11N_OK;
+}
+
 /* After any failure the transport is unusable; drop what it still holds.
  * Runs once per transport. */
 static void transport_kill(p11n_transport *t)
@@ -109,7 +151,7 @@ static void transport_kill(p11n_transport *t)
     t->dead = 1;
     direction_clear(&t->send);
     direction_clear(&t->recv);
-    p11n_wipe(t->body, sizeof(t->body));
+    body_release(t);
     t->have = 0;
 }
 
@@ -240,6 +282,12 @@ int p11n_transport_feed(p11n_transport *t, const uint8_t *in, size_t len,
             t->stage = RX_BODY;
         } else {
             size_t need = t->body_len + P11N_TAG_LEN;
+            if (body_reserve(t, need) != P11N_OK) {
+                /* Not fatal: the header stays decoded and nothing of the
+                 * body was taken, so feeding the rest again resumes. */
+                *consumed = used;
+                return P11N_ERR_NOMEM;
+            }
             const uint8_t *ct = gather(t, t->body, need, in, len, &used);
             if (ct == NULL)
                 break;
@@ -259,6 +307,16 @@ int p11n_transport_feed(p11n_transport *t, const uint8_t *in, size_t len,
     if (rc < 0)
         transport_kill(t);
     return rc;
+}
+
+int p11n_transport_trim(p11n_transport *t)
+{
+    /* Part of a body gathered across feeds is the only content still
+     * needed; a partial header lives in `header`. */
+    if (t == NULL || t->body == NULL || (t->stage == RX_BODY && t->have > 0))
+        return 0;
+    body_release(t);
+    return 1;
 }
 
 void p11n_transport_free(p11n_transport *t)

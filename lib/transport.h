@@ -21,4 +21,14 @@ int p11n_transport_create(const p11n_hash_alg *hash, const p11n_cipher_alg *ciph
     const uint8_t *ck, const uint8_t sk[P11N_KEYLEN], const uint8_t rk[P11N_KEYLEN],
     p11n_transport **out);
 
+/* Release the receive buffer unless it holds part of a frame body that
+ * arrived split across feeds (a partial header is kept elsewhere and
+ * survives). The buffer also holds the plaintext of the last message
+ * p11n_transport_feed returned: a trim wipes it and invalidates that
+ * pointer, so call this only between feeds, once the message is used.
+ * The next feed that needs a buffer allocates one again, and may then
+ * fail with the retryable P11N_ERR_NOMEM. Returns 1 if a buffer was
+ * freed, 0 if there was none or it is in use. */
+int p11n_transport_trim(p11n_transport *t);
+
 #endif

@@ -1,11 +1,15 @@
 /* BOLT #8 transport: vectors, rotation in both directions, the incremental
- * decoder under every chunking, tampering and size limits. */
+ * decoder under every chunking, tampering and size limits; the receive
+ * buffer's trimming, growth and failed allocation. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
 
 #include "p11noise.h"
 #include "testutil.h"
+#include "transport.h"
 
 #define PROTO "Noise_XK_secp256k1_ChaChaPoly_SHA256"
 
@@ -36,6 +40,40 @@ static void buf_free(buf_t *b)
 {
     free(b->p);
     memset(b, 0, sizeof(*b));
+}
+
+/* OpenSSL's allocations (the receive buffer is one), counted and failed on
+ * demand through its allocator hooks, installed first thing in main. */
+static int alloc_hooked;
+static unsigned long ossl_allocs;
+static unsigned long fail_countdown;   /* the allocation that brings it to 0 fails */
+
+static int injected_failure(void)
+{
+    return fail_countdown > 0 && --fail_countdown == 0;
+}
+
+static void *count_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    ossl_allocs++;
+    return injected_failure() ? NULL : malloc(n);
+}
+
+static void *count_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    ossl_allocs++;
+    return injected_failure() ? NULL : realloc(p, n);
+}
+
+static void count_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    free(p);
 }
 
 static p11n_transport *make(const uint8_t *ck, const uint8_t *sk, const uint8_t *rk)
@@ -392,6 +430,190 @@ static void test_sizes(void)
     p11n_transport_free(rcv);
 }
 
+/* Feed `len` bytes expecting exactly `want`'s frame to complete. */
+static void feed_expect(p11n_transport *t, const uint8_t *in, size_t len,
+    const uint8_t *want, size_t wantlen)
+{
+    const uint8_t *msg = NULL;
+    size_t msglen = 0, used = 0;
+    CU_ASSERT_FATAL(p11n_transport_feed(t, in, len, &used, &msg, &msglen) == 1);
+    CU_ASSERT(used == len);
+    CU_ASSERT_FATAL(msglen == wantlen);
+    CU_ASSERT(memcmp(msg, want, wantlen) == 0);
+}
+
+/* Feed `len` bytes that end inside a frame. */
+static void feed_partial(p11n_transport *t, const uint8_t *in, size_t len)
+{
+    const uint8_t *msg = NULL;
+    size_t msglen = 0, used = 0;
+    CU_ASSERT_FATAL(p11n_transport_feed(t, in, len, &used, &msg, &msglen) == 0);
+    CU_ASSERT(used == len && msg == NULL);
+}
+
+/* Between messages the buffer goes, and the next message brings it back. */
+static void test_trim_idle(void)
+{
+    p11n_transport *snd = make(key_ck, key_a, key_b);
+    p11n_transport *rcv = make(key_ck, key_b, key_a);
+    buf_t s = { 0 };
+    CU_ASSERT(p11n_transport_trim(rcv) == 0);   /* nothing received: no buffer */
+    seal_to(snd, (const uint8_t *)"hello", 5, &s);
+    feed_expect(rcv, s.p, s.len, (const uint8_t *)"hello", 5);
+    CU_ASSERT(p11n_transport_trim(rcv) == 1);
+    CU_ASSERT(p11n_transport_trim(rcv) == 0);
+
+    /* After a trim: a whole frame, then one split bytewise. */
+    for (uint32_t i = 0; i < 2; i++) {
+        uint8_t m[300];
+        size_t len = message_for(7, i, m);
+        s.len = 0;
+        seal_to(snd, m, len, &s);
+        if (i == 0) {
+            feed_expect(rcv, s.p, s.len, m, len);
+        } else {
+            for (size_t k = 0; k + 1 < s.len; k++)
+                feed_partial(rcv, s.p + k, 1);
+            feed_expect(rcv, s.p + s.len - 1, 1, m, len);
+        }
+        CU_ASSERT(p11n_transport_trim(rcv) == 1);
+    }
+    buf_free(&s);
+    p11n_transport_free(snd);
+    p11n_transport_free(rcv);
+}
+
+/* A trim in the middle of a frame keeps what the frame still needs: part
+ * of a body keeps the buffer; a partial header, or a decoded header with
+ * none of its body yet, does not need it. Each frame then completes. */
+static void test_trim_partial(void)
+{
+    p11n_transport *snd = make(key_ck, key_a, key_b);
+    p11n_transport *rcv = make(key_ck, key_b, key_a);
+    static uint8_t m[3000];
+    uint64_t seed = 17;
+    t_fill(m, sizeof(m), &seed);
+    buf_t s = { 0 };
+    const size_t cuts[] = {
+        P11N_HEADER_LEN + 1000,   /* inside the body */
+        P11N_HEADER_LEN - 5,      /* inside the header */
+        P11N_HEADER_LEN,          /* header decoded, body not started */
+    };
+    const int freed[] = { 0, 1, 1 };
+
+    /* A first message, so a buffer exists to be trimmed or kept. */
+    seal_to(snd, m, 10, &s);
+    feed_expect(rcv, s.p, s.len, m, 10);
+    for (size_t i = 0; i < sizeof(cuts) / sizeof(cuts[0]); i++) {
+        size_t len = sizeof(m) - i;
+        s.len = 0;
+        seal_to(snd, m, len, &s);
+        feed_partial(rcv, s.p, cuts[i]);
+        CU_ASSERT(p11n_transport_trim(rcv) == freed[i]);
+        CU_ASSERT(p11n_transport_trim(rcv) == 0);
+        feed_expect(rcv, s.p + cuts[i], s.len - cuts[i], m, len);
+    }
+    buf_free(&s);
+    p11n_transport_free(snd);
+    p11n_transport_free(rcv);
+}
+
+/* Seal messages of the given sizes (bytes from `src`) into one stream. */
+static void seal_sizes(p11n_transport *snd, const uint8_t *src, const size_t *sizes,
+    size_t n, buf_t *stream)
+{
+    for (size_t i = 0; i < n; i++)
+        seal_to(snd, src, sizes[i], stream);
+}
+
+/* The buffer grows in at most five steps to the largest body, and from
+ * then on receiving allocates nothing. */
+static void test_growth_then_no_alloc(void)
+{
+    CU_ASSERT_FATAL(alloc_hooked);
+    p11n_transport *snd = make(key_ck, key_a, key_b);
+    p11n_transport *rcv = make(key_ck, key_b, key_a);
+    static uint8_t m[P11N_MAX_MESSAGE];
+    uint64_t seed = 23;
+    t_fill(m, sizeof(m), &seed);
+    const size_t growing[] = { 10, 4080, 5000, 3, 10000, 20000, 40000, 100, P11N_MAX_MESSAGE };
+    const size_t n = sizeof(growing) / sizeof(growing[0]);
+    buf_t s = { 0 };
+    seal_sizes(snd, m, growing, n, &s);
+
+    unsigned long before = ossl_allocs;
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t flen = growing[i] + P11N_FRAME_OVERHEAD;
+        feed_expect(rcv, s.p + off, flen, m, growing[i]);
+        off += flen;
+    }
+    /* 4096 (10, 4080), 8192 (5000), 16384, 32768, then the largest. */
+    CU_ASSERT(ossl_allocs - before == 5);
+
+    /* Steady state: random sizes, whole and split, allocate nothing.
+     * Fewer than 500 frames, so no key rotation runs HKDF. */
+    s.len = 0;
+    size_t sizes[300];
+    for (size_t i = 0; i < 300; i++)
+        sizes[i] = t_rand(&seed) % (P11N_MAX_MESSAGE + 1);
+    seal_sizes(snd, m, sizes, 300, &s);
+    before = ossl_allocs;
+    off = 0;
+    for (size_t i = 0; i < 300; i++) {
+        size_t flen = sizes[i] + P11N_FRAME_OVERHEAD;
+        size_t cut = i % 2 ? flen / 2 : 0;
+        if (cut > 0)
+            feed_partial(rcv, s.p + off, cut);
+        feed_expect(rcv, s.p + off + cut, flen - cut, m, sizes[i]);
+        off += flen;
+    }
+    CU_ASSERT(ossl_allocs == before);
+    buf_free(&s);
+    p11n_transport_free(snd);
+    p11n_transport_free(rcv);
+}
+
+/* A failed buffer allocation is NOMEM after the header is taken; the
+ * transport stays usable and feeding the rest again delivers the frame.
+ * Both the first allocation and a growth are failed. */
+static void test_alloc_failure(void)
+{
+    CU_ASSERT_FATAL(alloc_hooked);
+    p11n_transport *snd = make(key_ck, key_a, key_b);
+    p11n_transport *rcv = make(key_ck, key_b, key_a);
+    static uint8_t m[20000];
+    uint64_t seed = 29;
+    t_fill(m, sizeof(m), &seed);
+    const size_t sizes[] = { 100, sizeof(m), 50 };
+    buf_t s = { 0 };
+
+    for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        s.len = 0;
+        seal_to(snd, m, sizes[i], &s);
+        const uint8_t *msg = (const uint8_t *)"x";
+        size_t msglen = 1, used = 1;
+        int fail = i < 2;   /* 100: first buffer; 20000: growth; 50: fits */
+        fail_countdown = fail ? 1 : 0;
+        int rc = p11n_transport_feed(rcv, s.p, s.len, &used, &msg, &msglen);
+        CU_ASSERT(fail_countdown == 0);
+        fail_countdown = 0;
+        if (fail) {
+            CU_ASSERT(rc == P11N_ERR_NOMEM);
+            CU_ASSERT(used == P11N_HEADER_LEN);
+            CU_ASSERT(msg == NULL && msglen == 0);
+            CU_ASSERT(p11n_transport_trim(rcv) == 0);   /* no buffer left */
+            feed_expect(rcv, s.p + used, s.len - used, m, sizes[i]);
+        } else {
+            CU_ASSERT(rc == 1 && used == s.len && msglen == sizes[i]);
+        }
+    }
+    CU_ASSERT(p11n_transport_trim(rcv) == 1);
+    buf_free(&s);
+    p11n_transport_free(snd);
+    p11n_transport_free(rcv);
+}
+
 static void test_bad_arguments(void)
 {
     p11n_transport *t = (p11n_transport *)&t;
@@ -424,7 +646,12 @@ int main(void)
         { "every bit flip is BAD_TAG, then STATE", test_bit_flips },
         { "65535 ok, 65536 refused, empty ok", test_sizes },
         { "bad arguments", test_bad_arguments },
+        { "trim between messages frees; feeding after a trim works", test_trim_idle },
+        { "trim inside a frame keeps what it needs; the frame completes", test_trim_partial },
+        { "buffer grows in five steps, then no allocation", test_growth_then_no_alloc },
+        { "failed buffer allocation is NOMEM, a later feed succeeds", test_alloc_failure },
         { NULL, NULL },
     };
+    alloc_hooked = CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free);
     return p11n_test_main("transport", tests);
 }
