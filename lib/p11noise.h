@@ -297,8 +297,11 @@ P11N_API P11N_WARN_UNUSED int p11n_transport_seal(p11n_transport *t,
  *  whole message is decrypted or input runs out; `*consumed` says how many
  *  were used. Returns 1 when a message is ready (`*msg`, `*msglen` point
  *  into the transport's buffer, valid until the next call), 0 when more
- *  input is needed, or a negative error (BAD_TAG; the transport is then
- *  dead). Call again with the remaining bytes after a message. */
+ *  input is needed, or a negative error: BAD_TAG (the transport is then
+ *  dead), or NOMEM (retryable: the transport stays usable; feed again from
+ *  `in + *consumed`). Call again with the remaining bytes after a message.
+ *  The receive buffer is allocated on first use and grows to the largest
+ *  frame seen; no allocation happens per message after that. */
 P11N_API P11N_WARN_UNUSED int p11n_transport_feed(p11n_transport *t,
     const uint8_t *in, size_t len, size_t *consumed,
     const uint8_t **msg, size_t *msglen);
@@ -482,11 +485,15 @@ typedef struct p11n_ctx_options {
     const char *token_uri;        /* token for P11N_PEER_TO_TOKEN (copied; may be NULL) */
     const char *socks5;           /* SOCKS5 proxy "[USER:PASS@]HOST:PORT" for every
                                      p11n_connect without its own (copied; NULL: direct) */
+    const char *dns_servers;      /* name servers "IP[:PORT],[IPV6]:PORT,..." instead of
+                                     the system's (/etc/hosts is still read first;
+                                     NULL: the system's) */
 } p11n_ctx_options;
 
 /** Create a context; `opts` may be NULL (all defaults). Errors:
- *  INVALID_ARG (including a malformed socks5), SOCKS_CREDENTIALS (proxy
- *  username or password over 255 bytes), NOMEM, IO (no wake-up fd). */
+ *  INVALID_ARG (including a malformed socks5 or dns_servers),
+ *  SOCKS_CREDENTIALS (proxy username or password over 255 bytes), NOMEM,
+ *  IO (no wake-up fd), RESOLVE (the resolver cannot start). */
 P11N_API P11N_WARN_UNUSED int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out);
 
 /** Free a context: closes every listener and connection at once (queued
