@@ -120,6 +120,18 @@ int bench_tls_handshakes(const bench_opts *o, bench_stat *out);
 int bench_ecc_costs(const bench_opts *o, bench_stat *keygen_us, bench_stat *ecdh_us);
 
 
+/* A throw-away SoftHSM2 token in a temporary directory of its own, as
+ * each machine has its own token: two processes sharing one SoftHSM2
+ * directory race on its files (a login rewrites token.object while the
+ * other process scans it, and the scan then finds no token). */
+typedef struct bench_token {
+    char dir[64];
+    char conf[96];           /* its softhsm2.conf */
+    char module[256];
+    char label[33];
+    char pin[16];
+} bench_token;
+
 /* p11noise through the public API: the transport's sealing cost in memory,
  * throughput over loopback, handshakes per second. */
 int bench_p11n_seal(const bench_opts *o, size_t size, bench_stat *out);
@@ -135,6 +147,7 @@ int bench_loop_throughput(const bench_opts *o, size_t size, bench_stat *out);
 /* One side of a handshake: a token key URI (opened in the process that
  * uses it) or a software key, and its public key. */
 typedef struct bench_hs_side {
+    const bench_token *token;     /* with uri: selected before opening it */
     const char *uri;
     p11n_key *key;
     uint8_t pub[P11N_PUBKEY_LEN];
@@ -142,17 +155,16 @@ typedef struct bench_hs_side {
 
 int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
     const bench_hs_side *server, const bench_hs_side *client, bench_stat *out);
+/* Both ends in this process, no sockets (the library's own cost). With
+ * token keys both must be on one token: a process sees one SoftHSM2
+ * configuration. */
+int bench_p11n_handshakes_local(const bench_opts *o, const char *pattern,
+    const bench_hs_side *server, const bench_hs_side *client, bench_stat *out);
 
-/* A throw-away SoftHSM2 token in a temporary directory (SOFTHSM2_CONF is
- * set for this process and its children). */
-typedef struct bench_token {
-    char dir[64];
-    char module[256];
-    char label[33];
-    char pin[16];
-} bench_token;
 
 int bench_token_setup(const char *module_path, bench_token *t);
+/* Point SOFTHSM2_CONF (this process and children forked later) at `t`. */
+void bench_token_use(const bench_token *t);
 void bench_token_teardown(bench_token *t);
 /* A pkcs11: URI (with PIN and module path) for the token itself. */
 void bench_token_uri(const bench_token *t, char *out, size_t cap);

@@ -34,7 +34,10 @@ static int drive(int fd, p11n_handshake *hs)
 static int side_key(const bench_hs_side *s, p11n_key **key)
 {
     if (s->uri != NULL) {
-        int rc = p11n_key_load(s->uri, key);
+        int rc;
+        if (s->token != NULL)
+            bench_token_use(s->token);
+        rc = p11n_key_load(s->uri, key);
         if (rc != P11N_OK)
             fprintf(stderr, "bench: opening the token key: %s\n", p11n_strerror(rc));
         return rc == P11N_OK ? 0 : -1;
@@ -151,5 +154,72 @@ done:
         p11n_key_free(key);
     close(srv.lfd);
     bench_child_stop(pid);
+    return rc;
+}
+
+/* ---- both sides in one process, no sockets ---- */
+
+/* One handshake with both ends driven here: what the library itself costs,
+ * without connections, round trips or process wake-ups. */
+static int hs_in_memory(const p11n_handshake_config *ci, const p11n_handshake_config *cr)
+{
+    p11n_handshake *hi = NULL, *hr = NULL;
+    uint8_t buf[128];
+    size_t len;
+    int rc = -1;
+
+    if (p11n_handshake_initiate(ci, &hi) != P11N_OK || p11n_handshake_respond(cr, &hr) != P11N_OK)
+        goto done;
+    while (!p11n_handshake_done(hi) || !p11n_handshake_done(hr)) {
+        int i_writes = !p11n_handshake_done(hi) && p11n_handshake_want(hi) == 0;
+        p11n_handshake *w = i_writes ? hi : hr, *r = i_writes ? hr : hi;
+        if (p11n_handshake_write(w, buf, sizeof(buf), &len) != P11N_OK
+            || p11n_handshake_read(r, buf, len) != P11N_OK)
+            goto done;
+    }
+    rc = 0;
+done:
+    p11n_handshake_free(hi);
+    p11n_handshake_free(hr);
+    return rc;
+}
+
+int bench_p11n_handshakes_local(const bench_opts *o, const char *pattern,
+    const bench_hs_side *server, const bench_hs_side *client, bench_stat *out)
+{
+    p11n_handshake_config ci, cr;
+    p11n_key *skey = NULL, *ckey = NULL;
+    int rc = -1;
+
+    if (side_key(server, &skey) != 0 || side_key(client, &ckey) != 0)
+        goto done;
+    memset(&ci, 0, sizeof(ci));
+    ci.pattern = pattern;
+    ci.local = ckey;
+    ci.remote = &server->pub;
+    ci.nremote = 1;
+    cr = ci;
+    cr.local = skey;
+    cr.remote = &client->pub;
+    if (hs_in_memory(&ci, &cr) != 0)
+        goto done;
+    for (int r = 0; r < o->reps; r++) {
+        double t0 = bench_now(), t;
+        long n = 0;
+        do {
+            if (hs_in_memory(&ci, &cr) != 0)
+                goto done;
+            n++;
+            t = bench_now() - t0;
+        } while (t < o->rep_seconds);
+        bench_stat_add(out, (double)n / t);
+    }
+    bench_stat_finish(out);
+    rc = 0;
+done:
+    if (server->uri != NULL)
+        p11n_key_free(skey);
+    if (client->uri != NULL)
+        p11n_key_free(ckey);
     return rc;
 }

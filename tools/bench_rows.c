@@ -186,9 +186,14 @@ void bench_group_handshakes(const bench_opts *o)
             .ref_name = "TLS 1.3 mutual ECDSA P-256", .ref = have_tls ? &tls : NULL,
             .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 2.0, .goal_text = "≥ 2× TLS" });
         if (have_ecc) {
-            char ref[96];
-            bench_stat null = { .n = 0 }, both = { .n = 0 };
+            char ref[96], fig2[112];
+            bench_stat null = { .n = 0 }, both = { .n = 0 }, local = { .n = 0 };
             floor_from(costs[i], &kg, &dh, &floor);
+            snprintf(fig2, sizeof(fig2), "handshakes/s %s, software keys, both sides in one "
+                "process, no sockets", costs[i]->pattern);
+            if (bench_p11n_handshakes_local(o, costs[i]->pattern, &srv, &cli, &local) == 0)
+                bench_table_row(&(bench_row){ .figure = fig2, .unit = BENCH_PER_SEC,
+                    .ours = &local, .ref_name = "floor", .ref = &floor });
             snprintf(ref, sizeof(ref), "floor %d k·G + %d ECDH", costs[i]->keygens,
                 costs[i]->ecdhs);
             bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_PER_SEC, .ours = &ours,
@@ -215,17 +220,20 @@ void bench_group_handshakes(const bench_opts *o)
 
 void bench_group_token(const bench_opts *o, const char *module)
 {
-    bench_token tok;
+    bench_token stok, ctok;     /* the server's and the client's machine */
     bench_stat rate = { .n = 0 };
     bench_hs_side srv, cli;
-    char tok_uri[512], srv_uri[512], cli_uri[512];
+    char tok_uri[512], srv_uri[512], cli_uri[512], local_uri[512];
+    uint8_t local_pub[P11N_PUBKEY_LEN];
     const hs_costs *costs[2] = { &kk_costs, &xk_costs };
+    int have_s = bench_token_setup(module, &stok) == 0;
+    int have_c = have_s && bench_token_setup(module, &ctok) == 0;
 
-    if (bench_token_setup(module, &tok) != 0) {
-        bench_table_missing("handshakes/s with SoftHSM2 keys", "could not create a SoftHSM2 token");
-        return;
+    if (!have_c) {
+        bench_table_missing("handshakes/s with SoftHSM2 keys", "could not create SoftHSM2 tokens");
+        goto done;
     }
-    if (bench_token_derive_rate(o, &tok, &rate) != 0) {
+    if (bench_token_derive_rate(o, &ctok, &rate) != 0) {
         bench_table_missing("SoftHSM2 C_DeriveKey rate", "raw derivation failed");
         goto done;
     }
@@ -233,16 +241,30 @@ void bench_group_token(const bench_opts *o, const char *module)
         .unit = BENCH_PER_SEC, .ref_name = "token", .ref = &rate });
     memset(&srv, 0, sizeof(srv));
     memset(&cli, 0, sizeof(cli));
-    bench_token_uri(&tok, tok_uri, sizeof(tok_uri));
-    if (bench_token_keygen(tok_uri, "bench-server", srv.pub) != 0
-        || bench_token_keygen(tok_uri, "bench-client", cli.pub) != 0) {
+    bench_token_use(&stok);
+    bench_token_uri(&stok, tok_uri, sizeof(tok_uri));
+    if (bench_token_keygen(tok_uri, "bench-server", srv.pub) != 0) {
         bench_table_missing("handshakes/s with SoftHSM2 keys", "p11n_token_keygen failed");
         goto done;
     }
-    bench_token_key_uri(&tok, "bench-server", srv_uri, sizeof(srv_uri));
-    bench_token_key_uri(&tok, "bench-client", cli_uri, sizeof(cli_uri));
+    bench_token_use(&ctok);
+    bench_token_uri(&ctok, tok_uri, sizeof(tok_uri));
+    if (bench_token_keygen(tok_uri, "bench-client", cli.pub) != 0) {
+        bench_table_missing("handshakes/s with SoftHSM2 keys", "p11n_token_keygen failed");
+        goto done;
+    }
+    /* For the one-process figure, a second key on the client's token. */
+    if (bench_token_keygen(tok_uri, "bench-local", local_pub) != 0) {
+        bench_table_missing("handshakes/s with SoftHSM2 keys", "p11n_token_keygen failed");
+        goto done;
+    }
+    bench_token_key_uri(&ctok, "bench-local", local_uri, sizeof(local_uri));
+    bench_token_key_uri(&stok, "bench-server", srv_uri, sizeof(srv_uri));
+    bench_token_key_uri(&ctok, "bench-client", cli_uri, sizeof(cli_uri));
     srv.uri = srv_uri;
+    srv.token = &stok;
     cli.uri = cli_uri;
+    cli.token = &ctok;
     for (int i = 0; i < 2; i++) {
         char fig[96], ref[96];
         bench_stat ours = { .n = 0 }, floor = { .n = 0 };
@@ -258,7 +280,20 @@ void bench_group_token(const bench_opts *o, const char *module)
         bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_PER_SEC, .ours = &ours,
             .ref_name = ref, .ref = &floor, .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 1 / 1.3,
             .goal_text = "within 1.3× of floor (≥ 0.77×)" });
+        {
+            bench_hs_side lsrv = { .token = &ctok, .uri = local_uri };
+            bench_stat local = { .n = 0 };
+            memcpy(lsrv.pub, local_pub, sizeof(lsrv.pub));
+            snprintf(fig, sizeof(fig), "handshakes/s %s, SoftHSM2 keys, both sides in one "
+                "process, no sockets", costs[i]->pattern);
+            if (bench_p11n_handshakes_local(o, costs[i]->pattern, &lsrv, &cli, &local) == 0)
+                bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_PER_SEC,
+                    .ours = &local, .ref_name = ref, .ref = &floor });
+        }
     }
 done:
-    bench_token_teardown(&tok);
+    if (have_s)
+        bench_token_teardown(&stok);
+    if (have_c)
+        bench_token_teardown(&ctok);
 }

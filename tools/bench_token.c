@@ -116,6 +116,11 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
+void bench_token_use(const bench_token *t)
+{
+    setenv("SOFTHSM2_CONF", t->conf, 1);
+}
+
 void bench_token_teardown(bench_token *t)
 {
     if (t->dir[0] != '\0')
@@ -125,7 +130,7 @@ void bench_token_teardown(bench_token *t)
 
 int bench_token_setup(const char *module_path, bench_token *t)
 {
-    char path[sizeof(t->dir) + 32];
+    char path[sizeof(t->conf)];
     CK_FUNCTION_LIST *m = NULL;
     CK_SESSION_HANDLE s;
     CK_SLOT_ID slot;
@@ -152,8 +157,8 @@ int bench_token_setup(const char *module_path, bench_token *t)
     fprintf(f, "directories.tokendir = %s/tokens\nobjectstore.backend = file\n"
                "log.level = ERROR\n", t->dir);
     fclose(f);
-    /* Children inherit the environment: every process sees this token. */
-    setenv("SOFTHSM2_CONF", path, 1);
+    snprintf(t->conf, sizeof(t->conf), "%s", path);
+    bench_token_use(t);
 
     m = module_open(t->module);
     if (m == NULL || find_slot(m, t->label, 1, &slot) != 0)
