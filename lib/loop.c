@@ -234,9 +234,22 @@ static void timers_fire(p11n_ctx *ctx)
     }
 }
 
+/* Work settle() can do now. A dead connection whose worker still runs
+ * is not such work: it waits for the wake-up fd, and counting it would
+ * make the loop spin for as long as the token operation takes. */
+static int settle_pending(const p11n_ctx *ctx)
+{
+    if (ctx->flushq != NULL)
+        return 1;
+    for (const p11n_conn *c = ctx->dead; c != NULL; c = c->next_dead)
+        if (!c->job_pending)
+            return 1;
+    return 0;
+}
+
 static int next_timeout(const p11n_ctx *ctx, int timeout_ms)
 {
-    if (ctx->flushq != NULL || ctx->dead != NULL)
+    if (settle_pending(ctx))
         return 0;
     if (ctx->nheap == 0)
         return timeout_ms;
@@ -273,6 +286,13 @@ static void on_wake(void *obj, int fd, short revents)
 
 /* ---- context ---- */
 
+/* Zero in an option means "the default". */
+static void default_to(unsigned *v, unsigned def)
+{
+    if (*v == 0)
+        *v = def;
+}
+
 int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
 {
     if (out == NULL)
@@ -285,16 +305,11 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
         return P11N_ERR_INVALID_ARG;
     if (o.log_level == 0)
         o.log_level = P11N_LOG_INFO;
-    if (o.max_handshakes == 0)
-        o.max_handshakes = DEF_MAX_HANDSHAKES;
-    if (o.max_token_ops == 0)
-        o.max_token_ops = DEF_MAX_TOKEN_OPS;
-    if (o.workers == 0)
-        o.workers = DEF_WORKERS;
-    if (o.act_timeout_ms == 0)
-        o.act_timeout_ms = DEF_ACT_TIMEOUT_MS;
-    if (o.connect_timeout_ms == 0)
-        o.connect_timeout_ms = DEF_CONNECT_TIMEOUT_MS;
+    default_to(&o.max_handshakes, DEF_MAX_HANDSHAKES);
+    default_to(&o.max_token_ops, DEF_MAX_TOKEN_OPS);
+    default_to(&o.workers, DEF_WORKERS);
+    default_to(&o.act_timeout_ms, DEF_ACT_TIMEOUT_MS);
+    default_to(&o.connect_timeout_ms, DEF_CONNECT_TIMEOUT_MS);
     if (o.write_high_water == 0)
         o.write_high_water = DEF_HIGH_WATER;
 

@@ -291,12 +291,64 @@ static void test_slow_token(void)
     p11n_key_free(ckey);
 }
 
+/* A connection closed while its token step runs stays with the worker
+ * until the step returns; meanwhile the loop must sleep in poll(), not
+ * spin (p11n_poll_fds may not ask for an immediate return). */
+static void test_close_during_token_step(void)
+{
+    setenv("P11N_FAULT", "C_DeriveKey:delay=2000", 1);
+    p11n_key *ckey = load(key_uri("client", 1));
+    unsetenv("P11N_FAULT");
+    p11n_key *skey = NULL;
+    CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", SERVER_PRIV, 32, &skey) == P11N_OK);
+    uint8_t spub[33], cpub[33];
+    pub_of(skey, spub);
+    pub_of(ckey, cpub);
+    p11n_ctx *srv = ctx_make("zsrv", 0);
+    p11n_ctx *cli = ctx_make("zcli", 0);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
+    p11n_listen_options lo = { 0 };
+    static const char *const accepted[] = { "client" };
+    lo.ch.key = skey;
+    lo.peers = accepted;
+    lo.npeers = 1;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+
+    size_t mark = loglen;
+    side s = { 0 };
+    p11n_conn *c = dial(cli, p11n_listener_port(l), "server", "KK", ckey, &s);
+    /* Connected: act one went to a worker in the same call. */
+    PUMP_UNTIL(srv, cli, log_has(mark, "[zcli] 3 conn #1 connected to"));
+    p11n_close(c);
+    PUMP_UNTIL(srv, cli, s.closed == 1);
+    CU_ASSERT(!log_has(mark, "worker finished"));
+    /* Timers that happen to be due are fired; then only the worker's
+     * wake-up can end the wait. */
+    int wait = 0;
+    for (int i = 0; i < 3 && wait == 0; i++) {
+        struct pollfd fds[64];
+        size_t n = 0;
+        CU_ASSERT_FATAL(p11n_poll_fds(cli, fds, 64, &n, &wait) == P11N_OK);
+        if (wait == 0)
+            CU_ASSERT(p11n_process(cli, NULL, 0) == P11N_OK);
+    }
+    CU_ASSERT(wait != 0);
+    /* Freed with the context once the worker returns (ASan checks). */
+    p11n_ctx_free(cli);
+    p11n_ctx_free(srv);
+    p11n_key_free(skey);
+    p11n_key_free(ckey);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-net");
     static const p11n_test tests[] = {
         { "token keys on both sides, peers from the token", test_token_keys_kk },
         { "slow token: messages flow during a handshake; queue limit", test_slow_token },
+        { "closed during a token step: the loop waits, no spin", test_close_during_token_step },
         { NULL, NULL },
     };
     int rc = p11n_test_main("net-token", tests);
