@@ -20,6 +20,31 @@
  * starve established connections of loop time. */
 #define ACCEPT_BATCH 32
 
+/* Out of descriptors or memory, the pending connection stays in the
+ * backlog and poll() reports it again at once: without a pause the loop
+ * would spin, logging one line per turn. */
+#define ACCEPT_PAUSE_MS 100
+
+static void on_resume(void *obj)
+{
+    p11n_listener *l = obj;
+    p11n_io_set(l->ctx, l->fd, POLLIN);
+}
+
+static void accept_failed(p11n_listener *l, int err)
+{
+    if (err == EAGAIN || err == EWOULDBLOCK || err == EINTR || err == ECONNABORTED)
+        return;
+    if (err != EMFILE && err != ENFILE && err != ENOBUFS && err != ENOMEM) {
+        p11n_log(l->ctx, P11N_LOG_ERROR, "accept on %s: %s", l->addr, strerror(err));
+        return;
+    }
+    p11n_log(l->ctx, P11N_LOG_ERROR, "accept on %s: %s; not accepting for %d ms", l->addr,
+        strerror(err), ACCEPT_PAUSE_MS);
+    p11n_io_set(l->ctx, l->fd, 0);
+    p11n_timer_arm(l->ctx, &l->pause, l->ctx->now + ACCEPT_PAUSE_MS);
+}
+
 static void on_accept(void *obj, int lfd, short revents)
 {
     (void)lfd;
@@ -30,9 +55,7 @@ static void on_accept(void *obj, int lfd, short revents)
         socklen_t len = sizeof(ss);
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
-                && errno != ECONNABORTED)
-                p11n_log(l->ctx, P11N_LOG_ERROR, "accept on %s: %s", l->addr, strerror(errno));
+            accept_failed(l, errno);
             return;
         }
         /* Errors are logged there; the listener goes on. */
@@ -144,11 +167,16 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
     socklen_t sslen;
     if (parse_ip(ip, port, &ss, &sslen) != P11N_OK)
         return P11N_ERR_INVALID_ARG;
-    p11n_listener *l = calloc(1, sizeof(*l));
-    if (l == NULL)
+    if (p11n_timers_reserve(ctx, 1) != P11N_OK)
         return P11N_ERR_NOMEM;
+    p11n_listener *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        p11n_timers_release(ctx, 1);
+        return P11N_ERR_NOMEM;
+    }
     l->ctx = ctx;
     l->fd = -1;
+    p11n_timer_init(&l->pause, on_resume, l);
     l->key = opts->ch.key;
     l->cb = opts->ch.cb;
     l->max_handshakes = opts->max_handshakes ? opts->max_handshakes : ctx->opt.max_handshakes;
@@ -181,6 +209,7 @@ fail:
     free(l->allowed);
     free(l->prologue);
     free(l);
+    p11n_timers_release(ctx, 1);
     return rc;
 }
 
@@ -205,6 +234,8 @@ void p11n_listener_free(p11n_listener *l)
         p11n_io_del(ctx, l->fd);
         close(l->fd);
         l->fd = -1;
+        p11n_timer_cancel(ctx, &l->pause);
+        p11n_timers_release(ctx, 1);
     }
     if (l->refs > 0)
         return;

@@ -176,6 +176,7 @@ struct p11n_listener {
     unsigned max_handshakes;
     uint16_t port;
     char addr[P11N_ADDRSTR];
+    p11n_timer pause;             /* accepting resumes (after EMFILE and the like) */
     p11n_key *key;
     int xk;
     uint8_t *prologue;

@@ -18,6 +18,7 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "p11noise.h"
@@ -913,6 +914,46 @@ static void test_handshake_limit(void)
     ctx_drop_all();
 }
 
+/* ---- out of descriptors ---- */
+
+/* accept() failing with EMFILE leaves the peer in the backlog: the
+ * listener must pause and come back, not spin. The client socket exists
+ * before the limit drops, so only the accept side runs out. */
+static void test_accept_emfile(void)
+{
+    p11n_ctx *srv = ctx_make("emfile", 0);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_CLIENT], "client", 0) == P11N_OK);
+    server sv;
+    memset(&sv, 0, sizeof(sv));
+    static const char *const accept_client[] = { "client" };
+    p11n_listener *l = listen_on(srv, "127.0.0.1", "KK", accept_client, 1, &sv);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    CU_ASSERT_FATAL(fd >= 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons(p11n_listener_port(l)) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+
+    struct rlimit old, low;
+    CU_ASSERT_FATAL(getrlimit(RLIMIT_NOFILE, &old) == 0);
+    int probe = dup(0);
+    CU_ASSERT_FATAL(probe >= 0);
+    close(probe);
+    low = old;
+    low.rlim_cur = (rlim_t)probe; /* every lower fd is taken: no new one */
+    size_t mark = loglen;
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &low) == 0);
+    int connected = connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+    log_wait w = { mark, "[emfile]", "not accepting for 100 ms" };
+    int paused = connected && pump_until(log_seen, &w);
+    CU_ASSERT_FATAL(setrlimit(RLIMIT_NOFILE, &old) == 0);
+    CU_ASSERT(connected);
+    CU_ASSERT(paused);
+    /* Accepting resumes by itself once descriptors are back. */
+    log_wait w2 = { mark, "[emfile]", "incoming from 127.0.0.1" };
+    CU_ASSERT(pump_until(log_seen, &w2));
+    close(fd);
+    ctx_drop_all();
+}
+
 /* ---- reconnect with backoff ---- */
 
 static int closed_twice(void *arg)
@@ -1180,6 +1221,7 @@ int main(void)
         { "many connections, every byte checked", test_many_connections },
         { "hostile peers", test_hostile_peers },
         { "handshake limit and act deadline", test_handshake_limit },
+        { "accept pauses when out of descriptors", test_accept_emfile },
         { "reconnect with backoff", test_reconnect },
         { "idle timeout", test_idle_timeout },
         { "SOCKS5 proxy (microsocks)", test_socks5 },
