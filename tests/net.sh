@@ -4,23 +4,8 @@
 # meets first. Keys are the BOLT #8 test keys (file: keys), so their
 # public keys are known here.
 set -u
-builddir="${P11N_BUILDDIR:-.}"
-tool="$builddir/tools/p11noise"
-tmp=$(mktemp -d)
-pids=""
-fails=0
-
-cleanup() {
-    for p in $pids; do kill "$p" 2>/dev/null; done
-    wait 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT INT TERM
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
+. "$(dirname "$0")/lib.sh"
+t_init net
 
 server_priv=2121212121212121212121212121212121212121212121212121212121212121
 server_pub=028d7500dd4c12685d1f568b4c2b5048e8534b873319f3a8daa612b469132ec7f7
@@ -35,16 +20,15 @@ printf 'one\ntwo words\n\nfour: the last line has no newline' > "$tmp/in.txt"
 # Start a listener on a free port; sets $port and adds the pid.
 start_listener() {
     log="$1"; shift
-    "$tool" listen --key "file:$tmp/server.key" --peers "$tmp/server.peers" --echo "$@" \
-        2> "$log" &
-    pids="$pids $!"
+    t_bg "$tool" listen --key "file:$tmp/server.key" --peers "$tmp/server.peers" --echo "$@" \
+        2> "$log"
     port=""
     for _ in $(seq 100); do
         port=$(sed -n 's/.*listening on .*:\([0-9]*\) (.*/\1/p' "$log" | head -1)
         [ -n "$port" ] && return 0
         sleep 0.1
     done
-    fail "listener did not start: $(cat "$log")"
+    t_fail "listener did not start: $(cat "$log")"
     return 1
 }
 
@@ -53,25 +37,25 @@ run_client() {
     name="$1"; target="$2"; shift 2
     if ! "$tool" connect --key "file:$tmp/client.key" --peers "$tmp/client.peers" "$@" \
         "$target" < "$tmp/in.txt" > "$tmp/$name.out" 2> "$tmp/$name.err"; then
-        fail "$name: connect exited non-zero: $(cat "$tmp/$name.err")"
+        t_fail "$name: connect exited non-zero: $(cat "$tmp/$name.err")"
         return
     fi
     # The echo has every line, the unterminated last one with a newline.
     { cat "$tmp/in.txt"; echo; } | cmp -s - "$tmp/$name.out" \
-        || fail "$name: echo differs: $(od -c "$tmp/$name.out" | head -5)"
+        || t_fail "$name: echo differs: $(od -c "$tmp/$name.out" | head -5)"
     grep -q "handshake complete (.* initiator), peer server" "$tmp/$name.err" \
-        || fail "$name: no handshake line in the client log"
+        || t_fail "$name: no handshake line in the client log"
     grep -q "sent 4 msgs .* received 4 msgs" "$tmp/$name.err" \
-        || fail "$name: no close line with the message counts"
+        || t_fail "$name: no close line with the message counts"
 }
 
 # KK over IPv4, the responder listing its one accepted peer.
 start_listener "$tmp/kk.log" --bind 127.0.0.1:0 --peer client && {
     run_client kk "127.0.0.1:$port" --peer server
     run_client kk-hex "127.0.0.1:$port" --peer "$server_pub"
-    grep -q "incoming from 127.0.0.1:" "$tmp/kk.log" || fail "kk: no incoming line"
+    grep -q "incoming from 127.0.0.1:" "$tmp/kk.log" || t_fail "kk: no incoming line"
     grep -q "handshake complete (KK responder), peer client" "$tmp/kk.log" \
-        || fail "kk: server did not log the peer"
+        || t_fail "kk: server did not log the peer"
 }
 
 # XK over IPv6 (any initiator in the peer store), hostname through c-ares
@@ -79,20 +63,19 @@ start_listener "$tmp/kk.log" --bind 127.0.0.1:0 --peer client && {
 start_listener "$tmp/xk.log" --bind "[::1]:0" --pattern XK && {
     run_client xk "[::1]:$port" --peer server --pattern XK
     grep -q "handshake complete (XK responder), peer client" "$tmp/xk.log" \
-        || fail "xk: server did not log the peer"
+        || t_fail "xk: server did not log the peer"
 }
 
 # Through a SOCKS5 proxy with username/password, as deployed.
 if command -v "${MICROSOCKS:-microsocks}" > /dev/null 2>&1; then
-    pport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])' 2>/dev/null || echo 47123)
-    "${MICROSOCKS:-microsocks}" -i 127.0.0.1 -p "$pport" -u net -P sh-pass > /dev/null 2>&1 &
-    pids="$pids $!"
+    pport=$(t_free_port)
+    t_bg "${MICROSOCKS:-microsocks}" -i 127.0.0.1 -p "$pport" -u net -P sh-pass > /dev/null 2>&1
     sleep 0.3
     start_listener "$tmp/px.log" --bind 127.0.0.1:0 --peer client && {
         run_client px "localhost:$port" --peer server --socks5 "net:sh-pass@127.0.0.1:$pport"
         grep -q "via SOCKS5 proxy 127.0.0.1:$pport" "$tmp/px.err" \
-            || fail "px: the client did not log the proxy"
-        grep -q "sh-pass" "$tmp/px.err" && fail "px: the proxy password appears in the log"
+            || t_fail "px: the client did not log the proxy"
+        grep -q "sh-pass" "$tmp/px.err" && t_fail "px: the proxy password appears in the log"
     }
 else
     echo "microsocks not installed: proxy run skipped"
@@ -102,9 +85,9 @@ fi
 expect_error() {
     what="$1"; pattern="$2"; shift 2
     if "$tool" "$@" < /dev/null > /dev/null 2> "$tmp/err"; then
-        fail "$what: exited 0"
+        t_fail "$what: exited 0"
     elif ! grep -q "$pattern" "$tmp/err"; then
-        fail "$what: expected '$pattern', got: $(cat "$tmp/err")"
+        t_fail "$what: expected '$pattern', got: $(cat "$tmp/err")"
     fi
 }
 expect_error "unknown peer" "peer 'nobody'" connect --key "file:$tmp/client.key" \
@@ -122,16 +105,16 @@ start_listener "$tmp/kk2.log" --bind 127.0.0.1:0 --peer client && {
         "127.0.0.1:$port"
     sleep 0.2
     grep -q "peer's static key is not a known peer" "$tmp/kk2.log" \
-        || fail "wrong key: the listener did not log why it dropped the initiator"
+        || t_fail "wrong key: the listener did not log why it dropped the initiator"
 }
 
 # No private key in any log.
 if grep -q -e "$server_priv" -e "$client_priv" "$tmp"/*.log "$tmp"/*.err 2>/dev/null; then
-    fail "a private key appears in a log"
+    t_fail "a private key appears in a log"
 fi
 
-if [ "$fails" -ne 0 ]; then
-    echo "net.sh: $fails failure(s)"
-    exit 1
-fi
-echo "net.sh: all passed"
+# Usage on stdout, exit 0.
+t_help listen
+t_help connect
+
+t_done

@@ -80,8 +80,28 @@ static int split_host_port(const char *s, char *host, size_t cap, uint16_t *port
     return 0;
 }
 
+static const char LISTEN_USAGE[] =
+    "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
+    "                       [--peer ID]... [--peers FILE] [--echo] [-v]\n"
+    "Accepts Noise connections and prints each message received (--echo: sends\n"
+    "it back instead). --bind takes a numeric address (\"[::1]:PORT\" for IPv6;\n"
+    "port 0 picks a free one). --peer lists the initiators accepted (KK tries\n"
+    "them in order); without it, every peer of --peers FILE, or of the token's\n"
+    "ceremony objects for a pkcs11: key. Logs go to stderr (-v: more).\n";
+static const char CONNECT_USAGE[] =
+    "usage: p11noise connect --key URI --peer ID|PUBHEX [--pattern KK|XK] [--prologue S]\n"
+    "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [-v] HOST:PORT\n"
+    "Connects, sends each line of standard input as one message and prints each\n"
+    "message received; exits 0 once input has ended and every line's echo has\n"
+    "arrived. --socks5 reaches HOST through a SOCKS5 proxy, which resolves the\n"
+    "name. Logs go to stderr (-v: more).\n";
+
+/* Parse results of parse_args besides 0. */
+#define ARGS_BAD 2       /* error printed: exit 2 */
+#define ARGS_HELP (-1)   /* usage printed on stdout: exit 0 */
+
 /* Options shared by both commands; positional arguments go to `addr`
- * (connect only). Returns 0, or 2 after printing the error. */
+ * (connect only). Returns 0, ARGS_BAD or ARGS_HELP. */
 static int parse_args(int argc, char **argv, int listen, struct net_args *a)
 {
     memset(a, 0, sizeof(*a));
@@ -90,6 +110,10 @@ static int parse_args(int argc, char **argv, int listen, struct net_args *a)
         const char *o = argv[i];
         const char *val = i + 1 < argc ? argv[i + 1] : NULL;
         const char **dst = NULL;
+        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+            fputs(listen ? LISTEN_USAGE : CONNECT_USAGE, stdout);
+            return ARGS_HELP;
+        }
         if (strcmp(o, "-v") == 0) {
             a->verbose = 1;
             continue;
@@ -127,7 +151,7 @@ static int parse_args(int argc, char **argv, int listen, struct net_args *a)
                 continue;
             }
         } else if (o[0] == '-' && o[1] != '\0') {
-            cli_error("%s: unknown option '%s'", cmd, o);
+            cli_error("%s: unknown option '%s' (--help for usage)", cmd, o);
             return 2;
         } else if (!listen && a->addr == NULL) {
             a->addr = o;
@@ -199,6 +223,19 @@ static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n
     return 0;
 }
 
+/* The handshake options both commands take from the arguments. */
+static p11n_channel_options channel_options(const struct net_args *a, p11n_key *key,
+    p11n_callbacks cb)
+{
+    p11n_channel_options ch = { 0 };
+    ch.key = key;
+    ch.pattern = a->pattern;
+    ch.prologue = (const uint8_t *)a->prologue;
+    ch.prologue_len = a->prologue ? strlen(a->prologue) : 0;
+    ch.cb = cb;
+    return ch;
+}
+
 /* ---- listen ---- */
 
 struct listen_state {
@@ -228,7 +265,7 @@ int cmd_listen(int argc, char **argv)
     struct net_args a;
     int rc = parse_args(argc, argv, 1, &a);
     if (rc != 0)
-        return rc;
+        return rc == ARGS_HELP ? 0 : rc;
     char host[256];
     uint16_t port;
     if (split_host_port(a.addr, host, sizeof(host), &port) != 0) {
@@ -243,12 +280,7 @@ int cmd_listen(int argc, char **argv)
         goto out;
     struct listen_state st = { .echo = a.echo };
     p11n_listen_options lo = { 0 };
-    lo.ch.key = key;
-    lo.ch.pattern = a.pattern;
-    lo.ch.prologue = (const uint8_t *)a.prologue;
-    lo.ch.prologue_len = a.prologue ? strlen(a.prologue) : 0;
-    lo.ch.cb.message = l_message;
-    lo.ch.cb.arg = &st;
+    lo.ch = channel_options(&a, key, (p11n_callbacks){ .message = l_message, .arg = &st });
     lo.peers = a.listen_peers;
     lo.npeers = a.nlisten_peers;
     rc = p11n_listen(ctx, host, port, &lo, &l);
@@ -389,7 +421,7 @@ int cmd_connect(int argc, char **argv)
     struct net_args a;
     int rc = parse_args(argc, argv, 0, &a);
     if (rc != 0)
-        return rc;
+        return rc == ARGS_HELP ? 0 : rc;
     char host[256];
     uint16_t port;
     if (split_host_port(a.addr, host, sizeof(host), &port) != 0 || port == 0) {
@@ -403,12 +435,8 @@ int cmd_connect(int argc, char **argv)
     if (status != 0)
         goto out;
     p11n_connect_options co = { 0 };
-    co.ch.key = key;
-    co.ch.pattern = a.pattern;
-    co.ch.prologue = (const uint8_t *)a.prologue;
-    co.ch.prologue_len = a.prologue ? strlen(a.prologue) : 0;
-    co.ch.cb = (p11n_callbacks){ .established = c_established, .message = c_message,
-        .writable = c_writable, .closed = c_closed, .arg = &st };
+    co.ch = channel_options(&a, key, (p11n_callbacks){ .established = c_established,
+        .message = c_message, .writable = c_writable, .closed = c_closed, .arg = &st });
     co.socks5 = a.socks5;
     rc = p11n_connect(st.ctx, host, port, a.peer, &co, &st.conn);
     if (rc != P11N_OK && a.socks5 != NULL

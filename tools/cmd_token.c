@@ -79,8 +79,25 @@ static const struct option token_opts[] = {
     { "label", required_argument, NULL, 'l' },
     { "key", required_argument, NULL, 'k' },
     { "replace", no_argument, NULL, 'r' },
+    { "help", no_argument, NULL, 'h' },
     { NULL, 0, NULL, 0 },
 };
+
+/* --help texts, printed on stdout. */
+static const char KEYGEN_USAGE[] =
+    "usage: p11noise keygen --token URI --label NAME\n"
+    "Generates a secp256k1 key pair on the token and prints \"NAME PUBHEX\".\n";
+static const char PUBKEY_USAGE[] =
+    "usage: p11noise pubkey --key URI\n"
+    "Prints the key's 66-hex-digit compressed public key (URI: pkcs11:... or file:PATH).\n";
+static const char CEREMONY_USAGE[] =
+    "usage: p11noise ceremony import --token URI [--replace] FILE|-\n"
+    "       p11noise ceremony list   --token URI\n"
+    "       p11noise ceremony remove --token URI IDENTIFIER\n"
+    "Keeps the peers' public keys on the token: import reads lines\n"
+    "\"IDENTIFIER PUBHEX\" ('#' starts a comment), all or nothing; --replace\n"
+    "lets an identifier take a new key. list prints one \"IDENTIFIER PUBHEX\" line\n"
+    "per peer.\n";
 
 struct args {
     const char *token, *label, *key;
@@ -90,17 +107,23 @@ struct args {
 };
 
 /* Parse the options `allowed` (letters of token_opts) and the positional
- * arguments; 0 on success. */
-static int parse_args(int argc, char **argv, const char *allowed, struct args *a)
+ * arguments. Returns 0, 2 after printing an error, or -1 after printing
+ * `usage` for --help (exit 0). */
+static int parse_args(int argc, char **argv, const char *allowed, const char *usage,
+    struct args *a)
 {
     memset(a, 0, sizeof(*a));
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "", token_opts, NULL)) != -1) {
-        if (c == '?' || strchr(allowed, c) == NULL) {
-            cli_error("%s: unknown option %s", argv[0], argv[optind - 1]);
+    while ((c = getopt_long(argc, argv, "h", token_opts, NULL)) != -1) {
+        if (c == 'h') {
+            fputs(usage, stdout);
             return -1;
+        }
+        if (c == '?' || strchr(allowed, c) == NULL) {
+            cli_error("%s: unknown option %s (--help for usage)", argv[0], argv[optind - 1]);
+            return 2;
         }
         if (c == 't')
             a->token = optarg;
@@ -119,8 +142,9 @@ static int parse_args(int argc, char **argv, const char *allowed, struct args *a
 int cmd_keygen(int argc, char **argv)
 {
     struct args a;
-    if (parse_args(argc, argv, "tl", &a) != 0)
-        return 2;
+    int rc = parse_args(argc, argv, "tl", KEYGEN_USAGE, &a);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
     if (a.token == NULL || a.label == NULL || a.npos != 0) {
         cli_error("usage: p11noise keygen --token URI --label NAME");
         return 2;
@@ -139,8 +163,9 @@ int cmd_keygen(int argc, char **argv)
 int cmd_pubkey(int argc, char **argv)
 {
     struct args a;
-    if (parse_args(argc, argv, "k", &a) != 0)
-        return 2;
+    int rc = parse_args(argc, argv, "k", PUBKEY_USAGE, &a);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
     if (a.key == NULL || a.npos != 0) {
         cli_error("usage: p11noise pubkey --key URI");
         return 2;
@@ -279,6 +304,10 @@ int cmd_ceremony(int argc, char **argv)
         { "list", ceremony_list, "t" },
         { "remove", ceremony_remove, "t" },
     };
+    if (argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+        fputs(CEREMONY_USAGE, stdout);
+        return 0;
+    }
     if (argc < 2) {
         cli_error("usage: p11noise ceremony import|list|remove --token URI ...");
         return 2;
@@ -287,8 +316,9 @@ int cmd_ceremony(int argc, char **argv)
         if (strcmp(argv[1], subs[i].name) != 0)
             continue;
         struct args a;
-        if (parse_args(argc - 1, argv + 1, subs[i].opts, &a) != 0)
-            return 2;
+        int rc = parse_args(argc - 1, argv + 1, subs[i].opts, CEREMONY_USAGE, &a);
+        if (rc != 0)
+            return rc < 0 ? 0 : rc;
         if (a.token == NULL) {
             cli_error("ceremony %s: --token URI is required", subs[i].name);
             return 2;
