@@ -322,6 +322,9 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     int rc = P11N_ERR_NOMEM;
     if (o.token_uri != NULL && (ctx->opt.token_uri = strdup(o.token_uri)) == NULL)
         goto fail;
+    ctx->opt.dns_servers = NULL;
+    if (o.dns_servers != NULL && (ctx->opt.dns_servers = strdup(o.dns_servers)) == NULL)
+        goto fail;
     ctx->opt.socks5 = NULL;
     if (o.socks5 != NULL && (rc = p11n_proxy_parse(o.socks5, &ctx->proxy)) != P11N_OK)
         goto fail;
@@ -340,6 +343,10 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     ctx->now = p11n_now_ms();
     p11n_timer_init(&ctx->trim, p11n_conn_trim, ctx);
     p11n_timer_arm(ctx, &ctx->trim, ctx->now + TRIM_INTERVAL_MS);
+    /* Configured name servers are checked now rather than at the first
+     * connect, where a typo would look like a name that does not resolve. */
+    if (ctx->opt.dns_servers != NULL && (rc = p11n_resolver_open(ctx)) != P11N_OK)
+        goto fail;
     *out = ctx;
     return P11N_OK;
 fail:
@@ -368,6 +375,7 @@ void p11n_ctx_free(p11n_ctx *ctx)
     free(ctx->byfd);
     free(ctx->heap);
     free((char *)ctx->opt.token_uri);
+    free((char *)ctx->opt.dns_servers);
     p11n_proxy_clear(&ctx->proxy);
     free(ctx);
 }

@@ -56,7 +56,8 @@ typedef struct p11n_proxy {
 } p11n_proxy;
 
 struct p11n_ctx {
-    p11n_ctx_options opt;         /* defaults filled in; token_uri owned */
+    p11n_ctx_options opt;         /* defaults filled in; token_uri, dns_servers owned;
+                                     socks5 NULL (parsed into `proxy`) */
 
     /* poll set: pfd[i] and io[i] describe one fd; byfd[fd] = i + 1 */
     struct pollfd *pfd;
@@ -252,6 +253,9 @@ void p11n_listener_unref(p11n_listener *l);
 void p11n_listener_free(p11n_listener *l);
 
 /* ---- resolve.c ---- */
+/* Create the context's c-ares channel now (else on first use). Errors:
+ * INVALID_ARG (opt.dns_servers malformed), NOMEM, RESOLVE. */
+int p11n_resolver_open(p11n_ctx *ctx);
 /* Start resolving c->host; the answer comes through p11n_conn_resolved,
  * possibly before this returns (names from /etc/hosts): the caller must
  * not touch c after a P11N_OK. Errors (no callback then): NOMEM, RESOLVE. */

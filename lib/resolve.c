@@ -106,6 +106,15 @@ static int resolver_get(p11n_ctx *ctx, struct p11n_resolver **out)
         free(r);
         return rc == ARES_ENOMEM ? P11N_ERR_NOMEM : P11N_ERR_RESOLVE;
     }
+    if (ctx->opt.dns_servers != NULL
+        && (rc = ares_set_servers_ports_csv(r->ch, ctx->opt.dns_servers)) != ARES_SUCCESS) {
+        p11n_log(ctx, P11N_LOG_ERROR, "name servers '%s': %s", ctx->opt.dns_servers,
+            ares_strerror(rc));
+        ares_destroy(r->ch);
+        p11n_timers_release(ctx, 1);
+        free(r);
+        return rc == ARES_ENOMEM ? P11N_ERR_NOMEM : P11N_ERR_INVALID_ARG;
+    }
     ctx->resolver = r;
     *out = r;
     return P11N_OK;
@@ -148,6 +157,12 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
     ares_freeaddrinfo(res);
     p11n_conn_resolved(c, n > 0 ? P11N_OK : P11N_ERR_RESOLVE, "no IPv4 or IPv6 address",
         addrs, n);
+}
+
+int p11n_resolver_open(p11n_ctx *ctx)
+{
+    struct p11n_resolver *r;
+    return resolver_get(ctx, &r);
 }
 
 int p11n_resolve_start(p11n_conn *c)

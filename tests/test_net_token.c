@@ -11,36 +11,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "crypto.h"
+#include "netutil.h"
 #include "p11noise.h"
 #include "softhsm.h"
 #include "testutil.h"
 
 static struct t_token T;
-
-static char *logbuf;
-static size_t loglen, logcap;
-
-static void log_cb(int level, const char *line, void *arg)
-{
-    char tmp[700];
-    int n = snprintf(tmp, sizeof(tmp), "[%s] %d %s\n", (const char *)arg, level, line);
-    if (n < 0)
-        return;
-    if (loglen + (size_t)n + 1 > logcap) {
-        logcap = (logcap + (size_t)n + 1) * 2;
-        if ((logbuf = realloc(logbuf, logcap)) == NULL)
-            abort();
-    }
-    memcpy(logbuf + loglen, tmp, (size_t)n + 1);
-    loglen += (size_t)n;
-    if (getenv("P11N_TEST_VERBOSE"))
-        fputs(tmp, stderr);
-}
-
-static int log_has(size_t mark, const char *s)
-{
-    return logbuf != NULL && strstr(logbuf + mark, s) != NULL;
-}
 
 static const uint8_t SERVER_PRIV[32] = {
     0x51, 0x9a, 0x0c, 0x3e, 0x77, 0x12, 0xd4, 0x68, 0x0b, 0xe1, 0x45, 0x2f, 0x93, 0x7c, 0x3a, 0x10,
@@ -79,7 +56,7 @@ static void pub_of(p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
 static p11n_ctx *ctx_make(const char *name, unsigned max_token_ops)
 {
     p11n_ctx_options o = { 0 };
-    o.log = log_cb;
+    o.log = t_log_cb;
     o.log_arg = (void *)name;
     o.log_level = P11N_LOG_DEBUG;
     o.token_uri = T.uri;
@@ -92,20 +69,8 @@ static p11n_ctx *ctx_make(const char *name, unsigned max_token_ops)
 /* Both contexts through one poll(). */
 static void pump(p11n_ctx *a, p11n_ctx *b)
 {
-    struct pollfd fds[256];
-    size_t na = 0, nb = 0;
-    int ta = -1, tb = -1;
-    CU_ASSERT_FATAL(p11n_poll_fds(a, fds, 128, &na, &ta) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_poll_fds(b, fds + na, 128, &nb, &tb) == P11N_OK);
-    int wait = 50;
-    if (ta >= 0 && ta < wait)
-        wait = ta;
-    if (tb >= 0 && tb < wait)
-        wait = tb;
-    if (poll(fds, na + nb, wait) < 0 && errno != EINTR)
-        abort();
-    p11n_process(a, fds, na);
-    p11n_process(b, fds + na, nb);
+    p11n_ctx *const both[] = { a, b };
+    t_pump(both, 2, 50);
 }
 
 typedef struct side {
@@ -209,10 +174,10 @@ static void test_token_keys_kk(void)
     p11n_listener *l = NULL;
     CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
     side s = { 0 };
-    size_t mark = loglen;
+    size_t mark = t_log_mark();
     p11n_conn *c = dial(cli, p11n_listener_port(l), "server", "KK", ckey, &s);
     PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
-    CU_ASSERT(log_has(mark, "worker finished a handshake"));
+    CU_ASSERT(t_log_has(mark, "worker finished a handshake", NULL));
     for (int i = 0; i < 5; i++)
         CU_ASSERT(p11n_send(c, (const uint8_t *)"token", 5) == P11N_OK);
     PUMP_UNTIL(srv, cli, s.msgs == 5);
@@ -223,7 +188,9 @@ static void test_token_keys_kk(void)
     p11n_ctx_free(cli);
     p11n_key_free(skey);
     p11n_key_free(ckey);
-    CU_ASSERT(strstr(logbuf, T_PIN "&") == NULL && strstr(logbuf, "pin-value") == NULL);
+    /* The key URIs hold the PIN: no part of them is logged. */
+    CU_ASSERT(strstr(t_log_text(), "pin-value") == NULL);
+    CU_ASSERT(strstr(t_log_text(), "module-path") == NULL);
 }
 
 /* The server key behind the fault module: every derivation takes 2 s. An
@@ -239,8 +206,7 @@ static void test_slow_token(void)
     pub_of(skey, spub);
     pub_of(ckey, cpub);
     char spubhex[67];
-    for (int i = 0; i < 33; i++)
-        sprintf(spubhex + 2 * i, "%02x", spub[i]);
+    p11n_hex_encode(spub, 33, spubhex);
 
     /* One token operation at a time: a third handshake is refused while
      * the second waits for the token. */
@@ -257,10 +223,10 @@ static void test_slow_token(void)
     PUMP_UNTIL(srv, cli, server_side.established == 1 && steady.established == 1);
 
     /* A second handshake starts: its first act waits ~4 s for the token. */
-    size_t mark = loglen;
+    size_t mark = t_log_mark();
     side second = { 0 }, third = { 0 };
     dial(cli, port, spubhex, "XK", ckey, &second);
-    PUMP_UNTIL(srv, cli, log_has(mark, "[slow-srv] 3 conn #2 incoming"));
+    PUMP_UNTIL(srv, cli, t_log_has(mark, "[slow-srv] 3 conn #2 incoming", NULL));
     dial(cli, port, spubhex, "XK", ckey, &third);
 
     /* Round trips on the established connection while the token works. */
@@ -281,7 +247,7 @@ static void test_slow_token(void)
         (unsigned long long)during);
     CU_ASSERT(server_side.established == 2);
     CU_ASSERT(during >= 10);
-    CU_ASSERT(log_has(mark, "token operation queue full"));
+    CU_ASSERT(t_log_has(mark, "token operation queue full", NULL));
     PUMP_UNTIL(srv, cli, second.established == 1 && third.closed == 1);
     CU_ASSERT(third.established == 0);
     CU_ASSERT(steady.closed == 0);
@@ -316,14 +282,14 @@ static void test_close_during_token_step(void)
     p11n_listener *l = NULL;
     CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
 
-    size_t mark = loglen;
+    size_t mark = t_log_mark();
     side s = { 0 };
     p11n_conn *c = dial(cli, p11n_listener_port(l), "server", "KK", ckey, &s);
     /* Connected: act one went to a worker in the same call. */
-    PUMP_UNTIL(srv, cli, log_has(mark, "[zcli] 3 conn #1 connected to"));
+    PUMP_UNTIL(srv, cli, t_log_has(mark, "[zcli] 3 conn #1 connected to", NULL));
     p11n_close(c);
     PUMP_UNTIL(srv, cli, s.closed == 1);
-    CU_ASSERT(!log_has(mark, "worker finished"));
+    CU_ASSERT(!t_log_has(mark, "worker finished", NULL));
     /* Timers that happen to be due are fired; then only the worker's
      * wake-up can end the wait. */
     int wait = 0;
@@ -353,6 +319,6 @@ int main(void)
     };
     int rc = p11n_test_main("net-token", tests);
     t_token_teardown(&T);
-    free(logbuf);
+    t_log_free();
     return rc;
 }

@@ -5,6 +5,8 @@
 #include <string.h>
 #include <CUnit/Basic.h>
 
+#include "crypto.h"
+
 int p11n_test_main(const char *suite, const p11n_test *tests)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -23,34 +25,17 @@ int p11n_test_main(const char *suite, const p11n_test *tests)
     return (failed == 0 && run > 0) ? 0 : 1;
 }
 
-static int nib(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
+/* The library's own decoder: tests may use internals (the p11noise tool,
+ * limited to the public API, keeps its own). */
 uint8_t *t_unhex(const char *hex, size_t *len)
 {
     size_t n = strlen(hex);
-    if (n % 2 != 0) {
-        fprintf(stderr, "odd hex length: %s\n", hex);
-        abort();
-    }
     uint8_t *out = malloc(n / 2 + 1);
     if (out == NULL)
         abort();
-    for (size_t i = 0; i < n / 2; i++) {
-        int hi = nib(hex[2 * i]), lo = nib(hex[2 * i + 1]);
-        if (hi < 0 || lo < 0) {
-            fprintf(stderr, "bad hex: %s\n", hex);
-            abort();
-        }
-        out[i] = (uint8_t)(hi << 4 | lo);
+    if (n % 2 != 0 || p11n_hex_decode(hex, n, out, n / 2) != P11N_OK) {
+        fprintf(stderr, "bad hex: %s\n", hex);
+        abort();
     }
     *len = n / 2;
     return out;
