@@ -240,7 +240,7 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
     conn_where(c, where, sizeof(where));
     /* The error's own text, unless `text` already says it. */
     char why[100] = "";
-    if (strstr(text, p11n_strerror(reason)) == NULL)
+    if (reason != P11N_OK && strstr(text, p11n_strerror(reason)) == NULL)
         snprintf(why, sizeof(why), " [%s]", p11n_strerror(reason));
     if (c->state == P11N_CS_BACKOFF) {
         p11n_log(ctx, level, "conn #%lu to %s: %s (reconnect cancelled)", c->id, where, text);

@@ -443,7 +443,11 @@ P11N_API P11N_WARN_UNUSED int p11n_ceremony_remove(const char *token_uri,
  * names are resolved with c-ares inside the loop, connects are
  * non-blocking, and handshake steps that use a token key run on worker
  * threads (one PKCS#11 operation at a time each) and complete through a
- * wake-up fd, so a slow token never stalls other connections.
+ * wake-up fd, so a slow token never stalls other connections. The
+ * exceptions are setup calls that talk to a token themselves
+ * (p11n_peers_load_token, p11n_ceremony_input with P11N_PEER_TO_TOKEN)
+ * and p11n_ctx_free, which waits for running token operations: make them
+ * before running the loop, or accept that the loop waits for them.
  *
  * Identity is the peer's static key, never its address: reconnects
  * resolve the name again, and a listener behind a SOCKS5 proxy sees every
