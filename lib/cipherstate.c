@@ -12,13 +12,16 @@
 int p11n_cs_init(p11n_cipherstate *cs, const p11n_cipher_alg *alg)
 {
     memset(cs, 0, sizeof(*cs));
-    return p11n_aead_init(&cs->aead, alg);
+    int rc = p11n_aead_init(&cs->aead, alg);
+    cs->dead = rc != P11N_OK;
+    return rc;
 }
 
 int p11n_cs_set_key(p11n_cipherstate *cs, const uint8_t k[P11N_KEYLEN])
 {
     int rc = p11n_aead_setkey(&cs->aead, k);
     cs->has_key = rc == P11N_OK;
+    cs->dead = rc != P11N_OK;
     cs->n = 0;
     return rc;
 }
@@ -36,6 +39,8 @@ size_t p11n_cs_overhead(const p11n_cipherstate *cs)
 int p11n_cs_encrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
     const uint8_t *in, size_t len, uint8_t *out)
 {
+    if (cs->dead)
+        return P11N_ERR_STATE;
     if (!cs->has_key) {
         if (len > 0 && out != in)
             memmove(out, in, len);
@@ -53,6 +58,8 @@ int p11n_cs_encrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
 int p11n_cs_decrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
     const uint8_t *in, size_t len, uint8_t *out)
 {
+    if (cs->dead)
+        return P11N_ERR_STATE;
     if (!cs->has_key) {
         if (len > 0 && out != in)
             memmove(out, in, len);
@@ -70,7 +77,7 @@ int p11n_cs_decrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
 
 int p11n_cs_rekey(p11n_cipherstate *cs)
 {
-    if (!cs->has_key)
+    if (cs->dead || !cs->has_key)
         return P11N_ERR_STATE;
     uint8_t block[P11N_KEYLEN + P11N_TAG_LEN];
     memset(block, 0, P11N_KEYLEN);
@@ -78,16 +85,20 @@ int p11n_cs_rekey(p11n_cipherstate *cs)
     if (rc == P11N_OK)
         rc = p11n_aead_setkey(&cs->aead, block);
     p11n_wipe(block, sizeof(block));
-    /* A failed rekey leaves no usable key rather than the old one. */
-    if (rc != P11N_OK)
+    /* A failed rekey leaves neither the old key nor a plain copy. */
+    if (rc != P11N_OK) {
         cs->has_key = 0;
+        cs->dead = 1;
+    }
     return rc;
 }
 
+/* Cleared is dead too: only p11n_cs_init makes it usable again. */
 void p11n_cs_clear(p11n_cipherstate *cs)
 {
     p11n_aead_clear(&cs->aead);
     cs->has_key = 0;
+    cs->dead = 1;
     cs->n = 0;
 }
 

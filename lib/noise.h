@@ -77,25 +77,33 @@ int p11n_protocol_parse(const char *name, p11n_protocol *out);
 typedef struct p11n_cipherstate {
     p11n_aead aead;         /* holds the key schedule of k */
     int has_key;
+    /* A key was meant to be set (set_key or rekey) and failed. Without
+     * this, has_key == 0 would turn encryption into a plain copy. */
+    int dead;
     uint64_t n;
 } p11n_cipherstate;
 
 int p11n_cs_init(p11n_cipherstate *cs, const p11n_cipher_alg *alg);
-/* InitializeKey(k): n = 0. */
+/* InitializeKey(k): n = 0. If it fails the CipherState is dead: encrypt,
+ * decrypt and rekey return STATE from then on (never a plain copy). */
 int p11n_cs_set_key(p11n_cipherstate *cs, const uint8_t k[P11N_KEYLEN]);
 void p11n_cs_set_nonce(p11n_cipherstate *cs, uint64_t n);
 /* EncryptWithAd: out gets len + 16 bytes (len without a key; a plain copy).
- * NONCE_EXHAUSTED once n reached 2^64-1. out may equal in. */
+ * NONCE_EXHAUSTED once n reached 2^64-1; STATE when dead. out may equal
+ * in. */
 int p11n_cs_encrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
     const uint8_t *in, size_t len, uint8_t *out);
 /* DecryptWithAd: out gets len - 16 bytes (len without a key). SHORT_MESSAGE
- * if len < 16, BAD_TAG (out wiped, n unchanged), NONCE_EXHAUSTED. */
+ * if len < 16, BAD_TAG (out wiped, n unchanged), NONCE_EXHAUSTED, STATE
+ * when dead. */
 int p11n_cs_decrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
     const uint8_t *in, size_t len, uint8_t *out);
-/* Rekey(): k = first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros). */
+/* Rekey(): k = first 32 bytes of ENCRYPT(k, 2^64-1, "", zeros). STATE
+ * without a key; a failure kills the CipherState. */
 int p11n_cs_rekey(p11n_cipherstate *cs);
 /* Bytes EncryptWithAd adds now: 16 with a key, else 0. */
 size_t p11n_cs_overhead(const p11n_cipherstate *cs);
+/* Frees the key schedule; the CipherState is then dead until cs_init. */
 void p11n_cs_clear(p11n_cipherstate *cs);
 
 /* The public transport CipherState (p11n_cipher in p11noise.h). */

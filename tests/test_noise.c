@@ -922,6 +922,32 @@ static void test_cipherstate(void)
     CU_ASSERT(memcmp(a, b, 17) == 0);
     p11n_aead_clear(&ref);
     p11n_cs_clear(&cs);
+    CU_ASSERT_EQUAL(p11n_cs_encrypt(&cs, NULL, 0, (const uint8_t *)"abc", 3, ct),
+        P11N_ERR_STATE);
+
+    /* Fail closed: a key that could not be set, a failed rekey or a failed
+     * init never turn encryption into a plain copy (has_key is 0 then). */
+    static const uint8_t plain[3] = { 'a', 'b', 'c' };
+    for (int how = 0; how < 3; how++) {
+        memset(ct, 0, sizeof(ct));
+        if (how == 2) {
+            static const p11n_cipher_alg bogus = { .name = "Bogus", .evp_name = "no-such" };
+            CU_ASSERT_EQUAL(p11n_cs_init(&cs, &bogus), P11N_ERR_UNSUPPORTED);
+        } else {
+            CU_ASSERT_EQUAL_FATAL(p11n_cs_init(&cs, &p11n_cipher_chachapoly), P11N_OK);
+            int rc = how == 1 ? p11n_cs_set_key(&cs, k) : P11N_OK;
+            CU_ASSERT_EQUAL(rc, P11N_OK);
+            /* the backend context gone: setkey and rekey's seal fail */
+            p11n_aead_clear(&cs.aead);
+            rc = how == 0 ? p11n_cs_set_key(&cs, k) : p11n_cs_rekey(&cs);
+            CU_ASSERT_EQUAL(rc, P11N_ERR_INVALID_ARG);
+        }
+        CU_ASSERT_EQUAL(p11n_cs_encrypt(&cs, NULL, 0, plain, 3, ct), P11N_ERR_STATE);
+        CU_ASSERT(memcmp(ct, plain, 3) != 0);
+        CU_ASSERT_EQUAL(p11n_cs_decrypt(&cs, NULL, 0, plain, 3, pt), P11N_ERR_STATE);
+        CU_ASSERT_EQUAL(p11n_cs_rekey(&cs), P11N_ERR_STATE);
+        p11n_cs_clear(&cs);
+    }
 
     /* public ciphers: rekey on both sides keeps them in step; a rekey on
      * one side only makes the next message fail, and the cipher dies */
