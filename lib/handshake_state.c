@@ -140,10 +140,24 @@ P11N_API int p11n_noise_set_local_static(p11n_noise *hs, p11n_key *key)
     return P11N_OK;
 }
 
+/* Whether `side` (0 initiator, 1 responder) ever uses its static key. */
+static int side_uses_static(const p11n_protocol *p, unsigned side)
+{
+    if (p->pre[side] & P11N_PRE_S)
+        return 1;
+    for (unsigned i = side; i < p->nmsg; i += 2)
+        for (const uint8_t *t = p->msg[i]; *t != P11N_TOK_END; t++)
+            if (*t == P11N_TOK_S)
+                return 1;
+    return 0;
+}
+
 /* A peer static key that a pre-message announces is used as given. For a
  * pattern that transmits the peer's key, the key given here pins it: the
  * one that arrives must be the same, or the read fails with UNKNOWN_PEER
- * (never silently replaced by whatever arrives). */
+ * (never silently replaced by whatever arrives). A pattern in which the
+ * peer has no static key refuses it: a pin nothing would ever check must
+ * not look like authentication. */
 P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, size_t len)
 {
     if (hs == NULL)
@@ -156,7 +170,10 @@ P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, si
         return fail(hs, P11N_ERR_INVALID_ARG);
     if (dh->check_pub(pub) != P11N_OK)
         return fail(hs, P11N_ERR_BAD_PUBKEY);
-    if ((hs->proto.pre[hs->initiator ? 1 : 0] & P11N_PRE_S) == 0) {
+    unsigned peer = hs->initiator ? 1 : 0;
+    if (!side_uses_static(&hs->proto, peer))
+        return fail(hs, P11N_ERR_INVALID_ARG);
+    if ((hs->proto.pre[peer] & P11N_PRE_S) == 0) {
         memcpy(hs->expect_rs, pub, len);
         hs->has_expect_rs = 1;
         return P11N_OK;
@@ -195,18 +212,6 @@ P11N_API int p11n_noise_set_ephemeral(p11n_noise *hs, const uint8_t *priv, size_
     memcpy(hs->e_priv, priv, len);
     hs->has_e = 1;
     return P11N_OK;
-}
-
-/* Whether `side` (0 initiator, 1 responder) ever uses its static key. */
-static int side_uses_static(const p11n_protocol *p, unsigned side)
-{
-    if (p->pre[side] & P11N_PRE_S)
-        return 1;
-    for (unsigned i = side; i < p->nmsg; i += 2)
-        for (const uint8_t *t = p->msg[i]; *t != P11N_TOK_END; t++)
-            if (*t == P11N_TOK_S)
-                return 1;
-    return 0;
 }
 
 /* Pre-message "e": MixHash, and in PSK handshakes MixKey too (section 9). */

@@ -197,7 +197,9 @@ P11N_API P11N_WARN_UNUSED int p11n_noise_new(const char *protocol_name, int init
  *  copied. set_remote_static gives the peer's key for a pattern with a
  *  pre-message (KK, XK, IK...); for a pattern that transmits the peer's
  *  key it pins it instead: the key that arrives must be this one, or the
- *  read fails with UNKNOWN_PEER. add_psk appends one 32-byte PSK (used in
+ *  read fails with UNKNOWN_PEER; for a pattern in which the peer has no
+ *  static key (NN, or NK as responder) it is INVALID_ARG, since nothing
+ *  would check it. add_psk appends one 32-byte PSK (used in
  *  the order of the pattern's psk tokens). set_ephemeral fixes the local
  *  ephemeral private key: for test vectors only, never in production.
  *  Errors: INVALID_ARG, STATE, BAD_PUBKEY, BAD_PRIVKEY; any error kills

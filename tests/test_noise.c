@@ -722,6 +722,12 @@ static void test_setup_errors(void)
         { XK, 0, 8, P11N_ERR_INVALID_ARG },      /* 25519 key for secp256k1 */
         { XK, 0, 9, P11N_ERR_STATE },            /* write before start */
         { XK, 0, 10, P11N_ERR_STATE },           /* prologue twice */
+        /* a remote static for a peer that has none: a pin never checked */
+        { "Noise_NN_secp256k1_ChaChaPoly_SHA256", 1, 11, P11N_ERR_INVALID_ARG },
+        { "Noise_NN_secp256k1_ChaChaPoly_SHA256", 0, 11, P11N_ERR_INVALID_ARG },
+        { "Noise_NK_secp256k1_ChaChaPoly_SHA256", 0, 11, P11N_ERR_INVALID_ARG },
+        { "Noise_N_secp256k1_ChaChaPoly_SHA256", 0, 11, P11N_ERR_INVALID_ARG },
+        { "Noise_XN_secp256k1_ChaChaPoly_SHA256", 1, 11, P11N_ERR_INVALID_ARG },
     };
     for (size_t i = 0; i < COUNT(cases); i++) {
         CU_ASSERT_EQUAL_FATAL(p11n_noise_new(cases[i].name, cases[i].initiator, &hs), P11N_OK);
@@ -762,6 +768,9 @@ static void test_setup_errors(void)
         case 10:
             CU_ASSERT_EQUAL(p11n_noise_set_prologue(hs, NULL, 0), P11N_OK);
             rc = p11n_noise_set_prologue(hs, NULL, 0);
+            break;
+        case 11:
+            rc = p11n_noise_set_remote_static(hs, k->pub, 33);
             break;
         }
         CU_ASSERT_EQUAL(rc, cases[i].want);
