@@ -261,9 +261,12 @@ P11N_API void p11n_noise_free(p11n_noise *hs);
  *  decrypt with associated data and the next nonce. `out` needs len + 16
  *  bytes to encrypt, len - 16 to decrypt. encrypt errors: MESSAGE_TOO_LARGE
  *  (over 65519 plaintext bytes, so the message stays within 65535),
- *  BUFFER_TOO_SMALL, NONCE_EXHAUSTED. decrypt errors: SHORT_MESSAGE,
- *  MESSAGE_TOO_LARGE, BAD_TAG (out wiped), NONCE_EXHAUSTED. After any
- *  error the cipher is dead (STATE). rekey applies Noise REKEY(). */
+ *  BUFFER_TOO_SMALL, NONCE_EXHAUSTED, CRYPTO; none of them uses up a nonce
+ *  or changes the cipher. decrypt errors: BUFFER_TOO_SMALL (nothing
+ *  consumed; the call may be repeated), and SHORT_MESSAGE,
+ *  MESSAGE_TOO_LARGE, BAD_TAG (out wiped), NONCE_EXHAUSTED, CRYPTO, after
+ *  which the cipher is dead: every later call returns STATE. rekey applies
+ *  Noise REKEY(); if it fails the cipher is dead. */
 P11N_API P11N_WARN_UNUSED int p11n_cipher_encrypt(p11n_cipher *c, const uint8_t *ad,
     size_t adlen, const uint8_t *in, size_t len, uint8_t *out, size_t cap, size_t *outlen);
 P11N_API P11N_WARN_UNUSED int p11n_cipher_decrypt(p11n_cipher *c, const uint8_t *ad,
@@ -323,7 +326,9 @@ typedef struct p11n_handshake_config {
     size_t prologue_len;
     p11n_key *local;              /* borrowed; required */
     /* Initiator: the responder's key (required). KK responder: candidate
-     * initiator keys, tried in order (at least one). XK responder: unused. */
+     * initiator keys, tried in order (at least one). XK responder: the
+     * initiator keys it accepts (none: any key; the caller then decides
+     * on p11n_handshake_remote()). */
     const uint8_t (*remote)[P11N_PUBKEY_LEN];
     size_t nremote;
     const uint8_t *test_ephemeral;/* fixed ephemeral private key: vectors only */
