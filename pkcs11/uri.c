@@ -40,10 +40,37 @@ void p11n_uri_free(P11KitUri *uri)
     p11_kit_uri_free(uri);
 }
 
+/* 1 if every query attribute is one p11-kit knows. p11-kit keeps any
+ * other one as a vendor attribute and formats it back into the URI we
+ * print in messages, so a mistyped "pin_value=1234" would put the PIN in
+ * every error line and log. */
+static int query_known(const char *text)
+{
+    static const char *const known[] = {
+        "pin-value", "pin-source", "module-name", "module-path",
+    };
+    const char *a = strchr(text, '?');   /* a path never holds a raw '?' */
+    while (a != NULL) {
+        a++;
+        size_t len = strcspn(a, "&"), nlen = strcspn(a, "=&");
+        int ok = len == 0;                   /* an empty attribute is harmless */
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]) && !ok; i++)
+            ok = nlen < len && strlen(known[i]) == nlen && memcmp(a, known[i], nlen) == 0;
+        if (!ok)
+            return 0;
+        a = a[len] == '&' ? a + len : NULL;
+    }
+    return 1;
+}
+
 int p11n_uri_parse(const char *text, P11KitUri **parsed, char **safe)
 {
     *parsed = NULL;
     *safe = NULL;
+    if (!query_known(text))
+        /* Not quoted: the unknown attribute may be a mistyped PIN. */
+        return p11n_token_errorf(P11N_ERR_URI, NULL, "unrecognized query attribute in "
+            "pkcs11: URI (known: pin-value, pin-source, module-name, module-path)");
     P11KitUri *uri = p11_kit_uri_new();
     P11KitUri *tmp = p11_kit_uri_new();
     if (uri == NULL || tmp == NULL) {

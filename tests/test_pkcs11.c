@@ -356,6 +356,21 @@ static void test_errors(void)
     CU_ASSERT(p11n_key_load("pkcs11:token=%zz?pin-value=" T_PIN, &k) == P11N_ERR_URI);
     CU_ASSERT(!contains(p11n_token_last_error(), T_PIN));
     CU_ASSERT(p11n_key_load("pkcs11:token=x;frobnicate=1?pin-value=" T_PIN, &k) == P11N_ERR_URI);
+    /* A mistyped pin-value is an unknown query attribute, which p11-kit
+     * would keep and print back with the URI: refused, never quoted. */
+    static const char *const typos[] = { "pin_value=", "pinvalue=", "x-pin-value=",
+        "pin-value", "module-path=/m.so&pin-valu=" };
+    for (size_t i = 0; i < sizeof(typos) / sizeof(typos[0]); i++) {
+        snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-path=%s&%s" T_PIN,
+            T.label, T.module, typos[i]);
+        CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_URI);
+        CU_ASSERT(!contains(p11n_token_last_error(), T_PIN));
+        CU_ASSERT(contains(p11n_token_last_error(), "query attribute"));
+    }
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s?pin_value=" T_PIN, T.label);
+    uint8_t pub[P11N_PUBKEY_LEN];
+    CU_ASSERT(p11n_token_keygen(uri, "typo", pub) == P11N_ERR_URI);
+    CU_ASSERT(!contains(p11n_token_last_error(), T_PIN));
     CU_ASSERT(p11n_key_load("http://example/?pin-value=" T_PIN, &k) == P11N_ERR_URI);
     CU_ASSERT(!contains(p11n_token_last_error(), T_PIN));
     CU_ASSERT(k == NULL);
