@@ -175,8 +175,11 @@ static int login(struct p11n_token *tok, P11KitUri *uri)
     size_t len = 0;
     int err = p11n_uri_pin(uri, tok->uri, (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0,
         pin, sizeof(pin), &len);
-    if (err != P11N_OK)
+    if (err != P11N_OK) {
+        /* p11n_uri_pin wipes what it wrote; this does not rest on it. */
+        p11n_wipe(pin, sizeof(pin));
         return err;
+    }
     /* No PIN on a protected-path token: the reader's keypad asks. */
     rv = tok->fn->C_Login(tok->anchor, CKU_USER, len > 0 ? (CK_UTF8CHAR *)pin : NULL,
         (CK_ULONG)len);
