@@ -47,6 +47,22 @@ static p11n_key *load(const char *uri)
     return k;
 }
 
+/* A token key behind the fault module, every derivation delayed 2 s. */
+static p11n_key *load_slow(const char *object)
+{
+    setenv("P11N_FAULT", "C_DeriveKey:delay=2000", 1);
+    p11n_key *k = load(key_uri(object, 1));
+    unsetenv("P11N_FAULT");
+    return k;
+}
+
+static p11n_key *soft_key(const uint8_t priv[32])
+{
+    p11n_key *k = NULL;
+    CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", priv, 32, &k) == P11N_OK);
+    return k;
+}
+
 static void pub_of(p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
 {
     size_t len = 0;
@@ -197,11 +213,8 @@ static void test_token_keys_kk(void)
  * XK responder needs two (one static DH with parity recovery). */
 static void test_slow_token(void)
 {
-    setenv("P11N_FAULT", "C_DeriveKey:delay=2000", 1);
-    p11n_key *skey = load(key_uri("server", 1));
-    unsetenv("P11N_FAULT");
-    p11n_key *ckey = NULL;
-    CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", CLIENT_PRIV, 32, &ckey) == P11N_OK);
+    p11n_key *skey = load_slow("server");
+    p11n_key *ckey = soft_key(CLIENT_PRIV);
     uint8_t spub[33], cpub[33];
     pub_of(skey, spub);
     pub_of(ckey, cpub);
@@ -262,11 +275,8 @@ static void test_slow_token(void)
  * spin (p11n_poll_fds may not ask for an immediate return). */
 static void test_close_during_token_step(void)
 {
-    setenv("P11N_FAULT", "C_DeriveKey:delay=2000", 1);
-    p11n_key *ckey = load(key_uri("client", 1));
-    unsetenv("P11N_FAULT");
-    p11n_key *skey = NULL;
-    CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", SERVER_PRIV, 32, &skey) == P11N_OK);
+    p11n_key *ckey = load_slow("client");
+    p11n_key *skey = soft_key(SERVER_PRIV);
     uint8_t spub[33], cpub[33];
     pub_of(skey, spub);
     pub_of(ckey, cpub);

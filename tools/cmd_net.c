@@ -187,6 +187,23 @@ static int parse_args(int argc, char **argv, int listen, struct net_args *a)
     return 0;
 }
 
+/* parse_args, then the address (--bind, or connect's target) split into
+ * `host` and `port`. Returns -1 to run the command, else the exit status
+ * to return at once (0 after --help). */
+static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char *host,
+    size_t cap, uint16_t *port)
+{
+    int rc = parse_args(argc, argv, listen, a);
+    if (rc != 0)
+        return rc == ARGS_HELP ? 0 : rc;
+    if (split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
+        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT, got '%s'", argv[0],
+            listen ? "--bind" : "the target", a->addr);
+        return 2;
+    }
+    return -1;
+}
+
 /* The context, the key and the peers. Returns 0 or 1 after printing. */
 static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n_key **key)
 {
@@ -263,15 +280,11 @@ static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 int cmd_listen(int argc, char **argv)
 {
     struct net_args a;
-    int rc = parse_args(argc, argv, 1, &a);
-    if (rc != 0)
-        return rc == ARGS_HELP ? 0 : rc;
     char host[256];
     uint16_t port;
-    if (split_host_port(a.addr, host, sizeof(host), &port) != 0) {
-        cli_error("listen: --bind wants HOST:PORT or [IPV6]:PORT, got '%s'", a.addr);
-        return 2;
-    }
+    int rc = parse_cmd(argc, argv, 1, &a, host, sizeof(host), &port);
+    if (rc >= 0)
+        return rc;
     p11n_ctx *ctx = NULL;
     p11n_key *key = NULL;
     p11n_listener *l = NULL;
@@ -419,15 +432,11 @@ static int read_stdin(struct connect_state *st)
 int cmd_connect(int argc, char **argv)
 {
     struct net_args a;
-    int rc = parse_args(argc, argv, 0, &a);
-    if (rc != 0)
-        return rc == ARGS_HELP ? 0 : rc;
     char host[256];
     uint16_t port;
-    if (split_host_port(a.addr, host, sizeof(host), &port) != 0 || port == 0) {
-        cli_error("connect: wants HOST:PORT or [IPV6]:PORT, got '%s'", a.addr);
-        return 2;
-    }
+    int rc = parse_cmd(argc, argv, 0, &a, host, sizeof(host), &port);
+    if (rc >= 0)
+        return rc;
     struct connect_state st;
     memset(&st, 0, sizeof(st));
     p11n_key *key = NULL;
