@@ -284,7 +284,8 @@ P11N_API int p11n_noise_action(const p11n_noise *hs)
 
 P11N_API size_t p11n_noise_message_len(const p11n_noise *hs, size_t payload_len)
 {
-    if (hs == NULL || hs->state != HS_RUNNING)
+    /* The payload bound also keeps the sum below from wrapping around. */
+    if (hs == NULL || hs->state != HS_RUNNING || payload_len > P11N_MAX_NOISE_MESSAGE)
         return 0;
     size_t publen = hs->proto.dh->publen, len = 0;
     /* Simulate which tokens key the cipher before each encryption. */

@@ -219,7 +219,8 @@ P11N_API P11N_WARN_UNUSED int p11n_noise_start(p11n_noise *hs);
 P11N_API int p11n_noise_action(const p11n_noise *hs);
 
 /** Length of the next message to write or read for a payload of
- *  `payload_len` bytes (fixed by the pattern). */
+ *  `payload_len` bytes (fixed by the pattern); 0 when no message is due
+ *  or `payload_len` is over 65535 (no Noise message could carry it). */
 P11N_API size_t p11n_noise_message_len(const p11n_noise *hs, size_t payload_len);
 
 /** Write the next handshake message carrying `payload` into `out`.

@@ -787,6 +787,9 @@ static void test_setup_errors(void)
     assert_dead(sides[1].hs);
     /* too small an output buffer */
     CU_ASSERT_EQUAL(p11n_noise_message_len(sides[0].hs, 0), 33 + 16);
+    /* a payload no message can carry: 0, not a sum wrapped around */
+    CU_ASSERT_EQUAL(p11n_noise_message_len(sides[0].hs, SIZE_MAX - 20), 0);
+    CU_ASSERT_EQUAL(p11n_noise_message_len(sides[0].hs, 65536), 0);
     CU_ASSERT_EQUAL(p11n_noise_write_message(sides[0].hs, NULL, 0, buf, 48, &len),
         P11N_ERR_BUFFER_TOO_SMALL);
     assert_dead(sides[0].hs);
