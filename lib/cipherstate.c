@@ -36,8 +36,13 @@ size_t p11n_cs_overhead(const p11n_cipherstate *cs)
     return cs->has_key ? P11N_TAG_LEN : 0;
 }
 
-int p11n_cs_encrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
-    const uint8_t *in, size_t len, uint8_t *out)
+typedef int (*aead_op)(p11n_aead *a, uint64_t n, const uint8_t *ad, size_t adlen,
+    const uint8_t *in, size_t len, uint8_t *out);
+
+/* EncryptWithAd and DecryptWithAd differ only in the AEAD call and the
+ * shortest input it takes. */
+static int with_ad(p11n_cipherstate *cs, aead_op op, size_t minlen, const uint8_t *ad,
+    size_t adlen, const uint8_t *in, size_t len, uint8_t *out)
 {
     if (cs->dead)
         return P11N_ERR_STATE;
@@ -49,30 +54,24 @@ int p11n_cs_encrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
     /* 2^64-1 is reserved for Rekey: the counter never reaches it. */
     if (cs->n == P11N_NONCE_MAX)
         return P11N_ERR_NONCE_EXHAUSTED;
-    int rc = p11n_aead_seal(&cs->aead, cs->n, ad, adlen, in, len, out);
+    if (len < minlen)
+        return P11N_ERR_SHORT_MESSAGE;
+    int rc = op(&cs->aead, cs->n, ad, adlen, in, len, out);
     if (rc == P11N_OK)
         cs->n++;
     return rc;
 }
 
+int p11n_cs_encrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
+    const uint8_t *in, size_t len, uint8_t *out)
+{
+    return with_ad(cs, p11n_aead_seal, 0, ad, adlen, in, len, out);
+}
+
 int p11n_cs_decrypt(p11n_cipherstate *cs, const uint8_t *ad, size_t adlen,
     const uint8_t *in, size_t len, uint8_t *out)
 {
-    if (cs->dead)
-        return P11N_ERR_STATE;
-    if (!cs->has_key) {
-        if (len > 0 && out != in)
-            memmove(out, in, len);
-        return P11N_OK;
-    }
-    if (cs->n == P11N_NONCE_MAX)
-        return P11N_ERR_NONCE_EXHAUSTED;
-    if (len < P11N_TAG_LEN)
-        return P11N_ERR_SHORT_MESSAGE;
-    int rc = p11n_aead_open(&cs->aead, cs->n, ad, adlen, in, len, out);
-    if (rc == P11N_OK)
-        cs->n++;
-    return rc;
+    return with_ad(cs, p11n_aead_open, P11N_TAG_LEN, ad, adlen, in, len, out);
 }
 
 int p11n_cs_rekey(p11n_cipherstate *cs)

@@ -69,6 +69,17 @@ static int evp_check_pub(const uint8_t *pub)
     return pub != NULL ? P11N_OK : P11N_ERR_BAD_PUBKEY;
 }
 
+/* Every byte string is a private key (OpenSSL clamps it). */
+static int evp_generate(const char *type, size_t len, uint8_t *priv, uint8_t *pub)
+{
+    int rc = p11n_random(priv, len);
+    if (rc == P11N_OK)
+        rc = evp_pubkey(type, len, len, priv, pub);
+    if (rc != P11N_OK)
+        p11n_wipe(priv, len);
+    return rc;
+}
+
 static int x25519_pubkey(const uint8_t *priv, uint8_t *pub)
 {
     return evp_pubkey("X25519", 32, 32, priv, pub);
@@ -76,12 +87,7 @@ static int x25519_pubkey(const uint8_t *priv, uint8_t *pub)
 
 static int x25519_generate(uint8_t *priv, uint8_t *pub)
 {
-    int rc = p11n_random(priv, 32);
-    if (rc == P11N_OK)
-        rc = x25519_pubkey(priv, pub);
-    if (rc != P11N_OK)
-        p11n_wipe(priv, 32);
-    return rc;
+    return evp_generate("X25519", 32, priv, pub);
 }
 
 static int x25519_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)
@@ -96,12 +102,7 @@ static int x448_pubkey(const uint8_t *priv, uint8_t *pub)
 
 static int x448_generate(uint8_t *priv, uint8_t *pub)
 {
-    int rc = p11n_random(priv, 56);
-    if (rc == P11N_OK)
-        rc = x448_pubkey(priv, pub);
-    if (rc != P11N_OK)
-        p11n_wipe(priv, 56);
-    return rc;
+    return evp_generate("X448", 56, priv, pub);
 }
 
 static int x448_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)

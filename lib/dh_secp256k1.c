@@ -65,6 +65,16 @@ static void serialize33(const secp256k1_context *c, const secp256k1_pubkey *pk, 
     (void)secp256k1_ec_pubkey_serialize(c, out, &len, pk, SECP256K1_EC_COMPRESSED);
 }
 
+/* The context and one parsed compressed point: the common start of every
+ * operation on a public key. */
+static int parse_arg(const uint8_t in[33], const secp256k1_context **c, secp256k1_pubkey *pk)
+{
+    *c = get_ctx();
+    if (*c == NULL)
+        return P11N_ERR_CRYPTO;
+    return parse33(*c, in, pk) ? P11N_OK : P11N_ERR_BAD_PUBKEY;
+}
+
 static int k1_pubkey(const uint8_t *priv, uint8_t *pub)
 {
     const secp256k1_context *c = get_ctx();
@@ -97,22 +107,19 @@ static int k1_generate(uint8_t *priv, uint8_t *pub)
 
 static int k1_check_pub(const uint8_t *pub)
 {
-    const secp256k1_context *c = get_ctx();
-    if (c == NULL)
-        return P11N_ERR_CRYPTO;
+    const secp256k1_context *c;
     secp256k1_pubkey pk;
-    return parse33(c, pub, &pk) ? P11N_OK : P11N_ERR_BAD_PUBKEY;
+    return parse_arg(pub, &c, &pk);
 }
 
 /* SHA256 of the compressed shared point: libsecp256k1's default ECDH hash. */
 static int k1_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)
 {
-    const secp256k1_context *c = get_ctx();
-    if (c == NULL)
-        return P11N_ERR_CRYPTO;
+    const secp256k1_context *c;
     secp256k1_pubkey pk;
-    if (!parse33(c, pub, &pk))
-        return P11N_ERR_BAD_PUBKEY;
+    int rc = parse_arg(pub, &c, &pk);
+    if (rc != P11N_OK)
+        return rc;
     if (!secp256k1_ecdh(c, out, &pk, priv, NULL, NULL)) {
         p11n_wipe(out, 32);
         return P11N_ERR_BAD_PRIVKEY;
@@ -135,12 +142,13 @@ int p11n_secp256k1_add(const uint8_t a[33], const uint8_t b[33], uint8_t out[33]
 {
     if (a == NULL || b == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
-    const secp256k1_context *c = get_ctx();
-    if (c == NULL)
-        return P11N_ERR_CRYPTO;
+    const secp256k1_context *c;
     secp256k1_pubkey pa, pb, sum;
-    if (!parse33(c, a, &pa) || !parse33(c, b, &pb))
-        return P11N_ERR_BAD_PUBKEY;
+    int rc = parse_arg(a, &c, &pa);
+    if (rc == P11N_OK)
+        rc = parse_arg(b, &c, &pb);
+    if (rc != P11N_OK)
+        return rc;
     const secp256k1_pubkey *ins[2] = { &pa, &pb };
     /* Fails only when the sum is the point at infinity (b == -a), which
      * has no encoding. */
@@ -154,12 +162,11 @@ int p11n_secp256k1_negate(const uint8_t a[33], uint8_t out[33])
 {
     if (a == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
-    const secp256k1_context *c = get_ctx();
-    if (c == NULL)
-        return P11N_ERR_CRYPTO;
+    const secp256k1_context *c;
     secp256k1_pubkey p;
-    if (!parse33(c, a, &p))
-        return P11N_ERR_BAD_PUBKEY;
+    int rc = parse_arg(a, &c, &p);
+    if (rc != P11N_OK)
+        return rc;
     if (!secp256k1_ec_pubkey_negate(c, &p))
         return P11N_ERR_CRYPTO;
     serialize33(c, &p, out);
@@ -170,12 +177,11 @@ int p11n_secp256k1_uncompress(const uint8_t a[33], uint8_t out[65])
 {
     if (a == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
-    const secp256k1_context *c = get_ctx();
-    if (c == NULL)
-        return P11N_ERR_CRYPTO;
+    const secp256k1_context *c;
     secp256k1_pubkey p;
-    if (!parse33(c, a, &p))
-        return P11N_ERR_BAD_PUBKEY;
+    int rc = parse_arg(a, &c, &p);
+    if (rc != P11N_OK)
+        return rc;
     size_t len = 65;
     (void)secp256k1_ec_pubkey_serialize(c, out, &len, &p, SECP256K1_EC_UNCOMPRESSED);
     return P11N_OK;
@@ -185,21 +191,24 @@ int p11n_secp256k1_compress(const uint8_t *in, size_t len, uint8_t out[33])
 {
     if (in == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
-    const secp256k1_context *c = get_ctx();
-    if (c == NULL)
-        return P11N_ERR_CRYPTO;
+    const secp256k1_context *c;
     secp256k1_pubkey p;
-    int ok;
-    if (len == 33)
-        ok = parse33(c, in, &p);
-    else if (len == 65)
+    int rc;
+    if (len == 33) {
+        rc = parse_arg(in, &c, &p);
+    } else if (len == 65) {
+        c = get_ctx();
+        if (c == NULL)
+            return P11N_ERR_CRYPTO;
         /* 0x04 only: the parser would also take the "hybrid" 0x06/0x07
          * form, which no token should produce. */
-        ok = in[0] == 0x04 && secp256k1_ec_pubkey_parse(c, &p, in, 65);
-    else
-        ok = 0;
-    if (!ok)
-        return P11N_ERR_BAD_PUBKEY;
+        rc = in[0] == 0x04 && secp256k1_ec_pubkey_parse(c, &p, in, 65) ? P11N_OK
+                                                                     : P11N_ERR_BAD_PUBKEY;
+    } else {
+        rc = P11N_ERR_BAD_PUBKEY;
+    }
+    if (rc != P11N_OK)
+        return rc;
     serialize33(c, &p, out);
     return P11N_OK;
 }

@@ -77,9 +77,12 @@ static int fail(p11n_noise *hs, int rc)
     return rc;
 }
 
-/* Entry check shared by every mutating call. */
+/* Entry check shared by every mutating call: INVALID_ARG for no object,
+ * and a call in the wrong state kills it. */
 static int check_state(p11n_noise *hs, int want)
 {
+    if (hs == NULL)
+        return P11N_ERR_INVALID_ARG;
     if (hs->state == want)
         return P11N_OK;
     return fail(hs, P11N_ERR_STATE);
@@ -111,8 +114,6 @@ P11N_API int p11n_noise_new(const char *protocol_name, int initiator, p11n_noise
 /* The prologue is mixed at once: nothing else touches h before start. */
 P11N_API int p11n_noise_set_prologue(p11n_noise *hs, const uint8_t *prologue, size_t len)
 {
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SETUP);
     if (rc != P11N_OK)
         return rc;
@@ -129,8 +130,6 @@ P11N_API int p11n_noise_set_prologue(p11n_noise *hs, const uint8_t *prologue, si
 
 P11N_API int p11n_noise_set_local_static(p11n_noise *hs, p11n_key *key)
 {
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SETUP);
     if (rc != P11N_OK)
         return rc;
@@ -160,8 +159,6 @@ static int side_uses_static(const p11n_protocol *p, unsigned side)
  * not look like authentication. */
 P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, size_t len)
 {
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SETUP);
     if (rc != P11N_OK)
         return rc;
@@ -185,8 +182,6 @@ P11N_API int p11n_noise_set_remote_static(p11n_noise *hs, const uint8_t *pub, si
 
 P11N_API int p11n_noise_add_psk(p11n_noise *hs, const uint8_t *psk, size_t len)
 {
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SETUP);
     if (rc != P11N_OK)
         return rc;
@@ -198,8 +193,6 @@ P11N_API int p11n_noise_add_psk(p11n_noise *hs, const uint8_t *psk, size_t len)
 
 P11N_API int p11n_noise_set_ephemeral(p11n_noise *hs, const uint8_t *priv, size_t len)
 {
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SETUP);
     if (rc != P11N_OK)
         return rc;
@@ -238,8 +231,6 @@ static int mix_pre_message(p11n_noise *hs, unsigned side)
 
 P11N_API int p11n_noise_start(p11n_noise *hs)
 {
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SETUP);
     if (rc != P11N_OK)
         return rc;
@@ -399,8 +390,6 @@ P11N_API int p11n_noise_write_message(p11n_noise *hs, const uint8_t *payload,
 {
     if (outlen != NULL)
         *outlen = 0;
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_RUNNING);
     if (rc != P11N_OK)
         return rc;
@@ -480,8 +469,6 @@ P11N_API int p11n_noise_read_message(p11n_noise *hs, const uint8_t *msg, size_t 
 {
     if (payload_len != NULL)
         *payload_len = 0;
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_RUNNING);
     if (rc == P11N_OK && our_message(hs, hs->msg))
         rc = fail(hs, P11N_ERR_STATE);
@@ -563,8 +550,6 @@ static void finish(p11n_noise *hs)
 int p11n_noise_split_keys(p11n_noise *hs, uint8_t *ck, uint8_t k1[P11N_KEYLEN],
     uint8_t k2[P11N_KEYLEN])
 {
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SPLIT);
     if (rc != P11N_OK)
         return rc;
@@ -584,8 +569,6 @@ P11N_API int p11n_noise_split(p11n_noise *hs, p11n_cipher **send, p11n_cipher **
         *send = NULL;
     if (recv != NULL)
         *recv = NULL;
-    if (hs == NULL)
-        return P11N_ERR_INVALID_ARG;
     int rc = check_state(hs, HS_SPLIT);
     if (rc != P11N_OK)
         return rc;

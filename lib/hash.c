@@ -79,17 +79,27 @@ static int digest(EVP_MD_CTX *ctx, const EVP_MD *md, const uint8_t *prefix, size
     return P11N_OK;
 }
 
+/* The digest of a table entry and a fresh context for it (freed with
+ * EVP_MD_CTX_free, which wipes the state). */
+static int begin(const p11n_hash_alg *h, const EVP_MD **md, EVP_MD_CTX **ctx)
+{
+    *md = md_of(h);
+    if (*md == NULL)
+        return P11N_ERR_UNSUPPORTED;
+    *ctx = EVP_MD_CTX_new();
+    return *ctx != NULL ? P11N_OK : P11N_ERR_NOMEM;
+}
+
 int p11n_hash(const p11n_hash_alg *h, const p11n_iov *parts, size_t n, uint8_t *out)
 {
     if (h == NULL || out == NULL || (parts == NULL && n > 0))
         return P11N_ERR_INVALID_ARG;
-    const EVP_MD *md = md_of(h);
-    if (md == NULL)
-        return P11N_ERR_UNSUPPORTED;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx == NULL)
-        return P11N_ERR_NOMEM;
-    int rc = digest(ctx, md, NULL, 0, parts, n, out);
+    const EVP_MD *md;
+    EVP_MD_CTX *ctx;
+    int rc = begin(h, &md, &ctx);
+    if (rc != P11N_OK)
+        return rc;
+    rc = digest(ctx, md, NULL, 0, parts, n, out);
     EVP_MD_CTX_free(ctx);
     return rc;
 }
@@ -132,13 +142,12 @@ int p11n_hmac(const p11n_hash_alg *h, const uint8_t *key, size_t keylen,
 {
     if (h == NULL || out == NULL || (key == NULL && keylen > 0) || (parts == NULL && n > 0))
         return P11N_ERR_INVALID_ARG;
-    const EVP_MD *md = md_of(h);
-    if (md == NULL)
-        return P11N_ERR_UNSUPPORTED;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx == NULL)
-        return P11N_ERR_NOMEM;
-    int rc = hmac_with(ctx, md, h, key, keylen, parts, n, out);
+    const EVP_MD *md;
+    EVP_MD_CTX *ctx;
+    int rc = begin(h, &md, &ctx);
+    if (rc != P11N_OK)
+        return rc;
+    rc = hmac_with(ctx, md, h, key, keylen, parts, n, out);
     /* Freeing wipes the digest state, which held the keyed pad. */
     EVP_MD_CTX_free(ctx);
     return rc;
@@ -151,12 +160,11 @@ int p11n_hkdf(const p11n_hash_alg *h, const uint8_t *ck, const uint8_t *ikm,
         || out1 == NULL || out2 == NULL || (nout == 3 && out3 == NULL))
         return P11N_ERR_INVALID_ARG;
 
-    const EVP_MD *md = md_of(h);
-    if (md == NULL)
-        return P11N_ERR_UNSUPPORTED;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    if (ctx == NULL)
-        return P11N_ERR_NOMEM;
+    const EVP_MD *md;
+    EVP_MD_CTX *ctx;
+    int rc = begin(h, &md, &ctx);
+    if (rc != P11N_OK)
+        return rc;
 
     uint8_t temp[P11N_MAXHASHLEN];
     uint8_t o1[P11N_MAXHASHLEN], o2[P11N_MAXHASHLEN], o3[P11N_MAXHASHLEN];
@@ -166,7 +174,7 @@ int p11n_hkdf(const p11n_hash_alg *h, const uint8_t *ck, const uint8_t *ikm,
     /* Outputs go to locals first: the caller may pass out1 == ck (as
      * MixKey does), and a failure must leave no partial key behind. */
     p11n_iov in = { ikm, ikmlen };
-    int rc = hmac_with(ctx, md, h, ck, hl, &in, 1, temp);
+    rc = hmac_with(ctx, md, h, ck, hl, &in, 1, temp);
     if (rc == P11N_OK) {
         p11n_iov p1 = { &one, 1 };
         rc = hmac_with(ctx, md, h, temp, hl, &p1, 1, o1);

@@ -35,26 +35,22 @@ static const struct p11n_key_ops soft_ops = {
     .destroy = soft_destroy,
 };
 
-static struct soft_key *soft_alloc(const p11n_dh_alg *alg)
+/* A software key from private bytes of exactly alg->privlen (the caller
+ * wipes its copy), or freshly generated when priv is NULL. */
+static int soft_make(const p11n_dh_alg *alg, const uint8_t *priv, struct p11n_key **out)
 {
     struct soft_key *k = calloc(1, sizeof(*k));
     if (k == NULL)
-        return NULL;
+        return P11N_ERR_NOMEM;
     k->base.ops = &soft_ops;
     k->base.alg = alg;
-    return k;
-}
-
-/* A key from private bytes of exactly alg->privlen; the caller wipes its
- * copy. */
-static int soft_from_private(const p11n_dh_alg *alg, const uint8_t *priv,
-    struct p11n_key **out)
-{
-    struct soft_key *k = soft_alloc(alg);
-    if (k == NULL)
-        return P11N_ERR_NOMEM;
-    memcpy(k->priv, priv, alg->privlen);
-    int rc = alg->pubkey(k->priv, k->base.pub);
+    int rc;
+    if (priv != NULL) {
+        memcpy(k->priv, priv, alg->privlen);
+        rc = alg->pubkey(k->priv, k->base.pub);
+    } else {
+        rc = alg->generate(k->priv, k->base.pub);
+    }
     if (rc != P11N_OK) {
         soft_destroy(&k->base);
         return rc;
@@ -63,47 +59,38 @@ static int soft_from_private(const p11n_dh_alg *alg, const uint8_t *priv,
     return P11N_OK;
 }
 
-static const p11n_dh_alg *dh_alg(const char *dh_name)
+/* The public entry points' common start: *out cleared, the other
+ * arguments checked (args_ok), the DH looked up. */
+static int dh_alg(const char *dh_name, int args_ok, p11n_key **out, const p11n_dh_alg **alg)
 {
-    return dh_name != NULL ? p11n_dh_by_name(dh_name, strlen(dh_name)) : NULL;
+    if (out == NULL)
+        return P11N_ERR_INVALID_ARG;
+    *out = NULL;
+    if (dh_name == NULL || !args_ok)
+        return P11N_ERR_INVALID_ARG;
+    *alg = p11n_dh_by_name(dh_name, strlen(dh_name));
+    return *alg != NULL ? P11N_OK : P11N_ERR_UNSUPPORTED;
 }
 
 int p11n_key_from_private(const char *dh_name, const uint8_t *priv, size_t len,
     p11n_key **out)
 {
-    if (out == NULL)
-        return P11N_ERR_INVALID_ARG;
-    *out = NULL;
-    if (dh_name == NULL || priv == NULL)
-        return P11N_ERR_INVALID_ARG;
-    const p11n_dh_alg *alg = dh_alg(dh_name);
-    if (alg == NULL)
-        return P11N_ERR_UNSUPPORTED;
+    const p11n_dh_alg *alg;
+    int rc = dh_alg(dh_name, priv != NULL, out, &alg);
+    if (rc != P11N_OK)
+        return rc;
     if (len != alg->privlen)
         return P11N_ERR_INVALID_ARG;
-    return soft_from_private(alg, priv, out);
+    return soft_make(alg, priv, out);
 }
 
 int p11n_key_generate(const char *dh_name, p11n_key **out)
 {
-    if (out == NULL)
-        return P11N_ERR_INVALID_ARG;
-    *out = NULL;
-    if (dh_name == NULL)
-        return P11N_ERR_INVALID_ARG;
-    const p11n_dh_alg *alg = dh_alg(dh_name);
-    if (alg == NULL)
-        return P11N_ERR_UNSUPPORTED;
-    struct soft_key *k = soft_alloc(alg);
-    if (k == NULL)
-        return P11N_ERR_NOMEM;
-    int rc = alg->generate(k->priv, k->base.pub);
-    if (rc != P11N_OK) {
-        soft_destroy(&k->base);
+    const p11n_dh_alg *alg;
+    int rc = dh_alg(dh_name, 1, out, &alg);
+    if (rc != P11N_OK)
         return rc;
-    }
-    *out = &k->base;
-    return P11N_OK;
+    return soft_make(alg, NULL, out);
 }
 
 int p11n_key_public(const p11n_key *key, uint8_t *out, size_t cap, size_t *outlen)
@@ -147,7 +134,7 @@ int p11n_key_parse_text(const char *text, size_t len, const p11n_dh_alg *alg,
     uint8_t priv[P11N_MAXPRIVLEN];
     int rc = p11n_hex_decode(text != NULL ? text : "", len, priv, alg->privlen);
     if (rc == P11N_OK)
-        rc = soft_from_private(alg, priv, out);
+        rc = soft_make(alg, priv, out);
     p11n_wipe(priv, sizeof(priv));
     return rc;
 }
