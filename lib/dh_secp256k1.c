@@ -147,15 +147,19 @@ int p11n_secp256k1_add(const uint8_t a[33], const uint8_t b[33], uint8_t out[33]
     int rc = parse_arg(a, &c, &pa);
     if (rc == P11N_OK)
         rc = parse_arg(b, &c, &pb);
-    if (rc != P11N_OK)
-        return rc;
     const secp256k1_pubkey *ins[2] = { &pa, &pb };
     /* Fails only when the sum is the point at infinity (b == -a), which
      * has no encoding. */
-    if (!secp256k1_ec_pubkey_combine(c, &sum, ins, 2))
-        return P11N_ERR_BAD_PUBKEY;
-    serialize33(c, &sum, out);
-    return P11N_OK;
+    if (rc == P11N_OK && !secp256k1_ec_pubkey_combine(c, &sum, ins, 2))
+        rc = P11N_ERR_BAD_PUBKEY;
+    if (rc == P11N_OK)
+        serialize33(c, &sum, out);
+    /* The token's parity recovery adds candidates for the shared point
+     * k·P: these are DH secrets, not public keys. */
+    p11n_wipe(&pa, sizeof(pa));
+    p11n_wipe(&pb, sizeof(pb));
+    p11n_wipe(&sum, sizeof(sum));
+    return rc;
 }
 
 int p11n_secp256k1_negate(const uint8_t a[33], uint8_t out[33])
