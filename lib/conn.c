@@ -157,12 +157,43 @@ static void flushq_remove(p11n_conn *c)
     c->in_flushq = 0;
 }
 
+/* The trim list holds the connections that may hold a write buffer or a
+ * receive buffer, so that the periodic trim walks those rather than
+ * every idle connection. */
+static void trimq_add(p11n_conn *c)
+{
+    if (c->in_trimq)
+        return;
+    p11n_ctx *ctx = c->ctx;
+    c->in_trimq = 1;
+    c->trim_prev = NULL;
+    c->trim_next = ctx->trimq;
+    if (ctx->trimq != NULL)
+        ctx->trimq->trim_prev = c;
+    ctx->trimq = c;
+}
+
+static void trimq_remove(p11n_conn *c)
+{
+    if (!c->in_trimq)
+        return;
+    if (c->trim_prev != NULL)
+        c->trim_prev->trim_next = c->trim_next;
+    else
+        c->ctx->trimq = c->trim_next;
+    if (c->trim_next != NULL)
+        c->trim_next->trim_prev = c->trim_prev;
+    c->trim_prev = c->trim_next = NULL;
+    c->in_trimq = 0;
+}
+
 void p11n_conn_free(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
     conn_release(c);
     p11n_handshake_free(c->hs);
     flushq_remove(c);
+    trimq_remove(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
     else if (ctx->conns == c)
@@ -347,6 +378,7 @@ static int wbuf_reserve(p11n_conn *c, size_t need)
         return P11N_ERR_NOMEM;
     c->wbuf = b;
     c->wcap = cap;
+    trimq_add(c);
     return P11N_OK;
 }
 
@@ -408,15 +440,22 @@ void p11n_conn_flush_all(p11n_ctx *ctx)
 void p11n_conn_trim(void *ctxp)
 {
     p11n_ctx *ctx = ctxp;
-    for (p11n_conn *c = ctx->conns; c != NULL; c = c->next) {
+    p11n_conn *next;
+    for (p11n_conn *c = ctx->trimq; c != NULL; c = next) {
+        next = c->trim_next;
         if (!c->wrote && c->wbuf != NULL && c->wpos == c->wlen) {
             free(c->wbuf);
             c->wbuf = NULL;
             c->wcap = c->wpos = c->wlen = 0;
         }
         c->wrote = 0;
-        if (c->t != NULL && ctx->now - c->last_active >= 1000)
+        int idle = ctx->now - c->last_active >= 1000;
+        if (c->t != NULL && idle)
             (void)p11n_transport_trim(c->t);
+        /* Nothing left to release until it reads or writes again (a
+         * frame body gathered across reads is not released). */
+        if (c->wbuf == NULL && (c->t == NULL || idle) && !c->partial)
+            trimq_remove(c);
     }
     p11n_timer_arm(ctx, &ctx->trim, ctx->now + 1000);
 }
@@ -669,6 +708,7 @@ static void conn_read(p11n_conn *c)
         return;
     }
     c->last_active = ctx->now;
+    trimq_add(c);
     size_t off = 0;
     while (off < (size_t)n) {
         size_t used = 0, len = 0;

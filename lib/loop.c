@@ -1,12 +1,15 @@
 /*
- * The context and its poll() loop: the fd set, a timer heap, the wake-up
- * eventfd, and the two ways to drive it (p11n_run* or an external loop
- * through p11n_poll_fds / p11n_process).
+ * The context and its loop: a timer heap, the wake-up eventfd, and the
+ * two ways to drive it (p11n_run* or an external loop through
+ * p11n_poll_fds / p11n_process); the fds and the epoll/poll backend are
+ * in fdset.c.
  *
- * One loop iteration: handle ready fds, fire expired timers, write every
- * connection's queued bytes (one send per connection, so messages queued
- * by callbacks in the same iteration share a syscall), free connections
- * that finished.
+ * One loop iteration: handle ready fds, fire expired timers, then settle:
+ * write every queued connection's bytes (one send per connection, so messages queued by
+ * callbacks in the same iteration share a syscall), free connections
+ * that finished. Every step costs in proportion to the fds that are
+ * ready, the timers that expire and the connections with work queued,
+ * not to the connections open.
  */
 #include "net.h"
 
@@ -51,87 +54,6 @@ void p11n_addr_text(const struct sockaddr *sa, char out[P11N_ADDRSTR])
     } else {
         snprintf(out, P11N_ADDRSTR, "(unknown address family %d)", sa->sa_family);
     }
-}
-
-/* ---- fd set ---- */
-
-int p11n_io_add(p11n_ctx *ctx, int fd, short events, p11n_io_fn fn, void *obj)
-{
-    if (fd < 0)
-        return P11N_ERR_INVALID_ARG;
-    if ((size_t)fd >= ctx->capbyfd) {
-        size_t cap = ctx->capbyfd ? ctx->capbyfd : 64;
-        while (cap <= (size_t)fd)
-            cap *= 2;
-        size_t *b = realloc(ctx->byfd, cap * sizeof(*b));
-        if (b == NULL)
-            return P11N_ERR_NOMEM;
-        memset(b + ctx->capbyfd, 0, (cap - ctx->capbyfd) * sizeof(*b));
-        ctx->byfd = b;
-        ctx->capbyfd = cap;
-    }
-    if (ctx->nfd == ctx->capfd) {
-        size_t cap = ctx->capfd ? ctx->capfd * 2 : 32;
-        struct pollfd *p = realloc(ctx->pfd, cap * sizeof(*p));
-        if (p == NULL)
-            return P11N_ERR_NOMEM;
-        ctx->pfd = p;
-        p11n_io *io = realloc(ctx->io, cap * sizeof(*io));
-        if (io == NULL)
-            return P11N_ERR_NOMEM;
-        ctx->io = io;
-        ctx->capfd = cap;
-    }
-    size_t i = ctx->nfd++;
-    ctx->pfd[i] = (struct pollfd){ .fd = fd, .events = events, .revents = 0 };
-    ctx->io[i] = (p11n_io){ .fn = fn, .obj = obj };
-    ctx->byfd[fd] = i + 1;
-    return P11N_OK;
-}
-
-static size_t slot_of(const p11n_ctx *ctx, int fd)
-{
-    if (fd < 0 || (size_t)fd >= ctx->capbyfd)
-        return 0;
-    return ctx->byfd[fd];
-}
-
-void p11n_io_set(p11n_ctx *ctx, int fd, short events)
-{
-    size_t s = slot_of(ctx, fd);
-    if (s != 0)
-        ctx->pfd[s - 1].events = events;
-}
-
-/* The slot becomes a hole (poll() ignores negative fds) so that an
- * iteration over the set stays valid; holes are compacted afterwards. */
-void p11n_io_del(p11n_ctx *ctx, int fd)
-{
-    size_t s = slot_of(ctx, fd);
-    if (s == 0)
-        return;
-    ctx->pfd[s - 1].fd = -1;
-    ctx->pfd[s - 1].events = 0;
-    ctx->pfd[s - 1].revents = 0;
-    ctx->byfd[fd] = 0;
-    ctx->holes++;
-}
-
-static void io_compact(p11n_ctx *ctx)
-{
-    size_t j = 0;
-    for (size_t i = 0; i < ctx->nfd; i++) {
-        if (ctx->pfd[i].fd < 0)
-            continue;
-        if (i != j) {
-            ctx->pfd[j] = ctx->pfd[i];
-            ctx->io[j] = ctx->io[i];
-            ctx->byfd[ctx->pfd[j].fd] = j + 1;
-        }
-        j++;
-    }
-    ctx->nfd = j;
-    ctx->holes = 0;
 }
 
 /* ---- timers: a binary min-heap; each timer knows its slot ---- */
@@ -286,6 +208,24 @@ static void on_wake(void *obj, int fd, short revents)
 
 /* ---- context ---- */
 
+/* The backend asked for, else P11N_LOOP from the environment, else
+ * epoll where there is one. */
+static int pick_backend(p11n_ctx *ctx, int asked)
+{
+    if (asked != P11N_LOOP_DEFAULT)
+        return asked;
+    const char *env = getenv("P11N_LOOP");
+    if (env != NULL && strcmp(env, "poll") == 0)
+        return P11N_LOOP_POLL;
+    if (env != NULL && env[0] != '\0' && strcmp(env, "epoll") != 0)
+        p11n_log(ctx, P11N_LOG_WARN, "P11N_LOOP=%s is neither poll nor epoll: ignored", env);
+#ifdef P11N_HAVE_EPOLL
+    return P11N_LOOP_EPOLL;
+#else
+    return P11N_LOOP_POLL;
+#endif
+}
+
 /* Zero in an option means "the default". */
 static void default_to(unsigned *v, unsigned def)
 {
@@ -301,7 +241,8 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     p11n_ctx_options o = { 0 };
     if (opts != NULL)
         o = *opts;
-    if (o.log_level < 0 || o.log_level > P11N_LOG_DEBUG)
+    if (o.log_level < 0 || o.log_level > P11N_LOG_DEBUG || o.loop < P11N_LOOP_DEFAULT
+        || o.loop > P11N_LOOP_EPOLL)
         return P11N_ERR_INVALID_ARG;
     if (o.log_level == 0)
         o.log_level = P11N_LOG_INFO;
@@ -319,6 +260,7 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     ctx->opt = o;
     ctx->opt.token_uri = NULL;
     ctx->wakefd = -1;
+    ctx->fds.epfd = -1;
     int rc = P11N_ERR_NOMEM;
     if (o.token_uri != NULL && (ctx->opt.token_uri = strdup(o.token_uri)) == NULL)
         goto fail;
@@ -332,6 +274,9 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     if ((ctx->rbuf = malloc(P11N_READ_CHUNK)) == NULL)
         goto fail;
     if ((rc = p11n_timers_reserve(ctx, 1)) != P11N_OK) /* trim */
+        goto fail;
+    ctx->opt.loop = pick_backend(ctx, o.loop);
+    if ((rc = p11n_fdset_init(ctx, ctx->opt.loop)) != P11N_OK)
         goto fail;
     ctx->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (ctx->wakefd < 0) {
@@ -369,10 +314,8 @@ void p11n_ctx_free(p11n_ctx *ctx)
     p11n_peers_free(ctx);
     if (ctx->wakefd >= 0)
         close(ctx->wakefd);
+    p11n_fdset_free(ctx);
     free(ctx->rbuf);
-    free(ctx->pfd);
-    free(ctx->io);
-    free(ctx->byfd);
     free(ctx->heap);
     free((char *)ctx->opt.token_uri);
     free((char *)ctx->opt.dns_servers);
@@ -388,22 +331,13 @@ static void settle(p11n_ctx *ctx)
 {
     p11n_conn_flush_all(ctx);
     p11n_conn_free_dead(ctx);
-    if (ctx->holes > 0)
-        io_compact(ctx);
+    p11n_fdset_compact(ctx);
 }
 
 static void dispatch(p11n_ctx *ctx)
 {
     ctx->now = p11n_now_ms();
-    /* New fds added by callbacks go past `n` and have revents 0. */
-    size_t n = ctx->nfd;
-    for (size_t i = 0; i < n; i++) {
-        short rev = ctx->pfd[i].revents;
-        if (rev == 0 || ctx->pfd[i].fd < 0)
-            continue;
-        ctx->pfd[i].revents = 0;
-        ctx->io[i].fn(ctx->io[i].obj, ctx->pfd[i].fd, rev);
-    }
+    p11n_fdset_dispatch(ctx);
     ctx->now = p11n_now_ms();
     timers_fire(ctx);
     settle(ctx);
@@ -425,15 +359,9 @@ int p11n_run_once(p11n_ctx *ctx, int timeout_ms)
     if (take_stop(ctx))
         return P11N_ERR_SHUTDOWN;
     settle(ctx);
-    int wait = next_timeout(ctx, timeout_ms);
-    int r = poll(ctx->pfd, ctx->nfd, wait);
-    if (r < 0 && errno != EINTR) {
-        p11n_log(ctx, P11N_LOG_ERROR, "poll: %s", strerror(errno));
-        return P11N_ERR_IO;
-    }
-    if (r < 0)
-        for (size_t i = 0; i < ctx->nfd; i++)
-            ctx->pfd[i].revents = 0;
+    int rc = p11n_fdset_wait(ctx, next_timeout(ctx, timeout_ms));
+    if (rc != P11N_OK)
+        return rc;
     dispatch(ctx);
     return take_stop(ctx) ? P11N_ERR_SHUTDOWN : P11N_OK;
 }
@@ -461,12 +389,11 @@ int p11n_poll_fds(p11n_ctx *ctx, struct pollfd *fds, size_t cap, size_t *n, int 
     if (ctx == NULL || n == NULL || timeout_ms == NULL || (fds == NULL && cap > 0))
         return P11N_ERR_INVALID_ARG;
     settle(ctx);
-    *n = ctx->nfd;
-    if (ctx->nfd > cap)
-        return P11N_ERR_BUFFER_TOO_SMALL;
-    for (size_t i = 0; i < ctx->nfd; i++)
-        fds[i] = (struct pollfd){ .fd = ctx->pfd[i].fd, .events = ctx->pfd[i].events };
+    *n = p11n_fdset_export_count(ctx);
     *timeout_ms = next_timeout(ctx, -1);
+    if (*n > cap)
+        return P11N_ERR_BUFFER_TOO_SMALL;
+    p11n_fdset_export(ctx, fds);
     return P11N_OK;
 }
 
@@ -474,11 +401,9 @@ int p11n_process(p11n_ctx *ctx, const struct pollfd *fds, size_t n)
 {
     if (ctx == NULL || (fds == NULL && n > 0))
         return P11N_ERR_INVALID_ARG;
-    for (size_t i = 0; i < n; i++) {
-        size_t s = slot_of(ctx, fds[i].fd);
-        if (s != 0 && fds[i].revents != 0)
-            ctx->pfd[s - 1].revents = fds[i].revents;
-    }
+    int rc = p11n_fdset_import(ctx, fds, n);
     dispatch(ctx);
-    return take_stop(ctx) ? P11N_ERR_SHUTDOWN : P11N_OK;
+    if (take_stop(ctx))
+        return P11N_ERR_SHUTDOWN;
+    return rc;
 }

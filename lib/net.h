@@ -39,10 +39,34 @@ typedef struct p11n_timer {
     void *obj;
 } p11n_timer;
 
+/* One watched fd (fdset.c). */
 typedef struct p11n_io {
-    p11n_io_fn fn;
+    p11n_io_fn fn;                /* NULL: not watched */
     void *obj;
+    short events;                 /* POLLIN / POLLOUT wanted */
+    uint32_t gen;                 /* epoll: which registration an event is for */
+    size_t slot;                  /* poll: index + 1 in pfd */
 } p11n_io;
+
+#if defined(__linux__)
+#define P11N_HAVE_EPOLL 1
+#endif
+
+/* The watched fds and the backend that waits on them. */
+typedef struct p11n_fdset {
+    int backend;                  /* P11N_LOOP_POLL or P11N_LOOP_EPOLL */
+    p11n_io *byfd;                /* indexed by fd */
+    size_t capbyfd;
+    size_t count;                 /* fds watched */
+    uint32_t gen;
+    /* poll: the array handed to poll(); removed entries are holes (fd -1) */
+    struct pollfd *pfd;
+    size_t nfd, capfd, holes;
+    /* epoll */
+    int epfd;
+    void *ev;                     /* struct epoll_event[]: the last wait's results */
+    int nev;
+} p11n_fdset;
 
 struct p11n_workers;
 struct p11n_resolver;
@@ -59,13 +83,7 @@ struct p11n_ctx {
     p11n_ctx_options opt;         /* defaults filled in; token_uri, dns_servers owned;
                                      socks5 NULL (parsed into `proxy`) */
 
-    /* poll set: pfd[i] and io[i] describe one fd; byfd[fd] = i + 1 */
-    struct pollfd *pfd;
-    p11n_io *io;
-    size_t nfd, capfd;
-    size_t *byfd;
-    size_t capbyfd;
-    int holes;                    /* removed slots (fd -1) to compact */
+    p11n_fdset fds;
 
     p11n_timer **heap;            /* min-heap on `at` */
     size_t nheap, capheap;
@@ -79,6 +97,7 @@ struct p11n_ctx {
 
     p11n_conn *conns;             /* every live connection (doubly linked) */
     p11n_conn *flushq;            /* connections with bytes to write */
+    p11n_conn *trimq;             /* connections that may hold buffers to release */
     p11n_conn *dead;              /* finished, to free after this iteration */
     p11n_listener *listeners;
     unsigned handshakes_in;       /* incoming handshakes in progress */
@@ -110,6 +129,7 @@ struct p11n_conn {
     p11n_conn *prev, *next;       /* ctx->conns */
     p11n_conn *next_flush;        /* ctx->flushq */
     p11n_conn *next_dead;         /* ctx->dead */
+    p11n_conn *trim_prev, *trim_next; /* ctx->trimq */
     unsigned long id;             /* "#id" in logs */
     enum p11n_conn_state state;
     int fd;
@@ -121,6 +141,7 @@ struct p11n_conn {
     unsigned counted : 1;         /* counted in ctx/listener handshakes_in */
     unsigned wrote : 1;           /* wrote since the last trim */
     unsigned partial : 1;         /* decoder holds part of a frame */
+    unsigned in_trimq : 1;
 
     p11n_callbacks cb;
 
@@ -189,11 +210,30 @@ struct p11n_listener {
     size_t nallowed;
 };
 
-/* ---- loop.c ---- */
-uint64_t p11n_now_ms(void);
+/* ---- fdset.c ---- */
+/* Watch fd (one registration per fd; adding a watched fd replaces it).
+ * Errors: INVALID_ARG, NOMEM, IO. */
 int p11n_io_add(p11n_ctx *ctx, int fd, short events, p11n_io_fn fn, void *obj);
 void p11n_io_set(p11n_ctx *ctx, int fd, short events);
+/* Stop watching fd; call before closing it. */
 void p11n_io_del(p11n_ctx *ctx, int fd);
+/* Errors: IO, NOMEM, UNSUPPORTED (no epoll on this system). */
+int p11n_fdset_init(p11n_ctx *ctx, int backend);
+void p11n_fdset_free(p11n_ctx *ctx);
+/* Wait up to timeout_ms and keep the results; dispatch hands them to the
+ * fds' callbacks. Errors: IO. */
+int p11n_fdset_wait(p11n_ctx *ctx, int timeout_ms);
+void p11n_fdset_dispatch(p11n_ctx *ctx);
+/* Drop the holes removed fds left (poll); not during a dispatch. */
+void p11n_fdset_compact(p11n_ctx *ctx);
+/* External loop: the pollfds to hand out (the epoll fd alone, or every
+ * fd), and the results coming back. Import errors: IO. */
+size_t p11n_fdset_export_count(const p11n_ctx *ctx);
+void p11n_fdset_export(const p11n_ctx *ctx, struct pollfd *fds);
+int p11n_fdset_import(p11n_ctx *ctx, const struct pollfd *fds, size_t n);
+
+/* ---- loop.c ---- */
+uint64_t p11n_now_ms(void);
 void p11n_timer_init(p11n_timer *t, p11n_timer_fn fn, void *obj);
 /* Each timer object reserves its heap slot when created (NOMEM) and
  * releases it when destroyed, so arming never fails. */

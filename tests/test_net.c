@@ -546,12 +546,21 @@ static void test_api_errors(void)
     co.ch.pattern = NULL;
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, "x3", &co, &c) == P11N_ERR_UNKNOWN_PEER);
 
-    /* The external loop tells how many fds it needs. */
-    struct pollfd one[1];
+    /* The external loop tells how many fds it needs: with poll() the
+     * wake-up fd and the listener; with epoll its own fd alone. */
+    struct pollfd two[2];
     size_t n = 0;
     int t = 0;
-    CU_ASSERT(p11n_poll_fds(ctx, one, 1, &n, &t) == P11N_ERR_BUFFER_TOO_SMALL);
-    CU_ASSERT(n >= 2);
+    const char *loop = getenv("P11N_LOOP");
+    if (loop != NULL && strcmp(loop, "poll") == 0) {
+        CU_ASSERT(p11n_poll_fds(ctx, two, 1, &n, &t) == P11N_ERR_BUFFER_TOO_SMALL);
+        CU_ASSERT(n == 2);
+    } else {
+        CU_ASSERT(p11n_poll_fds(ctx, two, 0, &n, &t) == P11N_ERR_BUFFER_TOO_SMALL);
+        CU_ASSERT(n == 1);
+    }
+    CU_ASSERT(p11n_poll_fds(ctx, two, 2, &n, &t) == P11N_OK);
+    CU_ASSERT(two[0].events == POLLIN);
     /* p11n_stop is reported once. */
     p11n_stop(ctx);
     CU_ASSERT(p11n_run_once(ctx, 1000) == P11N_ERR_SHUTDOWN);
