@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build p11noise with AddressSanitizer + UndefinedBehaviorSanitizer and run
 # every test, then `make distcheck` (a clean build and test run from the
-# release tarball). Extra arguments go to configure (CI adds --enable-werror).
+# release tarball), then the layer tests under valgrind. Extra arguments go
+# to configure (CI adds --enable-werror).
 # Installs missing Debian packages first (as root); safe to run again.
 set -eu
 cd "$(dirname "$0")"
@@ -21,4 +22,7 @@ pass=$(echo "$results" | grep -c '^:test-result: PASS' || true)
 fail=$(echo "$results" | grep -c '^:test-result: FAIL' || true)
 
 make -C build-test -j"$(nproc)" distcheck DISTCHECK_CONFIGURE_FLAGS="$*"
+# The layer tests once more under valgrind, in a build without sanitizers.
+p11n_build build-valgrind "$@"
+make -C build-valgrind check-valgrind
 echo "test programs: $pass passed, $fail failed"

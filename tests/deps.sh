@@ -4,7 +4,7 @@
 P11N_PKGS="build-essential autoconf automake libtool pkg-config
   libssl-dev libsecp256k1-dev libp11-kit-dev p11-kit softhsm2 opensc
   libc-ares-dev libcunit1-dev libjansson-dev microsocks iproute2
-  python3-cryptography"
+  python3-cryptography valgrind"
 
 p11n_install_deps() {
     missing=""
