@@ -303,6 +303,7 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
         p11n_log(ctx, P11N_LOG_INFO, "conn #%lu will reconnect to %s:%u in %u ms", c->id,
             c->host, c->port, delay);
     }
+    ctx->app_calls++;
     if (c->cb.closed != NULL)
         c->cb.closed(c, reason, text, final, c->cb.arg);
 }
@@ -413,6 +414,7 @@ static void conn_flush(p11n_conn *c)
         finish_close(c);
     } else if (c->want_writable && c->state == P11N_CS_ESTABLISHED) {
         c->want_writable = 0;
+        c->ctx->app_calls++;
         if (c->cb.writable != NULL)
             c->cb.writable(c, c->cb.arg);
     }
@@ -575,6 +577,7 @@ static void hs_complete(p11n_conn *c)
         c->incoming ? "responder" : "initiator", c->peer,
         (unsigned long long)(ctx->now - c->started));
     update_events(c);
+    ctx->app_calls++;
     if (c->cb.established != NULL)
         c->cb.established(c, c->peer, c->cb.arg);
 }
@@ -728,6 +731,7 @@ static void conn_read(p11n_conn *c)
         c->partial = 0;
         c->msgs_in++;
         c->bytes_in += len;
+        ctx->app_calls++;
         if (c->cb.message != NULL)
             c->cb.message(c, msg, len, c->cb.arg);
         if (c->state != P11N_CS_ESTABLISHED)

@@ -326,12 +326,17 @@ void p11n_ctx_free(p11n_ctx *ctx)
 /* ---- driving the loop ---- */
 
 /* Work that does not wait for fds: queued writes and finished
- * connections. */
-static void settle(p11n_ctx *ctx)
+ * connections. Returns 1 if
+ * that called the application back: its state has changed (a writer may
+ * now send, a final `closed` may end its loop), so the loop must not go
+ * to sleep before the application has seen it. */
+static int settle(p11n_ctx *ctx)
 {
+    unsigned long calls = ctx->app_calls;
     p11n_conn_flush_all(ctx);
     p11n_conn_free_dead(ctx);
     p11n_fdset_compact(ctx);
+    return ctx->app_calls != calls;
 }
 
 static void dispatch(p11n_ctx *ctx)
@@ -340,7 +345,7 @@ static void dispatch(p11n_ctx *ctx)
     p11n_fdset_dispatch(ctx);
     ctx->now = p11n_now_ms();
     timers_fire(ctx);
-    settle(ctx);
+    (void)settle(ctx);
 }
 
 /* A stop request is reported once; the context may then be run again. */
@@ -358,8 +363,8 @@ int p11n_run_once(p11n_ctx *ctx, int timeout_ms)
         return P11N_ERR_INVALID_ARG;
     if (take_stop(ctx))
         return P11N_ERR_SHUTDOWN;
-    settle(ctx);
-    int rc = p11n_fdset_wait(ctx, next_timeout(ctx, timeout_ms));
+    int wait = settle(ctx) ? 0 : next_timeout(ctx, timeout_ms);
+    int rc = p11n_fdset_wait(ctx, wait);
     if (rc != P11N_OK)
         return rc;
     dispatch(ctx);
@@ -388,11 +393,13 @@ int p11n_poll_fds(p11n_ctx *ctx, struct pollfd *fds, size_t cap, size_t *n, int 
 {
     if (ctx == NULL || n == NULL || timeout_ms == NULL || (fds == NULL && cap > 0))
         return P11N_ERR_INVALID_ARG;
-    settle(ctx);
+    /* Kept across a BUFFER_TOO_SMALL: the retry must still not wait. */
+    ctx->called_back |= settle(ctx);
     *n = p11n_fdset_export_count(ctx);
-    *timeout_ms = next_timeout(ctx, -1);
+    *timeout_ms = ctx->called_back ? 0 : next_timeout(ctx, -1);
     if (*n > cap)
         return P11N_ERR_BUFFER_TOO_SMALL;
+    ctx->called_back = 0;
     p11n_fdset_export(ctx, fds);
     return P11N_OK;
 }

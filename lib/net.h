@@ -98,6 +98,8 @@ struct p11n_ctx {
     p11n_conn *conns;             /* every live connection (doubly linked) */
     p11n_conn *flushq;            /* connections with bytes to write */
     p11n_conn *trimq;             /* connections that may hold buffers to release */
+    unsigned long app_calls;      /* application callbacks made (to see if settle() made any) */
+    int called_back;              /* p11n_poll_fds: settle() called back, not yet reported */
     p11n_conn *dead;              /* finished, to free after this iteration */
     p11n_listener *listeners;
     unsigned handshakes_in;       /* incoming handshakes in progress */

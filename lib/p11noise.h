@@ -669,15 +669,19 @@ P11N_API const char *p11n_conn_peer(const p11n_conn *conn);
 P11N_API int p11n_run(p11n_ctx *ctx);
 
 /** Wait up to `timeout_ms` (-1: until something happens) and handle what
- *  is ready. Returns P11N_OK, SHUTDOWN after p11n_stop(), or IO. */
+ *  is ready. Does not wait when work done before the wait (writing queued
+ *  messages) already called back the application (e.g. `writable` or a
+ *  final `closed`), so the caller sees it at once. Returns P11N_OK,
+ *  SHUTDOWN after p11n_stop(), or IO. */
 P11N_API int p11n_run_once(p11n_ctx *ctx, int timeout_ms);
 
 /** Ask the loop to return. Safe from any thread and from signal handlers. */
 P11N_API void p11n_stop(p11n_ctx *ctx);
 
 /** External loop, step 1: the fds to poll (with events) and the longest
- *  wait before p11n_process must be called (-1: no deadline). Also writes
- *  queued messages. `*n` receives the count; when it exceeds
+ *  wait before p11n_process must be called (-1: no deadline; 0 when this
+ *  call wrote queued messages and that called back the application).
+ *  Also writes queued messages. `*n` receives the count; when it exceeds
  *  `cap` the call returns BUFFER_TOO_SMALL and fills nothing. With the
  *  epoll backend the set is one fd, the context's epoll fd (POLLIN),
  *  readable while any of the context's fds is ready; with poll() it is

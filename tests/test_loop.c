@@ -1,0 +1,377 @@
+/*
+ * What the event loop promises beyond moving messages, under whichever
+ * backend P11N_LOOP selects (tests/net-poll.sh runs this again with
+ * poll(); the default is epoll on Linux):
+ *
+ *  - both backends, chosen by option, interoperate, and p11n_run /
+ *    p11n_run_once drive them as well as the external loop does;
+ *  - the loop does not sleep after calling the application back from the
+ *    work it does before waiting (a `writable` after writing the queue, a
+ *    final `closed`): p11n_poll_fds returns a timeout of 0 then.
+ *
+ * Contexts in one process over loopback, driven by one poll() through the
+ * external-loop interface (tests/netutil.c), except where p11n_run and
+ * p11n_run_once are the subject.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "netutil.h"
+#include "p11noise.h"
+#include "testutil.h"
+
+enum { K_SERVER, K_CLIENT, NKEYS };
+static p11n_key *keys[NKEYS];
+static uint8_t pubs[NKEYS][P11N_PUBKEY_LEN];
+
+static void keys_setup(void)
+{
+    if (keys[0] != NULL)
+        return;
+    uint64_t seed = 0x6c6f6f70;
+    for (int i = 0; i < NKEYS; i++) {
+        uint8_t priv[32];
+        t_fill(priv, sizeof(priv), &seed);
+        size_t len = 0;
+        if (p11n_key_from_private("secp256k1", priv, sizeof(priv), &keys[i]) != P11N_OK
+            || p11n_key_public(keys[i], pubs[i], sizeof(pubs[i]), &len) != P11N_OK)
+            abort();
+    }
+}
+
+/* ---- contexts ---- */
+
+#define MAXCTX 2
+static p11n_ctx *ctxs[MAXCTX];
+
+/* A context logging into the test log as [name] (or nowhere when `name`
+ * is NULL: the log sink is not thread-safe), knowing the other side's
+ * key as "server" / "client". */
+static p11n_ctx *ctx_new(const char *name, p11n_ctx_options o)
+{
+    keys_setup();
+    if (name != NULL) {
+        o.log = t_log_cb;
+        o.log_arg = (void *)name;
+        o.log_level = P11N_LOG_DEBUG;
+    } else {
+        o.log_level = P11N_LOG_ERROR;
+    }
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctx, pubs[K_SERVER], "server", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctx, pubs[K_CLIENT], "client", 0) == P11N_OK);
+    return ctx;
+}
+
+/* The pair pumped by pump_until. */
+static void pair_set(p11n_ctx *srv, p11n_ctx *cli)
+{
+    ctxs[0] = srv;
+    ctxs[1] = cli;
+}
+
+static void pair_free(void)
+{
+    for (int i = 0; i < MAXCTX; i++) {
+        p11n_ctx_free(ctxs[i]);
+        ctxs[i] = NULL;
+    }
+}
+
+/* Run until done(arg), within a generous hang guard (a failure shows in
+ * the assertion that follows, not in the clock). */
+static int pump_until(int (*done)(void *), void *arg)
+{
+    time_t guard = time(NULL) + 120;
+    while (!done(arg)) {
+        if (time(NULL) > guard)
+            return 0;
+        t_pump(ctxs, MAXCTX, 50);
+    }
+    return 1;
+}
+
+/* ---- one end of a connection ---- */
+
+typedef struct end {
+    p11n_conn *conn;
+    int established, closed, final, reason;
+    char text[200];
+    uint64_t msgs;
+    int bad;                /* a message was wrong */
+    int writable;           /* writable callbacks */
+    int writable_sends;     /* writable sends this many 1-byte messages */
+    int echo;               /* echo server */
+    /* checked stream: message i is msg_make(i) */
+    int check;
+} end;
+
+static size_t msg_make(uint64_t i, uint8_t *buf, size_t cap)
+{
+    uint64_t seed = i * 2654435761u + 1;
+    size_t len = cap;
+    t_fill(buf, len, &seed);
+    return len;
+}
+
+static void check_msg(end *e, const uint8_t *msg, size_t len)
+{
+    static uint8_t want[P11N_MAX_MESSAGE];
+    if (len > sizeof(want)) {
+        e->bad++;
+        return;
+    }
+    msg_make(e->msgs, want, len);
+    if (memcmp(want, msg, len) != 0)
+        e->bad++;
+}
+
+static void on_established(p11n_conn *c, const char *peer, void *arg)
+{
+    end *e = arg;
+    (void)peer;
+    e->established++;
+    e->conn = c;
+}
+
+static void on_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    end *e = arg;
+    if (e->check)
+        check_msg(e, msg, len);
+    e->msgs++;
+    if (!e->echo)
+        return;
+    if (p11n_send(c, msg, len) != P11N_OK)
+        e->bad++;
+}
+
+static void on_writable(p11n_conn *c, void *arg)
+{
+    end *e = arg;
+    e->writable++;
+    for (int i = 0; i < e->writable_sends; i++)
+        if (p11n_send(c, (const uint8_t *)"w", 1) != P11N_OK)
+            e->bad++;
+}
+
+static void on_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    end *e = arg;
+    (void)c;
+    e->closed++;
+    e->final = final;
+    e->reason = reason;
+    snprintf(e->text, sizeof(e->text), "%s", text);
+    if (final)
+        e->conn = NULL;
+}
+
+static const p11n_callbacks end_cb = {
+    .established = on_established,
+    .message = on_message,
+    .writable = on_writable,
+    .closed = on_closed,
+};
+
+/* The server's one connection reports into `srv_end` (set up by the
+ * caller: echo or not). */
+static uint16_t listen_for_client(p11n_ctx *srv, end *srv_end)
+{
+    static const char *const accept[] = { "client" };
+    p11n_listen_options lo = { 0 };
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.cb = end_cb;
+    lo.ch.cb.arg = srv_end;
+    lo.peers = accept;
+    lo.npeers = 1;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    return p11n_listener_port(l);
+}
+
+static void connect_server(p11n_ctx *cli, uint16_t port, end *e)
+{
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[K_CLIENT];
+    co.ch.cb = end_cb;
+    co.ch.cb.arg = e;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, "server", &co, &c) == P11N_OK);
+    e->conn = c;
+}
+
+static int both_up(void *arg)
+{
+    end *const *two = arg;
+    return (two[0]->established && two[1]->established) || two[0]->closed || two[1]->closed;
+}
+
+/* A server (from `srv_end`) and a connected client, both established. */
+static void pair_up(p11n_ctx_options so, p11n_ctx_options co, end *srv_end, end *cli_end)
+{
+    p11n_ctx *srv = ctx_new("srv", so);
+    p11n_ctx *cli = ctx_new("cli", co);
+    pair_set(srv, cli);
+    connect_server(cli, listen_for_client(srv, srv_end), cli_end);
+    end *two[2] = { srv_end, cli_end };
+    CU_ASSERT_FATAL(pump_until(both_up, two));
+    CU_ASSERT_FATAL(srv_end->established == 1 && cli_end->established == 1);
+}
+
+/* ---- backends ---- */
+
+typedef struct runner {
+    p11n_ctx *ctx;
+    int rc;
+} runner;
+
+static void *run_main(void *arg)
+{
+    runner *r = arg;
+    r->rc = p11n_run(r->ctx);
+    return NULL;
+}
+
+/* Fds the external loop is given, and their events. */
+static size_t exported(p11n_ctx *ctx, struct pollfd *fds, size_t cap)
+{
+    size_t n = 0;
+    int t = 0;
+    CU_ASSERT_FATAL(p11n_poll_fds(ctx, fds, cap, &n, &t) == P11N_OK);
+    return n;
+}
+
+/* A server on backend `sb` run by p11n_run in a thread, a client on `cb`
+ * driven by p11n_run_once: messages echoed, then a graceful close. */
+static void run_pair(int sb, int cb)
+{
+    p11n_ctx_options so = { 0 }, co = { 0 };
+    so.loop = sb;
+    co.loop = cb;
+    p11n_ctx *srv = ctx_new(NULL, so);
+    p11n_ctx *cli = ctx_new(NULL, co);
+    end se, ce;
+    memset(&se, 0, sizeof(se));
+    memset(&ce, 0, sizeof(ce));
+    se.echo = 1;
+    uint16_t port = listen_for_client(srv, &se);
+
+    /* epoll: the epoll fd alone; poll(): the wake-up fd and the listener. */
+    struct pollfd fds[8];
+    size_t n = exported(srv, fds, 8);
+    if (sb == P11N_LOOP_EPOLL)
+        CU_ASSERT(n == 1 && fds[0].events == POLLIN);
+    if (sb == P11N_LOOP_POLL)
+        CU_ASSERT(n == 2);
+
+    runner r = { srv, -1 };
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, run_main, &r) == 0);
+    connect_server(cli, port, &ce);
+    time_t guard = time(NULL) + 60;
+    while (!ce.established && !ce.closed && time(NULL) < guard)
+        CU_ASSERT_FATAL(p11n_run_once(cli, 100) == P11N_OK);
+    CU_ASSERT_FATAL(ce.established == 1);
+    ce.check = 1;
+    uint8_t m[1000];
+    for (uint64_t i = 0; i < 50; i++)
+        CU_ASSERT(p11n_send(ce.conn, m, msg_make(i, m, 1 + i * 19 % sizeof(m))) == P11N_OK);
+    while (ce.msgs < 50 && !ce.closed && time(NULL) < guard)
+        CU_ASSERT_FATAL(p11n_run_once(cli, 100) == P11N_OK);
+    CU_ASSERT(ce.msgs == 50 && ce.bad == 0);
+    p11n_close(ce.conn);
+    while (!ce.final && time(NULL) < guard)
+        CU_ASSERT_FATAL(p11n_run_once(cli, 100) == P11N_OK);
+    CU_ASSERT(ce.final && ce.reason == P11N_OK);
+    CU_ASSERT_STRING_EQUAL(ce.text, "closed locally");
+
+    p11n_stop(srv); /* from another thread, through the wake-up fd */
+    pthread_join(th, NULL);
+    CU_ASSERT(r.rc == P11N_OK);
+    CU_ASSERT(se.msgs == 50 && se.bad == 0);
+    p11n_ctx_free(cli);
+    p11n_ctx_free(srv);
+}
+
+static void test_backends(void)
+{
+    p11n_ctx *ctx = NULL;
+    p11n_ctx_options o = { 0 };
+    o.loop = 3;
+    CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_ERR_INVALID_ARG);
+    o.loop = -1;
+    CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_ERR_INVALID_ARG);
+    CU_ASSERT(ctx == NULL);
+    run_pair(P11N_LOOP_POLL, P11N_LOOP_EPOLL);
+    run_pair(P11N_LOOP_EPOLL, P11N_LOOP_POLL);
+}
+
+/* ---- no sleep after a callback made before the wait ---- */
+
+/* Fill the client's queue past its high-water mark, then let its next
+ * p11n_poll_fds write it. Whenever that call itself fires `writable`,
+ * the timeout it returns must be 0: the application has to get the
+ * chance to send before the loop sleeps. Returns 1 if it did fire there. */
+static int writable_round(end *ce, int sends_in_callback, int *bad_timeout)
+{
+    uint8_t m[4096];
+    memset(m, 0x77, sizeof(m));
+    int rc;
+    while ((rc = p11n_send(ce->conn, m, sizeof(m))) == P11N_OK)
+        ;
+    CU_ASSERT_FATAL(rc == P11N_ERR_WOULD_BLOCK);
+    ce->writable_sends = sends_in_callback;
+    int before = ce->writable;
+    struct pollfd fds[64];
+    size_t n = 0;
+    int t = -1;
+    CU_ASSERT_FATAL(p11n_poll_fds(ctxs[1], fds, 64, &n, &t) == P11N_OK);
+    int inside = ce->writable > before;
+    if (inside && t != 0)
+        (*bad_timeout)++;
+    CU_ASSERT(p11n_process(ctxs[1], fds, 0) == P11N_OK);
+    while (ce->writable == before && !ce->closed)
+        t_pump(ctxs, MAXCTX, 50);
+    return inside;
+}
+
+static void test_no_sleep_after_callbacks(void)
+{
+    end se, ce;
+    memset(&se, 0, sizeof(se));
+    memset(&ce, 0, sizeof(ce));
+    p11n_ctx_options so = { 0 }, co = { 0 };
+    co.write_high_water = 16 * 1024;
+    pair_up(so, co, &se, &ce);
+
+    /* `writable` fired while p11n_poll_fds wrote the queue, with and
+     * without sending from the callback. */
+    int inside = 0, bad_timeout = 0;
+    for (int round = 0; round < 200 && inside < 6 && !ce.closed; round++)
+        inside += writable_round(&ce, round % 2, &bad_timeout);
+    CU_ASSERT(inside > 0);
+    CU_ASSERT(bad_timeout == 0);
+    CU_ASSERT(ce.bad == 0 && ce.closed == 0);
+    pair_free();
+}
+
+int main(void)
+{
+    static const p11n_test tests[] = {
+        { "poll and epoll backends, p11n_run and p11n_run_once", test_backends },
+        { "no sleep after a callback made before the wait", test_no_sleep_after_callbacks },
+        { NULL, NULL },
+    };
+    const char *loop = getenv("P11N_LOOP");
+    fprintf(stderr, "loop backend: %s\n", loop != NULL && *loop ? loop : "default");
+    int rc = p11n_test_main("loop", tests);
+    for (int i = 0; i < NKEYS; i++)
+        p11n_key_free(keys[i]);
+    t_log_free();
+    return rc;
+}
