@@ -10,7 +10,8 @@
  * the bytes of the current act are read from the socket, so nothing that
  * follows the handshake ever needs to be stashed; once established, reads
  * go in large chunks through the context's shared buffer into the
- * transport's decoder.
+ * transport's decoder. Only when the application pauses reading in the
+ * middle of a chunk is the rest of it kept with the connection.
  */
 #include "net.h"
 
@@ -142,6 +143,10 @@ static void conn_release(p11n_conn *c)
     c->wpos = c->wlen = 0;
     c->partial = 0;
     c->want_writable = 0;
+    free(c->kept);
+    c->kept = NULL;
+    c->kept_pos = c->kept_len = 0;
+    c->paused = 0;
 }
 
 static void flushq_remove(p11n_conn *c)
@@ -155,6 +160,19 @@ static void flushq_remove(p11n_conn *c)
         }
     }
     c->in_flushq = 0;
+}
+
+static void readq_remove(p11n_conn *c)
+{
+    if (!c->in_readq)
+        return;
+    for (p11n_conn **pp = &c->ctx->readq; *pp != NULL; pp = &(*pp)->next_read) {
+        if (*pp == c) {
+            *pp = c->next_read;
+            break;
+        }
+    }
+    c->in_readq = 0;
 }
 
 /* The trim list holds the connections that may hold a write buffer or a
@@ -193,6 +211,7 @@ void p11n_conn_free(p11n_conn *c)
     conn_release(c);
     p11n_handshake_free(c->hs);
     flushq_remove(c);
+    readq_remove(c);
     trimq_remove(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
@@ -339,7 +358,9 @@ static void update_events(p11n_conn *c)
             ev = POLLIN;
         break;
     case P11N_CS_ESTABLISHED:
-        ev = POLLIN;
+        /* Kept bytes go first: reading more now would reorder messages. */
+        if (!c->paused && c->kept == NULL)
+            ev = POLLIN;
         break;
     default:
         break;
@@ -694,6 +715,39 @@ void p11n_conn_job_done(p11n_conn *c)
 
 /* ---- established ---- */
 
+/* Feed received bytes to the decoder and deliver each message, until the
+ * bytes run out, the connection ends, or the application pauses reading.
+ * Returns the bytes used. */
+static size_t deliver(p11n_conn *c, const uint8_t *in, size_t n)
+{
+    size_t off = 0;
+    while (off < n && !c->paused) {
+        size_t used = 0, len = 0;
+        const uint8_t *msg = NULL;
+        int r = p11n_transport_feed(c->t, in + off, n - off, &used, &msg, &len);
+        off += used;
+        if (r < 0) {
+            char text[TEXT_LEN];
+            snprintf(text, sizeof(text), "received frame rejected: %s", p11n_strerror(r));
+            p11n_conn_end(c, r, text);
+            return n;
+        }
+        if (r == 0) {
+            c->partial = 1;
+            break;
+        }
+        c->partial = 0;
+        c->msgs_in++;
+        c->bytes_in += len;
+        c->ctx->app_calls++;
+        if (c->cb.message != NULL)
+            c->cb.message(c, msg, len, c->cb.arg);
+        if (c->state != P11N_CS_ESTABLISHED)
+            return n; /* closed or ended by the callback */
+    }
+    return off;
+}
+
 static void conn_read(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
@@ -712,30 +766,42 @@ static void conn_read(p11n_conn *c)
     }
     c->last_active = ctx->now;
     trimq_add(c);
-    size_t off = 0;
-    while (off < (size_t)n) {
-        size_t used = 0, len = 0;
-        const uint8_t *msg = NULL;
-        int r = p11n_transport_feed(c->t, ctx->rbuf + off, (size_t)n - off, &used, &msg, &len);
-        off += used;
-        if (r < 0) {
-            char text[TEXT_LEN];
-            snprintf(text, sizeof(text), "received frame rejected: %s", p11n_strerror(r));
-            p11n_conn_end(c, r, text);
-            return;
-        }
-        if (r == 0) {
-            c->partial = 1;
-            break;
-        }
-        c->partial = 0;
-        c->msgs_in++;
-        c->bytes_in += len;
-        ctx->app_calls++;
-        if (c->cb.message != NULL)
-            c->cb.message(c, msg, len, c->cb.arg);
+    size_t used = deliver(c, ctx->rbuf, (size_t)n);
+    if (used == (size_t)n || c->state != P11N_CS_ESTABLISHED)
+        return;
+    /* Paused in the middle: the rest of the read waits for resuming. */
+    if ((c->kept = malloc((size_t)n - used)) == NULL) {
+        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory keeping received bytes while paused");
+        return;
+    }
+    memcpy(c->kept, ctx->rbuf + used, (size_t)n - used);
+    c->kept_pos = 0;
+    c->kept_len = (size_t)n - used;
+    update_events(c);
+}
+
+void p11n_conn_read_kept(p11n_ctx *ctx)
+{
+    /* Take the list: a connection paused and resumed again by a callback
+     * waits for the next pass. */
+    p11n_conn *q = ctx->readq;
+    ctx->readq = NULL;
+    while (q != NULL) {
+        p11n_conn *c = q;
+        q = c->next_read;
+        c->in_readq = 0;
+        if (c->state != P11N_CS_ESTABLISHED || c->paused || c->kept == NULL)
+            continue;
+        size_t used = deliver(c, c->kept + c->kept_pos, c->kept_len - c->kept_pos);
         if (c->state != P11N_CS_ESTABLISHED)
-            return; /* closed or ended by the callback */
+            continue; /* ended or closed: the kept bytes are gone */
+        c->kept_pos += used;
+        if (c->kept_pos < c->kept_len)
+            continue;
+        free(c->kept);
+        c->kept = NULL;
+        c->kept_pos = c->kept_len = 0;
+        update_events(c);
     }
 }
 
@@ -930,8 +996,11 @@ static void on_io(void *obj, int fd, short revents)
             p11n_conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");
         return;
     case P11N_CS_ESTABLISHED:
-        if (revents & (POLLIN | POLLHUP | POLLERR))
+        if (!c->paused && c->kept == NULL && (revents & (POLLIN | POLLHUP | POLLERR)))
             conn_read(c);
+        else if (c->paused && (revents & (POLLHUP | POLLERR)))
+            /* Reported whatever the interest: not ending would spin. */
+            p11n_conn_end(c, P11N_ERR_RESET, "connection lost while reading was paused");
         if (c->state == P11N_CS_ESTABLISHED && (revents & POLLOUT))
             conn_flush(c);
         return;
@@ -1158,6 +1227,11 @@ void p11n_close(p11n_conn *c)
     p11n_ctx *ctx = c->ctx;
     if (c->state == P11N_CS_ESTABLISHED) {
         c->state = P11N_CS_CLOSING;
+        /* No message is delivered any more: kept ones are dropped. */
+        free(c->kept);
+        c->kept = NULL;
+        c->kept_pos = c->kept_len = 0;
+        c->paused = 0;
         p11n_timer_cancel(ctx, &c->idle);
         p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.act_timeout_ms);
         update_events(c);
@@ -1166,6 +1240,27 @@ void p11n_close(p11n_conn *c)
     }
     /* Other states end from the loop, so no callback runs in here. */
     p11n_timer_arm(ctx, &c->timer, ctx->now);
+}
+
+int p11n_conn_pause_read(p11n_conn *c, int pause)
+{
+    if (c == NULL)
+        return P11N_ERR_INVALID_ARG;
+    if (c->state != P11N_CS_ESTABLISHED)
+        return P11N_ERR_STATE;
+    if (pause) {
+        c->paused = 1;
+    } else if (c->paused) {
+        c->paused = 0;
+        /* Kept messages are delivered by the loop, not inside this call. */
+        if (c->kept != NULL && !c->in_readq) {
+            c->in_readq = 1;
+            c->next_read = c->ctx->readq;
+            c->ctx->readq = c;
+        }
+    }
+    update_events(c);
+    return P11N_OK;
 }
 
 void p11n_conn_set_arg(p11n_conn *c, void *arg)

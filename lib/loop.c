@@ -5,7 +5,8 @@
  * in fdset.c.
  *
  * One loop iteration: handle ready fds, fire expired timers, then settle:
- * write every queued connection's bytes (one send per connection, so messages queued by
+ * deliver messages kept for resumed connections, write every queued
+ * connection's bytes (one send per connection, so messages queued by
  * callbacks in the same iteration share a syscall), free connections
  * that finished. Every step costs in proportion to the fds that are
  * ready, the timers that expire and the connections with work queued,
@@ -161,7 +162,7 @@ static void timers_fire(p11n_ctx *ctx)
  * make the loop spin for as long as the token operation takes. */
 static int settle_pending(const p11n_ctx *ctx)
 {
-    if (ctx->flushq != NULL)
+    if (ctx->flushq != NULL || ctx->readq != NULL)
         return 1;
     for (const p11n_conn *c = ctx->dead; c != NULL; c = c->next_dead)
         if (!c->job_pending)
@@ -325,14 +326,15 @@ void p11n_ctx_free(p11n_ctx *ctx)
 
 /* ---- driving the loop ---- */
 
-/* Work that does not wait for fds: queued writes and finished
- * connections. Returns 1 if
+/* Work that does not wait for fds: messages kept for resumed
+ * connections, queued writes, and finished connections. Returns 1 if
  * that called the application back: its state has changed (a writer may
  * now send, a final `closed` may end its loop), so the loop must not go
  * to sleep before the application has seen it. */
 static int settle(p11n_ctx *ctx)
 {
     unsigned long calls = ctx->app_calls;
+    p11n_conn_read_kept(ctx);
     p11n_conn_flush_all(ctx);
     p11n_conn_free_dead(ctx);
     p11n_fdset_compact(ctx);

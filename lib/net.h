@@ -97,6 +97,7 @@ struct p11n_ctx {
 
     p11n_conn *conns;             /* every live connection (doubly linked) */
     p11n_conn *flushq;            /* connections with bytes to write */
+    p11n_conn *readq;             /* resumed connections with received bytes kept */
     p11n_conn *trimq;             /* connections that may hold buffers to release */
     unsigned long app_calls;      /* application callbacks made (to see if settle() made any) */
     int called_back;              /* p11n_poll_fds: settle() called back, not yet reported */
@@ -131,6 +132,7 @@ struct p11n_conn {
     p11n_conn *prev, *next;       /* ctx->conns */
     p11n_conn *next_flush;        /* ctx->flushq */
     p11n_conn *next_dead;         /* ctx->dead */
+    p11n_conn *next_read;         /* ctx->readq */
     p11n_conn *trim_prev, *trim_next; /* ctx->trimq */
     unsigned long id;             /* "#id" in logs */
     enum p11n_conn_state state;
@@ -143,6 +145,8 @@ struct p11n_conn {
     unsigned counted : 1;         /* counted in ctx/listener handshakes_in */
     unsigned wrote : 1;           /* wrote since the last trim */
     unsigned partial : 1;         /* decoder holds part of a frame */
+    unsigned paused : 1;          /* p11n_conn_pause_read: no reads, no messages */
+    unsigned in_readq : 1;
     unsigned in_trimq : 1;
 
     p11n_callbacks cb;
@@ -178,6 +182,11 @@ struct p11n_conn {
     p11n_conn *next_job;
 
     p11n_transport *t;
+
+    /* received bytes kept[kept_pos..kept_len) not yet fed to the decoder:
+     * the rest of a read when the application paused in the middle */
+    uint8_t *kept;
+    size_t kept_pos, kept_len;
 
     /* write queue: bytes wbuf[wpos..wlen) wait for the socket */
     uint8_t *wbuf;
@@ -255,6 +264,8 @@ void p11n_conn_job_done(p11n_conn *c);
 void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
     const struct sockaddr_storage *addrs, size_t n);
 void p11n_conn_flush_all(p11n_ctx *ctx);
+/* Deliver the messages kept for connections whose reading resumed. */
+void p11n_conn_read_kept(p11n_ctx *ctx);
 void p11n_conn_free_dead(p11n_ctx *ctx);
 void p11n_conn_free(p11n_conn *c);
 void p11n_conn_trim(void *ctxp);

@@ -652,10 +652,22 @@ P11N_API P11N_WARN_UNUSED int p11n_connect(p11n_ctx *ctx, const char *host, uint
  *  `writable` fires when it drains), NOMEM, CRYPTO. */
 P11N_API P11N_WARN_UNUSED int p11n_send(p11n_conn *conn, const uint8_t *msg, size_t len);
 
-/** Close gracefully: stop reading, flush queued messages (within the act
- *  timeout), then close; `closed` follows with reason P11N_OK and final 1.
- *  Cancels any reconnect. Valid in any state; a second call is a no-op. */
+/** Close gracefully: deliver no more messages, flush queued messages
+ *  (within the act timeout), then close; `closed` follows with reason
+ *  P11N_OK and final 1. Cancels any reconnect. Valid in any state; a
+ *  second call is a no-op. */
 P11N_API void p11n_close(p11n_conn *conn);
+
+/** Stop (`pause` 1) or resume (0) reading from an established connection:
+ *  no `message` callback runs while paused, from the call on (messages
+ *  already received stay queued in order, up to one read's worth), and
+ *  the peer's sending is held back by TCP flow control. The way to apply
+ *  backpressure: on WOULD_BLOCK from p11n_send, keep the message, pause,
+ *  and send it and resume from `writable`. Messages kept while paused are
+ *  delivered by the loop after resuming, never inside this call. A peer
+ *  that resets the connection while reading is paused ends it (RESET).
+ *  Errors: INVALID_ARG, STATE (not established). */
+P11N_API P11N_WARN_UNUSED int p11n_conn_pause_read(p11n_conn *conn, int pause);
 
 /** Replace the `arg` given to this connection's callbacks. */
 P11N_API void p11n_conn_set_arg(p11n_conn *conn, void *arg);

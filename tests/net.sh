@@ -81,6 +81,22 @@ else
     echo "microsocks not installed: proxy run skipped"
 fi
 
+# A client that writes far faster than it reads: --echo holds it back
+# (stops reading while its echoes cannot be queued) and loses nothing;
+# it neither drops the connection at the queue's high-water mark nor lets
+# the queue grow.
+start_listener "$tmp/slow.log" --bind 127.0.0.1:0 --peer client && {
+    if "$builddir/tests/slowpeer" "file:$tmp/client.key" "$server_pub" "$port" 16 1000 \
+        > "$tmp/slow.out" 2> "$tmp/slow.err"; then
+        t_ok "slow reader: $(cat "$tmp/slow.out")"
+    else
+        t_fail "slow reader lost echoes: $(cat "$tmp/slow.err")"
+    fi
+    grep -q "echo to .*; closing" "$tmp/slow.log" && t_fail "slow reader: the listener closed on it"
+    grep -q "sent 256 msgs .* received 256 msgs" "$tmp/slow.log" \
+        || t_fail "slow reader: no close line with 256 messages each way"
+}
+
 # Errors: one line, non-zero exit.
 expect_error() {
     what="$1"; pattern="$2"; shift 2

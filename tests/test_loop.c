@@ -7,7 +7,9 @@
  *    p11n_run_once drive them as well as the external loop does;
  *  - the loop does not sleep after calling the application back from the
  *    work it does before waiting (a `writable` after writing the queue, a
- *    final `closed`): p11n_poll_fds returns a timeout of 0 then.
+ *    final `closed`): p11n_poll_fds returns a timeout of 0 then;
+ *  - reading paused for backpressure loses no message and delivers the
+ *    ones already received in order after resuming.
  *
  * Contexts in one process over loopback, driven by one poll() through the
  * external-loop interface (tests/netutil.c), except where p11n_run and
@@ -102,10 +104,16 @@ typedef struct end {
     int established, closed, final, reason;
     char text[200];
     uint64_t msgs;
-    int bad;                /* a message was wrong */
+    int bad;                /* a message was wrong, or came while paused */
     int writable;           /* writable callbacks */
     int writable_sends;     /* writable sends this many 1-byte messages */
-    int echo;               /* echo server */
+    /* echo server */
+    int echo;
+    int close_after;        /* p11n_close after echoing this many (0: never) */
+    int backpressure;       /* on WOULD_BLOCK keep the message and pause */
+    uint8_t *pending;
+    size_t pending_len;
+    unsigned pauses;
     /* checked stream: message i is msg_make(i) */
     int check;
 } end;
@@ -141,13 +149,29 @@ static void on_established(p11n_conn *c, const char *peer, void *arg)
 static void on_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 {
     end *e = arg;
+    if (e->pending != NULL)
+        e->bad++; /* delivered while paused */
     if (e->check)
         check_msg(e, msg, len);
     e->msgs++;
     if (!e->echo)
         return;
-    if (p11n_send(c, msg, len) != P11N_OK)
+    int rc = p11n_send(c, msg, len);
+    if (rc == P11N_ERR_WOULD_BLOCK && e->backpressure) {
+        /* The documented pattern: keep it, stop reading until writable. */
+        e->pending = malloc(len + 1);
+        CU_ASSERT_FATAL(e->pending != NULL);
+        memcpy(e->pending, msg, len);
+        e->pending_len = len;
+        e->pauses++;
+        if (p11n_conn_pause_read(c, 1) != P11N_OK)
+            e->bad++;
+        return;
+    }
+    if (rc != P11N_OK)
         e->bad++;
+    if (e->close_after > 0 && e->msgs == (uint64_t)e->close_after)
+        p11n_close(c);
 }
 
 static void on_writable(p11n_conn *c, void *arg)
@@ -157,6 +181,14 @@ static void on_writable(p11n_conn *c, void *arg)
     for (int i = 0; i < e->writable_sends; i++)
         if (p11n_send(c, (const uint8_t *)"w", 1) != P11N_OK)
             e->bad++;
+    if (e->pending == NULL)
+        return;
+    if (p11n_send(c, e->pending, e->pending_len) != P11N_OK)
+        e->bad++;
+    free(e->pending);
+    e->pending = NULL;
+    if (p11n_conn_pause_read(c, 0) != P11N_OK)
+        e->bad++;
 }
 
 static void on_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
@@ -179,7 +211,7 @@ static const p11n_callbacks end_cb = {
 };
 
 /* The server's one connection reports into `srv_end` (set up by the
- * caller: echo or not). */
+ * caller: echo, close_after, backpressure). */
 static uint16_t listen_for_client(p11n_ctx *srv, end *srv_end)
 {
     static const char *const accept[] = { "client" };
@@ -209,6 +241,11 @@ static int both_up(void *arg)
 {
     end *const *two = arg;
     return (two[0]->established && two[1]->established) || two[0]->closed || two[1]->closed;
+}
+
+static int final_closed(void *arg)
+{
+    return ((end *)arg)->final;
 }
 
 /* A server (from `srv_end`) and a connected client, both established. */
@@ -360,11 +397,72 @@ static void test_no_sleep_after_callbacks(void)
     pair_free();
 }
 
+/* ---- backpressure ---- */
+
+static int server_paused(void *arg)
+{
+    end *const *two = arg;
+    return two[0]->pending != NULL || two[0]->closed || two[1]->closed;
+}
+
+static int all_echoed(void *arg)
+{
+    end *const *two = arg;
+    return two[1]->msgs == (uint64_t)two[1]->check || two[0]->closed || two[1]->closed;
+}
+
+static void test_backpressure(void)
+{
+    /* The client queues 8 MiB and reads nothing for a while; the echo
+     * server's queue is capped at 64 KiB, so it must pause reading. */
+    enum { COUNT = 128 };
+    end se, ce;
+    memset(&se, 0, sizeof(se));
+    memset(&ce, 0, sizeof(ce));
+    se.echo = 1;
+    se.backpressure = 1;
+    p11n_ctx_options so = { 0 }, co = { 0 };
+    so.write_high_water = 64 * 1024;
+    co.write_high_water = 16 * 1024 * 1024;
+    pair_up(so, co, &se, &ce);
+    CU_ASSERT(p11n_conn_pause_read(NULL, 1) == P11N_ERR_INVALID_ARG);
+    CU_ASSERT(p11n_conn_pause_read(ce.conn, 1) == P11N_OK);
+    static uint8_t m[P11N_MAX_MESSAGE];
+    for (uint64_t i = 0; i < COUNT; i++)
+        CU_ASSERT_FATAL(p11n_send(ce.conn, m, msg_make(i, m, sizeof(m))) == P11N_OK);
+    end *two[2] = { &se, &ce };
+    CU_ASSERT(pump_until(server_paused, two));
+    CU_ASSERT(se.pauses > 0);
+    /* Stalled both ways: nothing is lost and nothing grows. */
+    for (int i = 0; i < 20; i++)
+        t_pump(ctxs, MAXCTX, 10);
+    CU_ASSERT(se.closed == 0 && ce.closed == 0);
+    CU_ASSERT(ce.msgs == 0);
+
+    ce.check = COUNT; /* all_echoed's target; also turns on the checks */
+    CU_ASSERT(p11n_conn_pause_read(ce.conn, 0) == P11N_OK);
+    CU_ASSERT(pump_until(all_echoed, two));
+    CU_ASSERT(ce.msgs == COUNT);
+    CU_ASSERT(ce.bad == 0 && se.bad == 0);
+    CU_ASSERT(se.closed == 0 && ce.closed == 0);
+    CU_ASSERT(se.msgs == COUNT);
+    fprintf(stderr, "  %d x 65535 B echoed; the echo server paused reading %u times\n", COUNT,
+        se.pauses);
+    p11n_close(ce.conn);
+    CU_ASSERT(p11n_conn_pause_read(ce.conn, 1) == P11N_ERR_STATE);
+    CU_ASSERT(pump_until(final_closed, &ce));
+    CU_ASSERT(pump_until(final_closed, &se));
+    CU_ASSERT(ce.reason == P11N_OK && se.reason == P11N_ERR_CLOSED);
+    free(se.pending);
+    pair_free();
+}
+
 int main(void)
 {
     static const p11n_test tests[] = {
         { "poll and epoll backends, p11n_run and p11n_run_once", test_backends },
         { "no sleep after a callback made before the wait", test_no_sleep_after_callbacks },
+        { "backpressure: paused reading loses nothing", test_backpressure },
         { NULL, NULL },
     };
     const char *loop = getenv("P11N_LOOP");

@@ -255,26 +255,97 @@ static p11n_channel_options channel_options(const struct net_args *a, p11n_key *
 
 /* ---- listen ---- */
 
+/* The callbacks' arg: the listener's state until a connection is
+ * established, then (--echo) the connection's own, which embeds it. */
 struct listen_state {
-    int echo;
+    int per_conn;
+};
+
+/* --echo applies backpressure: a message p11n_send refuses because the
+ * peer does not read its echoes fast enough is kept, and reading stops
+ * until the queue drains, so the peer's sending is held back by TCP
+ * instead of the echoes piling up (or being dropped). */
+struct echo_conn {
+    struct listen_state base;     /* per_conn = 1 */
+    uint8_t *pending;             /* the refused message, or NULL */
+    size_t len;
 };
 
 static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 {
-    struct listen_state *st = arg;
-    if (st->echo) {
-        int rc = p11n_send(c, msg, len);
-        if (rc != P11N_OK) {
-            /* The peer does not read its echoes: stop talking to it. */
-            fprintf(stderr, "p11noise: listen: echo to %s: %s; closing\n", p11n_conn_peer(c),
-                p11n_strerror(rc));
-            p11n_close(c);
-        }
-        return;
-    }
+    (void)c;
+    (void)arg;
     fwrite(msg, 1, len, stdout);
     fputc('\n', stdout);
     fflush(stdout);
+}
+
+static void echo_fail(p11n_conn *c, const char *what, int rc)
+{
+    fprintf(stderr, "p11noise: listen: echo to %s: %s: %s; closing\n", p11n_conn_peer(c), what,
+        p11n_strerror(rc));
+    p11n_close(c);
+}
+
+static void e_established(p11n_conn *c, const char *peer, void *arg)
+{
+    (void)peer;
+    (void)arg;
+    struct echo_conn *e = calloc(1, sizeof(*e));
+    if (e == NULL) {
+        echo_fail(c, "connection state", P11N_ERR_NOMEM);
+        return;
+    }
+    e->base.per_conn = 1;
+    p11n_conn_set_arg(c, e);
+}
+
+static void e_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    struct echo_conn *e = arg;
+    int rc = p11n_send(c, msg, len);
+    if (rc == P11N_OK)
+        return;
+    if (rc != P11N_ERR_WOULD_BLOCK) {
+        echo_fail(c, "send", rc);
+        return;
+    }
+    /* +1: an empty message still needs a buffer to mark it pending. */
+    if ((e->pending = malloc(len + 1)) == NULL) {
+        echo_fail(c, "keeping a message", P11N_ERR_NOMEM);
+        return;
+    }
+    memcpy(e->pending, msg, len);
+    e->len = len;
+    if ((rc = p11n_conn_pause_read(c, 1)) != P11N_OK)
+        echo_fail(c, "pausing", rc);
+}
+
+static void e_writable(p11n_conn *c, void *arg)
+{
+    struct echo_conn *e = arg;
+    if (e->pending == NULL)
+        return;
+    int rc = p11n_send(c, e->pending, e->len);
+    free(e->pending);
+    e->pending = NULL;
+    if (rc != P11N_OK)
+        echo_fail(c, "send", rc);
+    else if ((rc = p11n_conn_pause_read(c, 0)) != P11N_OK)
+        echo_fail(c, "resuming", rc);
+}
+
+static void e_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    (void)c;
+    (void)reason;
+    (void)text;
+    struct listen_state *ls = arg;
+    if (!final || !ls->per_conn)
+        return;
+    struct echo_conn *e = arg;
+    free(e->pending);
+    free(e);
 }
 
 int cmd_listen(int argc, char **argv)
@@ -291,9 +362,13 @@ int cmd_listen(int argc, char **argv)
     int status = setup(&a, "listen", &ctx, &key);
     if (status != 0)
         goto out;
-    struct listen_state st = { .echo = a.echo };
+    struct listen_state st = { .per_conn = 0 };
+    p11n_callbacks cb = { .message = l_message, .arg = &st };
+    if (a.echo)
+        cb = (p11n_callbacks){ .established = e_established, .message = e_message,
+            .writable = e_writable, .closed = e_closed, .arg = &st };
     p11n_listen_options lo = { 0 };
-    lo.ch = channel_options(&a, key, (p11n_callbacks){ .message = l_message, .arg = &st });
+    lo.ch = channel_options(&a, key, cb);
     lo.peers = a.listen_peers;
     lo.npeers = a.nlisten_peers;
     rc = p11n_listen(ctx, host, port, &lo, &l);
