@@ -1,6 +1,6 @@
 /*
  * Noise AEAD ciphers over OpenSSL EVP. Each context keeps one cipher
- * context per direction, keyed once in setkey; a message then costs only
+ * context per direction it was made for, keyed once in setkey; a message then costs only
  * the IV setup and the cipher itself, with no allocation.
  */
 #include <limits.h>
@@ -68,26 +68,29 @@ const p11n_cipher_alg *p11n_cipher_by_name(const char *name, size_t len)
     return NULL;
 }
 
-int p11n_aead_init(p11n_aead *a, const p11n_cipher_alg *alg)
+int p11n_aead_init_dir(p11n_aead *a, const p11n_cipher_alg *alg, int dirs)
 {
-    if (a == NULL || alg == NULL)
+    if (a == NULL || alg == NULL || dirs == 0 || (dirs & ~(P11N_AEAD_SEAL | P11N_AEAD_OPEN)) != 0)
         return P11N_ERR_INVALID_ARG;
     a->alg = NULL;
     a->enc = a->dec = NULL;
     const EVP_CIPHER *c = evp_of(alg);
     if (c == NULL)
         return P11N_ERR_UNSUPPORTED;
-    EVP_CIPHER_CTX *enc = EVP_CIPHER_CTX_new();
-    EVP_CIPHER_CTX *dec = EVP_CIPHER_CTX_new();
-    if (enc == NULL || dec == NULL) {
+    /* Each EVP context holds about 2 KiB: a direction that will only ever
+     * seal (or only open) does not pay for the other. */
+    EVP_CIPHER_CTX *enc = (dirs & P11N_AEAD_SEAL) ? EVP_CIPHER_CTX_new() : NULL;
+    EVP_CIPHER_CTX *dec = (dirs & P11N_AEAD_OPEN) ? EVP_CIPHER_CTX_new() : NULL;
+    if (((dirs & P11N_AEAD_SEAL) && enc == NULL) || ((dirs & P11N_AEAD_OPEN) && dec == NULL)) {
         EVP_CIPHER_CTX_free(enc);
         EVP_CIPHER_CTX_free(dec);
         return P11N_ERR_NOMEM;
     }
     /* Bind the cipher now; both ciphers default to a 96-bit IV. */
-    if (EVP_EncryptInit_ex2(enc, c, NULL, NULL, NULL) != 1
-        || EVP_DecryptInit_ex2(dec, c, NULL, NULL, NULL) != 1
-        || EVP_CIPHER_CTX_get_iv_length(enc) != 12) {
+    if ((enc != NULL && (EVP_EncryptInit_ex2(enc, c, NULL, NULL, NULL) != 1
+                            || EVP_CIPHER_CTX_get_iv_length(enc) != 12))
+        || (dec != NULL && (EVP_DecryptInit_ex2(dec, c, NULL, NULL, NULL) != 1
+                               || EVP_CIPHER_CTX_get_iv_length(dec) != 12))) {
         EVP_CIPHER_CTX_free(enc);
         EVP_CIPHER_CTX_free(dec);
         return P11N_ERR_CRYPTO;
@@ -98,12 +101,17 @@ int p11n_aead_init(p11n_aead *a, const p11n_cipher_alg *alg)
     return P11N_OK;
 }
 
+int p11n_aead_init(p11n_aead *a, const p11n_cipher_alg *alg)
+{
+    return p11n_aead_init_dir(a, alg, P11N_AEAD_SEAL | P11N_AEAD_OPEN);
+}
+
 int p11n_aead_setkey(p11n_aead *a, const uint8_t k[P11N_KEYLEN])
 {
-    if (a == NULL || a->enc == NULL || k == NULL)
+    if (a == NULL || (a->enc == NULL && a->dec == NULL) || k == NULL)
         return P11N_ERR_INVALID_ARG;
-    if (EVP_EncryptInit_ex2(a->enc, NULL, k, NULL, NULL) != 1
-        || EVP_DecryptInit_ex2(a->dec, NULL, k, NULL, NULL) != 1)
+    if ((a->enc != NULL && EVP_EncryptInit_ex2(a->enc, NULL, k, NULL, NULL) != 1)
+        || (a->dec != NULL && EVP_DecryptInit_ex2(a->dec, NULL, k, NULL, NULL) != 1))
         return P11N_ERR_CRYPTO;
     return P11N_OK;
 }
@@ -111,6 +119,8 @@ int p11n_aead_setkey(p11n_aead *a, const uint8_t k[P11N_KEYLEN])
 int p11n_aead_seal_iv(p11n_aead *a, const uint8_t iv[12], const uint8_t *ad, size_t adlen,
     const uint8_t *in, size_t len, uint8_t *out)
 {
+    if (a != NULL && a->alg != NULL && a->enc == NULL)
+        return P11N_ERR_STATE;     /* made for opening only */
     if (a == NULL || a->enc == NULL || iv == NULL || out == NULL
         || (ad == NULL && adlen > 0) || (in == NULL && len > 0)
         || adlen > INT_MAX || len > INT_MAX - P11N_TAG_LEN)
@@ -135,6 +145,8 @@ int p11n_aead_seal_iv(p11n_aead *a, const uint8_t iv[12], const uint8_t *ad, siz
 int p11n_aead_open_iv(p11n_aead *a, const uint8_t iv[12], const uint8_t *ad, size_t adlen,
     const uint8_t *in, size_t len, uint8_t *out)
 {
+    if (a != NULL && a->alg != NULL && a->dec == NULL)
+        return P11N_ERR_STATE;     /* made for sealing only */
     if (a == NULL || a->dec == NULL || iv == NULL || in == NULL
         || (out == NULL && len > P11N_TAG_LEN) || (ad == NULL && adlen > 0)
         || adlen > INT_MAX || len > INT_MAX)

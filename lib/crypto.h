@@ -63,10 +63,17 @@ const p11n_cipher_alg *p11n_cipher_by_name(const char *name, size_t len);
  * message costs only the IV setup and the cipher itself. */
 typedef struct p11n_aead {
     const p11n_cipher_alg *alg;
-    void *enc;             /* EVP_CIPHER_CTX *, keyed for encryption */
-    void *dec;             /* EVP_CIPHER_CTX *, keyed for decryption */
+    void *enc;             /* EVP_CIPHER_CTX *, keyed for encryption; NULL if not made */
+    void *dec;             /* EVP_CIPHER_CTX *, keyed for decryption; NULL if not made */
 } p11n_aead;
 
+/* Directions for p11n_aead_init_dir: a context made for one direction
+ * holds one EVP context instead of two, and the other operation returns
+ * P11N_ERR_STATE. */
+#define P11N_AEAD_SEAL 1
+#define P11N_AEAD_OPEN 2
+int p11n_aead_init_dir(p11n_aead *a, const p11n_cipher_alg *alg, int dirs);
+/* Both directions (a Noise CipherState seals and opens during handshake). */
 int p11n_aead_init(p11n_aead *a, const p11n_cipher_alg *alg);
 int p11n_aead_setkey(p11n_aead *a, const uint8_t k[P11N_KEYLEN]);
 /* out = ciphertext || tag (len + 16 bytes); out may equal in. */

@@ -52,10 +52,12 @@ struct p11n_transport {
     size_t body_cap;
 };
 
+/* `dirs` is P11N_AEAD_SEAL or P11N_AEAD_OPEN: a direction only ever does
+ * one, so it holds one EVP context. */
 static int direction_init(struct direction *d, const p11n_hash_alg *hash,
-    const p11n_cipher_alg *cipher, const uint8_t *ck, const uint8_t k[P11N_KEYLEN])
+    const p11n_cipher_alg *cipher, int dirs, const uint8_t *ck, const uint8_t k[P11N_KEYLEN])
 {
-    int rc = p11n_aead_init(&d->aead, cipher);
+    int rc = p11n_aead_init_dir(&d->aead, cipher, dirs);
     if (rc != P11N_OK)
         return rc;
     memcpy(d->ck, ck, hash->hashlen);
@@ -171,9 +173,9 @@ int p11n_transport_create(const p11n_hash_alg *hash, const p11n_cipher_alg *ciph
         return P11N_ERR_NOMEM;
     t->hash = hash;
     t->stage = RX_HEADER;
-    int rc = direction_init(&t->send, hash, cipher, ck, sk);
+    int rc = direction_init(&t->send, hash, cipher, P11N_AEAD_SEAL, ck, sk);
     if (rc == P11N_OK)
-        rc = direction_init(&t->recv, hash, cipher, ck, rk);
+        rc = direction_init(&t->recv, hash, cipher, P11N_AEAD_OPEN, ck, rk);
     if (rc != P11N_OK) {
         p11n_transport_free(t);
         return rc;

@@ -339,6 +339,41 @@ static void test_chachapoly_rfc8439(void)
     p11n_aead_clear(&a);
 }
 
+/* A context made for one direction does that direction exactly as a
+ * two-way context does, and refuses the other. */
+static void test_aead_one_direction(void)
+{
+    uint8_t key[32], pt[40], ct[56], back[40];
+    for (size_t i = 0; i < sizeof(key); i++)
+        key[i] = (uint8_t)(i * 7 + 1);
+    for (size_t i = 0; i < sizeof(pt); i++)
+        pt[i] = (uint8_t)i;
+    p11n_aead both, s, o;
+    CU_ASSERT_FATAL(p11n_aead_init(&both, &p11n_cipher_chachapoly) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_aead_init_dir(&s, &p11n_cipher_chachapoly, P11N_AEAD_SEAL) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_aead_init_dir(&o, &p11n_cipher_chachapoly, P11N_AEAD_OPEN) == P11N_OK);
+    CU_ASSERT(s.dec == NULL && s.enc != NULL);
+    CU_ASSERT(o.enc == NULL && o.dec != NULL);
+    CU_ASSERT_EQUAL(p11n_aead_setkey(&both, key), P11N_OK);
+    CU_ASSERT_EQUAL(p11n_aead_setkey(&s, key), P11N_OK);
+    CU_ASSERT_EQUAL(p11n_aead_setkey(&o, key), P11N_OK);
+
+    uint8_t ref[56];
+    CU_ASSERT_EQUAL(p11n_aead_seal(&both, 5, NULL, 0, pt, sizeof(pt), ref), P11N_OK);
+    CU_ASSERT_EQUAL(p11n_aead_seal(&s, 5, NULL, 0, pt, sizeof(pt), ct), P11N_OK);
+    CU_ASSERT(memcmp(ct, ref, sizeof(ct)) == 0);
+    CU_ASSERT_EQUAL(p11n_aead_open(&o, 5, NULL, 0, ct, sizeof(ct), back), P11N_OK);
+    CU_ASSERT(memcmp(back, pt, sizeof(pt)) == 0);
+
+    CU_ASSERT_EQUAL(p11n_aead_open(&s, 5, NULL, 0, ct, sizeof(ct), back), P11N_ERR_STATE);
+    CU_ASSERT_EQUAL(p11n_aead_seal(&o, 6, NULL, 0, pt, sizeof(pt), ct), P11N_ERR_STATE);
+    CU_ASSERT_EQUAL(p11n_aead_init_dir(&s, &p11n_cipher_chachapoly, 0), P11N_ERR_INVALID_ARG);
+    CU_ASSERT_EQUAL(p11n_aead_init_dir(&s, &p11n_cipher_chachapoly, 4), P11N_ERR_INVALID_ARG);
+    p11n_aead_clear(&both);
+    p11n_aead_clear(&s);
+    p11n_aead_clear(&o);
+}
+
 /* GCM specification test cases 13, 14 (zero key, zero IV: counter 0 in the
  * Noise layout) and 16 (AES-256 with associated data). */
 static void test_aesgcm_vectors(void)
@@ -624,6 +659,45 @@ static void test_secp256k1_bolt8(void)
     free(e_pub);
     free(rs_pub);
     free(r_priv);
+}
+
+/* Parsed points are remembered per thread: DH against more points than
+ * are remembered, twice round, gives the same outputs each time, and a
+ * point that differs from a remembered one in its last byte is judged on
+ * its own. */
+static void test_secp256k1_parsed_points(void)
+{
+    const p11n_dh_alg *dh = &p11n_dh_secp256k1;
+    enum { NPTS = 7 };
+    uint8_t priv[32], pub[33], peers[NPTS][33], first[NPTS][32], again[32];
+    CU_ASSERT_FATAL(dh->generate(priv, pub) == P11N_OK);
+    for (int i = 0; i < NPTS; i++) {
+        uint8_t p[32];
+        CU_ASSERT_FATAL(dh->generate(p, peers[i]) == P11N_OK);
+        CU_ASSERT_EQUAL(dh->check_pub(peers[i]), P11N_OK);
+        CU_ASSERT_EQUAL(dh->dh(priv, peers[i], first[i]), P11N_OK);
+        /* the peer's view of the same DH agrees */
+        CU_ASSERT_EQUAL(dh->dh(p, pub, again), P11N_OK);
+        CU_ASSERT(memcmp(again, first[i], 32) == 0);
+    }
+    for (int round = 0; round < 2; round++)
+        for (int i = NPTS - 1; i >= 0; i--) {
+            CU_ASSERT_EQUAL(dh->dh(priv, peers[i], again), P11N_OK);
+            CU_ASSERT(memcmp(again, first[i], 32) == 0);
+        }
+    /* x = p (the field prime) is never a valid x coordinate */
+    uint8_t bad[33];
+    unhex_into("02fffffffffffffffffffffffffffffffffffffffffffffffffffffffefffffc2f", bad, 33);
+    CU_ASSERT_EQUAL(dh->check_pub(bad), P11N_ERR_BAD_PUBKEY);
+    memcpy(bad, peers[0], 33);
+    bad[0] ^= 0x01;   /* the other parity: valid, but a different point */
+    CU_ASSERT_EQUAL(dh->check_pub(peers[0]), P11N_OK);
+    CU_ASSERT_EQUAL(dh->dh(priv, bad, again), P11N_OK);
+    CU_ASSERT(memcmp(again, first[0], 32) != 0);
+    bad[0] = 0x04;    /* not a compressed prefix */
+    CU_ASSERT_EQUAL(dh->check_pub(bad), P11N_ERR_BAD_PUBKEY);
+    CU_ASSERT_EQUAL(dh->dh(priv, bad, again), P11N_ERR_BAD_PUBKEY);
+    OPENSSL_cleanse(priv, sizeof(priv));
 }
 
 static void test_secp256k1_invalid_points(void)
@@ -1045,6 +1119,7 @@ static const p11n_test tests[] = {
     { "Noise HKDF against its definition", test_hkdf_noise },
     { "ChaCha20-Poly1305 RFC 8439 2.8.2", test_chachapoly_rfc8439 },
     { "AES-256-GCM spec test cases 13, 14, 16", test_aesgcm_vectors },
+    { "one-direction AEAD contexts", test_aead_one_direction },
     { "Noise nonce layouts", test_nonce_layout },
     { "bad tag wipes the output", test_aead_bad_tag_wipes },
     { "in-place seal and open, max nonce, rekey", test_aead_inplace },
@@ -1053,6 +1128,7 @@ static const p11n_test tests[] = {
     { "X448 RFC 7748", test_x448_rfc7748 },
     { "secp256k1 BOLT #8 keys and ECDH", test_secp256k1_bolt8 },
     { "secp256k1 invalid points", test_secp256k1_invalid_points },
+    { "secp256k1 remembered parsed points", test_secp256k1_parsed_points },
     { "secp256k1 invalid scalars", test_secp256k1_bad_scalar },
     { "secp256k1 add/negate/compress helpers", test_secp256k1_helpers },
     { "generated DH keys", test_dh_generate },
