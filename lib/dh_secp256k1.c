@@ -75,6 +75,45 @@ static int parse_arg(const uint8_t in[33], const secp256k1_context **c, secp256k
     return parse33(*c, in, pk) ? P11N_OK : P11N_ERR_BAD_PUBKEY;
 }
 
+/* Parsing a compressed point costs a field square root, about as much as
+ * the hashing of a whole handshake, and a handshake meets the same few
+ * points again and again: the configured peer key is checked, then used by
+ * two DH tokens; a received ephemeral is checked, then used by two more.
+ * Each thread remembers the points it parsed last, so each is parsed once.
+ * Only public keys pass through here (never the DH-secret points of the
+ * token helpers below), and parsing is a function of the bytes alone, so a
+ * remembered point is exactly what parsing again would give. */
+#define PARSED_SLOTS 4   /* both sides of a handshake in one thread: 2 points each */
+
+struct parsed_point {
+    uint8_t bytes[33];
+    secp256k1_pubkey pk;
+    int valid;
+};
+
+static _Thread_local struct parsed_point parsed[PARSED_SLOTS];
+static _Thread_local unsigned parsed_next;
+
+static int parse_public(const uint8_t in[33], const secp256k1_context **c, secp256k1_pubkey *pk)
+{
+    *c = get_ctx();
+    if (*c == NULL)
+        return P11N_ERR_CRYPTO;
+    for (unsigned i = 0; i < PARSED_SLOTS; i++) {
+        if (parsed[i].valid && memcmp(parsed[i].bytes, in, 33) == 0) {
+            *pk = parsed[i].pk;
+            return P11N_OK;
+        }
+    }
+    if (!parse33(*c, in, pk))
+        return P11N_ERR_BAD_PUBKEY;
+    struct parsed_point *slot = &parsed[parsed_next++ % PARSED_SLOTS];
+    memcpy(slot->bytes, in, 33);
+    slot->pk = *pk;
+    slot->valid = 1;
+    return P11N_OK;
+}
+
 static int k1_pubkey(const uint8_t *priv, uint8_t *pub)
 {
     const secp256k1_context *c = get_ctx();
@@ -109,7 +148,7 @@ static int k1_check_pub(const uint8_t *pub)
 {
     const secp256k1_context *c;
     secp256k1_pubkey pk;
-    return parse_arg(pub, &c, &pk);
+    return parse_public(pub, &c, &pk);
 }
 
 /* SHA256 of the compressed shared point: libsecp256k1's default ECDH hash. */
@@ -117,7 +156,7 @@ static int k1_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)
 {
     const secp256k1_context *c;
     secp256k1_pubkey pk;
-    int rc = parse_arg(pub, &c, &pk);
+    int rc = parse_public(pub, &c, &pk);
     if (rc != P11N_OK)
         return rc;
     if (!secp256k1_ecdh(c, out, &pk, priv, NULL, NULL)) {
