@@ -79,7 +79,9 @@ static int parse_arg(const uint8_t in[33], const secp256k1_context **c, secp256k
  * the hashing of a whole handshake, and a handshake meets the same few
  * points again and again: the configured peer key is checked, then used by
  * two DH tokens; a received ephemeral is checked, then used by two more.
- * Each thread remembers the points it parsed last, so each is parsed once.
+ * Each thread remembers the points it used last, so each is parsed once.
+ * The least recently used goes first: a peer's static key, used by every
+ * handshake, outlives the ephemerals, which are dead after one.
  * Only public keys pass through here (never the DH-secret points of the
  * token helpers below), and parsing is a function of the bytes alone, so a
  * remembered point is exactly what parsing again would give. */
@@ -88,29 +90,33 @@ static int parse_arg(const uint8_t in[33], const secp256k1_context **c, secp256k
 struct parsed_point {
     uint8_t bytes[33];
     secp256k1_pubkey pk;
-    int valid;
+    uint64_t used;       /* 0: empty; else the thread's clock at last use */
 };
 
 static _Thread_local struct parsed_point parsed[PARSED_SLOTS];
-static _Thread_local unsigned parsed_next;
+static _Thread_local uint64_t parsed_clock;
 
 static int parse_public(const uint8_t in[33], const secp256k1_context **c, secp256k1_pubkey *pk)
 {
     *c = get_ctx();
     if (*c == NULL)
         return P11N_ERR_CRYPTO;
+    struct parsed_point *oldest = &parsed[0];
     for (unsigned i = 0; i < PARSED_SLOTS; i++) {
-        if (parsed[i].valid && memcmp(parsed[i].bytes, in, 33) == 0) {
-            *pk = parsed[i].pk;
+        struct parsed_point *p = &parsed[i];
+        if (p->used != 0 && memcmp(p->bytes, in, 33) == 0) {
+            p->used = ++parsed_clock;
+            *pk = p->pk;
             return P11N_OK;
         }
+        if (p->used < oldest->used)
+            oldest = p;
     }
     if (!parse33(*c, in, pk))
         return P11N_ERR_BAD_PUBKEY;
-    struct parsed_point *slot = &parsed[parsed_next++ % PARSED_SLOTS];
-    memcpy(slot->bytes, in, 33);
-    slot->pk = *pk;
-    slot->valid = 1;
+    memcpy(oldest->bytes, in, 33);
+    oldest->pk = *pk;
+    oldest->used = ++parsed_clock;
     return P11N_OK;
 }
 
