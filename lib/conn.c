@@ -12,6 +12,11 @@
  * go in large chunks through the context's shared buffer into the
  * transport's decoder. Only when the application pauses reading in the
  * middle of a chunk is the rest of it kept with the connection.
+ *
+ * A graceful close (CLOSING) flushes the queue, shuts down the sending
+ * side, and lingers reading and dropping whatever the peer still sends
+ * until its end of stream: a socket closed with unread bytes sends a
+ * reset, which can destroy the messages the peer has not read yet.
  */
 #include "net.h"
 
@@ -146,7 +151,7 @@ static void conn_release(p11n_conn *c)
     free(c->kept);
     c->kept = NULL;
     c->kept_pos = c->kept_len = 0;
-    c->paused = 0;
+    c->paused = c->peer_eof = c->shut_wr = 0;
 }
 
 static void flushq_remove(p11n_conn *c)
@@ -362,6 +367,10 @@ static void update_events(p11n_conn *c)
         if (!c->paused && c->kept == NULL)
             ev = POLLIN;
         break;
+    case P11N_CS_CLOSING:
+        if (!c->peer_eof)
+            ev = POLLIN;  /* read and dropped */
+        break;
     default:
         break;
     }
@@ -404,9 +413,59 @@ static int wbuf_reserve(p11n_conn *c, size_t need)
     return P11N_OK;
 }
 
+static void drain_read(p11n_conn *c);
+
+static unsigned linger_ms(const p11n_ctx *ctx)
+{
+    return ctx->opt.act_timeout_ms < P11N_LINGER_MS ? ctx->opt.act_timeout_ms : P11N_LINGER_MS;
+}
+
+/* Closing, and every queued byte is with the kernel: send our end of
+ * stream after them, then linger until the peer's. */
 static void finish_close(p11n_conn *c)
 {
-    p11n_conn_end(c, P11N_OK, "closed locally");
+    p11n_ctx *ctx = c->ctx;
+    if (c->shut_wr)
+        return;
+    if (c->peer_eof) {
+        p11n_conn_end(c, P11N_OK, "closed locally");
+        return;
+    }
+    if (shutdown(c->fd, SHUT_WR) != 0) {
+        /* ENOTCONN: the peer is gone already; nothing to linger for. */
+        p11n_conn_end(c, P11N_OK, "closed locally");
+        return;
+    }
+    c->shut_wr = 1;
+    p11n_timer_arm(ctx, &c->timer, ctx->now + linger_ms(ctx));
+    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu: queue flushed, end of stream sent; "
+        "waiting up to %u ms for the peer's", c->id, linger_ms(ctx));
+    update_events(c);
+    drain_read(c);  /* the peer may have closed already */
+}
+
+/* Closing: read and drop what the peer still sends; its end of stream
+ * ends the connection once ours is sent. */
+static void drain_read(p11n_conn *c)
+{
+    ssize_t n = recv(c->fd, c->ctx->rbuf, P11N_READ_CHUNK, 0);
+    if (n > 0)
+        return;
+    if (n == 0) {
+        c->peer_eof = 1;
+        if (c->shut_wr)
+            p11n_conn_end(c, P11N_OK, "closed locally");
+        else
+            update_events(c);  /* a half-close: flushing goes on */
+        return;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+        return;
+    if (c->shut_wr)
+        /* Everything was flushed; the peer closed without reading on. */
+        p11n_conn_end(c, P11N_OK, "closed locally (the peer then reset the connection)");
+    else
+        end_errno(c, "recv while closing", errno);
 }
 
 /* Write the queue; one send() per call while the socket takes it. */
@@ -1007,6 +1066,10 @@ static void on_io(void *obj, int fd, short revents)
     case P11N_CS_CLOSING:
         if (revents & POLLOUT)
             conn_flush(c);
+        if (c->state != P11N_CS_CLOSING)
+            return;
+        if (!c->peer_eof && (revents & (POLLIN | POLLHUP | POLLERR)))
+            drain_read(c);
         else if (revents & (POLLHUP | POLLERR))
             p11n_conn_end(c, P11N_ERR_RESET, "connection lost while flushing before close");
         return;
@@ -1058,6 +1121,13 @@ static void on_timer(void *obj)
         p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
         return;
     case P11N_CS_CLOSING:
+        if (c->shut_wr) {
+            snprintf(text, sizeof(text),
+                "closed locally (every message flushed; the peer did not close within %u ms)",
+                linger_ms(ctx));
+            p11n_conn_end(c, P11N_OK, text);
+            return;
+        }
         snprintf(text, sizeof(text), "peer did not take the queued messages within %u ms",
             ctx->opt.act_timeout_ms);
         p11n_conn_end(c, P11N_ERR_TIMEOUT, text);

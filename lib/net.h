@@ -148,6 +148,8 @@ struct p11n_conn {
     unsigned paused : 1;          /* p11n_conn_pause_read: no reads, no messages */
     unsigned in_readq : 1;
     unsigned in_trimq : 1;
+    unsigned peer_eof : 1;        /* closing: the peer's end of stream was read */
+    unsigned shut_wr : 1;         /* closing: flushed, our side shut down, lingering */
 
     p11n_callbacks cb;
 

@@ -652,10 +652,16 @@ P11N_API P11N_WARN_UNUSED int p11n_connect(p11n_ctx *ctx, const char *host, uint
  *  `writable` fires when it drains), NOMEM, CRYPTO. */
 P11N_API P11N_WARN_UNUSED int p11n_send(p11n_conn *conn, const uint8_t *msg, size_t len);
 
-/** Close gracefully: deliver no more messages, flush queued messages
- *  (within the act timeout), then close; `closed` follows with reason
- *  P11N_OK and final 1. Cancels any reconnect. Valid in any state; a
- *  second call is a no-op. */
+/** Close gracefully: deliver no more messages, flush the queued ones
+ *  (within the act timeout), then shut down the sending side so the peer
+ *  reads every message and then the end of the stream, and discard what
+ *  the peer still sends until it closes too, at most P11N_LINGER_MS (or
+ *  the act timeout, if shorter): closing a socket with unread bytes would
+ *  send a reset, which can destroy messages the peer has not read yet.
+ *  `closed` follows with reason P11N_OK and final 1 (TIMEOUT, RESET or IO
+ *  if the queue could not be flushed). Cancels any reconnect. Valid in any
+ *  state; a second call is a no-op. */
+#define P11N_LINGER_MS 2000
 P11N_API void p11n_close(p11n_conn *conn);
 
 /** Stop (`pause` 1) or resume (0) reading from an established connection:

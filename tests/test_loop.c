@@ -8,6 +8,8 @@
  *  - the loop does not sleep after calling the application back from the
  *    work it does before waiting (a `writable` after writing the queue, a
  *    final `closed`): p11n_poll_fds returns a timeout of 0 then;
+ *  - a graceful close gives a peer that reads late every flushed message
+ *    and then the end of the stream, not a reset;
  *  - reading paused for backpressure loses no message and delivers the
  *    ones already received in order after resuming.
  *
@@ -397,6 +399,71 @@ static void test_no_sleep_after_callbacks(void)
     pair_free();
 }
 
+/* The client closes first, as `p11noise connect` does: both ends finish
+ * through each other's end of stream, neither at a deadline. */
+static void test_close_completes_on_eos(void)
+{
+    end se, ce;
+    memset(&se, 0, sizeof(se));
+    memset(&ce, 0, sizeof(ce));
+    se.echo = 1;
+    p11n_ctx_options so = { 0 }, co = { 0 };
+    pair_up(so, co, &se, &ce);
+    CU_ASSERT(p11n_send(ce.conn, (const uint8_t *)"bye", 3) == P11N_OK);
+    p11n_close(ce.conn);
+    CU_ASSERT(pump_until(final_closed, &ce));
+    CU_ASSERT(ce.reason == P11N_OK);
+    CU_ASSERT_STRING_EQUAL(ce.text, "closed locally");
+    CU_ASSERT(pump_until(final_closed, &se));
+    CU_ASSERT(se.reason == P11N_ERR_CLOSED);
+    CU_ASSERT(se.msgs == 1);
+    pair_free();
+}
+
+/* ---- graceful close and a peer that reads late ---- */
+
+static size_t close_mark;
+
+static int server_closing(void *arg)
+{
+    end *se = arg;
+    return se->closed > 0 || t_log_has(close_mark, "[srv]", "end of stream sent");
+}
+
+static void test_close_slow_reader(void)
+{
+    /* The server echoes 8 messages of a 512 KiB burst and closes: the
+     * rest of the burst is still unread in its socket when it is done
+     * flushing. The client reads nothing until then. */
+    enum { BURST = 64, MSG = 8192, ECHOED = 8 };
+    end se, ce;
+    memset(&se, 0, sizeof(se));
+    memset(&ce, 0, sizeof(ce));
+    se.echo = 1;
+    se.close_after = ECHOED;
+    ce.check = 1;
+    p11n_ctx_options so = { 0 }, co = { 0 };
+    pair_up(so, co, &se, &ce);
+    close_mark = t_log_mark();
+    CU_ASSERT(p11n_conn_pause_read(ce.conn, 1) == P11N_OK);
+    static uint8_t m[MSG];
+    for (uint64_t i = 0; i < BURST; i++)
+        CU_ASSERT_FATAL(p11n_send(ce.conn, m, msg_make(i, m, MSG)) == P11N_OK);
+    CU_ASSERT(pump_until(server_closing, &se));
+
+    /* Now the client reads: every echo, then the end of the stream. */
+    CU_ASSERT(ce.closed == 0);
+    CU_ASSERT(p11n_conn_pause_read(ce.conn, 0) == P11N_OK);
+    CU_ASSERT(pump_until(final_closed, &ce));
+    CU_ASSERT(ce.msgs == ECHOED);
+    CU_ASSERT(ce.bad == 0);
+    CU_ASSERT(ce.reason == P11N_ERR_CLOSED);
+    CU_ASSERT_STRING_EQUAL(ce.text, "closed by peer");
+    CU_ASSERT(pump_until(final_closed, &se));
+    CU_ASSERT(se.reason == P11N_OK);
+    pair_free();
+}
+
 /* ---- backpressure ---- */
 
 static int server_paused(void *arg)
@@ -462,6 +529,8 @@ int main(void)
     static const p11n_test tests[] = {
         { "poll and epoll backends, p11n_run and p11n_run_once", test_backends },
         { "no sleep after a callback made before the wait", test_no_sleep_after_callbacks },
+        { "a close completes on the peer's end of stream", test_close_completes_on_eos },
+        { "graceful close: a late reader gets every echo, then EOF", test_close_slow_reader },
         { "backpressure: paused reading loses nothing", test_backpressure },
         { NULL, NULL },
     };
