@@ -1,7 +1,7 @@
 /*
  * Noise AEAD ciphers over OpenSSL EVP. Each context keeps one cipher
- * context per direction it was made for, keyed once in setkey; a message then costs only
- * the IV setup and the cipher itself, with no allocation.
+ * context per direction it was made for, keyed once in setkey; a message
+ * then costs only the IV setup and the cipher itself, with no allocation.
  */
 #include <limits.h>
 #include <pthread.h>
