@@ -379,6 +379,11 @@ static int writable_round(end *ce, int sends_in_callback, int *bad_timeout)
     return inside;
 }
 
+static int server_saw_eos_sent(void *arg)
+{
+    return t_log_has(*(size_t *)arg, "[srv]", "end of stream sent");
+}
+
 static void test_no_sleep_after_callbacks(void)
 {
     end se, ce;
@@ -396,6 +401,31 @@ static void test_no_sleep_after_callbacks(void)
     CU_ASSERT(inside > 0);
     CU_ASSERT(bad_timeout == 0);
     CU_ASSERT(ce.bad == 0 && ce.closed == 0);
+
+    /* The final `closed` fired inside p11n_poll_fds: the server closed
+     * first (its end of stream is waiting in the client's socket), then
+     * the client closes, and finds the peer's end at once. */
+    size_t mark = t_log_mark();
+    p11n_close(se.conn);
+    p11n_ctx *srv_only[1] = { ctxs[0] };
+    time_t guard = time(NULL) + 60;
+    while (!server_saw_eos_sent(&mark) && time(NULL) < guard)
+        t_pump(srv_only, 1, 50);
+    CU_ASSERT_FATAL(server_saw_eos_sent(&mark));
+    /* The server's messages so far were all read; nothing else is due. */
+    p11n_close(ce.conn);
+    struct pollfd fds[64];
+    size_t n = 0;
+    int t = -1;
+    CU_ASSERT_FATAL(p11n_poll_fds(ctxs[1], fds, 64, &n, &t) == P11N_OK);
+    CU_ASSERT(ce.final == 1 && ce.reason == P11N_OK);
+    CU_ASSERT(t == 0);
+    CU_ASSERT(p11n_process(ctxs[1], fds, 0) == P11N_OK);
+    /* The server ends when the client's end of stream arrives, not at
+     * its linger deadline. */
+    CU_ASSERT(pump_until(final_closed, &se));
+    CU_ASSERT(se.reason == P11N_OK);
+    CU_ASSERT_STRING_EQUAL(se.text, "closed locally");
     pair_free();
 }
 

@@ -557,6 +557,9 @@ int cmd_connect(int argc, char **argv)
             }
             fds = f;
         }
+        /* The final `closed` may come while the queue is written. */
+        if (st.done)
+            break;
         fds[n] = (struct pollfd){ .fd = want_stdin ? STDIN_FILENO : -1, .events = POLLIN };
         if (poll(fds, n + 1, timeout) < 0 && errno != EINTR) {
             cli_error("connect: poll: %s", strerror(errno));
