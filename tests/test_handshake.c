@@ -57,26 +57,6 @@ static void pub_of(const p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
     CU_ASSERT_FATAL(n == P11N_PUBKEY_LEN);
 }
 
-/* BOLT #8's failure labels, by their distinctive part. */
-static int error_code(const char *label)
-{
-    static const struct {
-        const char *part;
-        int code;
-    } map[] = {
-        { "READ_FAILED", P11N_ERR_SHORT_MESSAGE },
-        { "BAD_VERSION", P11N_ERR_BAD_VERSION },
-        { "BAD_PUBKEY", P11N_ERR_BAD_PUBKEY },
-        { "BAD_CIPHERTEXT", P11N_ERR_BAD_CIPHERTEXT },
-        { "BAD_TAG", P11N_ERR_BAD_TAG },
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strstr(label, map[i].part) != NULL)
-            return map[i].code;
-    CU_FAIL_FATAL("unknown error label in bolt8.json");
-    return 0;
-}
-
 /* Exchange messages both ways: every frame must decode at the peer.
  * Enough messages to cross the 500-message rotation in each direction. */
 static void exchange(p11n_transport *a, p11n_transport *b, unsigned count)
@@ -170,7 +150,7 @@ static void run_vector(json_t *c, const uint8_t *ck)
             last = p11n_handshake_read(hs, in, rlen);
             free(in);
         } else if (e != NULL) {
-            CU_ASSERT(last == error_code(e));
+            CU_ASSERT(last == t_bolt8_error(e));
             /* Dead from now on. */
             uint8_t out[MAX_ACT];
             size_t outlen;

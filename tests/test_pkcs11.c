@@ -486,25 +486,6 @@ static uint8_t *hex_field(json_t *obj, const char *field, size_t want)
     return p;
 }
 
-static int bolt8_error(const char *label)
-{
-    static const struct {
-        const char *part;
-        int code;
-    } map[] = {
-        { "READ_FAILED", P11N_ERR_SHORT_MESSAGE },
-        { "BAD_VERSION", P11N_ERR_BAD_VERSION },
-        { "BAD_PUBKEY", P11N_ERR_BAD_PUBKEY },
-        { "BAD_CIPHERTEXT", P11N_ERR_BAD_CIPHERTEXT },
-        { "BAD_TAG", P11N_ERR_BAD_TAG },
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strstr(label, map[i].part) != NULL)
-            return map[i].code;
-    CU_FAIL_FATAL("unknown error label in bolt8.json");
-    return 0;
-}
-
 /* The finished transport seals like, and opens frames from, transports
  * made from the vector's keys. */
 static int keys_match(p11n_transport *t, const uint8_t *ck, const uint8_t *sk, const uint8_t *rk)
@@ -562,7 +543,7 @@ static int run_bolt8_case(json_t *c, const uint8_t *ck)
             last = p11n_handshake_read(hs, in, rlen);
             free(in);
         } else if (e != NULL) {
-            ok &= last == bolt8_error(e);
+            ok &= last == t_bolt8_error(e);
         } else if (keys != NULL) {
             uint8_t *sk = hex_field(keys, "sk", 32), *rk = hex_field(keys, "rk", 32);
             p11n_transport *t = NULL;

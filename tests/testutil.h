@@ -23,4 +23,9 @@ const char *t_vector_path(const char *name);
 void t_fill(uint8_t *p, size_t len, uint64_t *seed);
 uint32_t t_rand(uint64_t *seed);
 
+/* The p11n error a BOLT #8 vector's failure label stands for
+ * ("ACT2_READ_FAILED" -> P11N_ERR_SHORT_MESSAGE, ...); fails the test on an
+ * unknown label. */
+int t_bolt8_error(const char *label);
+
 #endif
