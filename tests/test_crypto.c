@@ -79,41 +79,9 @@ static const p11n_cipher_alg *const all_ciphers[] = {
     &p11n_cipher_chachapoly, &p11n_cipher_aesgcm,
 };
 
-/* OpenSSL's allocations, counted through its allocator hooks (installed
- * first thing in main, before OpenSSL allocates anything). */
+/* Whether testutil's OpenSSL allocator hooks (count and fail allocations)
+ * are in: installed first thing in main. */
 static int alloc_hooked;
-static unsigned long ossl_allocs;
-
-/* When non-zero, the allocation that brings it to zero fails. */
-static unsigned long fail_countdown;
-
-static int injected_failure(void)
-{
-    return fail_countdown > 0 && --fail_countdown == 0;
-}
-
-static void *count_malloc(size_t n, const char *file, int line)
-{
-    (void)file;
-    (void)line;
-    ossl_allocs++;
-    return injected_failure() ? NULL : malloc(n);
-}
-
-static void *count_realloc(void *p, size_t n, const char *file, int line)
-{
-    (void)file;
-    (void)line;
-    ossl_allocs++;
-    return injected_failure() ? NULL : realloc(p, n);
-}
-
-static void count_free(void *p, const char *file, int line)
-{
-    (void)file;
-    (void)line;
-    free(p);
-}
 
 /* ---- lazy initialization ---- */
 
@@ -544,7 +512,7 @@ static void test_aead_no_alloc(void)
         p11n_aead a;
         CU_ASSERT_FATAL(p11n_aead_init(&a, all_ciphers[c]) == P11N_OK);
         CU_ASSERT_EQUAL(p11n_aead_setkey(&a, key), P11N_OK);
-        unsigned long before = ossl_allocs;
+        unsigned long before = t_ossl_allocs;
         int ok = 1;
         for (uint64_t n = 0; n < 200; n++) {
             size_t len = (size_t)(n * 37 % sizeof(msg));
@@ -553,11 +521,11 @@ static void test_aead_no_alloc(void)
             ok &= memcmp(pt, msg, len) == 0;
         }
         CU_ASSERT(ok);
-        CU_ASSERT_EQUAL(ossl_allocs, before);
+        CU_ASSERT_EQUAL(t_ossl_allocs, before);
         /* The counter does see allocations: making a context does. */
         p11n_aead b;
         CU_ASSERT_FATAL(p11n_aead_init(&b, all_ciphers[c]) == P11N_OK);
-        CU_ASSERT(ossl_allocs > before);
+        CU_ASSERT(t_ossl_allocs > before);
         p11n_aead_clear(&b);
         p11n_aead_clear(&a);
     }
@@ -965,10 +933,10 @@ static void test_alloc_failures(void)
         CU_ASSERT_EQUAL(ops[i].op(), P11N_OK); /* warm up lazy state */
         unsigned long step, failed = 0;
         for (step = 1; step < 1000; step++) {
-            fail_countdown = step;
+            t_ossl_fail_countdown = step;
             int rc = ops[i].op();
-            int reached = fail_countdown == 0;
-            fail_countdown = 0;
+            int reached = t_ossl_fail_countdown == 0;
+            t_ossl_fail_countdown = 0;
             if (!reached) {
                 /* The operation made fewer than `step` allocations. */
                 CU_ASSERT_EQUAL(rc, P11N_OK);
@@ -1142,6 +1110,6 @@ static const p11n_test tests[] = {
 
 int main(void)
 {
-    alloc_hooked = CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free);
+    alloc_hooked = t_hook_openssl_alloc();
     return p11n_test_main("crypto", tests);
 }

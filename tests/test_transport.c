@@ -42,39 +42,9 @@ static void buf_free(buf_t *b)
     memset(b, 0, sizeof(*b));
 }
 
-/* OpenSSL's allocations (the receive buffer is one), counted and failed on
- * demand through its allocator hooks, installed first thing in main. */
+/* Whether testutil's OpenSSL allocator hooks (count and fail allocations)
+ * are in: installed first thing in main. */
 static int alloc_hooked;
-static unsigned long ossl_allocs;
-static unsigned long fail_countdown;   /* the allocation that brings it to 0 fails */
-
-static int injected_failure(void)
-{
-    return fail_countdown > 0 && --fail_countdown == 0;
-}
-
-static void *count_malloc(size_t n, const char *file, int line)
-{
-    (void)file;
-    (void)line;
-    ossl_allocs++;
-    return injected_failure() ? NULL : malloc(n);
-}
-
-static void *count_realloc(void *p, size_t n, const char *file, int line)
-{
-    (void)file;
-    (void)line;
-    ossl_allocs++;
-    return injected_failure() ? NULL : realloc(p, n);
-}
-
-static void count_free(void *p, const char *file, int line)
-{
-    (void)file;
-    (void)line;
-    free(p);
-}
 
 static p11n_transport *make(const uint8_t *ck, const uint8_t *sk, const uint8_t *rk)
 {
@@ -541,7 +511,7 @@ static void test_growth_then_no_alloc(void)
     buf_t s = { 0 };
     seal_sizes(snd, m, growing, n, &s);
 
-    unsigned long before = ossl_allocs;
+    unsigned long before = t_ossl_allocs;
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         size_t flen = growing[i] + P11N_FRAME_OVERHEAD;
@@ -549,7 +519,7 @@ static void test_growth_then_no_alloc(void)
         off += flen;
     }
     /* 4096 (10, 4080), 8192 (5000), 16384, 32768, then the largest. */
-    CU_ASSERT(ossl_allocs - before == 5);
+    CU_ASSERT(t_ossl_allocs - before == 5);
 
     /* Steady state: random sizes, whole and split, allocate nothing.
      * Fewer than 500 frames, so no key rotation runs HKDF. */
@@ -558,7 +528,7 @@ static void test_growth_then_no_alloc(void)
     for (size_t i = 0; i < 300; i++)
         sizes[i] = t_rand(&seed) % (P11N_MAX_MESSAGE + 1);
     seal_sizes(snd, m, sizes, 300, &s);
-    before = ossl_allocs;
+    before = t_ossl_allocs;
     off = 0;
     for (size_t i = 0; i < 300; i++) {
         size_t flen = sizes[i] + P11N_FRAME_OVERHEAD;
@@ -568,7 +538,7 @@ static void test_growth_then_no_alloc(void)
         feed_expect(rcv, s.p + off + cut, flen - cut, m, sizes[i]);
         off += flen;
     }
-    CU_ASSERT(ossl_allocs == before);
+    CU_ASSERT(t_ossl_allocs == before);
     buf_free(&s);
     p11n_transport_free(snd);
     p11n_transport_free(rcv);
@@ -594,10 +564,10 @@ static void test_alloc_failure(void)
         const uint8_t *msg = (const uint8_t *)"x";
         size_t msglen = 1, used = 1;
         int fail = i < 2;   /* 100: first buffer; 20000: growth; 50: fits */
-        fail_countdown = fail ? 1 : 0;
+        t_ossl_fail_countdown = fail ? 1 : 0;
         int rc = p11n_transport_feed(rcv, s.p, s.len, &used, &msg, &msglen);
-        CU_ASSERT(fail_countdown == 0);
-        fail_countdown = 0;
+        CU_ASSERT(t_ossl_fail_countdown == 0);
+        t_ossl_fail_countdown = 0;
         if (fail) {
             CU_ASSERT(rc == P11N_ERR_NOMEM);
             CU_ASSERT(used == P11N_HEADER_LEN);
@@ -652,6 +622,6 @@ int main(void)
         { "failed buffer allocation is NOMEM, a later feed succeeds", test_alloc_failure },
         { NULL, NULL },
     };
-    alloc_hooked = CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free);
+    alloc_hooked = t_hook_openssl_alloc();
     return p11n_test_main("transport", tests);
 }

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <CUnit/Basic.h>
+#include <openssl/crypto.h>
 
 #include "crypto.h"
 
@@ -82,4 +83,40 @@ int t_bolt8_error(const char *label)
             return map[i].code;
     CU_FAIL_FATAL("unknown error label in bolt8.json");
     return 0;
+}
+
+unsigned long t_ossl_allocs;
+unsigned long t_ossl_fail_countdown;
+
+static int injected_failure(void)
+{
+    return t_ossl_fail_countdown > 0 && --t_ossl_fail_countdown == 0;
+}
+
+static void *count_malloc(size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    t_ossl_allocs++;
+    return injected_failure() ? NULL : malloc(n);
+}
+
+static void *count_realloc(void *p, size_t n, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    t_ossl_allocs++;
+    return injected_failure() ? NULL : realloc(p, n);
+}
+
+static void count_free(void *p, const char *file, int line)
+{
+    (void)file;
+    (void)line;
+    free(p);
+}
+
+int t_hook_openssl_alloc(void)
+{
+    return CRYPTO_set_mem_functions(count_malloc, count_realloc, count_free);
 }

@@ -23,6 +23,15 @@ const char *t_vector_path(const char *name);
 void t_fill(uint8_t *p, size_t len, uint64_t *seed);
 uint32_t t_rand(uint64_t *seed);
 
+/* OpenSSL's allocations, counted and failed on demand through its
+ * allocator hooks. t_hook_openssl_alloc() must run first thing in main,
+ * before OpenSSL allocates anything; it returns 1 if the hooks are in.
+ * When t_ossl_fail_countdown is non-zero, the allocation that brings it to
+ * zero fails. */
+extern unsigned long t_ossl_allocs;
+extern unsigned long t_ossl_fail_countdown;
+int t_hook_openssl_alloc(void);
+
 /* The p11n error a BOLT #8 vector's failure label stands for
  * ("ACT2_READ_FAILED" -> P11N_ERR_SHORT_MESSAGE, ...); fails the test on an
  * unknown label. */
