@@ -25,19 +25,9 @@ static json_t *case_named(const char *name)
     return NULL;
 }
 
-static uint8_t *hex_field(json_t *obj, const char *field, size_t want_len)
-{
-    const char *s = json_string_value(json_object_get(obj, field));
-    CU_ASSERT_FATAL(s != NULL);
-    size_t n;
-    uint8_t *p = t_unhex(s, &n);
-    CU_ASSERT_FATAL(want_len == 0 || n == want_len);
-    return p;
-}
-
 static p11n_key *key_from_hex(json_t *obj, const char *field)
 {
-    uint8_t *priv = hex_field(obj, field, 32);
+    uint8_t *priv = t_hex_field(obj, field, 32);
     p11n_key *k = NULL;
     CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", priv, 32, &k) == P11N_OK);
     free(priv);
@@ -86,7 +76,7 @@ static void run_vector(json_t *c, const uint8_t *ck)
 {
     p11n_key *local = key_from_hex(c, "ls_priv");
     /* The vectors' initiator uses the static key 0x11..11. */
-    uint8_t *ipub = hex_field(case_named("transport-initiator successful handshake"),
+    uint8_t *ipub = t_hex_field(case_named("transport-initiator successful handshake"),
         "ls_pub", P11N_PUBKEY_LEN);
     t_bolt8_run_case(c, local, ck, ipub);
     free(ipub);
@@ -98,7 +88,7 @@ static void test_bolt8_vectors(void)
     json_t *msg = case_named("transport-message test");
     CU_ASSERT_FATAL(msg != NULL);
     /* The handshake's final ck is the one the message vectors start from. */
-    uint8_t *ck = hex_field(msg, "ck", 32);
+    uint8_t *ck = t_hex_field(msg, "ck", 32);
     size_t i, ran = 0, errors = 0;
     json_t *c;
     json_array_foreach(json_object_get(vectors, "cases"), i, c) {

@@ -476,16 +476,6 @@ static void test_file_key(void)
 /* ---- BOLT #8 vectors with the local static key in the token ---- */
 
 
-static uint8_t *hex_field(json_t *obj, const char *field, size_t want)
-{
-    const char *s = json_string_value(json_object_get(obj, field));
-    CU_ASSERT_FATAL(s != NULL);
-    size_t n;
-    uint8_t *p = t_unhex(s, &n);
-    CU_ASSERT_FATAL(want == 0 || n == want);
-    return p;
-}
-
 /* One case with the local static key held in the token. */
 static void run_bolt8_case(json_t *c, const uint8_t *ck, const uint8_t *initiator_pub)
 {
@@ -506,11 +496,11 @@ static void test_bolt8_with_token_key(void)
         if (json_object_get(c, "ck") != NULL)
             msg = c;
     CU_ASSERT_FATAL(msg != NULL);
-    uint8_t *ck = hex_field(msg, "ck", 32), *ipub = NULL;
+    uint8_t *ck = t_hex_field(msg, "ck", 32), *ipub = NULL;
     json_array_foreach(json_object_get(v, "cases"), i, c)
         if (ipub == NULL && json_object_get(c, "steps") != NULL &&
             strcmp(json_string_value(json_object_get(c, "role")), "initiator") == 0)
-            ipub = hex_field(c, "ls_pub", 33);
+            ipub = t_hex_field(c, "ls_pub", 33);
     CU_ASSERT_FATAL(ipub != NULL);
     json_array_foreach(json_object_get(v, "cases"), i, c) {
         if (json_object_get(c, "steps") == NULL)
