@@ -105,6 +105,11 @@ int p11n_key_public(const p11n_key *key, uint8_t *out, size_t cap, size_t *outle
     return P11N_OK;
 }
 
+const char *p11n_key_warning(const p11n_key *key)
+{
+    return key != NULL ? key->warning : NULL;
+}
+
 const char *p11n_key_dh_name(const p11n_key *key)
 {
     return key != NULL ? key->alg->name : NULL;

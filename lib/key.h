@@ -21,6 +21,11 @@ struct p11n_key {
     const struct p11n_key_ops *ops;
     const p11n_dh_alg *alg;
     uint8_t pub[P11N_MAXPUBLEN];
+    /* NULL, or why this key is weaker than it should be (static text, or
+     * owned by the backend); see p11n_key_warning(). */
+    const char *warning;
+    /* Set by the event loop once it has logged the warning. */
+    int warned;
 };
 
 static inline int p11n_key_dh(struct p11n_key *key, const uint8_t *peer, uint8_t *out)

@@ -58,6 +58,7 @@ typedef enum p11n_err {
     P11N_ERR_BAD_PRIVKEY = -8,     /* private key bytes are not a valid scalar */
     P11N_ERR_NONCE_EXHAUSTED = -9, /* cipher nonce reached 2^64-1 */
     P11N_ERR_PARSE = -10,          /* malformed text input (hex, key file, peer file) */
+    P11N_ERR_FILE_MODE = -11,      /* a key or PIN file is readable by group or others */
 
     /* handshake and transport input */
     P11N_ERR_SHORT_MESSAGE = -20,  /* handshake message shorter than required */
@@ -85,6 +86,11 @@ typedef enum p11n_err {
     P11N_ERR_EXISTS = -52,         /* label or identifier already present */
     P11N_ERR_BAD_IDENTIFIER = -53, /* identifier not 1-64 of [A-Za-z0-9._-] */
     P11N_ERR_PUBKEY_MISMATCH = -54,/* identifier present with a different key */
+    P11N_ERR_TOKEN_UNAVAILABLE = -55, /* token lost its sessions and is not back yet:
+                                         fails fast, retried with a capped backoff */
+    P11N_ERR_PIN_FINAL_TRY = -56,  /* token says one more wrong PIN locks it: not trying */
+    P11N_ERR_KEY_EXTRACTABLE = -57,/* private key is extractable or not sensitive */
+    P11N_ERR_DUPLICATE_KEY = -58,  /* public key already present under another identifier */
 
     /* network */
     P11N_ERR_IO = -70,             /* socket error (see log for errno) */
@@ -96,6 +102,7 @@ typedef enum p11n_err {
     P11N_ERR_WOULD_BLOCK = -76,    /* write queue above its high-water mark; retry on writable */
     P11N_ERR_LIMIT = -77,          /* a configured cap (handshakes, queue) was reached */
     P11N_ERR_SHUTDOWN = -78,       /* context is stopping */
+    P11N_ERR_REVOKED = -79,        /* the peer's key was removed or replaced (peer key revoked) */
 
     /* SOCKS5 proxy */
     P11N_ERR_SOCKS_UNREACHABLE = -90,  /* could not connect to the proxy */
@@ -157,6 +164,25 @@ P11N_API P11N_WARN_UNUSED int p11n_key_generate(const char *dh_name, p11n_key **
  *  Errors: URI; for file: keys PARSE, KEY_NOT_FOUND (no such file), IO,
  *  BAD_PRIVKEY; for pkcs11: keys every error of the token group. */
 P11N_API P11N_WARN_UNUSED int p11n_key_load(const char *uri, p11n_key **out);
+
+/** Ask p11n_key_load_ex() to accept a token private key that is
+ *  extractable or not sensitive. For development only: such a key can be
+ *  read out of the token, which is what the token is there to prevent. */
+#define P11N_KEY_DEV_ALLOW_EXTRACTABLE 1u
+
+/** p11n_key_load() with flags (0 or P11N_KEY_DEV_ALLOW_EXTRACTABLE).
+ *  Errors: those of p11n_key_load(), and FILE_MODE (a file: key readable
+ *  by group or others), KEY_EXTRACTABLE (a token key that is extractable
+ *  or not sensitive, without the development flag), PIN_FINAL_TRY. */
+P11N_API P11N_WARN_UNUSED int p11n_key_load_ex(const char *uri, unsigned flags,
+    p11n_key **out);
+
+/** NULL, or one static line saying why this key is weaker than a token
+ *  key should be: a development file: key, a token key allowed although
+ *  extractable, or a token key whose public-key object can be changed
+ *  without the PIN. Valid while the key lives. The event loop logs it at
+ *  warning level the first time a listener or connection uses the key. */
+P11N_API const char *p11n_key_warning(const p11n_key *key);
 
 /** Copy the key's public key (33 bytes for secp256k1) into `out`; `*outlen`
  *  receives its length. Errors: INVALID_ARG, BUFFER_TOO_SMALL. */
@@ -427,6 +453,24 @@ P11N_API P11N_WARN_UNUSED int p11n_token_keygen(const char *token_uri, const cha
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_read(const char *token_uri,
     p11n_peer_entry **entries, size_t *n);
 
+/** An object with the ceremony's CKA_ID prefix that was not trusted. */
+typedef struct p11n_ceremony_ignored {
+    char id[4 * P11N_MAX_IDENTIFIER + 1]; /* the CKA_ID after the prefix, non-printable
+                                             bytes escaped as \xNN, cut to fit */
+    char reason[128];             /* why, e.g. "public object (CKA_PRIVATE false):
+                                     creatable without the PIN" */
+} p11n_ceremony_ignored;
+
+/** Read the ceremony from a logged-in session and sort it: `*entries`
+ *  gets the trusted peers (objects with CKA_PRIVATE true, CKA_MODIFIABLE
+ *  false, a valid identifier and point, unambiguous), `*ignored` every
+ *  other object with the prefix and the reason. Both arrays are freed
+ *  with free() (either may be NULL with its count 0). Errors: the token
+ *  errors, NOMEM; an ignored object is not an error. */
+P11N_API P11N_WARN_UNUSED int p11n_ceremony_scan(const char *token_uri,
+    p11n_peer_entry **entries, size_t *n, p11n_ceremony_ignored **ignored,
+    size_t *nignored);
+
 /** Write entries as ceremony objects, all or nothing: every entry is
  *  checked first (an identifier already on the token with another key is
  *  PUBKEY_MISMATCH unless `replace`); on error `*bad_index` names the entry
@@ -550,10 +594,21 @@ P11N_API P11N_WARN_UNUSED int p11n_ceremony_input(p11n_ctx *ctx,
  *  p11n_peers_parse's errors, PUBKEY_MISMATCH, NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_peers_load_file(p11n_ctx *ctx, const char *path);
 
-/** Add every ceremony object of a token, all or nothing. Returns the
- *  number of entries read, or p11n_ceremony_read's errors,
- *  PUBKEY_MISMATCH, NOMEM. */
+/** Replace the whole peer store with the token's current ceremony (its
+ *  trusted objects; ignored ones are logged at warning level): the reload
+ *  call, valid at any time. Peers that left or whose key changed are
+ *  revoked as by p11n_peer_remove(). On error the store is unchanged.
+ *  Returns the number of peers loaded, or p11n_ceremony_scan's errors,
+ *  NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_peers_load_token(p11n_ctx *ctx, const char *token_uri);
+
+/** Remove a peer. Listeners consult the store for every handshake, so
+ *  the key is refused from the next one on, and established connections
+ *  authenticated with it are closed (reason REVOKED, logged as "peer key
+ *  revoked"). A replacement through p11n_ceremony_input(...,
+ *  P11N_PEER_REPLACE) revokes the old key the same way. Errors:
+ *  INVALID_ARG, UNKNOWN_PEER (no such identifier). */
+P11N_API int p11n_peer_remove(p11n_ctx *ctx, const char *identifier);
 
 /* ---- callbacks ----
  * `arg` is the callbacks' arg, or the connection's own after
@@ -678,8 +733,17 @@ P11N_API P11N_WARN_UNUSED int p11n_conn_pause_read(p11n_conn *conn, int pause);
 /** Replace the `arg` given to this connection's callbacks. */
 P11N_API void p11n_conn_set_arg(p11n_conn *conn, void *arg);
 
-/** The authenticated peer (as in `established`), or NULL before. */
+/** The authenticated peer (as in `established`: its identifier when the
+ *  store has one, else its key in hex), or NULL before. */
 P11N_API const char *p11n_conn_peer(const p11n_conn *conn);
+
+/** The authenticated peer's identifier, or NULL (not established, or a
+ *  peer named by key that is not in the store). */
+P11N_API const char *p11n_conn_peer_id(const p11n_conn *conn);
+
+/** The authenticated peer's static public key. Errors: INVALID_ARG,
+ *  STATE (not established yet). */
+P11N_API int p11n_conn_peer_key(const p11n_conn *conn, uint8_t out[P11N_PUBKEY_LEN]);
 
 /* ---- running the loop ---- */
 

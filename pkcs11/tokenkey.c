@@ -201,6 +201,12 @@ out:
 
 int p11n_key_load(const char *uri, p11n_key **out)
 {
+    return p11n_key_load_ex(uri, 0, out);
+}
+
+int p11n_key_load_ex(const char *uri, unsigned flags, p11n_key **out)
+{
+    (void)flags;
     if (out == NULL)
         return P11N_ERR_INVALID_ARG;
     *out = NULL;
