@@ -78,3 +78,45 @@ t_help() {
         t_ok "$* --help"
     fi
 }
+
+# t_bolt8_keys: the BOLT #8 test keys as file: keys in $tmp (server.key,
+# client.key, mode 0600) and each side's peers file naming the other
+# (server.peers: "client", client.peers: "server"); sets $server_priv,
+# $server_pub, $client_priv, $client_pub.
+t_bolt8_keys() {
+    server_priv=2121212121212121212121212121212121212121212121212121212121212121
+    server_pub=028d7500dd4c12685d1f568b4c2b5048e8534b873319f3a8daa612b469132ec7f7
+    client_priv=1111111111111111111111111111111111111111111111111111111111111111
+    client_pub=034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa
+    (umask 077
+     echo "$server_priv" > "$tmp/server.key"
+     echo "$client_priv" > "$tmp/client.key")
+    printf '# server side\nclient %s\n' "$client_pub" > "$tmp/server.peers"
+    printf 'server %s\n' "$server_pub" > "$tmp/client.peers"
+}
+
+# t_listen LOG OUT OPTION...: `p11noise listen OPTION...` in the
+# background (stderr to LOG, stdout to OUT); waits for its "listening on"
+# line and sets $port to the port it bound. Returns 1 after t_fail if it
+# did not start.
+t_listen() {
+    log="$1"; out="$2"; shift 2
+    t_bg "$tool" listen "$@" > "$out" 2> "$log"
+    port=""
+    for _ in $(seq 100); do
+        port=$(sed -n 's/.*listening on .*:\([0-9]*\) (.*/\1/p' "$log" | head -1)
+        [ -n "$port" ] && return 0
+        sleep 0.1
+    done
+    t_fail "listener did not start: $(cat "$log")"
+    return 1
+}
+
+# t_wait_lines FILE N: wait (at most 10 s) until FILE has N lines.
+t_wait_lines() {
+    for _ in $(seq 100); do
+        [ "$(wc -l < "$1")" -ge "$2" ] && return 0
+        sleep 0.1
+    done
+    return 1
+}

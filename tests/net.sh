@@ -7,29 +7,13 @@ set -u
 . "$(dirname "$0")/lib.sh"
 t_init net
 
-server_priv=2121212121212121212121212121212121212121212121212121212121212121
-server_pub=028d7500dd4c12685d1f568b4c2b5048e8534b873319f3a8daa612b469132ec7f7
-client_priv=1111111111111111111111111111111111111111111111111111111111111111
-client_pub=034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa
-echo "$server_priv" > "$tmp/server.key"
-echo "$client_priv" > "$tmp/client.key"
-printf '# server side\nclient %s\n' "$client_pub" > "$tmp/server.peers"
-printf 'server %s\n' "$server_pub" > "$tmp/client.peers"
+t_bolt8_keys
 printf 'one\ntwo words\n\nfour: the last line has no newline' > "$tmp/in.txt"
 
-# Start a listener on a free port; sets $port and adds the pid.
+# A listener that echoes (stdout unused); sets $port and adds the pid.
 start_listener() {
     log="$1"; shift
-    t_bg "$tool" listen --key "file:$tmp/server.key" --peers "$tmp/server.peers" --echo "$@" \
-        2> "$log"
-    port=""
-    for _ in $(seq 100); do
-        port=$(sed -n 's/.*listening on .*:\([0-9]*\) (.*/\1/p' "$log" | head -1)
-        [ -n "$port" ] && return 0
-        sleep 0.1
-    done
-    t_fail "listener did not start: $(cat "$log")"
-    return 1
+    t_listen "$log" /dev/null --key "file:$tmp/server.key" --peers "$tmp/server.peers" --echo "$@"
 }
 
 # connect NAME TARGET [options]: stdin from in.txt, must echo it back.
