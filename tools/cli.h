@@ -2,6 +2,8 @@
 #ifndef P11N_CLI_H
 #define P11N_CLI_H
 
+#include <stddef.h>
+
 /* Each subcommand gets argv starting at its own name; returns the exit
  * status. Errors are one clear line on stderr. */
 int cmd_vectors(int argc, char **argv);
@@ -14,5 +16,49 @@ int cmd_bench(int argc, char **argv);
 
 /* "p11noise: " + formatted message + newline on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/*
+ * One option parser for every subcommand (tools/cli_args.c).
+ *
+ * "--name VALUE" and "--name=VALUE" mean the same; "-h" and "--help" ask
+ * for the usage; "--" ends the options; "-" alone is an argument. Options
+ * and arguments may come in any order. An error line names the option as
+ * typed up to its '=', never its value nor the argument after it: a key
+ * URI can hold a PIN and a proxy a password.
+ */
+struct cli_opt {
+    const char *name;   /* "--key", "-v"; NULL ends a table */
+    int id;             /* > 0: what cli_next returns for it */
+    int has_value;      /* 1: takes a value */
+};
+
+struct cli_parser {
+    const char *cmd;             /* starts error lines: "listen" */
+    int argc;
+    char **argv;                 /* argv[0] is the subcommand's name */
+    int next;                    /* index of the next argument to read */
+    int only_args;               /* "--" seen */
+    const struct cli_opt *opts;
+    const struct cli_opt *opt;   /* the option cli_next last returned */
+};
+
+#define CLI_END 0       /* no more arguments */
+#define CLI_ARG (-1)    /* a positional argument, in *val */
+#define CLI_HELP (-2)   /* -h or --help: print the usage on stdout, exit 0 */
+#define CLI_BAD (-3)    /* an error line was printed: exit 2 */
+
+void cli_parser_init(struct cli_parser *p, const char *cmd, int argc, char **argv,
+    const struct cli_opt *opts);
+
+/* The next option (its id; *val its value, or NULL for a flag), a
+ * positional argument (CLI_ARG, *val), CLI_END, CLI_HELP or CLI_BAD. */
+int cli_next(struct cli_parser *p, const char **val);
+
+/* Text of the command line for an error line: "'TEXT'" in `buf`, or a
+ * note that it is not repeated when it could hold a secret ('@', '=',
+ * ';', '?': a proxy's password, a key URI's PIN) or drive the terminal
+ * (bytes outside printable ASCII). Returns buf. */
+#define CLI_SHOWN_MAX 160
+const char *cli_shown(const char *text, char buf[CLI_SHOWN_MAX]);
 
 #endif

@@ -128,6 +128,14 @@ static void print_machine(const bench_opts *o)
     fflush(stdout);
 }
 
+enum { B_QUICK = 1, B_VERBOSE, B_ROWS, B_SIZES, B_REPS, B_SECONDS, B_PLOT, B_FAULTMOD, B_SOFTHSM };
+static const struct cli_opt bench_opts_table[] = {
+    { "--quick", B_QUICK, 0 }, { "-v", B_VERBOSE, 0 }, { "--rows", B_ROWS, 1 },
+    { "--sizes", B_SIZES, 1 }, { "--reps", B_REPS, 1 }, { "--seconds", B_SECONDS, 1 },
+    { "--plot-data", B_PLOT, 1 }, { "--fault-module", B_FAULTMOD, 1 },
+    { "--softhsm-module", B_SOFTHSM, 1 }, { NULL, 0, 0 },
+};
+
 int cmd_bench(int argc, char **argv)
 {
     bench_opts o = { .reps = 5, .rep_seconds = 0.5, .sizes = (1u << BENCH_NSIZES) - 1 };
@@ -138,47 +146,39 @@ int cmd_bench(int argc, char **argv)
 
     if (module == NULL || module[0] == '\0')
         module = P11N_BENCH_SOFTHSM;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        if (strcmp(a, "--quick") == 0) {
-            o.quick = 1;
-        } else if (strcmp(a, "-v") == 0) {
-            o.verbose = 1;
-        } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    struct cli_parser p;
+    cli_parser_init(&p, "bench", argc, argv, bench_opts_table);
+    const char *v;
+    int id;
+    while ((id = cli_next(&p, &v)) != CLI_END) {
+        if (id == CLI_HELP) {
             usage(stdout);
             return 0;
-        } else if (v == NULL) {
-            cli_error("bench: unknown option or missing value: %s", a);
-            usage(stderr);
-            return 2;
-        } else if (strcmp(a, "--rows") == 0) {
-            if (parse_rows(v, &rows) != 0)
-                return 2;
-            i++;
-        } else if (strcmp(a, "--sizes") == 0) {
-            if (parse_sizes(v, &o.sizes) != 0)
-                return 2;
-            i++;
-        } else if (strcmp(a, "--reps") == 0) {
-            reps = atoi(v);
-            i++;
-        } else if (strcmp(a, "--seconds") == 0) {
-            secs = atof(v);
-            i++;
-        } else if (strcmp(a, "--plot-data") == 0) {
-            plot = v;
-            i++;
-        } else if (strcmp(a, "--fault-module") == 0) {
-            faultmod = v;
-            i++;
-        } else if (strcmp(a, "--softhsm-module") == 0) {
-            module = v;
-            i++;
-        } else {
-            cli_error("bench: unknown option %s", a);
+        }
+        if (id == CLI_BAD || id == CLI_ARG) {
+            if (id == CLI_ARG)
+                cli_error("bench: unexpected argument %d", p.next - 1);
             usage(stderr);
             return 2;
         }
+        if (id == B_QUICK)
+            o.quick = 1;
+        else if (id == B_VERBOSE)
+            o.verbose = 1;
+        else if (id == B_ROWS && parse_rows(v, &rows) != 0)
+            return 2;
+        else if (id == B_SIZES && parse_sizes(v, &o.sizes) != 0)
+            return 2;
+        else if (id == B_REPS)
+            reps = atoi(v);
+        else if (id == B_SECONDS)
+            secs = atof(v);
+        else if (id == B_PLOT)
+            plot = v;
+        else if (id == B_FAULTMOD)
+            faultmod = v;
+        else if (id == B_SOFTHSM)
+            module = v;
     }
     if (o.quick) {
         o.reps = 3;

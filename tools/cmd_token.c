@@ -8,7 +8,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,13 +73,12 @@ static void print_hex(const uint8_t *p, size_t len)
         printf("%02x", p[i]);
 }
 
-static const struct option token_opts[] = {
-    { "token", required_argument, NULL, 't' },
-    { "label", required_argument, NULL, 'l' },
-    { "key", required_argument, NULL, 'k' },
-    { "replace", no_argument, NULL, 'r' },
-    { "help", no_argument, NULL, 'h' },
-    { NULL, 0, NULL, 0 },
+static const struct cli_opt token_opts[] = {
+    { "--token", 't', 1 },
+    { "--label", 'l', 1 },
+    { "--key", 'k', 1 },
+    { "--replace", 'r', 0 },
+    { NULL, 0, 0 },
 };
 
 /* --help texts, printed on stdout. */
@@ -113,29 +111,36 @@ static int parse_args(int argc, char **argv, const char *allowed, const char *us
     struct args *a)
 {
     memset(a, 0, sizeof(*a));
-    optind = 1;
-    opterr = 0;
+    struct cli_parser p;
+    cli_parser_init(&p, argv[0], argc, argv, token_opts);
+    /* Positional arguments are gathered in order at argv[1...]: each
+     * lands on a slot the parser has already read. */
+    a->pos = argv + 1;
+    const char *val;
     int c;
-    while ((c = getopt_long(argc, argv, "h", token_opts, NULL)) != -1) {
-        if (c == 'h') {
+    while ((c = cli_next(&p, &val)) != CLI_END) {
+        if (c == CLI_HELP) {
             fputs(usage, stdout);
             return -1;
         }
-        if (c == '?' || strchr(allowed, c) == NULL) {
-            cli_error("%s: unknown option %s (--help for usage)", argv[0], argv[optind - 1]);
+        if (c == CLI_BAD)
             return 2;
-        }
-        if (c == 't')
-            a->token = optarg;
-        else if (c == 'l')
-            a->label = optarg;
-        else if (c == 'k')
-            a->key = optarg;
-        else if (c == 'r')
+        if (c == CLI_ARG) {
+            a->pos[a->npos++] = (char *)val;
+        } else if (strchr(allowed, c) == NULL) {
+            cli_error("%s: %s is not an option of this command (--help for usage)", argv[0],
+                p.opt->name);
+            return 2;
+        } else if (c == 't') {
+            a->token = val;
+        } else if (c == 'l') {
+            a->label = val;
+        } else if (c == 'k') {
+            a->key = val;
+        } else if (c == 'r') {
             a->replace = 1;
+        }
     }
-    a->npos = argc - optind;
-    a->pos = argv + optind;
     return 0;
 }
 

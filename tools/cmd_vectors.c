@@ -671,20 +671,31 @@ static void run_file(const char *path, tally_t *t)
 
 int cmd_vectors(int argc, char **argv)
 {
-    if (argc == 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
+    static const struct cli_opt none[] = { { NULL, 0, 0 } };
+    struct cli_parser p;
+    cli_parser_init(&p, "vectors", argc, argv, none);
+    tally_t t = { 0, 0, 0 };
+    const char *path;
+    int id, files = 0;
+    /* Options are checked before any file runs. */
+    while ((id = cli_next(&p, &path)) == CLI_ARG)
+        files++;
+    if (id == CLI_HELP) {
         printf("usage: p11noise vectors FILE...\n"
                "Runs Noise (cacophony/snow JSON) and BOLT #8 vector files through the\n"
                "library; the last line is \"N passed, N failed, N skipped\". Exits 1 if\n"
                "any vector failed.\n");
         return 0;
     }
-    if (argc < 2 || argv[1][0] == '-') {
+    if (id == CLI_BAD)
+        return 2;
+    if (files == 0) {
         cli_error("usage: p11noise vectors FILE...");
         return 2;
     }
-    tally_t t = { 0, 0, 0 };
-    for (int i = 1; i < argc; i++)
-        run_file(argv[i], &t);
+    cli_parser_init(&p, "vectors", argc, argv, none);
+    while (cli_next(&p, &path) == CLI_ARG)
+        run_file(path, &t);
     printf("%u passed, %u failed, %u skipped\n", t.passed, t.failed, t.skipped);
     return t.failed > 0 ? 1 : 0;
 }

@@ -4,6 +4,8 @@
 
 #include "cli.h"
 
+/* One line per subcommand: its name, its function (declared in cli.h)
+ * and its line of the usage. */
 static const struct {
     const char *name;
     int (*fn)(int, char **);
@@ -45,6 +47,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].fn(argc - 1, argv + 1);
-    cli_error("unknown command '%s'", argv[1]);
+    char shown[CLI_SHOWN_MAX];
+    cli_error("unknown command %s", cli_shown(argv[1], shown));
     return usage(stderr);
 }
