@@ -11,12 +11,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "p11noise.h"
 
 #define MAX_LISTEN_PEERS 64
+/* connect --linger: how long a silent peer is waited for after the last
+ * line went out (default), and the most accepted. */
+#define LINGER_DEFAULT_MS 1000
+#define LINGER_MAX_MS 3600000
 
 struct net_args {
     const char *key;
@@ -28,7 +33,11 @@ struct net_args {
     const char *peer;             /* connect --peer */
     const char *listen_peers[MAX_LISTEN_PEERS];
     size_t nlisten_peers;
+    long linger_ms;               /* connect --linger */
     int echo;
+    int raw;                      /* listen --raw */
+    int show_peer;                /* listen --show-peer */
+    int dev_key;                  /* --dev-allow-extractable-key */
     int verbose;
 };
 
@@ -82,109 +91,161 @@ static int split_host_port(const char *s, char *host, size_t cap, uint16_t *port
 
 static const char LISTEN_USAGE[] =
     "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
-    "                       [--peer ID]... [--peers FILE] [--echo] [-v]\n"
-    "Accepts Noise connections and prints each message received (--echo: sends\n"
-    "it back instead). --bind takes a numeric address (\"[::1]:PORT\" for IPv6;\n"
-    "port 0 picks a free one). --peer lists the initiators accepted (KK tries\n"
-    "them in order); without it, every peer of --peers FILE, or of the token's\n"
-    "ceremony objects for a pkcs11: key. Logs go to stderr (-v: more).\n";
+    "                       [--peer ID]... [--peers FILE] [--echo | [--raw] [--show-peer]]\n"
+    "                       [--dev-allow-extractable-key] [-v]\n"
+    "Accepts Noise connections and prints each message received on one line of\n"
+    "stdout (--echo: sends it back instead). Bytes other than printable ASCII\n"
+    "are escaped as \\n \\t \\r \\\\ or \\xNN (two hex digits), so a peer cannot\n"
+    "drive the terminal or forge lines; --raw writes the bytes as received.\n"
+    "--show-peer starts each line with the peer and \": \". --bind takes a\n"
+    "numeric address (\"[::1]:PORT\" for IPv6; port 0 picks a free one). --peer\n"
+    "lists the initiators accepted (KK tries them in order); without it, every\n"
+    "peer of --peers FILE, or of the token's ceremony objects for a pkcs11: key.\n"
+    "--dev-allow-extractable-key: for development only, accept a token key that\n"
+    "can be read out of the token. Logs go to stderr (-v: more).\n";
 static const char CONNECT_USAGE[] =
     "usage: p11noise connect --key URI --peer ID|PUBHEX [--pattern KK|XK] [--prologue S]\n"
-    "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [-v] HOST:PORT\n"
+    "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [--linger MS]\n"
+    "                        [--dev-allow-extractable-key] [-v] HOST:PORT\n"
     "Connects, sends each line of standard input as one message and prints each\n"
-    "message received; exits 0 once input has ended and every line's echo has\n"
-    "arrived. --socks5 reaches HOST through a SOCKS5 proxy, which resolves the\n"
-    "name. Logs go to stderr (-v: more).\n";
+    "message received. Once input has ended and every line went out, it closes\n"
+    "the channel and exits 0 when as many messages came back as it sent (an\n"
+    "echo), or when the peer has been silent for --linger MS (default 1000).\n"
+    "--socks5 reaches HOST through a SOCKS5 proxy, which resolves the name.\n"
+    "--dev-allow-extractable-key: for development only, accept a token key that\n"
+    "can be read out of the token. Logs go to stderr (-v: more).\n";
 
 /* Parse results of parse_args besides 0. */
 #define ARGS_BAD 2       /* error printed: exit 2 */
 #define ARGS_HELP (-1)   /* usage printed on stdout: exit 0 */
 
-/* Options shared by both commands; positional arguments go to `addr`
+enum {
+    O_KEY = 1, O_PATTERN, O_PROLOGUE, O_PEERS, O_BIND, O_SOCKS5, O_PEER, O_LINGER,
+    O_ECHO, O_RAW, O_SHOW_PEER, O_DEV_KEY, O_VERBOSE
+};
+
+/* The options of both commands, then those of one only. */
+#define NET_OPTS \
+    { "--key", O_KEY, 1 }, { "--pattern", O_PATTERN, 1 }, { "--prologue", O_PROLOGUE, 1 }, \
+    { "--peers", O_PEERS, 1 }, { "--peer", O_PEER, 1 }, \
+    { "--dev-allow-extractable-key", O_DEV_KEY, 0 }, { "-v", O_VERBOSE, 0 }
+static const struct cli_opt listen_opts[] = {
+    NET_OPTS, { "--bind", O_BIND, 1 }, { "--echo", O_ECHO, 0 }, { "--raw", O_RAW, 0 },
+    { "--show-peer", O_SHOW_PEER, 0 }, { NULL, 0, 0 },
+};
+static const struct cli_opt connect_opts[] = {
+    NET_OPTS, { "--socks5", O_SOCKS5, 1 }, { "--linger", O_LINGER, 1 }, { NULL, 0, 0 },
+};
+
+/* Where an option's value or flag goes; NULL for those handled apart. */
+static const char **str_field(struct net_args *a, int id)
+{
+    switch (id) {
+    case O_KEY: return &a->key;
+    case O_PATTERN: return &a->pattern;
+    case O_PROLOGUE: return &a->prologue;
+    case O_PEERS: return &a->peers_file;
+    case O_BIND: return &a->addr;
+    case O_SOCKS5: return &a->socks5;
+    default: return NULL;
+    }
+}
+
+static int *flag_field(struct net_args *a, int id)
+{
+    switch (id) {
+    case O_ECHO: return &a->echo;
+    case O_RAW: return &a->raw;
+    case O_SHOW_PEER: return &a->show_peer;
+    case O_DEV_KEY: return &a->dev_key;
+    case O_VERBOSE: return &a->verbose;
+    default: return NULL;
+    }
+}
+
+/* One option (id, value) of parse_args that is neither a plain string
+ * nor a flag. Returns 0 or ARGS_BAD after printing. */
+static int set_special(const char *cmd, int listen, struct net_args *a, int id, const char *val)
+{
+    if (id == O_PEER && !listen) {
+        a->peer = val;
+    } else if (id == O_PEER) {
+        if (a->nlisten_peers == MAX_LISTEN_PEERS) {
+            cli_error("%s: at most %d --peer options", cmd, MAX_LISTEN_PEERS);
+            return ARGS_BAD;
+        }
+        a->listen_peers[a->nlisten_peers++] = val;
+    } else if (id == O_LINGER) {
+        char *end;
+        errno = 0;
+        long ms = strtol(val, &end, 10);
+        if (val[0] < '0' || val[0] > '9' || *end != '\0' || errno != 0 || ms > LINGER_MAX_MS) {
+            cli_error("%s: --linger wants milliseconds, 0 to %d", cmd, LINGER_MAX_MS);
+            return ARGS_BAD;
+        }
+        a->linger_ms = ms;
+    }
+    return 0;
+}
+
+/* What parse_args requires once every argument is read. Returns 0 or
+ * ARGS_BAD after printing. */
+static int check_args(const char *cmd, int listen, const struct net_args *a)
+{
+    const char *missing = a->key == NULL ? "--key URI is required"
+        : a->addr == NULL ? (listen ? "--bind HOST:PORT is required" : "HOST:PORT is required")
+        : !listen && a->peer == NULL ? "--peer ID|PUBHEX is required"
+        : NULL;
+    if (missing != NULL) {
+        cli_error("%s: %s", cmd, missing);
+        return ARGS_BAD;
+    }
+    if (a->pattern != NULL && strcmp(a->pattern, "KK") != 0 && strcmp(a->pattern, "XK") != 0) {
+        cli_error("%s: --pattern must be KK or XK", cmd);
+        return ARGS_BAD;
+    }
+    if (a->echo && (a->raw || a->show_peer)) {
+        cli_error("%s: --echo prints no messages: --raw and --show-peer go without it", cmd);
+        return ARGS_BAD;
+    }
+    return 0;
+}
+
+/* The options of either command; the positional argument goes to `addr`
  * (connect only). Returns 0, ARGS_BAD or ARGS_HELP. */
 static int parse_args(int argc, char **argv, int listen, struct net_args *a)
 {
     memset(a, 0, sizeof(*a));
+    a->linger_ms = LINGER_DEFAULT_MS;
     const char *cmd = argv[0];
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        const char *val = i + 1 < argc ? argv[i + 1] : NULL;
-        const char **dst = NULL;
-        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+    struct cli_parser p;
+    cli_parser_init(&p, cmd, argc, argv, listen ? listen_opts : connect_opts);
+    const char *val;
+    int id;
+    while ((id = cli_next(&p, &val)) != CLI_END) {
+        const char **str = str_field(a, id);
+        int *flag = flag_field(a, id);
+        if (id == CLI_HELP) {
             fputs(listen ? LISTEN_USAGE : CONNECT_USAGE, stdout);
             return ARGS_HELP;
         }
-        if (strcmp(o, "-v") == 0) {
-            a->verbose = 1;
-            continue;
+        if (id == CLI_BAD)
+            return ARGS_BAD;
+        if (id == CLI_ARG && (listen || a->addr != NULL)) {
+            /* Never repeated: it may be a misplaced URI or proxy spec. */
+            cli_error("%s: unexpected argument %d (--help for usage)", cmd, p.next - 1);
+            return ARGS_BAD;
         }
-        if (listen && strcmp(o, "--echo") == 0) {
-            a->echo = 1;
-            continue;
-        }
-        if (strcmp(o, "--key") == 0)
-            dst = &a->key;
-        else if (strcmp(o, "--pattern") == 0)
-            dst = &a->pattern;
-        else if (strcmp(o, "--prologue") == 0)
-            dst = &a->prologue;
-        else if (strcmp(o, "--peers") == 0)
-            dst = &a->peers_file;
-        else if (listen && strcmp(o, "--bind") == 0)
-            dst = &a->addr;
-        else if (!listen && strcmp(o, "--socks5") == 0)
-            dst = &a->socks5;
-        else if (strcmp(o, "--peer") == 0) {
-            if (val == NULL) {
-                cli_error("%s: --peer needs a value", cmd);
-                return 2;
-            }
-            if (!listen) {
-                dst = &a->peer;
-            } else {
-                if (a->nlisten_peers == MAX_LISTEN_PEERS) {
-                    cli_error("%s: at most %d --peer options", cmd, MAX_LISTEN_PEERS);
-                    return 2;
-                }
-                a->listen_peers[a->nlisten_peers++] = val;
-                i++;
-                continue;
-            }
-        } else if (o[0] == '-' && o[1] != '\0') {
-            cli_error("%s: unknown option '%s' (--help for usage)", cmd, o);
-            return 2;
-        } else if (!listen && a->addr == NULL) {
-            a->addr = o;
-            continue;
-        } else {
-            cli_error("%s: unexpected argument '%s'", cmd, o);
-            return 2;
-        }
-        if (val == NULL) {
-            cli_error("%s: %s needs a value", cmd, o);
-            return 2;
-        }
-        *dst = val;
-        i++;
+        if (id == CLI_ARG)
+            a->addr = val;
+        else if (str != NULL)
+            *str = val;
+        else if (flag != NULL)
+            *flag = 1;
+        else if (set_special(cmd, listen, a, id, val) != 0)
+            return ARGS_BAD;
     }
-    if (a->key == NULL) {
-        cli_error("%s: --key URI is required", cmd);
-        return 2;
-    }
-    if (a->addr == NULL) {
-        cli_error(listen ? "%s: --bind HOST:PORT is required" : "%s: HOST:PORT is required",
-            cmd);
-        return 2;
-    }
-    if (!listen && a->peer == NULL) {
-        cli_error("%s: --peer ID|PUBHEX is required", cmd);
-        return 2;
-    }
-    if (a->pattern != NULL && strcmp(a->pattern, "KK") != 0 && strcmp(a->pattern, "XK") != 0) {
-        cli_error("%s: --pattern must be KK or XK", cmd);
-        return 2;
-    }
-    return 0;
+    return check_args(cmd, listen, a);
 }
 
 /* parse_args, then the address (--bind, or connect's target) split into
@@ -197,8 +258,9 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
     if (rc != 0)
         return rc == ARGS_HELP ? 0 : rc;
     if (split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
-        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT, got '%s'", argv[0],
-            listen ? "--bind" : "the target", a->addr);
+        char shown[CLI_SHOWN_MAX];
+        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT, got %s", argv[0],
+            listen ? "--bind" : "the target", cli_shown(a->addr, shown));
         return 2;
     }
     return -1;
@@ -214,18 +276,31 @@ static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n
         cli_error("%s: %s", cmd, p11n_strerror(rc));
         return 1;
     }
-    rc = p11n_key_load(a->key, key);
+    rc = p11n_key_load_ex(a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0, key);
     if (rc != P11N_OK) {
         const char *detail = p11n_token_last_error();
         /* The URI may hold a PIN: never echo it. */
-        cli_error("%s: cannot load the key: %s%s%s", cmd, p11n_strerror(rc),
-            detail[0] ? " — " : "", detail);
+        cli_error("%s: cannot load the key: %s%s%s%s", cmd, p11n_strerror(rc),
+            detail[0] ? " — " : "", detail, rc == P11N_ERR_KEY_EXTRACTABLE
+            ? " (--dev-allow-extractable-key accepts it, for development only)" : "");
         return 1;
     }
+    if (p11n_key_warning(*key) != NULL)
+        cli_error("warning: %s", p11n_key_warning(*key));
     if (a->peers_file != NULL) {
+        /* Checked here first for the system's own reason (the library
+         * reports any failure to open as IO) and because the library logs
+         * the path, which might be a key URI given to the wrong option. */
+        char shown[CLI_SHOWN_MAX];
+        if (access(a->peers_file, R_OK) != 0) {
+            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown),
+                strerror(errno));
+            return 1;
+        }
         rc = p11n_peers_load_file(*ctx, a->peers_file);
         if (rc < 0) {
-            cli_error("%s: peers file %s: %s", cmd, a->peers_file, p11n_strerror(rc));
+            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown),
+                p11n_strerror(rc));
             return 1;
         }
     } else if (strncmp(a->key, "pkcs11:", 7) == 0) {
@@ -259,6 +334,8 @@ static p11n_channel_options channel_options(const struct net_args *a, p11n_key *
  * established, then (--echo) the connection's own, which embeds it. */
 struct listen_state {
     int per_conn;
+    int raw;                      /* --raw */
+    int show_peer;                /* --show-peer */
 };
 
 /* --echo applies backpressure: a message p11n_send refuses because the
@@ -271,11 +348,41 @@ struct echo_conn {
     size_t len;
 };
 
+/* Write bytes a peer chose so that they stay one line of plain text: a
+ * terminal escape, a newline or a carriage return in a message would
+ * otherwise let any authenticated peer drive the operator's terminal or
+ * forge lines of output. Backslash is escaped too, so the text reads back
+ * unambiguously. */
+static void put_escaped(const uint8_t *p, size_t len, FILE *f)
+{
+    static const char hex[] = "0123456789abcdef";
+    for (size_t i = 0; i < len; i++) {
+        uint8_t b = p[i];
+        const char *named = b == '\n' ? "\\n" : b == '\t' ? "\\t" : b == '\r' ? "\\r"
+            : b == '\\' ? "\\\\" : NULL;
+        if (named != NULL) {
+            fputs(named, f);
+        } else if (b >= 0x20 && b < 0x7f) {
+            fputc(b, f);
+        } else {
+            char x[4] = { '\\', 'x', hex[b >> 4], hex[b & 15] };
+            fwrite(x, 1, sizeof(x), f);
+        }
+    }
+}
+
 static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 {
-    (void)c;
-    (void)arg;
-    fwrite(msg, 1, len, stdout);
+    const struct listen_state *ls = arg;
+    if (ls->show_peer) {
+        const char *peer = p11n_conn_peer(c) ? p11n_conn_peer(c) : "?";
+        put_escaped((const uint8_t *)peer, strlen(peer), stdout);
+        fputs(": ", stdout);
+    }
+    if (ls->raw)
+        fwrite(msg, 1, len, stdout);
+    else
+        put_escaped(msg, len, stdout);
     fputc('\n', stdout);
     fflush(stdout);
 }
@@ -362,7 +469,7 @@ int cmd_listen(int argc, char **argv)
     int status = setup(&a, "listen", &ctx, &key);
     if (status != 0)
         goto out;
-    struct listen_state st = { .per_conn = 0 };
+    struct listen_state st = { .per_conn = 0, .raw = a.raw, .show_peer = a.show_peer };
     p11n_callbacks cb = { .message = l_message, .arg = &st };
     if (a.echo)
         cb = (p11n_callbacks){ .established = e_established, .message = e_message,
@@ -373,7 +480,9 @@ int cmd_listen(int argc, char **argv)
     lo.npeers = a.nlisten_peers;
     rc = p11n_listen(ctx, host, port, &lo, &l);
     if (rc != P11N_OK) {
-        cli_error("listen: cannot listen on %s: %s%s", a.addr, p11n_strerror(rc),
+        char shown[CLI_SHOWN_MAX];
+        cli_error("listen: cannot listen on %s: %s%s", cli_shown(a.addr, shown),
+            p11n_strerror(rc),
             rc == P11N_ERR_INVALID_ARG ? " (numeric address, and KK needs a known peer)" : "");
         status = 1;
         goto out;
@@ -403,9 +512,37 @@ struct connect_state {
     int blocked;         /* p11n_send said WOULD_BLOCK */
     int closing;
     unsigned long sent, received;
+    uint64_t quiet_since_ms; /* the last line sent or message received */
+    long linger_ms;          /* --linger */
     char *line;          /* stdin bytes not yet sent (no newline yet) */
     size_t len, cap;
 };
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Whether to close the channel now: input has ended, every line went
+ * out, and either as many messages came back as were sent (an echo) or
+ * the peer has been silent for the linger time. A peer that does not echo
+ * gets that long to answer. Otherwise *timeout (ms, -1: none) is lowered
+ * to when the silence will have lasted long enough. */
+static int time_to_close(const struct connect_state *st, int *timeout)
+{
+    if (!st->up || st->conn == NULL || st->closing || !st->stdin_eof || st->len != 0)
+        return 0;
+    if (st->received >= st->sent)
+        return 1;
+    uint64_t now = now_ms(), end = st->quiet_since_ms + (uint64_t)st->linger_ms;
+    if (now >= end)
+        return 1;
+    if (*timeout < 0 || (uint64_t)*timeout > end - now)
+        *timeout = (int)(end - now);
+    return 0;
+}
 
 static void c_established(p11n_conn *c, const char *peer, void *arg)
 {
@@ -422,6 +559,7 @@ static void c_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
     fwrite(msg, 1, len, stdout);
     fputc('\n', stdout);
     st->received++;
+    st->quiet_since_ms = now_ms();
 }
 
 static void c_writable(p11n_conn *c, void *arg)
@@ -469,6 +607,7 @@ static int send_lines(struct connect_state *st)
             return 1;
         }
         st->sent++;
+        st->quiet_since_ms = now_ms();
         off += n + (nl != NULL);
     }
     memmove(st->line, st->line + off, st->len - off);
@@ -504,6 +643,23 @@ static int read_stdin(struct connect_state *st)
     return 0;
 }
 
+/* The context's poll set into *fds, grown as needed, with one spare slot
+ * after the *n entries for standard input. Returns 0, or 1 after printing. */
+static int loop_fds(p11n_ctx *ctx, struct pollfd **fds, size_t *cap, size_t *n, int *timeout)
+{
+    while (*fds == NULL
+        || p11n_poll_fds(ctx, *fds, *cap, n, timeout) == P11N_ERR_BUFFER_TOO_SMALL) {
+        struct pollfd *f = realloc(*fds, (*n + 8 + 1) * sizeof(*f));
+        if (f == NULL) {
+            cli_error("connect: out of memory");
+            return 1;
+        }
+        *fds = f;
+        *cap = *n + 8;
+    }
+    return 0;
+}
+
 int cmd_connect(int argc, char **argv)
 {
     struct net_args a;
@@ -514,6 +670,7 @@ int cmd_connect(int argc, char **argv)
         return rc;
     struct connect_state st;
     memset(&st, 0, sizeof(st));
+    st.linger_ms = a.linger_ms;
     p11n_key *key = NULL;
     int status = setup(&a, "connect", &st.ctx, &key);
     if (status != 0)
@@ -531,7 +688,8 @@ int cmd_connect(int argc, char **argv)
         goto out;
     }
     if (rc != P11N_OK) {
-        cli_error("connect: peer '%s': %s", a.peer, p11n_strerror(rc));
+        char shown[CLI_SHOWN_MAX];
+        cli_error("connect: peer %s: %s", cli_shown(a.peer, shown), p11n_strerror(rc));
         status = 1;
         goto out;
     }
@@ -544,22 +702,15 @@ int cmd_connect(int argc, char **argv)
         int want_stdin = st.up && !st.stdin_eof && !st.blocked && !st.closing;
         size_t n = 0;
         int timeout = -1;
-        for (;;) {
-            rc = p11n_poll_fds(st.ctx, fds, cap, &n, &timeout);
-            if (rc != P11N_ERR_BUFFER_TOO_SMALL)
-                break;
-            cap = n + 8;
-            struct pollfd *f = realloc(fds, (cap + 1) * sizeof(*f));
-            if (f == NULL) {
-                cli_error("connect: out of memory");
-                status = 1;
-                goto out_fds;
-            }
-            fds = f;
+        if (loop_fds(st.ctx, &fds, &cap, &n, &timeout) != 0) {
+            status = 1;
+            break;
         }
         /* The final `closed` may come while the queue is written. */
         if (st.done)
             break;
+        if (time_to_close(&st, &timeout))
+            timeout = 0;
         fds[n] = (struct pollfd){ .fd = want_stdin ? STDIN_FILENO : -1, .events = POLLIN };
         if (poll(fds, n + 1, timeout) < 0 && errno != EINTR) {
             cli_error("connect: poll: %s", strerror(errno));
@@ -583,9 +734,8 @@ int cmd_connect(int argc, char **argv)
             break;
         }
         fflush(stdout);
-        /* Done when input has ended, every line went out, and every echo
-         * came back. */
-        if (st.up && st.stdin_eof && st.len == 0 && !st.closing && st.received >= st.sent) {
+        int ignored = -1;
+        if (time_to_close(&st, &ignored)) {
             st.closing = 1;
             p11n_close(st.conn);
         }
@@ -595,7 +745,6 @@ int cmd_connect(int argc, char **argv)
         cli_error("connect: %s (%s)", st.text, p11n_strerror(st.reason));
         status = 1;
     }
-out_fds:
     free(fds);
 out:
     p11n_ctx_free(st.ctx);

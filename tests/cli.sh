@@ -1,0 +1,189 @@
+#!/bin/sh
+# The command line's promises: an argument it rejects is never repeated
+# (a key URI can hold a PIN, a proxy spec a password); "--opt=value" works
+# wherever "--opt value" does; `listen` escapes what a peer sends unless
+# --raw; --show-peer names the sender; `connect` ends against a listener
+# that does not echo.
+set -u
+. "$(dirname "$0")/lib.sh"
+t_init cli
+t_bolt8_keys
+
+# ---- Rejected arguments: the option's name, never the secret ----
+pin=80417
+pw=Zq7secret
+uri="pkcs11:token=nosuch;object=k?pin-value=$pin"
+proxy="net:$pw@127.0.0.1:1080"
+skey="file:$tmp/server.key"
+ckey="file:$tmp/client.key"
+
+# no_echo WHAT NAME ARG...: `p11noise ARG...` fails, and its output holds
+# NAME and neither the PIN nor the password.
+no_echo() {
+    what="$1"; name="$2"; shift 2
+    if "$tool" "$@" < /dev/null > "$tmp/ne.out" 2> "$tmp/ne.err"; then
+        t_fail "$what: exited 0"
+    elif grep -q -e "$pin" -e "$pw" "$tmp/ne.out" "$tmp/ne.err"; then
+        t_fail "$what: the secret was echoed: $(cat "$tmp/ne.err")"
+    elif ! grep -qF -e "$name" "$tmp/ne.err"; then
+        t_fail "$what: '$name' not named: $(cat "$tmp/ne.err")"
+    else
+        t_ok "$what: $(head -1 "$tmp/ne.err")"
+    fi
+}
+no_echo "unknown --opt=URI" "'--kye'" listen "--kye=$uri" --bind 127.0.0.1:0
+no_echo "unknown --opt URI" "'--kye'" listen --kye "$uri" --bind 127.0.0.1:0
+no_echo "unknown -oURI" "'-kpkcs11...'" listen "-k$uri"
+no_echo "unknown --opt=PROXY" "'--sock5'" connect "--sock5=$proxy" --key "$ckey" \
+    --peer server 127.0.0.1:1
+no_echo "unknown --opt PROXY" "'--sock5'" connect --sock5 "$proxy" --key "$ckey" \
+    --peer server 127.0.0.1:1
+no_echo "another command's option" "'--socks5'" listen "--socks5=$proxy"
+no_echo "keygen --key URI" "--key" keygen --key "$uri" --label x
+no_echo "keygen --kye=URI" "'--kye'" keygen "--kye=$uri" --label x
+no_echo "pubkey --token=URI" "--token" pubkey "--token=$uri"
+no_echo "ceremony list --key URI" "--key" ceremony list --key "$uri"
+no_echo "bench --kye=URI" "'--kye'" bench "--kye=$uri"
+no_echo "vectors --kye=URI" "'--kye'" vectors "--kye=$uri"
+no_echo "no command" "unknown command" "--key=$uri"
+no_echo "flag given a value" "--echo" listen "--echo=$pin"
+no_echo "proxy in the target's place" "HOST:PORT" connect --key "$ckey" --peer server "$proxy"
+no_echo "extra argument" "unexpected" connect --key "$ckey" --peer server 127.0.0.1:1 "$proxy"
+no_echo "URI as a peer" "peer" connect --key "$ckey" --peers "$tmp/client.peers" \
+    --peer "$uri" 127.0.0.1:1
+no_echo "URI as a peers file" "peers file" listen --key "$skey" --peers "$uri" \
+    --bind 127.0.0.1:0
+no_echo "URI as --bind" "--bind" listen --key "$skey" --bind "$uri"
+no_echo "bad proxy spec" "--socks5" connect --key "$ckey" --peers "$tmp/client.peers" \
+    --peer server --socks5 "net:$pw@" 127.0.0.1:1
+no_echo "key on no token" "key" connect --key "$uri" --peer server 127.0.0.1:1
+no_echo "bad --linger" "--linger" connect --key "$ckey" --peer server --linger "x$pin" \
+    127.0.0.1:1
+
+# ---- listen's output: escaped, raw, with the peer ----
+# One message with a terminal escape (ESC [ 2 J clears the screen), a
+# newline, 0xff, a backslash, a tab, DEL and a carriage return; one plain;
+# one empty.
+msg1=611b5b324a620a63ff5c097f0d7a
+msg2=706c61696e2074657874
+# listen_to NAME "OPTION..." MSG...: a KK listener with the options
+# (split at spaces), rawsend sends it the messages (hex, "" for an empty
+# one); the listener's stdout is $tmp/NAME.out once it has as many lines
+# as messages.
+listen_to() {
+    name="$1"; opts="$2"; shift 2
+    # shellcheck disable=SC2086
+    t_listen "$tmp/$name.log" "$tmp/$name.out" --key "$skey" --peers "$tmp/server.peers" \
+        --bind 127.0.0.1:0 --peer client $opts || return 1
+    lpid=$t_pid
+    "$builddir/tests/rawsend" "$ckey" "$server_pub" "$port" "$@" 2> "$tmp/$name.err" \
+        || t_fail "$name: rawsend: $(cat "$tmp/$name.err")"
+    t_wait_lines "$tmp/$name.out" $# \
+        || t_fail "$name: the listener printed $(wc -l < "$tmp/$name.out") lines"
+    kill "$lpid"
+}
+
+listen_to esc "" "$msg1" "$msg2" "" && {
+    printf '%s\n' 'a\x1b[2Jb\nc\xff\\\t\x7f\rz' 'plain text' '' > "$tmp/esc.want"
+    if cmp -s "$tmp/esc.want" "$tmp/esc.out"; then
+        t_ok "listen escapes control bytes, one message per line"
+    else
+        t_fail "listen output: $(od -c "$tmp/esc.out" | head -5)"
+    fi
+}
+listen_to raw --raw "$msg1" "$msg2" "" && {
+    printf 'a\033[2Jb\nc\377\\\t\177\rz\nplain text\n\n' > "$tmp/raw.want"
+    t_check "listen --raw writes the bytes as received" 'cmp -s "$tmp/raw.want" "$tmp/raw.out"'
+}
+listen_to peer --show-peer 6869 "$msg1" && {
+    printf '%s\n' 'client: hi' 'client: a\x1b[2Jb\nc\xff\\\t\x7f\rz' > "$tmp/peer.want"
+    t_check "listen --show-peer prefixes the peer" 'cmp -s "$tmp/peer.want" "$tmp/peer.out"'
+}
+no_echo "--echo with --raw" "--echo" listen --key "$skey" --bind 127.0.0.1:0 --echo --raw
+
+# ---- connect against a listener that does not echo ----
+# linger NAME OPTION...: two lines to a printing listener; connect must
+# exit 0 (bounded by `timeout`: without the fix it waits forever), the
+# listener must print both lines and see a graceful close.
+linger() {
+    name="$1"; shift
+    t_listen "$tmp/$name.log" "$tmp/$name.out" --key "$skey" --peers "$tmp/server.peers" \
+        --bind 127.0.0.1:0 --peer client || return 1
+    if printf 'one\ntwo\n' | timeout 30 "$tool" connect --key "$ckey" \
+        --peers "$tmp/client.peers" --peer server "$@" "127.0.0.1:$port" \
+        > "$tmp/$name.cout" 2> "$tmp/$name.cerr"; then
+        t_ok "$name: connect exits 0 against a silent listener"
+    else
+        t_fail "$name: connect exited $?: $(cat "$tmp/$name.cerr")"
+    fi
+    t_wait_lines "$tmp/$name.out" 2
+    t_check "$name: the listener printed both lines" \
+        '[ "$(cat "$tmp/$name.out")" = "$(printf "one\ntwo")" ]'
+    sleep 0.3
+    t_check "$name: closed gracefully" \
+        'grep -q "closed: .*received 2 msgs" "$tmp/$name.log"'
+    t_check "$name: no key warning twice" \
+        '[ "$(grep -c "^p11noise: warning: " "$tmp/$name.cerr")" -le 1 ]'
+}
+linger linger300 --linger 300
+linger linger-default
+linger linger-dev --linger=200 --dev-allow-extractable-key
+
+# ---- "--opt=value" for every option that takes a value ----
+t_listen "$tmp/eq.log" "$tmp/eq.out" "--key=$skey" "--peers=$tmp/server.peers" \
+    --bind=127.0.0.1:0 --peer=client --pattern=XK --prologue=cli-test && {
+    if echo hello | timeout 30 "$tool" connect "--key=$ckey" "--peers=$tmp/client.peers" \
+        --peer=server --pattern=XK --prologue=cli-test --linger=200 "127.0.0.1:$port" \
+        2> "$tmp/eq.err"; then
+        t_ok "connect --opt=value"
+    else
+        t_fail "connect --opt=value: $(cat "$tmp/eq.err")"
+    fi
+    t_wait_lines "$tmp/eq.out" 1
+    t_check "listen --opt=value" '[ "$(cat "$tmp/eq.out")" = hello ]'
+    # The prologue given as --prologue=S is the one used: another fails.
+    if echo x | timeout 30 "$tool" connect "--key=$ckey" "--peers=$tmp/client.peers" \
+        --peer=server --pattern=XK --prologue=other "127.0.0.1:$port" 2> /dev/null; then
+        t_fail "a different --prologue= still completed the handshake"
+    fi
+    if command -v "${MICROSOCKS:-microsocks}" > /dev/null 2>&1; then
+        pport=$(t_free_port)
+        t_bg "${MICROSOCKS:-microsocks}" -i 127.0.0.1 -p "$pport" -u net -P "$pw" \
+            > /dev/null 2>&1
+        sleep 0.3
+        if echo proxied | timeout 30 "$tool" connect "--key=$ckey" \
+            "--peers=$tmp/client.peers" --peer=server --pattern=XK --prologue=cli-test \
+            "--socks5=net:$pw@127.0.0.1:$pport" "localhost:$port" 2> "$tmp/eqp.err"; then
+            t_ok "connect --socks5=value"
+        else
+            t_fail "connect --socks5=value: $(cat "$tmp/eqp.err")"
+        fi
+        grep -q "$pw" "$tmp/eqp.err" && t_fail "--socks5=: the password is in the log"
+    else
+        echo "microsocks not installed: --socks5= run skipped"
+    fi
+}
+t_check "pubkey --key=URI" '[ "$("$tool" pubkey "--key=$skey")" = "$server_pub" ]'
+t_token cli || exit 1
+tok="pkcs11:token=cli?pin-value=1234"
+t_check "keygen --token=URI --label=NAME" \
+    '"$tool" keygen "--token=$tok" --label=k1 | grep -q "^k1 0[23][0-9a-f]\{64\}$"'
+echo "peer1 $client_pub" > "$tmp/ceremony.txt"
+t_check "ceremony import/list --token=URI" \
+    '"$tool" ceremony import "--token=$tok" "$tmp/ceremony.txt" &&
+     [ "$("$tool" ceremony list "--token=$tok")" = "peer1 $client_pub" ]'
+t_check "bench --rows=LIST is read as the value" \
+    '! "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown option" &&
+     "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown row group"'
+
+# ---- The new options are in the usage ----
+t_help listen
+t_help connect
+"$tool" listen --help > "$tmp/lh"
+"$tool" connect --help > "$tmp/ch"
+t_check "listen --help names --raw, --show-peer and the development-only key option" \
+    'grep -q -- "--raw" "$tmp/lh" && grep -q -- "--show-peer" "$tmp/lh" &&
+     grep -q -- "--dev-allow-extractable-key.*development" "$tmp/lh"'
+t_check "connect --help names --linger" 'grep -q -- "--linger MS" "$tmp/ch"'
+
+t_done
