@@ -293,8 +293,8 @@ static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n
          * the path, which might be a key URI given to the wrong option. */
         char shown[CLI_SHOWN_MAX];
         if (access(a->peers_file, R_OK) != 0) {
-            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown),
-                strerror(errno));
+            const char *why = strerror(errno);
+            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown), why);
             return 1;
         }
         rc = p11n_peers_load_file(*ctx, a->peers_file);

@@ -239,7 +239,10 @@ static int ceremony_import(const struct args *a)
     size_t len = 0;
     char *text = slurp(path, &len);
     if (text == NULL) {
-        cli_error("ceremony import: cannot read %s: %s", name, strerror(errno));
+        /* Not repeated when it could be a key URI given in its place. */
+        const char *why = strerror(errno);
+        char shown[CLI_SHOWN_MAX];
+        cli_error("ceremony import: cannot read %s: %s", cli_shown(name, shown), why);
         return 1;
     }
     p11n_peer_entry *entries = NULL;
@@ -331,6 +334,8 @@ int cmd_ceremony(int argc, char **argv)
         p11n_set_pin_callback(tty_pin, NULL);
         return subs[i].fn(&a);
     }
-    cli_error("ceremony: unknown subcommand '%s' (import, list or remove)", argv[1]);
+    char shown[CLI_SHOWN_MAX];
+    cli_error("ceremony: unknown subcommand %s (import, list or remove)",
+        cli_shown(argv[1], shown));
     return 2;
 }
