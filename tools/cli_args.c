@@ -71,8 +71,7 @@ int cli_next(struct cli_parser *p, const char **val)
     }
     if (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)
         return CLI_HELP;
-    /* Only "--long" options take "=VALUE"; "-x=..." is an unknown option. */
-    const char *eq = arg[1] == '-' ? strchr(arg, '=') : NULL;
+    const char *eq = strchr(arg, '=');
     const struct cli_opt *o = lookup(p->opts, arg, eq ? (size_t)(eq - arg) : strlen(arg));
     if (o == NULL) {
         cli_error("%s: unknown option '%s' (--help for usage)", p->cmd, shown_name(arg, name));
