@@ -197,5 +197,7 @@ t_check "listen --help names --raw, --show-peer and the development-only key opt
     'grep -q -- "--raw" "$tmp/lh" && grep -q -- "--show-peer" "$tmp/lh" &&
      grep -q -- "--dev-allow-extractable-key.*development" "$tmp/lh"'
 t_check "connect --help names --linger" 'grep -q -- "--linger MS" "$tmp/ch"'
+t_check "--version prints the package version" \
+    '"$tool" --version | grep -qx "p11noise [0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*"'
 
 t_done

@@ -1,3 +1,5 @@
+#include "config.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -32,9 +34,10 @@ void cli_error(const char *fmt, ...)
 
 static int usage(FILE *f)
 {
-    fprintf(f, "usage: p11noise COMMAND [OPTIONS]\n");
+    fprintf(f, "usage: p11noise COMMAND [OPTIONS]   (COMMAND --help for its own)\n");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         fprintf(f, "  p11noise %s\n", commands[i].usage);
+    fprintf(f, "  p11noise --version\n");
     return f == stdout ? 0 : 2;
 }
 
@@ -44,6 +47,10 @@ int main(int argc, char **argv)
         return usage(stderr);
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(stdout);
+    if (strcmp(argv[1], "--version") == 0) {
+        puts(PACKAGE_STRING);
+        return 0;
+    }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
         if (strcmp(argv[1], commands[i].name) == 0)
             return commands[i].fn(argc - 1, argv + 1);
