@@ -512,8 +512,8 @@ struct connect_state {
     int blocked;         /* p11n_send said WOULD_BLOCK */
     int closing;
     unsigned long sent, received;
-    uint64_t quiet_since_ms; /* the last line sent or message received */
-    long linger_ms;          /* --linger */
+    uint64_t quiet_since_ms; /* when a line last went out or a message came */
+    long linger_ms;      /* --linger */
     char *line;          /* stdin bytes not yet sent (no newline yet) */
     size_t len, cap;
 };
