@@ -39,6 +39,29 @@ extern "C" {
 #endif
 
 /* ------------------------------------------------------------------------
+ * Versions
+ *
+ * The library follows semantic versioning: a minor release adds functions
+ * or structure fields at the end and never changes an existing one; a
+ * major release may. The shared library's SONAME changes only with the
+ * major version (libtool -version-info, see configure.ac).
+ * ------------------------------------------------------------------------ */
+
+#define P11N_VERSION_MAJOR 0
+#define P11N_VERSION_MINOR 1
+#define P11N_VERSION_PATCH 0
+/** One number to compare with #if: 0xMMmmpp. */
+#define P11N_VERSION_NUMBER \
+    ((P11N_VERSION_MAJOR << 16) | (P11N_VERSION_MINOR << 8) | P11N_VERSION_PATCH)
+/** The handshake's wire version byte (design.md): what both ends must send. */
+#define P11N_PROTOCOL_VERSION 0
+
+/** The version of the library actually linked, "MAJOR.MINOR.PATCH" (static
+ *  text): compare it with the P11N_VERSION_* macros a program was built
+ *  with to detect a mismatch. */
+P11N_API const char *p11n_version(void);
+
+/* ------------------------------------------------------------------------
  * Errors
  * ------------------------------------------------------------------------ */
 

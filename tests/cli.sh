@@ -198,6 +198,8 @@ t_check "listen --help names --raw, --show-peer and the development-only key opt
      grep -q -- "--dev-allow-extractable-key.*development" "$tmp/lh"'
 t_check "connect --help names --linger" 'grep -q -- "--linger MS" "$tmp/ch"'
 t_check "--version prints the package version" \
-    '"$tool" --version | grep -qx "p11noise [0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]*"'
+    '"$tool" --version | grep -qx "p11noise [0-9][0-9]*\.[0-9][0-9]*\.[0-9][0-9]* (library [0-9.]*, protocol version 0)"'
+t_check "--version: the library linked is the package's version" \
+    'v=$("$tool" --version); [ "$(echo "$v" | cut -d" " -f2)" = "$(echo "$v" | sed "s/.*library \([^,]*\),.*/\1/")" ]'
 
 t_done

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "p11noise.h"
 
 /* One line per subcommand: its name, its function (declared in cli.h)
  * and its line of the usage. */
@@ -48,7 +49,10 @@ int main(int argc, char **argv)
     if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)
         return usage(stdout);
     if (strcmp(argv[1], "--version") == 0) {
-        puts(PACKAGE_STRING);
+        /* The library actually loaded may be another build than the one
+         * this command was compiled with. */
+        printf("%s (library %s, protocol version %d)\n", PACKAGE_STRING, p11n_version(),
+            P11N_PROTOCOL_VERSION);
         return 0;
     }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
