@@ -287,9 +287,11 @@ P11N_API void p11n_noise_free(p11n_noise *hs);
 /** Plain Noise CipherState transport (no framing, no rotation): encrypt or
  *  decrypt with associated data and the next nonce. `out` needs len + 16
  *  bytes to encrypt, len - 16 to decrypt. encrypt errors: MESSAGE_TOO_LARGE
- *  (over 65519 plaintext bytes, so the message stays within 65535),
- *  BUFFER_TOO_SMALL, NONCE_EXHAUSTED, CRYPTO; none of them uses up a nonce
- *  or changes the cipher. decrypt errors: BUFFER_TOO_SMALL (nothing
+ *  (over 65519 plaintext bytes, so the message stays within 65535) and
+ *  BUFFER_TOO_SMALL, which change nothing (the call may be repeated);
+ *  NONCE_EXHAUSTED and CRYPTO (the AEAD failed: `out` wiped), after which
+ *  the cipher is dead, since a retry could reuse the nonce with other
+ *  input: every later call returns STATE. decrypt errors: BUFFER_TOO_SMALL (nothing
  *  consumed; the call may be repeated), and SHORT_MESSAGE,
  *  MESSAGE_TOO_LARGE, BAD_TAG (out wiped), NONCE_EXHAUSTED, CRYPTO, after
  *  which the cipher is dead: every later call returns STATE. rekey applies
@@ -383,15 +385,20 @@ P11N_API P11N_WARN_UNUSED int p11n_handshake_write(p11n_handshake *hs, uint8_t *
  *  errors. Fail closed. A KK responder reports any act-1 tag failure as
  *  UNKNOWN_PEER: it cannot tell an initiator key it does not know from a
  *  corrupted act. An XK responder whose act-3 key is not in its list fails
- *  with UNKNOWN_PEER, and p11n_handshake_remote() still returns that key so
- *  the caller can log who it was. */
+ *  with UNKNOWN_PEER; the refused key is not reported (p11n_handshake_remote
+ *  returns STATE): a caller that wants to name refused keys configures no
+ *  list and decides itself once the handshake is done. */
 P11N_API P11N_WARN_UNUSED int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in,
     size_t len);
 
 /** 1 when the handshake has completed, 0 otherwise. */
 P11N_API int p11n_handshake_done(const p11n_handshake *hs);
 
-/** The authenticated peer's static key (33 bytes), once known. */
+/** The authenticated peer's static key (33 bytes), once the handshake is
+ *  done (p11n_handshake_done() is 1): it is authenticated only then.
+ *  Errors: INVALID_ARG, STATE (not done yet, including an initiator
+ *  before its final act, or failed, including an XK responder that
+ *  refused the key). */
 P11N_API int p11n_handshake_remote(const p11n_handshake *hs, uint8_t out[P11N_PUBKEY_LEN]);
 
 /** Turn a completed handshake into a transport. Errors: STATE, NOMEM. */
