@@ -794,8 +794,7 @@ static void job_fail(p11n_conn *c)
         return;
     }
     char text[TEXT_LEN + P11N_JOB_TEXT];
-    snprintf(text, sizeof(text), "handshake %s: %s: %s", what, p11n_strerror(c->job_rc),
-        c->job_text);
+    snprintf(text, sizeof(text), "handshake %s: %s", what, c->job_text);
     p11n_conn_end(c, c->job_rc, text);
 }
 
