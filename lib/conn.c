@@ -232,6 +232,7 @@ void p11n_conn_free(p11n_conn *c)
         p11n_listener_unref(c->listener);
     p11n_timers_release(ctx, 2);
     free(c->wbuf);
+    free(c->job_text);
     free(c->prologue);
     free(c->host);
     p11n_proxy_clear(&c->proxy);
@@ -786,21 +787,20 @@ static void hs_read(p11n_conn *c)
 /* A worker's step failed: the token's own account of it (the call and
  * its CKR_ name), copied by the worker, goes into the log line and the
  * `closed` text. */
-static void job_fail(p11n_conn *c)
+static void job_fail(p11n_conn *c, const char *why)
 {
     const char *what = c->job_op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected";
-    if (c->job_text[0] == '\0') {
+    if (why == NULL) {
         hs_fail(c, what, c->job_rc);
         return;
     }
-    char text[TEXT_LEN + P11N_JOB_TEXT];
-    snprintf(text, sizeof(text), "handshake %s: %s", what, c->job_text);
+    char text[2 * TEXT_LEN + 200];
+    snprintf(text, sizeof(text), "handshake %s: %s", what, why);
     p11n_conn_end(c, c->job_rc, text);
 }
 
-void p11n_conn_job_done(p11n_conn *c)
+static void job_step_done(p11n_conn *c, const char *why)
 {
-    c->job_pending = 0;
     if (c->state != P11N_CS_HANDSHAKE) {
         /* The connection ended while the worker ran. */
         p11n_handshake_free(c->hs);
@@ -810,7 +810,7 @@ void p11n_conn_job_done(p11n_conn *c)
     p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: worker finished a handshake %s: %s", c->id,
         c->job_op == P11N_JOB_WRITE ? "write" : "read", p11n_strerror(c->job_rc));
     if (c->job_rc != P11N_OK) {
-        job_fail(c);
+        job_fail(c, why);
         return;
     }
     if (c->job_op == P11N_JOB_WRITE) {
@@ -819,6 +819,15 @@ void p11n_conn_job_done(p11n_conn *c)
             return;
     }
     hs_step(c);
+}
+
+void p11n_conn_job_done(p11n_conn *c)
+{
+    c->job_pending = 0;
+    char *why = c->job_text;
+    c->job_text = NULL;
+    job_step_done(c, why);
+    free(why);
 }
 
 /* ---- established ---- */

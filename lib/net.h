@@ -28,9 +28,6 @@
 #define P11N_MAX_ADDRS 16
 /* Text of "[addr]:port" for logs. */
 #define P11N_ADDRSTR 64
-/* A failed token step's own description (p11n_token_last_error()),
- * copied from the worker thread into the connection. */
-#define P11N_JOB_TEXT 384
 
 typedef void (*p11n_io_fn)(void *obj, int fd, short revents);
 typedef void (*p11n_timer_fn)(void *obj);
@@ -168,7 +165,6 @@ struct p11n_conn {
     unsigned by_key : 1;          /* outgoing: named by key (hex), so not bound to the store:
                                      store changes never revoke it */
     unsigned wipe_wbuf : 1;       /* the write queue held proxy credentials */
-    char job_text[P11N_JOB_TEXT]; /* why the worker's step failed (token call, CKR_ name) */
     p11n_listener *listener;      /* incoming: holds a reference */
 
     /* outgoing */
@@ -189,6 +185,8 @@ struct p11n_conn {
     size_t act_len;               /* bytes of act[] in use */
     size_t act_want;              /* bytes the act being read needs */
     int job_op, job_rc;           /* worker job and its result */
+    char *job_text;               /* owned; why the job failed, in the token's words
+                                     (the call and its CKR_ name), or NULL */
     p11n_conn *next_job;
 
     p11n_transport *t;
@@ -230,6 +228,7 @@ struct p11n_listener {
      * that a removed or replaced key is refused from the next one on. */
     char (*ids)[P11N_MAX_IDENTIFIER + 1];
     size_t nids;
+    int warned_many;              /* logged that the store outgrew the KK bound */
 };
 
 /* ---- fdset.c ---- */

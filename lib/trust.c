@@ -26,16 +26,19 @@ static int same_key(const uint8_t *a, const uint8_t *b)
 
 size_t p11n_trust_candidates(p11n_conn *c, uint8_t (*out)[P11N_PUBKEY_LEN])
 {
-    const p11n_listener *l = c->listener;
+    p11n_listener *l = c->listener;
     p11n_ctx *ctx = c->ctx;
     size_t n = 0;
     if (l->nids == 0) {
         for (size_t i = 0; i < ctx->npeers && n < P11N_MAX_KK_CANDIDATES; i++)
             memcpy(out[n++], ctx->peers[i].pub, P11N_PUBKEY_LEN);
-        if (ctx->npeers > P11N_MAX_KK_CANDIDATES)
+        /* Once per listener: each handshake would say it again. */
+        if (ctx->npeers > P11N_MAX_KK_CANDIDATES && !l->warned_many) {
+            l->warned_many = 1;
             p11n_log(ctx, P11N_LOG_WARN,
-                "conn #%lu: %zu peers in the store; a KK listener tries the first %d only "
-                "(list the accepted identifiers)", c->id, ctx->npeers, P11N_MAX_KK_CANDIDATES);
+                "KK listener %s: %zu peers in the store; it tries the first %d only "
+                "(list the accepted identifiers)", l->addr, ctx->npeers, P11N_MAX_KK_CANDIDATES);
+        }
         return n;
     }
     for (size_t i = 0; i < l->nids && n < P11N_MAX_KK_CANDIDATES; i++) {

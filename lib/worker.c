@@ -10,7 +10,6 @@
  */
 #include "net.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,9 +34,9 @@ static void run_job(p11n_conn *c)
         c->job_rc = p11n_handshake_read(c->hs, c->act, c->act_len);
     /* The token's account of a failure is this thread's: take it along,
      * or the loop could never tell which call failed and how. */
-    c->job_text[0] = '\0';
-    if (c->job_rc != P11N_OK)
-        snprintf(c->job_text, sizeof(c->job_text), "%s", p11n_token_last_error());
+    const char *why = p11n_token_last_error();
+    if (c->job_rc != P11N_OK && *why != '\0')
+        c->job_text = strdup(why);  /* NULL on no memory: the code alone then */
 }
 
 static void *worker_main(void *arg)
