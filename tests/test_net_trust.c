@@ -515,25 +515,61 @@ static void test_reload_from_token(void)
     ctx_drop();
 }
 
+/* The server's key (K_SRV) on the token, behind the fault module with
+ * the rules `fault` (P11N_FAULT). */
+static p11n_key *token_server_key(const char *fault)
+{
+    static int imported;
+    if (!imported) {
+        struct p11n_token *tok = t_token_open(T.uri);
+        t_token_import_key(tok, "srv", privs[K_SRV], 1, 1);
+        p11n_token_close(tok);
+        imported = 1;
+    }
+    char uri[2300];
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=srv?module-path=%s&pin-value=" T_PIN,
+        T.label, P11N_FAULT_MODULE);
+    setenv("P11N_FAULT", fault, 1);
+    p11n_key *k = NULL;
+    int rc = p11n_key_load(uri, &k);
+    unsetenv("P11N_FAULT");
+    if (rc != P11N_OK)
+        fprintf(stderr, "load: %s: %s\n", p11n_strerror(rc), p11n_token_last_error());
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    return k;
+}
+
+/* An incoming handshake whose initiator is removed from the store while
+ * the server's token works on it fails when it completes: the key is
+ * known to be the removed one only then, and it is never admitted. */
+static void test_revoked_while_handshaking(void)
+{
+    p11n_key *tkey = token_server_key("C_DeriveKey:delay=300");
+    p11n_ctx *srv = ctx_make(0, "srv");
+    p11n_ctx *cli = ctx_make(1, "cli");
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
+    static server sv;
+    uint16_t port = p11n_listener_port(listen_with(srv, tkey, "KK", NULL, 0, &sv));
+    side s;
+    dial(cli, port, hexes[K_SRV], "KK", keys[K_A], &s);
+    /* Act one is with a worker (the token is slow). */
+    PUMP_UNTIL(srv->conns != NULL && srv->conns->job_pending);
+    CU_ASSERT(p11n_peer_remove(srv, "a") == P11N_OK);
+    PUMP_UNTIL(sv.failed.closed == 1 && s.closed == 1);
+    CU_ASSERT(sv.n == 0 && s.established == 0);
+    CU_ASSERT(sv.failed.reason == P11N_ERR_REVOKED);
+    CU_ASSERT(strstr(sv.failed.text, "peer key revoked during the handshake") != NULL);
+    ctx_drop();
+    p11n_key_free(tkey);
+}
+
 /* A token step that fails on a worker: the failing call and its CKR_
  * name reach the log line and the `closed` text. The server's key is
  * behind the fault module, every derivation after the load's self-check
  * failing. */
 static void test_token_error_text(void)
 {
-    struct p11n_token *tok = t_token_open(T.uri);
-    t_token_import_key(tok, "srv", privs[K_SRV], 1, 1);
-    p11n_token_close(tok);
-    char uri[2300];
-    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=srv?module-path=%s&pin-value=" T_PIN,
-        T.label, P11N_FAULT_MODULE);
-    setenv("P11N_FAULT", "C_DeriveKey:fail>1=CKR_FUNCTION_FAILED", 1);
-    p11n_key *tkey = NULL;
-    int rc = p11n_key_load(uri, &tkey);
-    unsetenv("P11N_FAULT");
-    if (rc != P11N_OK)
-        fprintf(stderr, "load: %s: %s\n", p11n_strerror(rc), p11n_token_last_error());
-    CU_ASSERT_FATAL(rc == P11N_OK);
+    p11n_key *tkey = token_server_key("C_DeriveKey:fail>1=CKR_FUNCTION_FAILED");
 
     p11n_ctx *srv = ctx_make(0, "srv");
     p11n_ctx *cli = ctx_make(1, "cli");
@@ -564,6 +600,8 @@ int main(void)
         { "a key's warning is logged once", test_key_warning_once },
         { "SOCKS5 credentials leave the write queue once sent", test_proxy_credentials_wiped },
         { "reload from the token revokes removed and replaced peers", test_reload_from_token },
+        { "a peer removed during an incoming handshake is refused at its end",
+          test_revoked_while_handshaking },
         { "a token failure's call and CKR_ name reach closed", test_token_error_text },
         { NULL, NULL },
     };
