@@ -610,9 +610,12 @@ void p11n_conn_handshake_begin(p11n_conn *c)
     int rc = hs_create(c);
     if (rc == P11N_ERR_UNKNOWN_PEER) {
         char text[TEXT_LEN];
-        snprintf(text, sizeof(text), c->incoming
-            ? "handshake setup: none of the listener's accepted peers is in the peer store"
-            : "handshake setup: peer %s is no longer in the peer store", c->peer_name);
+        if (c->incoming)
+            snprintf(text, sizeof(text), "handshake setup: none of the listener's accepted "
+                "peers is in the peer store");
+        else
+            snprintf(text, sizeof(text), "handshake setup: peer %s is no longer in the peer "
+                "store", c->peer_name);
         p11n_conn_end(c, rc, text);
         return;
     }

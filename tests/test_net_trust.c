@@ -344,6 +344,40 @@ static void test_peer_reports_and_client_side(void)
     ctx_drop();
 }
 
+/* A reconnecting connection made by identifier looks the identifier up
+ * at each attempt: revoked, it does not come back with the old key. */
+static void test_reconnect_after_removal(void)
+{
+    p11n_ctx *srv = ctx_make(0, "srv");
+    p11n_ctx *cli = ctx_make(1, "cli");
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    static server sv;
+    uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "KK", NULL, 0, &sv));
+    side s;
+    memset(&s, 0, sizeof(s));
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[K_A];
+    co.ch.cb = side_cb;
+    co.ch.cb.arg = &s;
+    co.reconnect = 1;
+    co.backoff_min_ms = 20;
+    co.backoff_max_ms = 40;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, "server", &co, &c) == P11N_OK);
+    s.conn = c;
+    PUMP_UNTIL(s.established == 1 && sv.n == 1);
+    CU_ASSERT(p11n_peer_remove(cli, "server") == P11N_OK);
+    CU_ASSERT(s.closed == 1 && s.reason == P11N_ERR_REVOKED && s.final == 0);
+    PUMP_UNTIL(s.closed >= 2);
+    CU_ASSERT(s.reason == P11N_ERR_UNKNOWN_PEER && s.established == 1);
+    CU_ASSERT(strstr(s.text, "no longer in the peer store") != NULL);
+    CU_ASSERT(sv.n == 1);
+    p11n_close(c);
+    PUMP_UNTIL(s.final == 1);
+    ctx_drop();
+}
+
 /* A handshake in progress towards a key that is replaced fails at once:
  * the client has sent act one to a socket that never answers. */
 static void test_handshake_in_progress(void)
@@ -597,6 +631,7 @@ int main(void)
         { "replace or remove a peer: revoked at once, refused next", test_replace_and_remove },
         { "peer identifier and key; the client's store changes", test_peer_reports_and_client_side },
         { "a handshake towards a replaced key fails at once", test_handshake_in_progress },
+        { "a reconnect by identifier after its removal", test_reconnect_after_removal },
         { "a key's warning is logged once", test_key_warning_once },
         { "SOCKS5 credentials leave the write queue once sent", test_proxy_credentials_wiped },
         { "reload from the token revokes removed and replaced peers", test_reload_from_token },
