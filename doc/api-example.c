@@ -2,7 +2,9 @@
  * A p11noise echo pair in one program: a listener and a client in one
  * context, KK over 127.0.0.1, with throwaway software keys. Real machines
  * use p11n_key_load("pkcs11:...") and peers from the token's ceremony
- * objects (p11n_peers_load_token).
+ * objects (p11n_peers_load_token; calling it again after the ceremony
+ * changes reloads the store, and connections of peers removed or given a
+ * new key are closed at once).
  *
  * Build: cc api-example.c $(pkg-config --cflags --libs p11noise)
  */

@@ -127,19 +127,26 @@ int p11n_aead_seal_iv(p11n_aead *a, const uint8_t iv[12], const uint8_t *ad, siz
         return P11N_ERR_INVALID_ARG;
     EVP_CIPHER_CTX *ctx = a->enc;
     int outl = 0, finl = 0;
+    int rc = P11N_ERR_CRYPTO;
 
     if (EVP_EncryptInit_ex2(ctx, NULL, NULL, iv, NULL) != 1)
-        return P11N_ERR_CRYPTO;
+        goto out;
     if (adlen > 0 && EVP_EncryptUpdate(ctx, NULL, &outl, ad, (int)adlen) != 1)
-        return P11N_ERR_CRYPTO;
+        goto out;
     outl = 0;
     if (len > 0 && EVP_EncryptUpdate(ctx, out, &outl, in, (int)len) != 1)
-        return P11N_ERR_CRYPTO;
+        goto out;
     if (EVP_EncryptFinal_ex(ctx, out + outl, &finl) != 1 || (size_t)outl + (size_t)finl != len)
-        return P11N_ERR_CRYPTO;
+        goto out;
     if (EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, P11N_TAG_LEN, out + len) != 1)
-        return P11N_ERR_CRYPTO;
-    return P11N_OK;
+        goto out;
+    rc = P11N_OK;
+out:
+    /* No partial ciphertext (keystream under a nonce that may be used
+     * again) is left for the caller to send. */
+    if (rc != P11N_OK)
+        p11n_wipe(out, len + P11N_TAG_LEN);
+    return rc;
 }
 
 int p11n_aead_open_iv(p11n_aead *a, const uint8_t iv[12], const uint8_t *ad, size_t adlen,

@@ -57,8 +57,14 @@ static int with_ad(p11n_cipherstate *cs, aead_op op, size_t minlen, const uint8_
     if (len < minlen)
         return P11N_ERR_SHORT_MESSAGE;
     int rc = op(&cs->aead, cs->n, ad, adlen, in, len, out);
-    if (rc == P11N_OK)
+    if (rc == P11N_OK) {
         cs->n++;
+        return rc;
+    }
+    /* The nonce stays where it was, so a retry after a failed encryption
+     * could reuse it with other input: a failure ends the cipher, for
+     * encryption as for decryption (a forged message). */
+    cs->dead = 1;
     return rc;
 }
 
@@ -137,8 +143,11 @@ P11N_API int p11n_cipher_encrypt(p11n_cipher *c, const uint8_t *ad, size_t adlen
     if (cap < len + P11N_TAG_LEN)
         return P11N_ERR_BUFFER_TOO_SMALL;
     int rc = p11n_cs_encrypt(&c->cs, ad, adlen, in, len, out);
-    if (rc != P11N_OK)
+    if (rc != P11N_OK) {
+        /* no retry: it could reuse the nonce (out is already wiped) */
+        c->failed = 1;
         return rc;
+    }
     *outlen = len + P11N_TAG_LEN;
     return P11N_OK;
 }

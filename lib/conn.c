@@ -32,6 +32,7 @@
 #include "crypto.h"
 #include "key.h"
 #include "log.h"
+#include "secure.h"
 #include "transport.h"
 
 #define DEF_BACKOFF_MIN_MS 500
@@ -145,6 +146,9 @@ static void conn_release(p11n_conn *c)
     free(c->addrs);
     c->addrs = NULL;
     c->naddrs = c->addr_i = 0;
+    if (c->wipe_wbuf)
+        p11n_wipe(c->wbuf, c->wcap);
+    c->wipe_wbuf = 0;
     c->wpos = c->wlen = 0;
     c->partial = 0;
     c->want_writable = 0;
@@ -228,6 +232,7 @@ void p11n_conn_free(p11n_conn *c)
         p11n_listener_unref(c->listener);
     p11n_timers_release(ctx, 2);
     free(c->wbuf);
+    free(c->job_text);
     free(c->prologue);
     free(c->host);
     p11n_proxy_clear(&c->proxy);
@@ -404,9 +409,17 @@ static int wbuf_reserve(p11n_conn *c, size_t need)
     size_t cap = c->wcap ? c->wcap : WBUF_MIN;
     while (cap - c->wlen < need)
         cap *= 2;
-    uint8_t *b = realloc(c->wbuf, cap);
-    if (b == NULL)
+    uint8_t *b;
+    if (c->wipe_wbuf) {
+        /* realloc would free the old block with the credentials in it */
+        if ((b = malloc(cap)) == NULL)
+            return P11N_ERR_NOMEM;
+        memcpy(b, c->wbuf, c->wlen);
+        p11n_wipe(c->wbuf, c->wcap);
+        free(c->wbuf);
+    } else if ((b = realloc(c->wbuf, cap)) == NULL) {
         return P11N_ERR_NOMEM;
+    }
     c->wbuf = b;
     c->wcap = cap;
     trimq_add(c);
@@ -468,6 +481,17 @@ static void drain_read(p11n_conn *c)
         end_errno(c, "recv while closing", errno);
 }
 
+/* Everything queued was sent. Proxy credentials sent through the queue
+ * do not stay in the buffer. */
+static void wbuf_drained(p11n_conn *c)
+{
+    if (c->wipe_wbuf) {
+        p11n_wipe(c->wbuf, c->wcap);  /* wcap: compaction may have left copies */
+        c->wipe_wbuf = 0;
+    }
+    c->wpos = c->wlen = 0;
+}
+
 /* Write the queue; one send() per call while the socket takes it. */
 static void conn_flush(p11n_conn *c)
 {
@@ -488,7 +512,7 @@ static void conn_flush(p11n_conn *c)
         c->wpos += (size_t)n;
         c->wrote = 1;
     }
-    c->wpos = c->wlen = 0;
+    wbuf_drained(c);
     update_events(c);
     if (c->state == P11N_CS_CLOSING) {
         finish_close(c);
@@ -553,12 +577,20 @@ static int hs_create(p11n_conn *c)
         .local = c->key,
     };
     if (c->incoming) {
-        /* KK: the candidates; XK: the allow-list (none: checked against
-         * the store in hs_authorize). */
-        cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])c->listener->allowed;
-        cfg.nremote = c->listener->nallowed;
+        /* KK: the candidates in the store now; XK: any key, checked
+         * against the store when the handshake ends (hs_complete). */
+        uint8_t cand[P11N_MAX_KK_CANDIDATES][P11N_PUBKEY_LEN];
+        if (!c->xk) {
+            cfg.nremote = p11n_trust_candidates(c, cand);
+            if (cfg.nremote == 0)
+                return P11N_ERR_UNKNOWN_PEER;
+            cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])cand;
+        }
         return p11n_handshake_respond(&cfg, &c->hs);
     }
+    int rc = p11n_trust_refresh(c);
+    if (rc != P11N_OK)
+        return rc;
     cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&c->remote;
     cfg.nremote = 1;
     return p11n_handshake_initiate(&cfg, &c->hs);
@@ -576,6 +608,17 @@ void p11n_conn_handshake_begin(p11n_conn *c)
     c->state = P11N_CS_HANDSHAKE;
     c->act_want = 0;
     int rc = hs_create(c);
+    if (rc == P11N_ERR_UNKNOWN_PEER) {
+        char text[TEXT_LEN];
+        if (c->incoming)
+            snprintf(text, sizeof(text), "handshake setup: none of the listener's accepted "
+                "peers is in the peer store");
+        else
+            snprintf(text, sizeof(text), "handshake setup: peer %s is no longer in the peer "
+                "store", c->peer_name);
+        p11n_conn_end(c, rc, text);
+        return;
+    }
     if (rc != P11N_OK) {
         hs_fail(c, "setup", rc);
         return;
@@ -603,37 +646,33 @@ static void hs_sent(p11n_conn *c)
     c->act_len = 0;
 }
 
-/* The remote static key is authenticated: may this peer in? */
-static int hs_authorize(p11n_conn *c)
+/* The remote key is authenticated, but the store decides whether it may
+ * in: a refused key is named (it is public, and the operator needs it to
+ * add the peer). */
+static void hs_refuse(p11n_conn *c, int rc)
 {
-    const p11n_peer_entry *e = p11n_peer_by_pub(c->ctx, c->remote);
-    if (c->incoming && c->xk) {
-        const p11n_listener *l = c->listener;
-        int ok = l->nallowed == 0 ? e != NULL : 0;
-        for (size_t i = 0; i < l->nallowed && !ok; i++)
-            ok = memcmp(l->allowed[i], c->remote, P11N_PUBKEY_LEN) == 0;
-        if (!ok)
-            return P11N_ERR_UNKNOWN_PEER;
-    }
-    if (e != NULL)
-        snprintf(c->peer, sizeof(c->peer), "%s", e->id);
+    char hex[2 * P11N_PUBKEY_LEN + 1];
+    p11n_hex_encode(c->remote, P11N_PUBKEY_LEN, hex);
+    char text[TEXT_LEN + 40];
+    if (rc == P11N_ERR_REVOKED)
+        snprintf(text, sizeof(text), "peer key revoked during the handshake: %s %s", c->incoming
+            ? "initiator key" : "responder key", hex);
     else
-        p11n_hex_encode(c->remote, P11N_PUBKEY_LEN, c->peer);
-    return P11N_OK;
+        snprintf(text, sizeof(text), "initiator key %s is not an accepted peer", hex);
+    p11n_conn_end(c, rc, text);
 }
 
 static void hs_complete(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
     int rc = p11n_handshake_remote(c->hs, c->remote);
-    if (rc == P11N_OK)
-        rc = hs_authorize(c);
     if (rc != P11N_OK) {
-        char hex[2 * P11N_PUBKEY_LEN + 1];
-        p11n_hex_encode(c->remote, P11N_PUBKEY_LEN, hex);
-        char text[TEXT_LEN];
-        snprintf(text, sizeof(text), "initiator key %s is not an accepted peer", hex);
-        p11n_conn_end(c, rc, text);
+        hs_fail(c, "remote key", rc);
+        return;
+    }
+    rc = p11n_trust_authorize(c);
+    if (rc != P11N_OK) {
+        hs_refuse(c, rc);
         return;
     }
     rc = p11n_handshake_finish(c->hs, &c->t);
@@ -748,9 +787,23 @@ static void hs_read(p11n_conn *c)
     hs_step(c);
 }
 
-void p11n_conn_job_done(p11n_conn *c)
+/* A worker's step failed: the token's own account of it (the call and
+ * its CKR_ name), copied by the worker, goes into the log line and the
+ * `closed` text. */
+static void job_fail(p11n_conn *c, const char *why)
 {
-    c->job_pending = 0;
+    const char *what = c->job_op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected";
+    if (why == NULL) {
+        hs_fail(c, what, c->job_rc);
+        return;
+    }
+    char text[2 * TEXT_LEN + 200];
+    snprintf(text, sizeof(text), "handshake %s: %s", what, why);
+    p11n_conn_end(c, c->job_rc, text);
+}
+
+static void job_step_done(p11n_conn *c, const char *why)
+{
     if (c->state != P11N_CS_HANDSHAKE) {
         /* The connection ended while the worker ran. */
         p11n_handshake_free(c->hs);
@@ -760,8 +813,7 @@ void p11n_conn_job_done(p11n_conn *c)
     p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: worker finished a handshake %s: %s", c->id,
         c->job_op == P11N_JOB_WRITE ? "write" : "read", p11n_strerror(c->job_rc));
     if (c->job_rc != P11N_OK) {
-        hs_fail(c, c->job_op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected",
-            c->job_rc);
+        job_fail(c, why);
         return;
     }
     if (c->job_op == P11N_JOB_WRITE) {
@@ -770,6 +822,15 @@ void p11n_conn_job_done(p11n_conn *c)
             return;
     }
     hs_step(c);
+}
+
+void p11n_conn_job_done(p11n_conn *c)
+{
+    c->job_pending = 0;
+    char *why = c->job_text;
+    c->job_text = NULL;
+    job_step_done(c, why);
+    free(why);
 }
 
 /* ---- established ---- */
@@ -1200,6 +1261,8 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
 
 /* ---- public ---- */
 
+/* An identifier binds the connection to the store (its key is looked up
+ * again at each attempt); a key in hex is trusted as given. */
 static int resolve_peer(p11n_ctx *ctx, const char *peer, p11n_conn *c)
 {
     const p11n_peer_entry *e = p11n_peer_by_id(ctx, peer);
@@ -1208,6 +1271,7 @@ static int resolve_peer(p11n_ctx *ctx, const char *peer, p11n_conn *c)
         snprintf(c->peer_name, sizeof(c->peer_name), "%s", e->id);
         return P11N_OK;
     }
+    c->by_key = 1;
     if (strlen(peer) != 2 * P11N_PUBKEY_LEN
         || p11n_hex_decode(peer, 2 * P11N_PUBKEY_LEN, c->remote, P11N_PUBKEY_LEN) != P11N_OK)
         return P11N_ERR_UNKNOWN_PEER;
@@ -1235,6 +1299,7 @@ int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port, const char *pee
         opts->ch.prologue_len);
     if (c == NULL)
         return P11N_ERR_NOMEM;
+    p11n_log_key_warning(ctx, opts->ch.key);
     if (opts->socks5 != NULL)
         rc = p11n_proxy_parse(opts->socks5, &c->proxy);
     else if (ctx->proxy.host != NULL)
@@ -1339,9 +1404,3 @@ void p11n_conn_set_arg(p11n_conn *c, void *arg)
         c->cb.arg = arg;
 }
 
-const char *p11n_conn_peer(const p11n_conn *c)
-{
-    if (c == NULL || c->peer[0] == '\0')
-        return NULL;
-    return c->peer;
-}

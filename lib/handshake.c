@@ -54,6 +54,9 @@ struct p11n_handshake {
     int has_ephemeral;
     uint8_t ephemeral[P11N_MAXPRIVLEN];
 
+    /* The peer's static key once the engine has it (the initiator from
+     * the start, the KK responder when a candidate verifies, the XK
+     * responder from act three); reported only once authenticated. */
     int has_peer;
     uint8_t peer[P11N_PUBKEY_LEN];
 };
@@ -328,7 +331,6 @@ int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in, size_t len)
         rc = p11n_noise_remote_static(hs->noise, hs->peer, sizeof(hs->peer), &n);
         if (rc != P11N_OK || n != P11N_PUBKEY_LEN)
             return fail(hs, rc != P11N_OK ? rc : P11N_ERR_CRYPTO);
-        /* Kept even if refused below, so the caller can log who it was. */
         hs->has_peer = 1;
         if (hs->nremote > 0 && !peer_allowed(hs, hs->peer))
             return fail(hs, P11N_ERR_UNKNOWN_PEER);
@@ -342,11 +344,15 @@ int p11n_handshake_done(const p11n_handshake *hs)
     return hs != NULL && (hs->state == HS_DONE || hs->state == HS_FINISHED);
 }
 
+/* A key is authenticated only by the handshake completing: before, the
+ * initiator has merely named it and a responder may not have verified it;
+ * after a failure (a refused XK key included) it must not be mistaken for
+ * a peer. */
 int p11n_handshake_remote(const p11n_handshake *hs, uint8_t out[P11N_PUBKEY_LEN])
 {
     if (hs == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
-    if (!hs->has_peer)
+    if (!hs->has_peer || (hs->state != HS_DONE && hs->state != HS_FINISHED))
         return P11N_ERR_STATE;
     memcpy(out, hs->peer, P11N_PUBKEY_LEN);
     return P11N_OK;

@@ -63,39 +63,37 @@ static void on_accept(void *obj, int lfd, short revents)
     }
 }
 
-/* Turn identifiers into the keys the handshake needs. */
-static int load_allowed(p11n_listener *l, const p11n_listen_options *o)
+/* Keep the accepted identifiers, not their keys: each handshake looks
+ * them up in the store (trust.c). Checked now so that a typo fails here
+ * rather than as refused handshakes. */
+static int load_ids(p11n_listener *l, const p11n_listen_options *o)
 {
     p11n_ctx *ctx = l->ctx;
     size_t n = o->npeers;
-    if (n == 0 && l->xk)
-        return P11N_OK; /* XK checks the whole store as each handshake ends */
-    if (n == 0)
-        n = ctx->npeers;
-    if (n == 0)
-        return P11N_ERR_INVALID_ARG;
+    if (n == 0) {
+        if (l->xk)
+            return P11N_OK;
+        if (ctx->npeers == 0)
+            return P11N_ERR_INVALID_ARG;  /* KK: no candidate at all */
+        return ctx->npeers > P11N_MAX_KK_CANDIDATES ? P11N_ERR_LIMIT : P11N_OK;
+    }
     if (!l->xk && n > P11N_MAX_KK_CANDIDATES)
         return P11N_ERR_LIMIT;
-    l->allowed = calloc(n, sizeof(*l->allowed));
-    if (l->allowed == NULL)
+    l->ids = calloc(n, sizeof(*l->ids));
+    if (l->ids == NULL)
         return P11N_ERR_NOMEM;
     for (size_t i = 0; i < n; i++) {
-        const p11n_peer_entry *e;
-        if (o->npeers == 0) {
-            e = &ctx->peers[i];
-        } else {
-            if (o->peers[i] == NULL)
-                return P11N_ERR_INVALID_ARG;
-            e = p11n_peer_by_id(ctx, o->peers[i]);
-            if (e == NULL) {
-                p11n_log(ctx, P11N_LOG_ERROR, "listen: peer '%s' is not in the peer store",
-                    o->peers[i]);
-                return P11N_ERR_UNKNOWN_PEER;
-            }
+        if (o->peers[i] == NULL)
+            return P11N_ERR_INVALID_ARG;
+        const p11n_peer_entry *e = p11n_peer_by_id(ctx, o->peers[i]);
+        if (e == NULL) {
+            p11n_log(ctx, P11N_LOG_ERROR, "listen: peer '%s' is not in the peer store",
+                o->peers[i]);
+            return P11N_ERR_UNKNOWN_PEER;
         }
-        memcpy(l->allowed[i], e->pub, P11N_PUBKEY_LEN);
+        memcpy(l->ids[i], e->id, sizeof(l->ids[i]));
     }
-    l->nallowed = n;
+    l->nids = n;
     return P11N_OK;
 }
 
@@ -190,7 +188,7 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
         memcpy(l->prologue, opts->ch.prologue, opts->ch.prologue_len);
         l->prologue_len = opts->ch.prologue_len;
     }
-    if ((rc = load_allowed(l, opts)) != P11N_OK)
+    if ((rc = load_ids(l, opts)) != P11N_OK)
         goto fail;
     if ((rc = open_socket(l, &ss, sslen)) != P11N_OK)
         goto fail;
@@ -198,15 +196,19 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
         goto fail;
     l->next = ctx->listeners;
     ctx->listeners = l;
-    p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, %zu accepted peer%s%s)", l->addr,
-        l->xk ? "XK" : "KK", l->nallowed, l->nallowed == 1 ? "" : "s",
-        l->xk && l->nallowed == 0 ? ": any in the peer store" : "");
+    if (l->nids == 0)
+        p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, accepting any peer in the store)",
+            l->addr, l->xk ? "XK" : "KK");
+    else
+        p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, %zu accepted peer%s)", l->addr,
+            l->xk ? "XK" : "KK", l->nids, l->nids == 1 ? "" : "s");
+    p11n_log_key_warning(ctx, l->key);
     *out = l;
     return P11N_OK;
 fail:
     if (l->fd >= 0)
         close(l->fd);
-    free(l->allowed);
+    free(l->ids);
     free(l->prologue);
     free(l);
     p11n_timers_release(ctx, 1);
@@ -219,7 +221,7 @@ uint16_t p11n_listener_port(const p11n_listener *l)
 }
 
 /* Unlink and free; connections still referring to it keep it alive
- * (their handshake reads its candidate list) until they are freed. */
+ * (their handshake reads its accepted identifiers) until they are freed. */
 void p11n_listener_free(p11n_listener *l)
 {
     p11n_ctx *ctx = l->ctx;
@@ -239,7 +241,7 @@ void p11n_listener_free(p11n_listener *l)
     }
     if (l->refs > 0)
         return;
-    free(l->allowed);
+    free(l->ids);
     free(l->prologue);
     free(l);
 }

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <time.h>
 
+#include "key.h"
 #include "net.h"
 
 #define P11N_LOG_LINE 512
@@ -47,4 +48,16 @@ void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
      * contexts in one process do not interleave. */
     fprintf(stderr, "%s.%03ldZ p11noise %s: %s\n", stamp, ts.tv_nsec / 1000000L,
         level_name(level), line);
+}
+
+void p11n_log_key_warning(const p11n_ctx *ctx, p11n_key *key)
+{
+    if (key == NULL || key->warning == NULL || key->warned)
+        return;
+    key->warned = 1;
+    /* The public key says which key it is (it is no secret). */
+    char hex[2 * P11N_MAXPUBLEN + 1] = "?";
+    if (key->alg != NULL && key->alg->publen <= P11N_MAXPUBLEN)
+        p11n_hex_encode(key->pub, key->alg->publen, hex);
+    p11n_log(ctx, P11N_LOG_WARN, "static key %s: %s", hex, key->warning);
 }

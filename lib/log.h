@@ -12,4 +12,8 @@ void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
 /* 1 if `level` would be logged: skip formatting otherwise. */
 int p11n_log_on(const p11n_ctx *ctx, int level);
 
+/* Log the key's warning (p11n_key_warning()) at warning level, once per
+ * key: called when a listener or connection starts to use it. */
+void p11n_log_key_warning(const p11n_ctx *ctx, p11n_key *key);
+
 #endif

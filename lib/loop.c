@@ -25,6 +25,7 @@
 #include <sys/eventfd.h>
 
 #include "log.h"
+#include "secure.h"
 
 #define DEF_MAX_HANDSHAKES 256
 #define DEF_MAX_TOKEN_OPS 64
@@ -318,6 +319,9 @@ void p11n_ctx_free(p11n_ctx *ctx)
     p11n_fdset_free(ctx);
     free(ctx->rbuf);
     free(ctx->heap);
+    /* The token URI may carry pin-value. */
+    if (ctx->opt.token_uri != NULL)
+        p11n_wipe((char *)ctx->opt.token_uri, strlen(ctx->opt.token_uri));
     free((char *)ctx->opt.token_uri);
     free((char *)ctx->opt.dns_servers);
     p11n_proxy_clear(&ctx->proxy);

@@ -158,9 +158,13 @@ struct p11n_conn {
     int xk;
     uint8_t *prologue;            /* owned */
     size_t prologue_len;
-    uint8_t remote[P11N_PUBKEY_LEN];
+    uint8_t remote[P11N_PUBKEY_LEN]; /* outgoing: the key dialled; then the authenticated key */
     char peer[2 * P11N_PUBKEY_LEN + 1]; /* authenticated peer: identifier or hex; "" before */
+    char peer_id[P11N_MAX_IDENTIFIER + 1]; /* its identifier in the store; "" if none */
     char peer_name[2 * P11N_PUBKEY_LEN + 1]; /* outgoing: the peer asked for */
+    unsigned by_key : 1;          /* outgoing: named by key (hex), so not bound to the store:
+                                     store changes never revoke it */
+    unsigned wipe_wbuf : 1;       /* the write queue held proxy credentials */
     p11n_listener *listener;      /* incoming: holds a reference */
 
     /* outgoing */
@@ -181,6 +185,8 @@ struct p11n_conn {
     size_t act_len;               /* bytes of act[] in use */
     size_t act_want;              /* bytes the act being read needs */
     int job_op, job_rc;           /* worker job and its result */
+    char *job_text;               /* owned; why the job failed, in the token's words
+                                     (the call and its CKR_ name), or NULL */
     p11n_conn *next_job;
 
     p11n_transport *t;
@@ -217,10 +223,12 @@ struct p11n_listener {
     uint8_t *prologue;
     size_t prologue_len;
     p11n_callbacks cb;
-    /* accepted initiators: KK candidates, or the XK allow-list (none:
-     * anyone in the store) */
-    uint8_t (*allowed)[P11N_PUBKEY_LEN];
-    size_t nallowed;
+    /* Accepted initiators by identifier (none: everyone in the store),
+     * resolved to keys in the store as each handshake needs them, so
+     * that a removed or replaced key is refused from the next one on. */
+    char (*ids)[P11N_MAX_IDENTIFIER + 1];
+    size_t nids;
+    int warned_many;              /* logged that the store outgrew the KK bound */
 };
 
 /* ---- fdset.c ---- */
@@ -332,5 +340,23 @@ void p11n_workers_free(p11n_ctx *ctx);
 const p11n_peer_entry *p11n_peer_by_id(const p11n_ctx *ctx, const char *id);
 const p11n_peer_entry *p11n_peer_by_pub(const p11n_ctx *ctx, const uint8_t *pub);
 void p11n_peers_free(p11n_ctx *ctx);
+
+/* ---- trust.c ---- */
+/* KK responder: the candidate keys for one handshake, from the
+ * listener's identifiers now in the store (or the whole store), at most
+ * P11N_MAX_KK_CANDIDATES. Returns how many were written. */
+size_t p11n_trust_candidates(p11n_conn *c, uint8_t (*out)[P11N_PUBKEY_LEN]);
+/* The outgoing connection's key for this attempt: the store's current
+ * key for the identifier it was given. Errors: UNKNOWN_PEER (it left). */
+int p11n_trust_refresh(p11n_conn *c);
+/* The handshake authenticated c->remote: may it in, and as whom (fills
+ * c->peer and c->peer_id)? Errors: UNKNOWN_PEER (not accepted), REVOKED
+ * (accepted when the handshake began, no longer in the store). */
+int p11n_trust_authorize(p11n_conn *c);
+/* The store changed: end every connection (established, or handshaking
+ * with a key already chosen) whose key the store no longer holds under
+ * its identifier, with REVOKED. Connections to a peer named by key are
+ * not bound to the store and stay. */
+void p11n_trust_revoke_stale(p11n_ctx *ctx);
 
 #endif

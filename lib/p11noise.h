@@ -310,9 +310,11 @@ P11N_API void p11n_noise_free(p11n_noise *hs);
 /** Plain Noise CipherState transport (no framing, no rotation): encrypt or
  *  decrypt with associated data and the next nonce. `out` needs len + 16
  *  bytes to encrypt, len - 16 to decrypt. encrypt errors: MESSAGE_TOO_LARGE
- *  (over 65519 plaintext bytes, so the message stays within 65535),
- *  BUFFER_TOO_SMALL, NONCE_EXHAUSTED, CRYPTO; none of them uses up a nonce
- *  or changes the cipher. decrypt errors: BUFFER_TOO_SMALL (nothing
+ *  (over 65519 plaintext bytes, so the message stays within 65535) and
+ *  BUFFER_TOO_SMALL, which change nothing (the call may be repeated);
+ *  NONCE_EXHAUSTED and CRYPTO (the AEAD failed: `out` wiped), after which
+ *  the cipher is dead, since a retry could reuse the nonce with other
+ *  input: every later call returns STATE. decrypt errors: BUFFER_TOO_SMALL (nothing
  *  consumed; the call may be repeated), and SHORT_MESSAGE,
  *  MESSAGE_TOO_LARGE, BAD_TAG (out wiped), NONCE_EXHAUSTED, CRYPTO, after
  *  which the cipher is dead: every later call returns STATE. rekey applies
@@ -406,15 +408,20 @@ P11N_API P11N_WARN_UNUSED int p11n_handshake_write(p11n_handshake *hs, uint8_t *
  *  errors. Fail closed. A KK responder reports any act-1 tag failure as
  *  UNKNOWN_PEER: it cannot tell an initiator key it does not know from a
  *  corrupted act. An XK responder whose act-3 key is not in its list fails
- *  with UNKNOWN_PEER, and p11n_handshake_remote() still returns that key so
- *  the caller can log who it was. */
+ *  with UNKNOWN_PEER; the refused key is not reported (p11n_handshake_remote
+ *  returns STATE): a caller that wants to name refused keys configures no
+ *  list and decides itself once the handshake is done. */
 P11N_API P11N_WARN_UNUSED int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in,
     size_t len);
 
 /** 1 when the handshake has completed, 0 otherwise. */
 P11N_API int p11n_handshake_done(const p11n_handshake *hs);
 
-/** The authenticated peer's static key (33 bytes), once known. */
+/** The authenticated peer's static key (33 bytes), once the handshake is
+ *  done (p11n_handshake_done() is 1): it is authenticated only then.
+ *  Errors: INVALID_ARG, STATE (not done yet, including an initiator
+ *  before its final act, or failed, including an XK responder that
+ *  refused the key). */
 P11N_API int p11n_handshake_remote(const p11n_handshake *hs, uint8_t out[P11N_PUBKEY_LEN]);
 
 /** Turn a completed handshake into a transport. Errors: STATE, NOMEM. */
@@ -618,19 +625,27 @@ P11N_API P11N_WARN_UNUSED int p11n_ceremony_input(p11n_ctx *ctx,
 P11N_API P11N_WARN_UNUSED int p11n_peers_load_file(p11n_ctx *ctx, const char *path);
 
 /** Replace the whole peer store with the token's current ceremony (its
- *  trusted objects; ignored ones are logged at warning level): the reload
- *  call, valid at any time. Peers that left or whose key changed are
- *  revoked as by p11n_peer_remove(). On error the store is unchanged.
- *  Returns the number of peers loaded, or p11n_ceremony_scan's errors,
- *  NOMEM. */
+ *  trusted objects; each ignored one is logged at warning level as
+ *  "ceremony object ID ignored: REASON"): the reload call, valid at any
+ *  time, e.g. after `ceremony import` or `ceremony remove` on the token or
+ *  on SIGHUP. The swap is atomic: on error the store is unchanged. Peers
+ *  that left or whose key changed are then revoked as by
+ *  p11n_peer_remove(), inside this call (their `closed` callbacks run
+ *  before it returns). Talks to the token: see the threads note above.
+ *  Returns the number of peers loaded, or INVALID_ARG, p11n_ceremony_scan's
+ *  errors, BAD_IDENTIFIER, BAD_PUBKEY or EXISTS (an entry the store cannot
+ *  hold), NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_peers_load_token(p11n_ctx *ctx, const char *token_uri);
 
 /** Remove a peer. Listeners consult the store for every handshake, so
  *  the key is refused from the next one on, and established connections
  *  authenticated with it are closed (reason REVOKED, logged as "peer key
- *  revoked"). A replacement through p11n_ceremony_input(...,
- *  P11N_PEER_REPLACE) revokes the old key the same way. Errors:
- *  INVALID_ARG, UNKNOWN_PEER (no such identifier). */
+ *  revoked"), as are outgoing handshakes to it in progress; their
+ *  `closed` callbacks run inside this call. A replacement through
+ *  p11n_ceremony_input(..., P11N_PEER_REPLACE) revokes the old key the
+ *  same way. Connections made to a peer named by key (p11n_connect with
+ *  hex) are not bound to the store and stay. Errors: INVALID_ARG,
+ *  UNKNOWN_PEER (no such identifier). */
 P11N_API int p11n_peer_remove(p11n_ctx *ctx, const char *identifier);
 
 /* ---- callbacks ----
@@ -671,10 +686,13 @@ typedef struct p11n_channel_options {
 
 typedef struct p11n_listen_options {
     p11n_channel_options ch;
-    /* Identifiers accepted (looked up in the peer store now). None: every
-     * peer in the store (KK: taken now, at most P11N_MAX_KK_CANDIDATES;
-     * XK: checked when each handshake ends). A KK listener tries the
-     * candidates in order; each try costs token operations. */
+    /* Identifiers accepted (each must be in the peer store now). None:
+     * every peer in the store. The store is consulted at every handshake,
+     * never copied: a KK listener takes its candidates (at most
+     * P11N_MAX_KK_CANDIDATES; an identifier that has left the store is
+     * skipped) when the handshake begins and tries them in order, each
+     * try costing token operations; an XK listener checks the initiator's
+     * key when the handshake ends. */
     const char *const *peers;
     size_t npeers;
     unsigned max_handshakes;      /* handshakes in progress on this listener (0: the context's) */
@@ -682,7 +700,7 @@ typedef struct p11n_listen_options {
 
 /** Listen on a numeric IPv4 or IPv6 address ("127.0.0.1", "::1", "::");
  *  port 0 picks a free port (see p11n_listener_port). Errors: INVALID_ARG
- *  (bad address, options, or a KK listener with no candidate),
+ *  (bad address, options, or a KK listener with an empty store),
  *  UNSUPPORTED (pattern), UNKNOWN_PEER (a listed identifier is not in the
  *  store), LIMIT (more than P11N_MAX_KK_CANDIDATES), IO (bind/listen; the
  *  log has errno), NOMEM. */
@@ -710,7 +728,11 @@ typedef struct p11n_connect_options {
 
 /** Start connecting to `host` (name or numeric address) on `port`, and
  *  handshake with `peer`: an identifier in the peer store or a public key
- *  in hex (66 digits). Returns at once; progress comes through the
+ *  in hex (66 digits). An identifier binds the connection to the store:
+ *  each attempt takes its current key (an attempt after the identifier
+ *  was removed fails with UNKNOWN_PEER), and removing or replacing it
+ *  closes the connection with REVOKED. A key in hex is trusted as given:
+ *  store changes do not affect that connection. Returns at once; progress comes through the
  *  callbacks (a failed attempt calls `closed`, with RESOLVE, CONNECT,
  *  TIMEOUT, a SOCKS_* error for the proxy phase, or the handshake's
  *  error). The connection handle is owned by the context: it stays valid

@@ -116,11 +116,17 @@ int p11n_ceremony_input(p11n_ctx *ctx, const uint8_t pub[P11N_PUBKEY_LEN],
             return rc;
         }
     }
+    const p11n_peer_entry *old = p11n_peer_by_id(ctx, identifier);
+    int replaced = old != NULL && memcmp(old->pub, pub, P11N_PUBKEY_LEN) != 0;
     rc = store_add(ctx, &e, 1, flags);
-    if (rc == P11N_OK)
-        p11n_log(ctx, P11N_LOG_INFO, "ceremony: peer %s added%s", identifier,
-            (flags & P11N_PEER_TO_TOKEN) ? " (and stored on the token)" : "");
-    return rc;
+    if (rc != P11N_OK)
+        return rc;
+    p11n_log(ctx, P11N_LOG_INFO, "ceremony: peer %s %s%s", identifier,
+        replaced ? "replaced (new key)" : "added",
+        (flags & P11N_PEER_TO_TOKEN) ? " (and stored on the token)" : "");
+    /* A replaced key is revoked at once. */
+    p11n_trust_revoke_stale(ctx);
+    return P11N_OK;
 }
 
 static int read_file(const char *path, char **text, size_t *len)
@@ -203,18 +209,71 @@ int p11n_peers_load_file(p11n_ctx *ctx, const char *path)
     return rc;
 }
 
+/* Check a whole new store: what p11n_ceremony_scan trusted is checked
+ * again here, since the store's lookups rely on it. */
+static int check_store(const p11n_peer_entry *e, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!p11n_identifier_valid(e[i].id))
+            return P11N_ERR_BAD_IDENTIFIER;
+        if (p11n_dh_secp256k1.check_pub(e[i].pub) != P11N_OK)
+            return P11N_ERR_BAD_PUBKEY;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(e[i].id, e[j].id) == 0)
+                return P11N_ERR_EXISTS;
+    }
+    return P11N_OK;
+}
+
+static void log_ignored(p11n_ctx *ctx, const p11n_ceremony_ignored *ig, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p11n_log(ctx, P11N_LOG_WARN, "ceremony object %s ignored: %s", ig[i].id, ig[i].reason);
+}
+
 int p11n_peers_load_token(p11n_ctx *ctx, const char *token_uri)
 {
     if (ctx == NULL || token_uri == NULL)
         return P11N_ERR_INVALID_ARG;
     p11n_peer_entry *e = NULL;
-    size_t n = 0;
-    int rc = p11n_ceremony_read(token_uri, &e, &n);
+    p11n_ceremony_ignored *ig = NULL;
+    size_t n = 0, nig = 0;
+    int rc = p11n_ceremony_scan(token_uri, &e, &n, &ig, &nig);
     if (rc != P11N_OK) {
-        p11n_log(ctx, P11N_LOG_ERROR, "peers from the token: %s", p11n_strerror(rc));
+        p11n_log(ctx, P11N_LOG_ERROR, "peers from the token: %s (%s)", p11n_strerror(rc),
+            p11n_token_last_error());
         return rc;
     }
-    rc = load_entries(ctx, e, n, "the token");
-    free(e);
-    return rc;
+    log_ignored(ctx, ig, nig);
+    free(ig);
+    rc = check_store(e, n);
+    if (rc != P11N_OK) {
+        p11n_log(ctx, P11N_LOG_ERROR, "peers from the token: %s; the peer store is unchanged",
+            p11n_strerror(rc));
+        free(e);
+        return rc;
+    }
+    /* The swap is the whole change: the old store stays until here. */
+    free(ctx->peers);
+    ctx->peers = e;
+    ctx->npeers = ctx->cappeers = n;
+    p11n_log(ctx, P11N_LOG_INFO, "peers: %zu loaded from the token (the store replaced)%s", n,
+        nig > 0 ? "; some objects ignored, see the warnings" : "");
+    p11n_trust_revoke_stale(ctx);
+    return n > (size_t)INT32_MAX ? INT32_MAX : (int)n;
+}
+
+int p11n_peer_remove(p11n_ctx *ctx, const char *identifier)
+{
+    if (ctx == NULL || identifier == NULL)
+        return P11N_ERR_INVALID_ARG;
+    const p11n_peer_entry *e = p11n_peer_by_id(ctx, identifier);
+    if (e == NULL)
+        return P11N_ERR_UNKNOWN_PEER;
+    size_t i = (size_t)(e - ctx->peers);
+    memmove(&ctx->peers[i], &ctx->peers[i + 1], (ctx->npeers - i - 1) * sizeof(*e));
+    ctx->npeers--;
+    p11n_log(ctx, P11N_LOG_INFO, "ceremony: peer %s removed", identifier);
+    p11n_trust_revoke_stale(ctx);
+    return P11N_OK;
 }

@@ -142,6 +142,9 @@ static int proxy_output(p11n_conn *c)
         p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
         return P11N_ERR_NOMEM;
     }
+    /* The write queue now holds a copy: wiped once sent, or on close. */
+    if (c->proxy.user != NULL)
+        c->wipe_wbuf = 1;
     p11n_socks5_consumed(c->socks, len);
     return P11N_OK;
 }

@@ -32,6 +32,11 @@ static void run_job(p11n_conn *c)
         c->job_rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
     else
         c->job_rc = p11n_handshake_read(c->hs, c->act, c->act_len);
+    /* The token's account of a failure is this thread's: take it along,
+     * or the loop could never tell which call failed and how. */
+    const char *why = p11n_token_last_error();
+    if (c->job_rc != P11N_OK && *why != '\0')
+        c->job_text = strdup(why);  /* NULL on no memory: the code alone then */
 }
 
 static void *worker_main(void *arg)

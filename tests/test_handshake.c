@@ -312,9 +312,8 @@ static void test_wrong_remote(void)
     o = run(i, r, 0, -1);
     CU_ASSERT(o.rc == P11N_ERR_UNKNOWN_PEER && o.act == 3 && o.side == 1);
     uint8_t seen[P11N_PUBKEY_LEN];
-    /* Who it was stays readable for the log. */
-    CU_ASSERT(p11n_handshake_remote(r, seen) == P11N_OK
-        && memcmp(seen, p.ipub, P11N_PUBKEY_LEN) == 0);
+    /* A refused key is no authenticated peer: it is not reported. */
+    CU_ASSERT(p11n_handshake_remote(r, seen) == P11N_ERR_STATE);
     p11n_handshake_free(i);
     p11n_handshake_free(r);
 
@@ -327,6 +326,47 @@ static void test_wrong_remote(void)
     CU_ASSERT(o.rc == P11N_OK);
     pair_free(&p);
     p11n_key_free(s);
+}
+
+/* p11n_handshake_remote reports a key only once it is authenticated, that
+ * is when the handshake is done: not the initiator's configured key
+ * before its final act, not the KK responder's candidate that act one
+ * picked, not the XK responder's act-three key before the act verified. */
+static void test_remote_only_when_authenticated(void)
+{
+    const char *patterns[] = { "KK", "XK" };
+    for (size_t k = 0; k < 2; k++) {
+        pair p;
+        pair_init(&p, patterns[k]);
+        p11n_handshake *hs[2] = { NULL, NULL };
+        CU_ASSERT_FATAL(p11n_handshake_initiate(&p.icfg, &hs[0]) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_respond(&p.rcfg, &hs[1]) == P11N_OK);
+        uint8_t got[P11N_PUBKEY_LEN];
+        int acts = k == 0 ? 2 : 3;
+        for (int act = 1; act <= acts; act++) {
+            for (int side = 0; side < 2; side++)
+                CU_ASSERT(p11n_handshake_remote(hs[side], got) == P11N_ERR_STATE);
+            p11n_handshake *w = hs[(act - 1) % 2], *rd = hs[act % 2];
+            uint8_t buf[MAX_ACT];
+            size_t n = 0;
+            CU_ASSERT_FATAL(p11n_handshake_write(w, buf, sizeof(buf), &n) == P11N_OK);
+            /* The writer of the last act is done before its peer has read
+             * it; it is authenticated only if it is done. */
+            CU_ASSERT(p11n_handshake_remote(w, got)
+                == (p11n_handshake_done(w) ? P11N_OK : P11N_ERR_STATE));
+            CU_ASSERT(p11n_handshake_remote(rd, got) == P11N_ERR_STATE);
+            CU_ASSERT_FATAL(p11n_handshake_read(rd, buf, n) == P11N_OK);
+        }
+        CU_ASSERT(p11n_handshake_remote(hs[0], got) == P11N_OK
+            && memcmp(got, p.rpub, P11N_PUBKEY_LEN) == 0);
+        CU_ASSERT(p11n_handshake_remote(hs[1], got) == P11N_OK
+            && memcmp(got, p.ipub, P11N_PUBKEY_LEN) == 0);
+        CU_ASSERT(p11n_handshake_remote(NULL, got) == P11N_ERR_INVALID_ARG);
+        CU_ASSERT(p11n_handshake_remote(hs[0], NULL) == P11N_ERR_INVALID_ARG);
+        p11n_handshake_free(hs[0]);
+        p11n_handshake_free(hs[1]);
+        pair_free(&p);
+    }
 }
 
 static void test_kk_candidates(void)
@@ -502,6 +542,7 @@ int main(void)
         { "wrong prologue", test_wrong_prologue },
         { "wrong remote key; XK responder peer list", test_wrong_remote },
         { "KK responder candidates", test_kk_candidates },
+        { "remote key reported only once authenticated", test_remote_only_when_authenticated },
         { "a flipped bit in each act", test_bit_flips },
         { "short, long, bad version", test_framing_errors },
         { "configuration errors", test_config_errors },

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
+#include <openssl/evp.h>
 
 #include "noise.h"
 #include "secure.h"
@@ -990,8 +991,54 @@ static void test_cipherstate(void)
     p11n_cipher_free(rx);
 }
 
+/* An AEAD failure while encrypting ends the cipher as a decryption
+ * failure does: the nonce did not move, so a retry would encrypt other
+ * input under it. The failure is a real one from EVP: the encryption
+ * context is reset to "no cipher", so EVP_EncryptInit_ex2 refuses. */
+static void test_encrypt_failure_kills(void)
+{
+    uint8_t k[32];
+    uint64_t fill = 0xe4c;
+    t_fill(k, sizeof(k), &fill);
+    p11n_cipher *tx = NULL, *rx = NULL;
+    CU_ASSERT_FATAL(p11n_cipher_new_keyed(&p11n_cipher_chachapoly, k, &tx) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_cipher_new_keyed(&p11n_cipher_chachapoly, k, &rx) == P11N_OK);
+    uint8_t ct[64], pt[64];
+    size_t n = 0, m = 0;
+    CU_ASSERT_FATAL(p11n_cipher_encrypt(tx, NULL, 0, (const uint8_t *)"first", 5, ct,
+        sizeof(ct), &n) == P11N_OK);
+
+    /* The receiving side's encryption breaks; its decryption would work. */
+    CU_ASSERT_FATAL(EVP_CIPHER_CTX_reset(rx->cs.aead.enc) == 1);
+    uint8_t out[64];
+    memset(out, 0xa5, sizeof(out));
+    size_t outlen = 99;
+    CU_ASSERT(p11n_cipher_encrypt(rx, NULL, 0, (const uint8_t *)"reply", 5, out, sizeof(out),
+        &outlen) == P11N_ERR_CRYPTO);
+    CU_ASSERT(outlen == 0);
+    uint8_t zero[5 + 16] = { 0 };
+    CU_ASSERT(memcmp(out, zero, sizeof(zero)) == 0);   /* nothing half-made to send */
+    /* Dead both ways, without touching the AEAD again. */
+    CU_ASSERT(p11n_cipher_encrypt(rx, NULL, 0, (const uint8_t *)"reply", 5, out, sizeof(out),
+        &outlen) == P11N_ERR_STATE);
+    CU_ASSERT(p11n_cipher_decrypt(rx, NULL, 0, ct, n, pt, sizeof(pt), &m) == P11N_ERR_STATE);
+    CU_ASSERT(p11n_cipher_rekey(rx) == P11N_ERR_STATE);
+    p11n_cipher_free(rx);
+
+    /* The CipherState itself, as the handshake and transport use it. */
+    p11n_cipherstate cs;
+    CU_ASSERT_FATAL(p11n_cs_init(&cs, &p11n_cipher_chachapoly) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_cs_set_key(&cs, k) == P11N_OK);
+    CU_ASSERT_FATAL(EVP_CIPHER_CTX_reset(cs.aead.enc) == 1);
+    CU_ASSERT(p11n_cs_encrypt(&cs, NULL, 0, (const uint8_t *)"x", 1, out) == P11N_ERR_CRYPTO);
+    CU_ASSERT(p11n_cs_decrypt(&cs, NULL, 0, ct, n, pt) == P11N_ERR_STATE);
+    p11n_cs_clear(&cs);
+    p11n_cipher_free(tx);
+}
+
 static const p11n_test tests[] = {
     { "parse", test_parse },
+    { "a failed encryption ends the cipher", test_encrypt_failure_kills },
     { "pattern tables", test_pattern_tables },
     { "snow vectors, both roles", test_snow_vectors },
     { "round trips: every pattern and algorithm", test_roundtrip_all },
