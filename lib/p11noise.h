@@ -614,14 +614,15 @@ P11N_API void p11n_ctx_free(p11n_ctx *ctx);
 /** Add one peer. Adding an identical entry again is a no-op. Errors:
  *  INVALID_ARG (NULL, or TO_TOKEN without a token_uri), BAD_IDENTIFIER,
  *  BAD_PUBKEY, PUBKEY_MISMATCH (identifier present with another key and no
- *  REPLACE), NOMEM, and p11n_ceremony_write's errors (then nothing was
+ *  REPLACE), DUPLICATE_KEY (the key is already stored under another
+ *  identifier: a peer's identity must be unambiguous), NOMEM, and p11n_ceremony_write's errors (then nothing was
  *  added). */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_input(p11n_ctx *ctx,
     const uint8_t pub[P11N_PUBKEY_LEN], const char *identifier, unsigned flags);
 
 /** Add every peer of a ceremony file ("IDENTIFIER PUBHEX" lines), all or
  *  nothing. Returns the number of entries read, or: IO (unreadable file),
- *  p11n_peers_parse's errors, PUBKEY_MISMATCH, NOMEM. */
+ *  p11n_peers_parse's errors, PUBKEY_MISMATCH, DUPLICATE_KEY, NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_peers_load_file(p11n_ctx *ctx, const char *path);
 
 /** Replace the whole peer store with the token's current ceremony (its

@@ -41,6 +41,27 @@ void p11n_peers_free(p11n_ctx *ctx)
     ctx->npeers = ctx->cappeers = 0;
 }
 
+/* 1 if entry i's key would end up under a second identifier: an earlier
+ * entry of the batch, or a stored peer that the batch does not give
+ * another key. A peer's identity must be unambiguous: one key, one name. */
+static int key_taken(const p11n_ctx *ctx, const p11n_peer_entry *e, size_t n, size_t i)
+{
+    for (size_t j = 0; j < i; j++)
+        if (strcmp(e[j].id, e[i].id) != 0 && memcmp(e[j].pub, e[i].pub, P11N_PUBKEY_LEN) == 0)
+            return 1;
+    for (size_t k = 0; k < ctx->npeers; k++) {
+        const p11n_peer_entry *s = &ctx->peers[k];
+        if (strcmp(s->id, e[i].id) == 0 || memcmp(s->pub, e[i].pub, P11N_PUBKEY_LEN) != 0)
+            continue;
+        int moved = 0;
+        for (size_t j = 0; j < n && !moved; j++)
+            moved = strcmp(e[j].id, s->id) == 0 && memcmp(e[j].pub, s->pub, P11N_PUBKEY_LEN) != 0;
+        if (!moved)
+            return 1;
+    }
+    return 0;
+}
+
 /* Check entries against the store and each other without changing
  * anything; `*add` counts the ones that are new. */
 static int check_entries(const p11n_ctx *ctx, const p11n_peer_entry *e, size_t n,
@@ -52,6 +73,8 @@ static int check_entries(const p11n_ctx *ctx, const p11n_peer_entry *e, size_t n
             return P11N_ERR_BAD_IDENTIFIER;
         if (p11n_dh_secp256k1.check_pub(e[i].pub) != P11N_OK)
             return P11N_ERR_BAD_PUBKEY;
+        if (key_taken(ctx, e, n, i))
+            return P11N_ERR_DUPLICATE_KEY;
         const p11n_peer_entry *old = p11n_peer_by_id(ctx, e[i].id);
         if (old == NULL)
             (*add)++;

@@ -523,6 +523,11 @@ static void test_api_errors(void)
     CU_ASSERT(p11n_ceremony_input(ctx, pubs[1], "a", 0) == P11N_OK);
     CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "a", 0) == P11N_ERR_PUBKEY_MISMATCH);
     CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "a", P11N_PEER_REPLACE) == P11N_OK);
+    /* One key, one identifier: "a" holds pubs[2], so no other name may. */
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "a2", 0) == P11N_ERR_DUPLICATE_KEY);
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "a2", P11N_PEER_REPLACE) ==
+        P11N_ERR_DUPLICATE_KEY);
+    CU_ASSERT(p11n_peer_remove(ctx, "a2") == P11N_ERR_UNKNOWN_PEER);
     CU_ASSERT(p11n_ceremony_input(ctx, pubs[2], "b", P11N_PEER_TO_TOKEN) == P11N_ERR_INVALID_ARG);
     uint8_t offcurve[33];
     memset(offcurve, 0xff, sizeof(offcurve));
