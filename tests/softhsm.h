@@ -27,6 +27,11 @@ void t_token_teardown(struct t_token *t);
  * layer, to inspect or seed it; aborts on failure. */
 struct p11n_token *t_token_open(const char *uri);
 
+/* The same without logging in: a read/write public session, what any
+ * process that can reach the token gets without the PIN. Aborts unless
+ * the session really is not logged in. */
+struct p11n_token *t_token_open_public(const char *uri);
+
 /* Import a secp256k1 private key from known bytes, with or without
  * CKA_DERIVE, and (with_pub) its public key object with the same CKA_ID
  * and label (CKA_ID = the label). Aborts on failure. */
