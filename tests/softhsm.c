@@ -37,6 +37,9 @@ static int run(char *const argv[])
 void t_token_setup(struct t_token *t, const char *label)
 {
     memset(t, 0, sizeof(*t));
+    /* Key and PIN files must not be readable by others (the library
+     * refuses them): whatever the tests write is private. */
+    umask(077);
     const char *tmp = getenv("TMPDIR");
     snprintf(t->dir, sizeof(t->dir), "%s/p11n-token-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (mkdtemp(t->dir) == NULL)

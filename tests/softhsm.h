@@ -19,7 +19,8 @@ struct t_token {
 };
 
 /* Create the directory, the softhsm2.conf (SOFTHSM2_CONF is set to it) and
- * an initialized token; aborts the program on failure. */
+ * an initialized token; aborts the program on failure. Sets the umask to
+ * 077, so the key and PIN files a test writes are accepted. */
 void t_token_setup(struct t_token *t, const char *label);
 void t_token_teardown(struct t_token *t);
 

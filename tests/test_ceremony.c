@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "crypto.h"
 #include "key.h"
@@ -622,6 +624,64 @@ static void test_keygen_attributes(void)
     p11n_key_free(k);
 }
 
+/* ---- Files holding secrets must be private ---- */
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(text, f);
+    fclose(f);
+    CU_ASSERT_FATAL(chmod(path, mode) == 0);
+}
+
+static void test_file_key_mode(void)
+{
+    char path[1024], uri[1100];
+    snprintf(path, sizeof(path), "%s/k.hex", T.dir);
+    snprintf(uri, sizeof(uri), "file:%s", path);
+    static const mode_t refused[] = { 0644, 0640, 0604, 0660, 0606, 0610 };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        write_file(path, "1111111111111111111111111111111111111111111111111111111111111111\n",
+            refused[i]);
+        p11n_key *k = (p11n_key *)&k;
+        CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_FILE_MODE && k == NULL);
+    }
+    CU_ASSERT(strstr(p11n_strerror(P11N_ERR_FILE_MODE), "chmod 600") != NULL);
+    static const mode_t accepted[] = { 0600, 0400 };
+    for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+        CU_ASSERT_FATAL(chmod(path, accepted[i]) == 0);
+        p11n_key *k = NULL;
+        CU_ASSERT_FATAL(p11n_key_load(uri, &k) == P11N_OK);
+        const char *w = p11n_key_warning(k);
+        CU_ASSERT(w != NULL && strstr(w, "development only") != NULL);
+        p11n_key_free(k);
+    }
+    unlink(path);
+}
+
+static void test_pin_source_mode(void)
+{
+    char path[1024], uri[2048];
+    snprintf(path, sizeof(path), "%s/pin", T.dir);
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=machine?module-path=%s&pin-source=file:%s",
+        T.label, T.module, path);
+    write_file(path, T_PIN "\n", 0644);
+    p11n_key *k = NULL;
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_FILE_MODE && k == NULL);
+    const char *msg = p11n_token_last_error();
+    char fix[1100];
+    snprintf(fix, sizeof(fix), "chmod 600 %s", path);
+    CU_ASSERT(strstr(msg, fix) != NULL && strstr(msg, "group or others") != NULL);
+    CU_ASSERT(strstr(msg, T_PIN) == NULL);
+    CU_ASSERT_FATAL(chmod(path, 0640) == 0);
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_FILE_MODE);
+    CU_ASSERT_FATAL(chmod(path, 0600) == 0);
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_OK && k != NULL);
+    p11n_key_free(k);
+    unlink(path);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-ceremony");
@@ -637,6 +697,8 @@ int main(void)
         { "one key under two identifiers is refused at import", test_import_duplicate_key },
         { "--replace rewrites a public object as a private one", test_migrate_public_object },
         { "keygen: derive-only private key, private fixed public key", test_keygen_attributes },
+        { "file: key readable by others refused; development warning", test_file_key_mode },
+        { "pin-source readable by others refused, with the fix", test_pin_source_mode },
         { NULL, NULL },
     };
     int rc = p11n_test_main("ceremony", tests);
