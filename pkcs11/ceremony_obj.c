@@ -7,8 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ceremony.h"
+#include "ceremony_obj.h"
 #include "crypto.h"
+#include "token.h"
 
 static int is_bool(const uint8_t *v, size_t len, CK_BBOOL want)
 {
@@ -108,8 +109,8 @@ static void show_id(const uint8_t *p, size_t n, char *out, size_t cap)
 void p11n_cer_decode(const struct p11n_cer_attrs *a, struct p11n_cer_obj *o)
 {
     memset(o, 0, sizeof(*o));
-    size_t n = a->idlen - P11N_PEER_ID_PREFIX_LEN;
-    const uint8_t *id = a->id + P11N_PEER_ID_PREFIX_LEN;
+    size_t n = a->idlen;
+    const uint8_t *id = a->id;
     show_id(id, n, o->shown, sizeof(o->shown));
     if (n <= P11N_MAX_IDENTIFIER && memchr(id, '\0', n) == NULL) {
         memcpy(o->ident, id, n);

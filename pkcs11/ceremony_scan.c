@@ -89,7 +89,7 @@ static int judge(struct p11n_token *tok, CK_OBJECT_HANDLE h, const uint8_t *id, 
         err = p11n_token_attr_loose(tok, h, wanted[i], &v[i], &len[i]);
     if (err == P11N_OK) {
         struct p11n_cer_attrs a = {
-            .id = id, .idlen = idlen,
+            .id = id + P11N_PEER_ID_PREFIX_LEN, .idlen = idlen - P11N_PEER_ID_PREFIX_LEN,
             .label = v[0], .labellen = len[0],
             .params = v[1], .paramslen = len[1],
             .point = v[2], .pointlen = len[2],
