@@ -213,17 +213,23 @@ static void test_bad_writes_change_nothing(void)
     CU_ASSERT(p11n_ceremony_read(uri, &out, &n) == P11N_ERR_PIN_REQUIRED && out == NULL);
 }
 
+/* The one object that matches the template. */
+static CK_OBJECT_HANDLE only_object(struct p11n_token *tok, CK_ATTRIBUTE *t, CK_ULONG nt)
+{
+    CK_OBJECT_HANDLE *h;
+    size_t n;
+    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, nt, &h, &n) == P11N_OK && n == 1);
+    CK_OBJECT_HANDLE one = h[0];
+    free(h);
+    return one;
+}
+
 static CK_OBJECT_HANDLE peer_object(struct p11n_token *tok, const char *id)
 {
     char cid[128];
     snprintf(cid, sizeof(cid), P11N_PEER_ID_PREFIX "%s", id);
     CK_ATTRIBUTE t[] = { { CKA_ID, cid, strlen(cid) } };
-    CK_OBJECT_HANDLE *h;
-    size_t n;
-    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, 1, &h, &n) == P11N_OK && n == 1);
-    CK_OBJECT_HANDLE one = h[0];
-    free(h);
-    return one;
+    return only_object(tok, t, 1);
 }
 
 /* The layout doc/ceremony.md promises. */
@@ -565,12 +571,7 @@ static CK_OBJECT_HANDLE labelled(struct p11n_token *tok, const char *label, CK_O
         { CKA_CLASS, &cls, sizeof(cls) },
         { CKA_LABEL, (void *)label, strlen(label) },
     };
-    CK_OBJECT_HANDLE *h;
-    size_t n;
-    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, 2, &h, &n) == P11N_OK && n == 1);
-    CK_OBJECT_HANDLE one = h[0];
-    free(h);
-    return one;
+    return only_object(tok, t, 2);
 }
 
 /* keygen's key pair: the private key only derives and never leaves; the
