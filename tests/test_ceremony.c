@@ -564,6 +564,32 @@ static void test_migrate_public_object(void)
     CU_ASSERT(objects() == before);
 }
 
+/* Public objects can be destroyed without the PIN at any moment, also
+ * between the search and the attribute reads: an object gone by then is
+ * skipped, so nobody can make the scan fail that way. Any other failure
+ * of the token still fails it. */
+static void test_vanishing_objects(void)
+{
+    static const struct plant gone = { "public object", "gone", NULL, 50, 0, CK_FALSE, 0, 0,
+        "gone", "CKA_PRIVATE false" };
+    plant(&gone);
+    struct scan sc;
+    setenv("P11N_FAULT", "C_GetAttributeValue:fail>0=CKR_OBJECT_HANDLE_INVALID", 1);
+    int rc = p11n_ceremony_scan(T.fault_uri, &sc.e, &sc.n, &sc.ig, &sc.nig);
+    CU_ASSERT(rc == P11N_OK && sc.n == 0 && sc.nig == 0);
+    if (rc == P11N_OK)
+        scan_free(&sc);
+    setenv("P11N_FAULT", "C_GetAttributeValue:fail>0=CKR_DEVICE_ERROR", 1);
+    rc = p11n_ceremony_scan(T.fault_uri, &sc.e, &sc.n, &sc.ig, &sc.nig);
+    CU_ASSERT(rc == P11N_ERR_TOKEN && sc.e == NULL && sc.ig == NULL);
+    CU_ASSERT(strstr(p11n_token_last_error(), "CKR_DEVICE_ERROR") != NULL);
+    unsetenv("P11N_FAULT");
+    scan(&sc);
+    CU_ASSERT(ignored_as(&sc, "gone", gone.reason) == 1);
+    scan_free(&sc);
+    unplant("gone");
+}
+
 /* One object of class `cls` labelled `label`. */
 static CK_OBJECT_HANDLE labelled(struct p11n_token *tok, const char *label, CK_OBJECT_CLASS cls)
 {
@@ -697,6 +723,7 @@ int main(void)
         { "untrusted objects are ignored with their reason", test_untrusted_objects_ignored },
         { "one key under two identifiers is refused at import", test_import_duplicate_key },
         { "--replace rewrites a public object as a private one", test_migrate_public_object },
+        { "an object destroyed during the scan does not fail it", test_vanishing_objects },
         { "keygen: derive-only private key, private fixed public key", test_keygen_attributes },
         { "file: key readable by others refused; development warning", test_file_key_mode },
         { "pin-source readable by others refused, with the fix", test_pin_source_mode },
