@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "key.h"
@@ -148,6 +149,39 @@ int p11n_key_parse_text(const char *text, size_t len, const p11n_dh_alg *alg,
  * anything longer is not a key file. */
 #define KEYFILE_MAX 512
 
+/* Logged once by the event loop for every file: key (see p11n_key_warning). */
+static const char FILE_KEY_WARNING[] =
+    "file: key: a private key in a file is for development only; use a token key in production";
+
+/* As ssh does for its private keys: a key file that group or others may
+ * read is refused. The open file is checked, not the path, so it cannot
+ * be swapped between the check and the read. */
+static int check_mode(int fd)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0 || S_ISDIR(st.st_mode))
+        return P11N_ERR_IO;
+    return (st.st_mode & 077) != 0 ? P11N_ERR_FILE_MODE : P11N_OK;
+}
+
+/* Up to KEYFILE_MAX + 1 bytes of fd into buf: one byte past the limit
+ * tells "exactly full" from "too long". */
+static int read_key_text(int fd, char *buf, size_t *len)
+{
+    *len = 0;
+    while (*len < KEYFILE_MAX + 1) {
+        ssize_t r = read(fd, buf + *len, KEYFILE_MAX + 1 - *len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            return P11N_ERR_IO;
+        if (r == 0)
+            break;
+        *len += (size_t)r;
+    }
+    return *len > KEYFILE_MAX ? P11N_ERR_PARSE : P11N_OK;
+}
+
 int p11n_key_load_file(const char *path, const p11n_dh_alg *alg, struct p11n_key **out)
 {
     if (out == NULL)
@@ -159,26 +193,16 @@ int p11n_key_load_file(const char *path, const p11n_dh_alg *alg, struct p11n_key
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return errno == ENOENT ? P11N_ERR_KEY_NOT_FOUND : P11N_ERR_IO;
-
     char buf[KEYFILE_MAX + 1];
     size_t len = 0;
-    int rc = P11N_OK;
-    /* Read one byte past the limit to tell "exactly full" from "too long". */
-    while (len < sizeof(buf)) {
-        ssize_t r = read(fd, buf + len, sizeof(buf) - len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            rc = P11N_ERR_IO;
-            break;
-        }
-        if (r == 0)
-            break;
-        len += (size_t)r;
-    }
+    int rc = check_mode(fd);
+    if (rc == P11N_OK)
+        rc = read_key_text(fd, buf, &len);
     close(fd);
     if (rc == P11N_OK)
-        rc = len > KEYFILE_MAX ? P11N_ERR_PARSE : p11n_key_parse_text(buf, len, alg, out);
+        rc = p11n_key_parse_text(buf, len, alg, out);
+    if (rc == P11N_OK)
+        (*out)->warning = FILE_KEY_WARNING;
     p11n_wipe(buf, sizeof(buf));
     return rc;
 }

@@ -39,9 +39,11 @@ static inline int p11n_key_is_slow(const struct p11n_key *key)
 }
 
 /* Software key from a "file:" path: one line of hex private key (2 *
- * alg->privlen digits, trailing whitespace allowed). Errors: PARSE (any
- * other content, or a file over 512 bytes), BAD_PRIVKEY, KEY_NOT_FOUND (no
- * such file), IO (unreadable), NOMEM. */
+ * alg->privlen digits, trailing whitespace allowed). The key's warning
+ * says it is for development only. Errors: FILE_MODE (the file is
+ * readable by group or others), PARSE (any other content, or a file over
+ * 512 bytes), BAD_PRIVKEY, KEY_NOT_FOUND (no such file), IO (unreadable,
+ * a directory), NOMEM. */
 int p11n_key_load_file(const char *path, const p11n_dh_alg *alg, struct p11n_key **out);
 
 /* The same from the file's text (`len` bytes, not NUL-terminated). */

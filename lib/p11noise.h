@@ -479,7 +479,8 @@ P11N_API const char *p11n_token_last_error(void);
 P11N_API P11N_WARN_UNUSED int p11n_token_keygen(const char *token_uri, const char *label,
     uint8_t pub[P11N_PUBKEY_LEN]);
 
-/** Read every ceremony object of a token. `*entries` is freed with free(). */
+/** The trusted peers of a token's ceremony: p11n_ceremony_scan() without
+ *  the ignored objects. `*entries` is freed with free(). */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_read(const char *token_uri,
     p11n_peer_entry **entries, size_t *n);
 
@@ -501,17 +502,23 @@ P11N_API P11N_WARN_UNUSED int p11n_ceremony_scan(const char *token_uri,
     p11n_peer_entry **entries, size_t *n, p11n_ceremony_ignored **ignored,
     size_t *nignored);
 
-/** Write entries as ceremony objects, all or nothing: every entry is
- *  checked first (an identifier already on the token with another key is
- *  PUBKEY_MISMATCH unless `replace`); on error `*bad_index` names the entry
+/** Write entries as private, unmodifiable ceremony objects, all or
+ *  nothing: every entry is checked first (an identifier already on the
+ *  token with another key is PUBKEY_MISMATCH, and one held by an ignored
+ *  object EXISTS, unless `replace`, which then destroys those objects
+ *  once the new ones exist); on error `*bad_index` names the entry
  *  (SIZE_MAX when the error concerns none) and nothing was written. An
- *  entry already on the token with the same key is left as it is.
- *  Errors: BAD_IDENTIFIER, BAD_PUBKEY, EXISTS (repeated identifier),
+ *  entry already on the token, trusted, with the same key is left as it
+ *  is. Errors: BAD_IDENTIFIER, BAD_PUBKEY, EXISTS (repeated identifier, or
+ *  an ignored object without `replace`), DUPLICATE_KEY (a key given twice,
+ *  or already on the token under an identifier that is not replaced),
  *  PUBKEY_MISMATCH, and the token errors. */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_write(const char *token_uri,
     const p11n_peer_entry *entries, size_t n, int replace, size_t *bad_index);
 
-/** Remove one ceremony object. Errors: KEY_NOT_FOUND, token errors. */
+/** Remove a peer: every object whose CKA_ID is the ceremony prefix and
+ *  `identifier`, ignored ones included. Errors: BAD_IDENTIFIER,
+ *  KEY_NOT_FOUND, token errors. */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_remove(const char *token_uri,
     const char *identifier);
 

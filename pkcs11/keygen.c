@@ -25,16 +25,23 @@ static int generate(struct p11n_token *tok, const char *label, uint8_t pub[P11N_
         return P11N_ERR_CRYPTO;
     CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
     CK_ULONG labellen = strlen(label);
+    /* The public half is private and fixed: the parity recovery trusts
+     * it, and a public object could be replaced by anyone who can open a
+     * session without the PIN, breaking every handshake. */
     CK_ATTRIBUTE pubt[] = {
         { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_PRIVATE, &yes, sizeof(yes) },
+        { CKA_MODIFIABLE, &no, sizeof(no) },
         { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
         { CKA_LABEL, (void *)label, labellen },
         { CKA_ID, id, sizeof(id) },
         { CKA_VERIFY, &no, sizeof(no) },
+        { CKA_ENCRYPT, &no, sizeof(no) },
+        { CKA_WRAP, &no, sizeof(no) },
     };
-    /* The private half can only derive: never leaves the token, never
-     * signs. */
+    /* The private half can only derive: it never leaves the token, and
+     * never signs, decrypts or unwraps, so no other use of the key can
+     * be turned against the Noise one. */
     CK_ATTRIBUTE privt[] = {
         { CKA_TOKEN, &yes, sizeof(yes) },
         { CKA_PRIVATE, &yes, sizeof(yes) },
@@ -42,6 +49,9 @@ static int generate(struct p11n_token *tok, const char *label, uint8_t pub[P11N_
         { CKA_EXTRACTABLE, &no, sizeof(no) },
         { CKA_DERIVE, &yes, sizeof(yes) },
         { CKA_SIGN, &no, sizeof(no) },
+        { CKA_SIGN_RECOVER, &no, sizeof(no) },
+        { CKA_DECRYPT, &no, sizeof(no) },
+        { CKA_UNWRAP, &no, sizeof(no) },
         { CKA_LABEL, (void *)label, labellen },
         { CKA_ID, id, sizeof(id) },
     };

@@ -3,7 +3,7 @@
 #include <string.h>
 
 #include "crypto.h"
-#include "token.h"
+#include "ceremony.h"
 
 const uint8_t p11n_secp256k1_oid[7] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x0a };
 
@@ -53,14 +53,24 @@ int p11n_token_find(struct p11n_token *tok, CK_SESSION_HANDLE s,
     return P11N_OK;
 }
 
-int p11n_token_attr(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
-    CK_ATTRIBUTE_TYPE type, uint8_t **val, size_t *len)
+/* Whether a failed read means "the object does not have it": the
+ * attribute is not one of its kind, hidden (sensitive), or, when
+ * `vanish_ok`, the object itself is gone. */
+static int reads_as_missing(CK_RV rv, int vanish_ok)
+{
+    return rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE ||
+           (vanish_ok && rv == CKR_OBJECT_HANDLE_INVALID);
+}
+
+static int attr_read(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+    CK_ATTRIBUTE_TYPE type, uint8_t **val, size_t *len, int vanish_ok)
 {
     *val = NULL;
     *len = 0;
     CK_ATTRIBUTE a = { type, NULL, 0 };
     CK_RV rv = tok->fn->C_GetAttributeValue(s, obj, &a, 1);
-    if (rv == CKR_ATTRIBUTE_TYPE_INVALID || (rv == CKR_OK && a.ulValueLen == CK_UNAVAILABLE_INFORMATION))
+    if (reads_as_missing(rv, vanish_ok) ||
+        (rv == CKR_OK && a.ulValueLen == CK_UNAVAILABLE_INFORMATION))
         return P11N_OK;
     if (rv != CKR_OK)
         return p11n_token_fail(tok, "C_GetAttributeValue", rv);
@@ -72,11 +82,24 @@ int p11n_token_attr(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDL
     rv = tok->fn->C_GetAttributeValue(s, obj, &a, 1);
     if (rv != CKR_OK) {
         free(p);
-        return p11n_token_fail(tok, "C_GetAttributeValue", rv);
+        return reads_as_missing(rv, vanish_ok) ? P11N_OK
+                                               : p11n_token_fail(tok, "C_GetAttributeValue", rv);
     }
     *val = p;
     *len = a.ulValueLen;
     return P11N_OK;
+}
+
+int p11n_token_attr(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+    CK_ATTRIBUTE_TYPE type, uint8_t **val, size_t *len)
+{
+    return attr_read(tok, s, obj, type, val, len, 0);
+}
+
+int p11n_token_attr_loose(struct p11n_token *tok, CK_OBJECT_HANDLE obj,
+    CK_ATTRIBUTE_TYPE type, uint8_t **val, size_t *len)
+{
+    return attr_read(tok, tok->anchor, obj, type, val, len, 1);
 }
 
 int p11n_ec_point_decode(const uint8_t *in, size_t len, uint8_t out[P11N_PUBKEY_LEN])

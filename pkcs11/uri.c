@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "secure.h"
@@ -113,6 +114,22 @@ int p11n_uri_parse(const char *text, P11KitUri **parsed, char **safe)
     return P11N_OK;
 }
 
+/* As ssh does for private keys: a PIN file that group or others may read
+ * is refused, with the fix. The open file is checked, not the path, so it
+ * cannot be swapped in between. */
+static int check_pin_file_mode(int fd, const char *path, const char *safe)
+{
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return p11n_token_errorf(P11N_ERR_URI, safe, "cannot stat pin-source %s: %s", path,
+            strerror(errno));
+    if ((st.st_mode & 077) != 0)
+        return p11n_token_errorf(P11N_ERR_FILE_MODE, safe,
+            "pin-source %s is readable by group or others (mode %03o); chmod 600 %s", path,
+            (unsigned)(st.st_mode & 0777), path);
+    return P11N_OK;
+}
+
 /* Read a PIN file: the whole file but a trailing newline. */
 static int read_pin_file(const char *path, const char *safe, char *pin, size_t cap, size_t *len)
 {
@@ -120,6 +137,11 @@ static int read_pin_file(const char *path, const char *safe, char *pin, size_t c
     if (fd < 0)
         return p11n_token_errorf(P11N_ERR_URI, safe, "cannot open pin-source %s: %s", path,
             strerror(errno));
+    int err = check_pin_file_mode(fd, path, safe);
+    if (err != P11N_OK) {
+        close(fd);
+        return err;
+    }
     size_t n = 0;
     for (;;) {
         if (n == cap) {

@@ -37,6 +37,9 @@ static int run(char *const argv[])
 void t_token_setup(struct t_token *t, const char *label)
 {
     memset(t, 0, sizeof(*t));
+    /* Key and PIN files must not be readable by others (the library
+     * refuses them): whatever the tests write is private. */
+    umask(077);
     const char *tmp = getenv("TMPDIR");
     snprintf(t->dir, sizeof(t->dir), "%s/p11n-token-XXXXXX", tmp && *tmp ? tmp : "/tmp");
     if (mkdtemp(t->dir) == NULL)
@@ -85,20 +88,36 @@ void t_token_teardown(struct t_token *t)
     t->dir[0] = '\0';
 }
 
-struct p11n_token *t_token_open(const char *uri)
+static struct p11n_token *open_with(const char *uri, int flags)
 {
     P11KitUri *u;
     char *safe;
     struct p11n_token *tok;
     if (p11n_uri_parse(uri, &u, &safe) != P11N_OK)
         die("parse URI");
-    int err = p11n_token_open(u, safe, P11N_TOKEN_LOGIN | P11N_TOKEN_RW, &tok);
+    int err = p11n_token_open(u, safe, flags, &tok);
     p11n_uri_free(u);
     free(safe);
     if (err != P11N_OK) {
         fprintf(stderr, "%s\n", p11n_token_last_error());
         die("open token");
     }
+    return tok;
+}
+
+struct p11n_token *t_token_open(const char *uri)
+{
+    return open_with(uri, P11N_TOKEN_LOGIN | P11N_TOKEN_RW);
+}
+
+struct p11n_token *t_token_open_public(const char *uri)
+{
+    struct p11n_token *tok = open_with(uri, P11N_TOKEN_RW);
+    CK_SESSION_INFO si;
+    /* Login state is shared by every session of the process: another open
+     * handle that logged in would make this one logged in too. */
+    if (tok->fn->C_GetSessionInfo(tok->anchor, &si) != CKR_OK || si.state != CKS_RW_PUBLIC_SESSION)
+        die("public session is logged in (is another handle on the token open?)");
     return tok;
 }
 

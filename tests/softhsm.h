@@ -19,13 +19,19 @@ struct t_token {
 };
 
 /* Create the directory, the softhsm2.conf (SOFTHSM2_CONF is set to it) and
- * an initialized token; aborts the program on failure. */
+ * an initialized token; aborts the program on failure. Sets the umask to
+ * 077, so the key and PIN files a test writes are accepted. */
 void t_token_setup(struct t_token *t, const char *label);
 void t_token_teardown(struct t_token *t);
 
 /* Open the token (logged in, read/write) through the library's own token
  * layer, to inspect or seed it; aborts on failure. */
 struct p11n_token *t_token_open(const char *uri);
+
+/* The same without logging in: a read/write public session, what any
+ * process that can reach the token gets without the PIN. Aborts unless
+ * the session really is not logged in. */
+struct p11n_token *t_token_open_public(const char *uri);
 
 /* Import a secp256k1 private key from known bytes, with or without
  * CKA_DERIVE, and (with_pub) its public key object with the same CKA_ID

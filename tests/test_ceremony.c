@@ -4,8 +4,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "crypto.h"
+#include "key.h"
 #include "p11noise.h"
 #include "softhsm.h"
 #include "testutil.h"
@@ -16,6 +19,10 @@ static struct t_token T;
 #define PUB_A "034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa"
 #define PUB_B "036360e856310ce5d294e8be33fc807077dc56ac80d95d9cd4ddbd21325eff73f7"
 #define PUB_C "028d7500dd4c12685d1f568b4c2b5048e8534b873319f3a8daa612b469132ec7f7"
+#define PUB_D "023c72addb4fdf09af94f0c94d7fe92a386a7e70cf8a1d85916386bb2535c7b1b1"
+#define PUB_E "032c0b7cf95324a07d05398b240174dc0c2be444d96b159aa6c7f7b1e668680991"
+#define PUB_F "029ac20335eb38768d2052be1dbbc3c8f6178407458e51e6b4ad22f1d91758895b"
+#define PUB_G "035ab4689e400a4a160cf01cd44730845a54768df8547dcdf073d964f109f18c30"
 
 static p11n_peer_entry entry(const char *id, const char *hex)
 {
@@ -151,7 +158,7 @@ static void test_round_trip(void)
     CU_ASSERT(objects() == before);
 
     /* Another key for bob: refused without replace, nothing written. */
-    p11n_peer_entry upd[2] = { entry("dave", PUB_A), entry("bob", PUB_C) };
+    p11n_peer_entry upd[2] = { entry("dave", PUB_D), entry("bob", PUB_E) };
     CU_ASSERT(p11n_ceremony_write(T.uri, upd, 2, 0, &bad) == P11N_ERR_PUBKEY_MISMATCH);
     CU_ASSERT(bad == 1);
     CU_ASSERT(strstr(p11n_token_last_error(), "bob") != NULL);
@@ -175,7 +182,7 @@ static void test_round_trip(void)
 static void test_bad_writes_change_nothing(void)
 {
     size_t before = objects(), bad;
-    p11n_peer_entry e[3] = { entry("new1", PUB_A), entry("new2", PUB_B), entry("new3", PUB_C) };
+    p11n_peer_entry e[3] = { entry("new1", PUB_D), entry("new2", PUB_F), entry("new3", PUB_G) };
 
     snprintf(e[1].id, sizeof(e[1].id), "bad id");
     CU_ASSERT(p11n_ceremony_write(T.uri, e, 3, 0, &bad) == P11N_ERR_BAD_IDENTIFIER && bad == 1);
@@ -206,17 +213,23 @@ static void test_bad_writes_change_nothing(void)
     CU_ASSERT(p11n_ceremony_read(uri, &out, &n) == P11N_ERR_PIN_REQUIRED && out == NULL);
 }
 
+/* The one object that matches the template. */
+static CK_OBJECT_HANDLE only_object(struct p11n_token *tok, CK_ATTRIBUTE *t, CK_ULONG nt)
+{
+    CK_OBJECT_HANDLE *h;
+    size_t n;
+    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, nt, &h, &n) == P11N_OK && n == 1);
+    CK_OBJECT_HANDLE one = h[0];
+    free(h);
+    return one;
+}
+
 static CK_OBJECT_HANDLE peer_object(struct p11n_token *tok, const char *id)
 {
     char cid[128];
     snprintf(cid, sizeof(cid), P11N_PEER_ID_PREFIX "%s", id);
     CK_ATTRIBUTE t[] = { { CKA_ID, cid, strlen(cid) } };
-    CK_OBJECT_HANDLE *h;
-    size_t n;
-    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, 1, &h, &n) == P11N_OK && n == 1);
-    CK_OBJECT_HANDLE one = h[0];
-    free(h);
-    return one;
+    return only_object(tok, t, 1);
 }
 
 /* The layout doc/ceremony.md promises. */
@@ -280,6 +293,422 @@ static void test_never_own_key(void)
     CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_KEY_NOT_FOUND && k == NULL);
 }
 
+/* ---- Trust: only what needed the PIN, and only unambiguous peers ---- */
+
+/* An entry whose key is k·G for a small scalar k (distinct from the
+ * PUB_ constants, whose scalars are repeated bytes). */
+static p11n_peer_entry keyed(const char *id, unsigned k)
+{
+    uint8_t priv[32] = { 0 };
+    priv[30] = 0x5a;
+    priv[31] = (uint8_t)k;
+    p11n_peer_entry e;
+    memset(&e, 0, sizeof(e));
+    snprintf(e.id, sizeof(e.id), "%s", id);
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.pubkey(priv, e.pub) == P11N_OK);
+    return e;
+}
+
+static const uint8_t p256_oid[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+
+/* An object with the ceremony's prefix made by hand, and why it must be
+ * ignored. */
+struct plant {
+    const char *what;
+    const char *cka_id;     /* after the prefix */
+    const char *label;      /* NULL: the same */
+    unsigned key;           /* its point is key·G (see keyed()) */
+    int pin;                /* 0: created from a session that never gave the PIN */
+    CK_BBOOL modifiable;
+    int p256;               /* CKA_EC_PARAMS names P-256 */
+    int bad_point;          /* CKA_EC_POINT is not on the curve */
+    const char *shown;      /* the identifier as reported */
+    const char *reason;     /* part of the reason */
+};
+
+/* Trusted peers of the test below: t-alice (key 10) and t-bob (key 11). */
+static const struct plant plants[] = {
+    { "public object made without the PIN", "mallory", NULL, 20, 0, CK_FALSE, 0, 0,
+      "mallory", "public object (CKA_PRIVATE false)" },
+    { "public object with a trusted peer's identifier", "t-alice", NULL, 21, 0, CK_FALSE, 0, 0,
+      "t-alice", "CKA_PRIVATE false" },
+    { "public object with a trusted peer's key", "eve", NULL, 10, 0, CK_FALSE, 0, 0,
+      "eve", "CKA_PRIVATE false" },
+    { "modifiable object made with the PIN", "mod", NULL, 22, 1, CK_TRUE, 0, 0,
+      "mod", "modifiable object (CKA_MODIFIABLE true)" },
+    { "wrong curve", "curve", NULL, 23, 1, CK_FALSE, 1, 0, "curve", "wrong curve" },
+    { "point not on the curve", "point", NULL, 24, 1, CK_FALSE, 0, 1,
+      "point", "not a valid secp256k1 point" },
+    { "invalid identifier", "bad id", NULL, 25, 1, CK_FALSE, 0, 0,
+      "bad\\x20id", "invalid identifier" },
+    { "label differs from the identifier", "labelled", "other", 26, 1, CK_FALSE, 0, 0,
+      "labelled", "CKA_LABEL differs" },
+    { "two objects with one identifier (1)", "twin", NULL, 27, 1, CK_FALSE, 0, 0,
+      "twin", "identifier held by 2 ceremony objects" },
+    { "two objects with one identifier (2)", "twin", NULL, 28, 1, CK_FALSE, 0, 0,
+      "twin", "identifier held by 2 ceremony objects" },
+    { "one key under two identifiers (1)", "same1", NULL, 29, 1, CK_FALSE, 0, 0,
+      "same1", "the same public key is stored under same2" },
+    { "one key under two identifiers (2)", "same2", NULL, 29, 1, CK_FALSE, 0, 0,
+      "same2", "the same public key is stored under same1" },
+};
+#define NPLANTS (sizeof(plants) / sizeof(plants[0]))
+
+static void plant(const struct plant *p)
+{
+    struct p11n_token *tok = p->pin ? t_token_open(T.uri) : t_token_open_public(T.uri);
+    p11n_peer_entry e = keyed("x", p->key);
+    uint8_t point[P11N_EC_POINT_DER_LEN];
+    CU_ASSERT_FATAL(p11n_ec_point_der(e.pub, point) == P11N_OK);
+    if (p->bad_point)
+        memset(point + 3, 0x01, 64);
+    char id[128];
+    snprintf(id, sizeof(id), P11N_PEER_ID_PREFIX "%s", p->cka_id);
+    const char *label = p->label != NULL ? p->label : p->cka_id;
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE type = CKK_EC;
+    CK_BBOOL yes = CK_TRUE, priv = p->pin ? CK_TRUE : CK_FALSE, mod = p->modifiable;
+    CK_ATTRIBUTE t[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &priv, sizeof(priv) },
+        { CKA_MODIFIABLE, &mod, sizeof(mod) },
+        { CKA_LABEL, (void *)label, strlen(label) },
+        { CKA_ID, id, strlen(id) },
+        { CKA_EC_PARAMS, (void *)(p->p256 ? p256_oid : p11n_secp256k1_oid),
+          p->p256 ? sizeof(p256_oid) : sizeof(p11n_secp256k1_oid) },
+        { CKA_EC_POINT, point, sizeof(point) },
+    };
+    CK_OBJECT_HANDLE h;
+    CK_RV rv = tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h);
+    if (rv != CKR_OK)
+        fprintf(stderr, "plant %s: CKR 0x%lx\n", p->what, (unsigned long)rv);
+    CU_ASSERT_FATAL(rv == CKR_OK);
+    /* The premise: without the PIN, a private object cannot be made. */
+    if (!p->pin) {
+        priv = CK_TRUE;
+        CU_ASSERT(tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h) ==
+            CKR_USER_NOT_LOGGED_IN);
+    }
+    p11n_token_close(tok);
+}
+
+/* Destroy every object whose CKA_ID is the prefix and `cka_id`. */
+static void unplant(const char *cka_id)
+{
+    struct p11n_token *tok = t_token_open(T.uri);
+    char id[128];
+    snprintf(id, sizeof(id), P11N_PEER_ID_PREFIX "%s", cka_id);
+    CK_ATTRIBUTE t[] = { { CKA_ID, id, strlen(id) } };
+    CK_OBJECT_HANDLE *h;
+    size_t n;
+    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, 1, &h, &n) == P11N_OK);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT(tok->fn->C_DestroyObject(tok->anchor, h[i]) == CKR_OK);
+    free(h);
+    p11n_token_close(tok);
+}
+
+struct scan {
+    p11n_peer_entry *e;
+    size_t n;
+    p11n_ceremony_ignored *ig;
+    size_t nig;
+};
+
+static void scan(struct scan *sc)
+{
+    int rc = p11n_ceremony_scan(T.uri, &sc->e, &sc->n, &sc->ig, &sc->nig);
+    if (rc != P11N_OK)
+        fprintf(stderr, "scan: %s\n", p11n_token_last_error());
+    CU_ASSERT_FATAL(rc == P11N_OK);
+}
+
+static void scan_free(struct scan *sc)
+{
+    free(sc->e);
+    free(sc->ig);
+}
+
+static const p11n_peer_entry *trusted(const struct scan *sc, const char *id)
+{
+    for (size_t i = 0; i < sc->n; i++)
+        if (strcmp(sc->e[i].id, id) == 0)
+            return &sc->e[i];
+    return NULL;
+}
+
+/* How many ignored objects are shown as `shown` with `reason` in theirs. */
+static size_t ignored_as(const struct scan *sc, const char *shown, const char *reason)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sc->nig; i++)
+        n += strcmp(sc->ig[i].id, shown) == 0 && strstr(sc->ig[i].reason, reason) != NULL;
+    return n;
+}
+
+/* Every planted object is ignored with its reason; the trusted peers
+ * still load, even the ones whose identifier or key was planted again. */
+static void check_planted(const struct scan *sc, const p11n_peer_entry good[2])
+{
+    for (size_t i = 0; i < 2; i++) {
+        const p11n_peer_entry *t = trusted(sc, good[i].id);
+        CU_ASSERT(t != NULL && memcmp(t->pub, good[i].pub, P11N_PUBKEY_LEN) == 0);
+    }
+    for (size_t i = 0; i < NPLANTS; i++) {
+        const struct plant *p = &plants[i];
+        size_t want = 0;
+        for (size_t j = 0; j < NPLANTS; j++)
+            want += strcmp(plants[j].shown, p->shown) == 0;
+        size_t got = ignored_as(sc, p->shown, p->reason);
+        if (got != want)
+            fprintf(stderr, "%s: %zu ignored as '%s: %s', want %zu\n", p->what, got, p->shown,
+                p->reason, want);
+        CU_ASSERT(got == want);
+        p11n_peer_entry e = keyed(p->cka_id, p->key);
+        for (size_t j = 0; j < sc->n; j++) {
+            int is_good = strcmp(sc->e[j].id, good[0].id) == 0 || strcmp(sc->e[j].id, good[1].id) == 0;
+            CU_ASSERT(is_good || strcmp(sc->e[j].id, p->cka_id) != 0);
+            CU_ASSERT(is_good || memcmp(sc->e[j].pub, e.pub, P11N_PUBKEY_LEN) != 0);
+        }
+    }
+    CU_ASSERT(sc->nig == NPLANTS);
+}
+
+static void test_untrusted_objects_ignored(void)
+{
+    p11n_peer_entry good[2] = { keyed("t-alice", 10), keyed("t-bob", 11) };
+    size_t bad;
+    CU_ASSERT_FATAL(p11n_ceremony_write(T.uri, good, 2, 0, &bad) == P11N_OK);
+    for (size_t i = 0; i < NPLANTS; i++)
+        plant(&plants[i]);
+    struct scan sc;
+    scan(&sc);
+    check_planted(&sc, good);
+    /* p11n_ceremony_read returns the same trusted peers. */
+    p11n_peer_entry *e;
+    size_t n;
+    read_all(&e, &n);
+    CU_ASSERT(n == sc.n && memcmp(e, sc.e, n * sizeof(*e)) == 0);
+    free(e);
+    scan_free(&sc);
+    for (size_t i = 0; i < NPLANTS; i++)
+        unplant(plants[i].cka_id);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "t-bob") == P11N_OK);
+    scan(&sc);
+    CU_ASSERT(sc.nig == 0 && trusted(&sc, "t-alice") == NULL && trusted(&sc, "t-bob") == NULL);
+    scan_free(&sc);
+}
+
+/* One key under two identifiers is refused at import, all or nothing,
+ * unless the other identifier is replaced in the same import. */
+static void test_import_duplicate_key(void)
+{
+    size_t before = objects(), bad;
+    p11n_peer_entry in[3] = { keyed("d-one", 30), keyed("d-two", 31), keyed("d-three", 30) };
+    CU_ASSERT(p11n_ceremony_write(T.uri, in, 3, 0, &bad) == P11N_ERR_DUPLICATE_KEY && bad == 2);
+    CU_ASSERT(strstr(p11n_token_last_error(), "d-one") != NULL);
+    CU_ASSERT(objects() == before);
+    CU_ASSERT_FATAL(p11n_ceremony_write(T.uri, in, 2, 0, &bad) == P11N_OK);
+    /* The key is on the token under d-one: refused, with --replace too. */
+    p11n_peer_entry alias[2] = { keyed("d-new", 32), keyed("d-alias", 30) };
+    for (int replace = 0; replace <= 1; replace++) {
+        CU_ASSERT(p11n_ceremony_write(T.uri, alias, 2, replace, &bad) == P11N_ERR_DUPLICATE_KEY);
+        CU_ASSERT(bad == 1 && strstr(p11n_token_last_error(), "under d-one") != NULL);
+    }
+    CU_ASSERT(objects() == before + 2);
+    /* d-one takes another key in the same import: its old key may move. */
+    p11n_peer_entry move[2] = { keyed("d-one", 33), keyed("d-alias", 30) };
+    CU_ASSERT(p11n_ceremony_write(T.uri, move, 2, 0, &bad) == P11N_ERR_PUBKEY_MISMATCH);
+    CU_ASSERT(p11n_ceremony_write(T.uri, move, 2, 1, &bad) == P11N_OK);
+    struct scan sc;
+    scan(&sc);
+    const p11n_peer_entry *one = trusted(&sc, "d-one"), *al = trusted(&sc, "d-alias");
+    CU_ASSERT(one != NULL && memcmp(one->pub, move[0].pub, P11N_PUBKEY_LEN) == 0);
+    CU_ASSERT(al != NULL && memcmp(al->pub, move[1].pub, P11N_PUBKEY_LEN) == 0);
+    CU_ASSERT(sc.nig == 0);
+    scan_free(&sc);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "d-one") == P11N_OK);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "d-two") == P11N_OK);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "d-alias") == P11N_OK);
+    CU_ASSERT(objects() == before);
+}
+
+/* A public object with the layout (as made by hand, or by a process
+ * without the PIN) is ignored; `--replace` after a PIN login rewrites it
+ * as a private one. */
+static void test_migrate_public_object(void)
+{
+    static const struct plant legacy = { "public ceremony object", "legacy", NULL, 40, 0,
+        CK_TRUE, 0, 0, "legacy", "CKA_PRIVATE false" };
+    size_t before = objects(), bad;
+    plant(&legacy);
+    struct scan sc;
+    scan(&sc);
+    CU_ASSERT(trusted(&sc, "legacy") == NULL && ignored_as(&sc, "legacy", legacy.reason) == 1);
+    scan_free(&sc);
+    p11n_peer_entry e = keyed("legacy", 40);
+    CU_ASSERT(p11n_ceremony_write(T.uri, &e, 1, 0, &bad) == P11N_ERR_EXISTS && bad == 0);
+    CU_ASSERT(strstr(p11n_token_last_error(), "--replace") != NULL);
+    CU_ASSERT(objects() == before + 1);
+    CU_ASSERT(p11n_ceremony_write(T.uri, &e, 1, 1, &bad) == P11N_OK);
+    CU_ASSERT(objects() == before + 1);
+    scan(&sc);
+    const p11n_peer_entry *t = trusted(&sc, "legacy");
+    CU_ASSERT(t != NULL && memcmp(t->pub, e.pub, P11N_PUBKEY_LEN) == 0 && sc.nig == 0);
+    scan_free(&sc);
+    /* Still there with the same key: nothing to do. */
+    CU_ASSERT(p11n_ceremony_write(T.uri, &e, 1, 0, &bad) == P11N_OK);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "legacy") == P11N_OK);
+    CU_ASSERT(objects() == before);
+}
+
+/* Public objects can be destroyed without the PIN at any moment, also
+ * between the search and the attribute reads: an object gone by then is
+ * skipped, so nobody can make the scan fail that way. Any other failure
+ * of the token still fails it. */
+static void test_vanishing_objects(void)
+{
+    static const struct plant gone = { "public object", "gone", NULL, 50, 0, CK_FALSE, 0, 0,
+        "gone", "CKA_PRIVATE false" };
+    plant(&gone);
+    struct scan sc;
+    setenv("P11N_FAULT", "C_GetAttributeValue:fail>0=CKR_OBJECT_HANDLE_INVALID", 1);
+    int rc = p11n_ceremony_scan(T.fault_uri, &sc.e, &sc.n, &sc.ig, &sc.nig);
+    CU_ASSERT(rc == P11N_OK && sc.n == 0 && sc.nig == 0);
+    if (rc == P11N_OK)
+        scan_free(&sc);
+    setenv("P11N_FAULT", "C_GetAttributeValue:fail>0=CKR_DEVICE_ERROR", 1);
+    rc = p11n_ceremony_scan(T.fault_uri, &sc.e, &sc.n, &sc.ig, &sc.nig);
+    CU_ASSERT(rc == P11N_ERR_TOKEN && sc.e == NULL && sc.ig == NULL);
+    CU_ASSERT(strstr(p11n_token_last_error(), "CKR_DEVICE_ERROR") != NULL);
+    unsetenv("P11N_FAULT");
+    scan(&sc);
+    CU_ASSERT(ignored_as(&sc, "gone", gone.reason) == 1);
+    scan_free(&sc);
+    unplant("gone");
+}
+
+/* One object of class `cls` labelled `label`. */
+static CK_OBJECT_HANDLE labelled(struct p11n_token *tok, const char *label, CK_OBJECT_CLASS cls)
+{
+    CK_ATTRIBUTE t[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_LABEL, (void *)label, strlen(label) },
+    };
+    return only_object(tok, t, 2);
+}
+
+/* keygen's key pair: the private key only derives and never leaves; the
+ * public key is private and fixed. */
+static void test_keygen_attributes(void)
+{
+    static const struct {
+        CK_OBJECT_CLASS cls;
+        CK_ATTRIBUTE_TYPE type;
+        const char *name;
+        CK_BBOOL want;
+    } rows[] = {
+        { CKO_PRIVATE_KEY, CKA_DERIVE, "private CKA_DERIVE", CK_TRUE },
+        { CKO_PRIVATE_KEY, CKA_SIGN, "private CKA_SIGN", CK_FALSE },
+        { CKO_PRIVATE_KEY, CKA_SIGN_RECOVER, "private CKA_SIGN_RECOVER", CK_FALSE },
+        { CKO_PRIVATE_KEY, CKA_DECRYPT, "private CKA_DECRYPT", CK_FALSE },
+        { CKO_PRIVATE_KEY, CKA_UNWRAP, "private CKA_UNWRAP", CK_FALSE },
+        { CKO_PRIVATE_KEY, CKA_SENSITIVE, "private CKA_SENSITIVE", CK_TRUE },
+        { CKO_PRIVATE_KEY, CKA_EXTRACTABLE, "private CKA_EXTRACTABLE", CK_FALSE },
+        { CKO_PRIVATE_KEY, CKA_PRIVATE, "private CKA_PRIVATE", CK_TRUE },
+        { CKO_PRIVATE_KEY, CKA_TOKEN, "private CKA_TOKEN", CK_TRUE },
+        { CKO_PUBLIC_KEY, CKA_PRIVATE, "public CKA_PRIVATE", CK_TRUE },
+        { CKO_PUBLIC_KEY, CKA_MODIFIABLE, "public CKA_MODIFIABLE", CK_FALSE },
+        { CKO_PUBLIC_KEY, CKA_VERIFY, "public CKA_VERIFY", CK_FALSE },
+        { CKO_PUBLIC_KEY, CKA_ENCRYPT, "public CKA_ENCRYPT", CK_FALSE },
+        { CKO_PUBLIC_KEY, CKA_WRAP, "public CKA_WRAP", CK_FALSE },
+        { CKO_PUBLIC_KEY, CKA_TOKEN, "public CKA_TOKEN", CK_TRUE },
+    };
+    uint8_t pub[P11N_PUBKEY_LEN];
+    CU_ASSERT_FATAL(p11n_token_keygen(T.uri, "kg", pub) == P11N_OK);
+    struct p11n_token *tok = t_token_open(T.uri);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        CK_BBOOL v = 0x55;
+        CK_ATTRIBUTE a = { rows[i].type, &v, sizeof(v) };
+        CK_OBJECT_HANDLE h = labelled(tok, "kg", rows[i].cls);
+        CK_RV rv = tok->fn->C_GetAttributeValue(tok->anchor, h, &a, 1);
+        if (rv != CKR_OK || v != rows[i].want)
+            fprintf(stderr, "keygen: %s is %d (CKR 0x%lx), want %d\n", rows[i].name, v,
+                (unsigned long)rv, rows[i].want);
+        CU_ASSERT(rv == CKR_OK && v == rows[i].want);
+    }
+    p11n_token_close(tok);
+    /* The pair still works as the machine's key. */
+    char uri[2048];
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=kg?module-path=%s&pin-value=" T_PIN,
+        T.label, T.module);
+    p11n_key *k = NULL;
+    CU_ASSERT_FATAL(p11n_key_load(uri, &k) == P11N_OK);
+    uint8_t x[32];
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, x) == P11N_OK);
+    p11n_key_free(k);
+}
+
+/* ---- Files holding secrets must be private ---- */
+
+static void write_file(const char *path, const char *text, mode_t mode)
+{
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(text, f);
+    fclose(f);
+    CU_ASSERT_FATAL(chmod(path, mode) == 0);
+}
+
+static void test_file_key_mode(void)
+{
+    char path[1024], uri[1100];
+    snprintf(path, sizeof(path), "%s/k.hex", T.dir);
+    snprintf(uri, sizeof(uri), "file:%s", path);
+    static const mode_t refused[] = { 0644, 0640, 0604, 0660, 0606, 0610 };
+    for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+        write_file(path, "1111111111111111111111111111111111111111111111111111111111111111\n",
+            refused[i]);
+        p11n_key *k = (p11n_key *)&k;
+        CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_FILE_MODE && k == NULL);
+    }
+    CU_ASSERT(strstr(p11n_strerror(P11N_ERR_FILE_MODE), "chmod 600") != NULL);
+    static const mode_t accepted[] = { 0600, 0400 };
+    for (size_t i = 0; i < sizeof(accepted) / sizeof(accepted[0]); i++) {
+        CU_ASSERT_FATAL(chmod(path, accepted[i]) == 0);
+        p11n_key *k = NULL;
+        CU_ASSERT_FATAL(p11n_key_load(uri, &k) == P11N_OK);
+        const char *w = p11n_key_warning(k);
+        CU_ASSERT(w != NULL && strstr(w, "development only") != NULL);
+        p11n_key_free(k);
+    }
+    unlink(path);
+}
+
+static void test_pin_source_mode(void)
+{
+    char path[1024], uri[2048];
+    snprintf(path, sizeof(path), "%s/pin", T.dir);
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=machine?module-path=%s&pin-source=file:%s",
+        T.label, T.module, path);
+    write_file(path, T_PIN "\n", 0644);
+    p11n_key *k = NULL;
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_FILE_MODE && k == NULL);
+    const char *msg = p11n_token_last_error();
+    char fix[1100];
+    snprintf(fix, sizeof(fix), "chmod 600 %s", path);
+    CU_ASSERT(strstr(msg, fix) != NULL && strstr(msg, "group or others") != NULL);
+    CU_ASSERT(strstr(msg, T_PIN) == NULL);
+    CU_ASSERT_FATAL(chmod(path, 0640) == 0);
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_ERR_FILE_MODE);
+    CU_ASSERT_FATAL(chmod(path, 0600) == 0);
+    CU_ASSERT(p11n_key_load(uri, &k) == P11N_OK && k != NULL);
+    p11n_key_free(k);
+    unlink(path);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-ceremony");
@@ -291,6 +720,13 @@ int main(void)
         { "bad writes leave the token unchanged", test_bad_writes_change_nothing },
         { "object layout", test_object_layout },
         { "a peer object is never the machine's key", test_never_own_key },
+        { "untrusted objects are ignored with their reason", test_untrusted_objects_ignored },
+        { "one key under two identifiers is refused at import", test_import_duplicate_key },
+        { "--replace rewrites a public object as a private one", test_migrate_public_object },
+        { "an object destroyed during the scan does not fail it", test_vanishing_objects },
+        { "keygen: derive-only private key, private fixed public key", test_keygen_attributes },
+        { "file: key readable by others refused; development warning", test_file_key_mode },
+        { "pin-source readable by others refused, with the fix", test_pin_source_mode },
         { NULL, NULL },
     };
     int rc = p11n_test_main("ceremony", tests);

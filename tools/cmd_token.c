@@ -94,8 +94,10 @@ static const char CEREMONY_USAGE[] =
     "       p11noise ceremony remove --token URI IDENTIFIER\n"
     "Keeps the peers' public keys on the token: import reads lines\n"
     "\"IDENTIFIER PUBHEX\" ('#' starts a comment), all or nothing; --replace\n"
-    "lets an identifier take a new key. list prints one \"IDENTIFIER PUBHEX\" line\n"
-    "per peer.\n";
+    "lets an identifier take a new key (and rewrites an ignored object). list\n"
+    "prints one \"IDENTIFIER PUBHEX\" line per trusted peer, and on standard error\n"
+    "one \"ignored: IDENTIFIER: REASON\" line per object left out (public, modifiable,\n"
+    "malformed or ambiguous; see doc/ceremony.md).\n";
 
 struct args {
     const char *token, *label, *key;
@@ -276,8 +278,9 @@ static int ceremony_list(const struct args *a)
         return 2;
     }
     p11n_peer_entry *e = NULL;
-    size_t n = 0;
-    int err = p11n_ceremony_read(a->token, &e, &n);
+    p11n_ceremony_ignored *ig = NULL;
+    size_t n = 0, nig = 0;
+    int err = p11n_ceremony_scan(a->token, &e, &n, &ig, &nig);
     if (err != P11N_OK)
         return fail("ceremony list", err);
     for (size_t i = 0; i < n; i++) {
@@ -285,7 +288,13 @@ static int ceremony_list(const struct args *a)
         print_hex(e[i].pub, sizeof(e[i].pub));
         printf("\n");
     }
+    fflush(stdout);
+    /* Warnings, not failures: the trusted peers above are complete. The
+     * identifier is escaped by the library, so it holds no control bytes. */
+    for (size_t i = 0; i < nig; i++)
+        fprintf(stderr, "ignored: %s: %s\n", ig[i].id, ig[i].reason);
     free(e);
+    free(ig);
     return 0;
 }
 
