@@ -48,6 +48,11 @@
  * every thread (and SoftHSM2 must not free a session another thread is
  * using).
  *
+ * Like a module that talks to a daemon (or NSS's softoken), this one
+ * refuses every call from a forked child with CKR_CRYPTOKI_NOT_INITIALIZED
+ * until the child calls C_Initialize: a child must not use its parent's
+ * sessions. (SoftHSM2 itself would let it.)
+ *
  * A malformed P11N_FAULT makes C_Initialize fail with CKR_ARGUMENTS_BAD
  * and a message on stderr. The real module is loaded once per process:
  * do not also load it directly while this module is initialized.
@@ -124,6 +129,9 @@ static pthread_rwlock_t removal;
 /* While the token is out: its slot, and until when (CLOCK_MONOTONIC ms). */
 static atomic_ulong away_slot;
 static atomic_ullong away_until;
+
+/* The process that called C_Initialize. */
+static atomic_long init_pid;
 
 static CK_FUNCTION_LIST *real;
 static CK_FUNCTION_LIST ours;
@@ -308,6 +316,8 @@ struct target {
 static CK_RV fault_hit(int func, struct target t, CK_FLAGS *flags)
 {
     unsigned long call = atomic_fetch_add(&calls[func], 1) + 1;
+    if (func != F_C_Initialize && atomic_load(&init_pid) != (long)getpid())
+        return CKR_CRYPTOKI_NOT_INITIALIZED;
     CK_RV rv = CKR_OK;
     for (size_t i = 0; i < nrules; i++) {
         const struct rule *r = &rules[i];
@@ -397,6 +407,7 @@ static CK_RV w_C_Initialize(void *args)
     for (int i = 0; i < NFUNCS; i++)
         atomic_store(&calls[i], 0);
     atomic_store(&away_until, 0);
+    atomic_store(&init_pid, (long)getpid());
     FORWARD(C_Initialize, NONE, C_Initialize(args));
 }
 

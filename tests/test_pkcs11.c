@@ -799,12 +799,13 @@ static void test_pin_never_retried(void)
     CU_ASSERT(fault_count("C_Login") == 1);
 }
 
-/* After fork() the child does not use its parent's sessions (SoftHSM2
- * starts afresh in a child and would refuse them): its first DH recovers,
- * and the parent goes on as before. */
+/* After fork() the child does not use its parent's sessions (the fault
+ * module, like a module talking to a daemon, refuses them in a child until
+ * it initializes the module again): its first DH recovers, and the parent
+ * goes on as before. */
 static void test_fork(void)
 {
-    p11n_key *k = load(key_uri("k1", 0));
+    p11n_key *k = load(key_uri("k1", 1));
     uint8_t out[32], want[32];
     CU_ASSERT_FATAL(p11n_dh_secp256k1.dh(K1_PRIV, p11n_secp256k1_generator, want) == P11N_OK);
     CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
