@@ -744,6 +744,42 @@ static void test_token_stays_away(void)
     fprintf(stderr, "  away: %d fast failures, %d polls, %ld C_OpenSession\n", fast, polls, opens);
 }
 
+/* Destroy every object labelled `label`. */
+static void destroy_labelled(const char *label)
+{
+    struct p11n_token *tok = t_token_open(T.uri);
+    CK_ATTRIBUTE t = { CKA_LABEL, (void *)label, strlen(label) };
+    CK_OBJECT_HANDLE *h;
+    size_t n;
+    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, &t, 1, &h, &n) == P11N_OK);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT(tok->fn->C_DestroyObject(tok->anchor, h[i]) == CKR_OK);
+    free(h);
+    p11n_token_close(tok);
+}
+
+/* The key is replaced under the URI while loaded: the next DH finds it
+ * again, sees another public key, and refuses it, then and later. */
+static void test_key_replaced(void)
+{
+    import_key("swap", K2_PRIV, PUB_PRIVATE | PUB_FIXED);
+    p11n_key *k = load(key_uri("swap", 0));
+    check_dh(k, K2_PRIV);
+    destroy_labelled("swap");
+    import_key("swap", K1_PRIV, PUB_PRIVATE | PUB_FIXED);
+    uint8_t out[32];
+    for (int i = 0; i < 3; i++) {
+        check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_TOKEN_UNAVAILABLE,
+            NULL);
+        CU_ASSERT(contains(p11n_token_last_error(), "another key"));
+        /* Past the backoff: tried again, and refused again. */
+        struct timespec ts = { 0, 450 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    p11n_key_free(k);
+    destroy_labelled("swap");
+}
+
 /* A wrong PIN at recovery is never tried again, and a token that says
  * one more wrong try locks it is not even tried. */
 static void test_pin_never_retried(void)
@@ -929,6 +965,7 @@ int main(void)
           test_public_key_object_trust },
         { "token removed and back under 4 threads: one recovery", test_removed_and_back },
         { "token away: fast TOKEN_UNAVAILABLE, then back", test_token_stays_away },
+        { "key replaced under its URI: refused after recovery", test_key_replaced },
         { "wrong PIN and final PIN try never retried", test_pin_never_retried },
         { "fork: the child recovers, the parent goes on", test_fork },
         { NULL, NULL },
