@@ -194,9 +194,31 @@ P11N_API P11N_WARN_UNUSED int p11n_key_load(const char *uri, p11n_key **out);
 #define P11N_KEY_DEV_ALLOW_EXTRACTABLE 1u
 
 /** p11n_key_load() with flags (0 or P11N_KEY_DEV_ALLOW_EXTRACTABLE).
+ *
+ *  A token key keeps the URI as given (wiped when the key is freed): when
+ *  the token loses its sessions (pulled out and put back, a network HSM
+ *  restarted, CKR_SESSION_HANDLE_INVALID, CKR_DEVICE_REMOVED, ...) the
+ *  next DH opens new sessions, logs in again (pin-value, or pin-source
+ *  and the PIN callback asked again), finds the key again by the URI,
+ *  checks it is the same key (same public key), and retries once. While
+ *  the token stays away, DH fails at once with TOKEN_UNAVAILABLE and the
+ *  library tries again after 100 ms, doubling up to every 5 s. A login
+ *  the token refused (PIN_INCORRECT, PIN_LOCKED) is never tried again:
+ *  that key then fails with the same error until it is loaded anew. The
+ *  library never logs in when the token reports a locked PIN or that one
+ *  more wrong try would lock it (PIN_FINAL_TRY), at load or later.
+ *
+ *  fork(): a child does not use its parent's sessions. Load keys after
+ *  fork() where you can; a key loaded before it works in the child after
+ *  one recovery (module initialized again, new sessions, a new login) on
+ *  its first DH. Fork only while no DH is running in another thread.
+ *
  *  Errors: those of p11n_key_load(), and FILE_MODE (a file: key readable
  *  by group or others), KEY_EXTRACTABLE (a token key that is extractable
- *  or not sensitive, without the development flag), PIN_FINAL_TRY. */
+ *  or not sensitive, without the development flag), PIN_FINAL_TRY,
+ *  INVALID_ARG (an unknown flag). The key's p11n_key_warning() says when
+ *  it was allowed although extractable, or when its public-key object
+ *  could be changed without the PIN. */
 P11N_API P11N_WARN_UNUSED int p11n_key_load_ex(const char *uri, unsigned flags,
     p11n_key **out);
 

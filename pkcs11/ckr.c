@@ -108,3 +108,23 @@ int p11n_ckr_session_dead(CK_RV rv)
         return 0;
     }
 }
+
+int p11n_ckr_lost(CK_RV rv)
+{
+    switch (rv) {
+    case CKR_SESSION_HANDLE_INVALID:
+    case CKR_SESSION_CLOSED:
+    case CKR_DEVICE_REMOVED:
+    case CKR_TOKEN_NOT_PRESENT:
+    case CKR_USER_NOT_LOGGED_IN:
+    case CKR_OBJECT_HANDLE_INVALID:
+    case CKR_KEY_HANDLE_INVALID:
+    case CKR_DEVICE_ERROR:
+    /* The module was finalized under us, or we are a forked child whose
+     * module starts afresh (SoftHSM2 does). */
+    case CKR_CRYPTOKI_NOT_INITIALIZED:
+        return 1;
+    default:
+        return 0;
+    }
+}

@@ -20,4 +20,8 @@ int p11n_ckr_err(CK_RV rv);
 /* 1 if the session is unusable after this error and must be closed. */
 int p11n_ckr_session_dead(CK_RV rv);
 
+/* 1 if the token has lost our sessions, login or object handles (pulled
+ * out and put back, restarted, or a forked child): reopen and retry. */
+int p11n_ckr_lost(CK_RV rv);
+
 #endif

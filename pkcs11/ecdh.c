@@ -29,9 +29,19 @@ static int form_rejected(CK_RV rv)
     }
 }
 
+/* Note a failed call on the session: the first failure decides whether
+ * the token lost the session. */
+static int failed(struct p11n_token *tok, struct p11n_token_use *u, const char *call, CK_RV rv)
+{
+    if (u->rv == CKR_OK)
+        u->rv = rv;
+    u->dead |= p11n_ckr_session_dead(rv);
+    return p11n_token_fail(tok, call, rv);
+}
+
 /* One derivation into a session-only secret, read and destroyed. */
-static int derive_once(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
-    const uint8_t *pt, size_t ptlen, uint8_t x[32], CK_RV *rv_out, int *dead)
+static int derive_once(struct p11n_token *tok, struct p11n_token_use *u,
+    const uint8_t *pt, size_t ptlen, uint8_t x[32], CK_RV *rv_out)
 {
     CK_ECDH1_DERIVE_PARAMS params = {
         .kdf = CKD_NULL,
@@ -59,29 +69,27 @@ static int derive_once(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HA
         { CKA_VALUE_LEN, &vlen, sizeof(vlen) },
     };
     CK_OBJECT_HANDLE obj = CK_INVALID_HANDLE;
-    CK_RV rv = tok->fn->C_DeriveKey(s, &mech, key, tmpl, sizeof(tmpl) / sizeof(tmpl[0]), &obj);
+    CK_RV rv = tok->fn->C_DeriveKey(u->s, &mech, u->key, tmpl, sizeof(tmpl) / sizeof(tmpl[0]),
+        &obj);
     *rv_out = rv;
-    if (rv != CKR_OK) {
-        *dead = p11n_ckr_session_dead(rv);
-        return p11n_token_fail(tok, "C_DeriveKey", rv);
-    }
+    if (rv != CKR_OK)
+        return failed(tok, u, "C_DeriveKey", rv);
     uint8_t v[32];
     CK_ATTRIBUTE a = { CKA_VALUE, v, sizeof(v) };
-    rv = tok->fn->C_GetAttributeValue(s, obj, &a, 1);
-    CK_RV drv = tok->fn->C_DestroyObject(s, obj);
+    rv = tok->fn->C_GetAttributeValue(u->s, obj, &a, 1);
+    CK_RV drv = tok->fn->C_DestroyObject(u->s, obj);
     int err = P11N_OK;
     if (rv != CKR_OK) {
-        *dead = p11n_ckr_session_dead(rv);
-        err = p11n_token_fail(tok, "C_GetAttributeValue", rv);
+        err = failed(tok, u, "C_GetAttributeValue", rv);
     } else if (a.ulValueLen != sizeof(v)) {
         err = p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
             "C_DeriveKey gave a %lu-byte secret, expected 32", (unsigned long)a.ulValueLen);
     }
     if (drv != CKR_OK) {
         /* Closing the session destroys what it could not. */
-        *dead = 1;
         if (err == P11N_OK)
-            err = p11n_token_fail(tok, "C_DestroyObject", drv);
+            err = failed(tok, u, "C_DestroyObject", drv);
+        u->dead = 1;
     }
     if (err == P11N_OK)
         memcpy(x, v, sizeof(v));
@@ -89,8 +97,8 @@ static int derive_once(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HA
     return err;
 }
 
-static int derive_on(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE key,
-    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t x[32], int *dead)
+static int derive_on(struct p11n_token *tok, struct p11n_token_use *u,
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t x[32])
 {
     uint8_t der[P11N_EC_POINT_DER_LEN];
     if (p11n_ec_point_der(peer, der) != P11N_OK)
@@ -99,22 +107,23 @@ static int derive_on(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
     CK_RV rv;
     switch (atomic_load(&tok->point_form)) {
     case P11N_FORM_RAW:
-        return derive_once(tok, s, key, raw, 65, x, &rv, dead);
+        return derive_once(tok, u, raw, 65, x, &rv);
     case P11N_FORM_DER:
-        return derive_once(tok, s, key, der, sizeof(der), x, &rv, dead);
+        return derive_once(tok, u, der, sizeof(der), x, &rv);
     default:
         break;
     }
     /* First derivation on this token: PKCS#11 v2.40 asks tokens to take
      * the raw point, older ones want the DER form. Try raw, then DER. */
-    int err = derive_once(tok, s, key, raw, 65, x, &rv, dead);
+    int err = derive_once(tok, u, raw, 65, x, &rv);
     if (err == P11N_OK) {
         atomic_store(&tok->point_form, P11N_FORM_RAW);
         return P11N_OK;
     }
     if (!form_rejected(rv))
         return err;
-    err = derive_once(tok, s, key, der, sizeof(der), x, &rv, dead);
+    u->rv = CKR_OK;     /* the first form's refusal says nothing of the session */
+    err = derive_once(tok, u, der, sizeof(der), x, &rv);
     if (err == P11N_OK) {
         atomic_store(&tok->point_form, P11N_FORM_DER);
         p11n_token_error_clear();
@@ -127,18 +136,18 @@ int p11n_token_derive_x(struct p11n_token *tok, CK_OBJECT_HANDLE key,
 {
     if (p11n_dh_secp256k1.check_pub(peer) != P11N_OK)
         return P11N_ERR_BAD_PUBKEY;
-    CK_SESSION_HANDLE s;
-    int err = p11n_token_session_get(tok, &s);
+    struct p11n_token_use u;
+    int err = p11n_token_session_get(tok, &u);
     if (err != P11N_OK)
         return err;
-    int dead = 0;
-    err = derive_on(tok, s, key, peer, x, &dead);
-    p11n_token_session_put(tok, s, dead);
+    u.key = key;
+    err = derive_on(tok, &u, peer, x);
+    p11n_token_session_put(tok, &u);
     return err;
 }
 
 /* SHA256(compressed(k·P)) from x1 = x(k·P) and x2 = x(k·P + kadj). */
-static int recover(const struct p11n_token *tok, const uint8_t kadj[P11N_PUBKEY_LEN],
+static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUBKEY_LEN],
     const uint8_t x1[32], const uint8_t x2[32], uint8_t out[32])
 {
     /* Try both candidates every time, so the work does not depend on
@@ -166,8 +175,30 @@ static int recover(const struct p11n_token *tok, const uint8_t kadj[P11N_PUBKEY_
     return err;
 }
 
-int p11n_token_ecdh(struct p11n_token *tok, CK_OBJECT_HANDLE key,
-    const uint8_t K[P11N_PUBKEY_LEN], const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32])
+/* x1 = x(k·P) and x2 = x(k·Q) on one session of the current generation. */
+static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
+    const uint8_t q[P11N_PUBKEY_LEN], uint8_t x1[32], uint8_t x2[32], unsigned *gen, int *lost)
+{
+    struct p11n_token_use u = { .s = CK_INVALID_HANDLE, .rv = CKR_OK };
+    *lost = 0;
+    int err = p11n_token_use_begin(tok, &u);
+    if (err != P11N_OK) {
+        /* Opening a session can be the first call to notice. */
+        *lost = p11n_ckr_lost(u.rv);
+        *gen = u.gen;
+        return err;
+    }
+    err = derive_on(tok, &u, peer, x1);
+    if (err == P11N_OK)
+        err = derive_on(tok, &u, q, x2);
+    *lost = err != P11N_OK && p11n_ckr_lost(u.rv);
+    *gen = u.gen;
+    p11n_token_use_end(tok, &u);
+    return err;
+}
+
+int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32])
 {
     /* An off-curve point makes tokens fail in unhelpful ways (SoftHSM:
      * CKR_GENERAL_ERROR): refuse it here. */
@@ -185,18 +216,18 @@ int p11n_token_ecdh(struct p11n_token *tok, CK_OBJECT_HANDLE key,
             return P11N_ERR_CRYPTO;
     }
 
-    CK_SESSION_HANDLE s;
-    int err = p11n_token_session_get(tok, &s);
-    if (err != P11N_OK)
-        return err;
     uint8_t x1[32], x2[32];
-    int dead = 0;
-    err = derive_on(tok, s, key, peer, x1, &dead);
+    unsigned gen;
+    int lost;
+    int err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
+    /* The token lost our sessions: come back and try once more. */
+    if (lost) {
+        err = p11n_token_recover(tok, gen);
+        if (err == P11N_OK)
+            err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
+    }
     if (err == P11N_OK)
-        err = derive_on(tok, s, key, q, x2, &dead);
-    p11n_token_session_put(tok, s, dead);
-    if (err == P11N_OK)
-        err = recover(tok, kadj, x1, x2, out);
+        err = pick_parity(tok, kadj, x1, x2, out);
     p11n_wipe(x1, sizeof(x1));
     p11n_wipe(x2, sizeof(x2));
     return err;

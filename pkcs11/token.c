@@ -1,6 +1,7 @@
 /* Finding the token a URI names, logging in, and the session pool. */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ckr.h"
 #include "secure.h"
@@ -168,9 +169,17 @@ static int login(struct p11n_token *tok, P11KitUri *uri)
     rv = tok->fn->C_GetTokenInfo(tok->slot, &ti);
     if (rv != CKR_OK)
         return p11n_token_fail(tok, "C_GetTokenInfo", rv);
+    /* A hardware token locks its PIN after a few wrong tries: never spend
+     * the last one, even with a PIN we believe right. */
     if (ti.flags & CKF_USER_PIN_LOCKED)
-        return p11n_token_errorf(P11N_ERR_PIN_LOCKED, tok->uri, "%s",
+        return p11n_token_errorf(P11N_ERR_PIN_LOCKED, tok->uri,
+            "%s: the token reports its user PIN locked; unlock it with the token's own tools",
             p11n_strerror(P11N_ERR_PIN_LOCKED));
+    if (ti.flags & CKF_USER_PIN_FINAL_TRY)
+        return p11n_token_errorf(P11N_ERR_PIN_FINAL_TRY, tok->uri,
+            "%s: one more wrong try would lock the token; check the PIN, then log in once "
+            "with the token's own tools (a right PIN resets the count)",
+            p11n_strerror(P11N_ERR_PIN_FINAL_TRY));
     char pin[P11N_PIN_MAX];
     size_t len = 0;
     int err = p11n_uri_pin(uri, tok->uri, (ti.flags & CKF_PROTECTED_AUTHENTICATION_PATH) != 0,
@@ -194,58 +203,101 @@ void p11n_token_close(struct p11n_token *tok)
     if (tok == NULL)
         return;
     if (tok->fn != NULL) {
-        for (size_t i = 0; i < tok->nidle; i++)
-            tok->fn->C_CloseSession(tok->idle[i]);
-        if (tok->anchor != CK_INVALID_HANDLE)
-            tok->fn->C_CloseSession(tok->anchor);
+        /* In a forked child the sessions are the parent's: leave them.
+         * (p11-kit skips C_Finalize in a process that did not initialize.) */
+        if (tok->pid == getpid()) {
+            for (size_t i = 0; i < tok->nidle; i++)
+                tok->fn->C_CloseSession(tok->idle[i]);
+            if (tok->anchor != CK_INVALID_HANDLE)
+                tok->fn->C_CloseSession(tok->anchor);
+        }
         tok->fn->C_Finalize(NULL);
         p11_kit_module_release(tok->fn);
     }
     pthread_mutex_destroy(&tok->lock);
+    pthread_mutex_destroy(&tok->recovering);
     free(tok->idle);
     free(tok->uri);
     free(tok);
 }
 
-int p11n_token_open(P11KitUri *uri, const char *safe, int flags, struct p11n_token **out)
+static struct p11n_token *token_new(const char *safe)
 {
-    *out = NULL;
     struct p11n_token *tok = calloc(1, sizeof(*tok));
     if (tok == NULL)
-        return P11N_ERR_NOMEM;
+        return NULL;
     tok->anchor = CK_INVALID_HANDLE;
+    tok->key = CK_INVALID_HANDLE;
+    tok->state = P11N_TOKEN_UP;
+    tok->pid = getpid();
     atomic_init(&tok->point_form, P11N_FORM_UNKNOWN);
     if (pthread_mutex_init(&tok->lock, NULL) != 0) {
         free(tok);
-        return P11N_ERR_NOMEM;
+        return NULL;
+    }
+    if (pthread_mutex_init(&tok->recovering, NULL) != 0) {
+        pthread_mutex_destroy(&tok->lock);
+        free(tok);
+        return NULL;
     }
     tok->uri = strdup(safe);
     if (tok->uri == NULL) {
         p11n_token_close(tok);
-        return P11N_ERR_NOMEM;
+        return NULL;
     }
-    p11n_token_error_clear();
-    const char *path = p11_kit_uri_get_module_path(uri);
-    int err = path != NULL ? open_by_path(tok, uri, path)
-                           : open_configured(tok, uri, p11_kit_uri_get_module_name(uri));
-    if (err != P11N_OK) {
-        p11n_token_close(tok);
-        return err;
-    }
+    return tok;
+}
+
+static int open_anchor(struct p11n_token *tok, P11KitUri *uri, int flags)
+{
     CK_FLAGS sflags = CKF_SERIAL_SESSION | ((flags & P11N_TOKEN_RW) ? CKF_RW_SESSION : 0);
     CK_RV rv = tok->fn->C_OpenSession(tok->slot, sflags, NULL, NULL, &tok->anchor);
     if (rv != CKR_OK) {
         tok->anchor = CK_INVALID_HANDLE;
-        err = p11n_token_fail(tok, "C_OpenSession", rv);
-    } else if (flags & P11N_TOKEN_LOGIN) {
-        err = login(tok, uri);
+        return p11n_token_fail(tok, "C_OpenSession", rv);
     }
+    return (flags & P11N_TOKEN_LOGIN) ? login(tok, uri) : P11N_OK;
+}
+
+int p11n_token_open(P11KitUri *uri, const char *safe, int flags, struct p11n_token **out)
+{
+    *out = NULL;
+    struct p11n_token *tok = token_new(safe);
+    if (tok == NULL)
+        return P11N_ERR_NOMEM;
+    p11n_token_error_clear();
+    const char *path = p11_kit_uri_get_module_path(uri);
+    int err = path != NULL ? open_by_path(tok, uri, path)
+                           : open_configured(tok, uri, p11_kit_uri_get_module_name(uri));
+    if (err == P11N_OK)
+        err = open_anchor(tok, uri, flags);
     if (err != P11N_OK) {
         p11n_token_close(tok);
         return err;
     }
     *out = tok;
     return P11N_OK;
+}
+
+int p11n_token_reopen(struct p11n_token *tok, P11KitUri *uri)
+{
+    /* A forked child must initialize the module again (p11-kit then
+     * starts the module afresh in the child); anywhere else this is
+     * harmless and reports CKR_CRYPTOKI_ALREADY_INITIALIZED. */
+    CK_RV rv = init_module(tok->fn);
+    if (rv != CKR_OK && rv != CKR_CRYPTOKI_ALREADY_INITIALIZED)
+        return p11n_token_fail(tok, "C_Initialize", rv);
+    size_t nmatch = 0;
+    CK_SLOT_ID slot = 0;
+    int err = scan_module(tok->fn, uri, &nmatch, &slot);
+    if (err == P11N_OK && nmatch != 1)
+        err = match_count_error(nmatch, tok->uri);
+    if (err != P11N_OK)
+        return err;
+    pthread_mutex_lock(&tok->lock);
+    tok->slot = slot;
+    pthread_mutex_unlock(&tok->lock);
+    return open_anchor(tok, uri, P11N_TOKEN_LOGIN);
 }
 
 int p11n_token_check_ecdh(struct p11n_token *tok)
@@ -260,27 +312,35 @@ int p11n_token_check_ecdh(struct p11n_token *tok)
     return P11N_OK;
 }
 
-int p11n_token_session_get(struct p11n_token *tok, CK_SESSION_HANDLE *s)
+int p11n_token_session_get(struct p11n_token *tok, struct p11n_token_use *u)
 {
+    u->rv = CKR_OK;
+    u->dead = 0;
     pthread_mutex_lock(&tok->lock);
+    u->gen = tok->gen;
+    u->key = tok->key;
+    CK_SLOT_ID slot = tok->slot;
     if (tok->nidle > 0) {
-        *s = tok->idle[--tok->nidle];
+        u->s = tok->idle[--tok->nidle];
         pthread_mutex_unlock(&tok->lock);
         return P11N_OK;
     }
     pthread_mutex_unlock(&tok->lock);
     /* Read-only is enough: session objects may be created in any session,
      * and some tokens cap read/write sessions. */
-    CK_RV rv = tok->fn->C_OpenSession(tok->slot, CKF_SERIAL_SESSION, NULL, NULL, s);
-    if (rv != CKR_OK)
+    CK_RV rv = tok->fn->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &u->s);
+    if (rv != CKR_OK) {
+        u->rv = rv;
         return p11n_token_fail(tok, "C_OpenSession", rv);
+    }
     return P11N_OK;
 }
 
-void p11n_token_session_put(struct p11n_token *tok, CK_SESSION_HANDLE s, int dead)
+void p11n_token_session_put(struct p11n_token *tok, struct p11n_token_use *u)
 {
-    if (!dead) {
-        pthread_mutex_lock(&tok->lock);
+    pthread_mutex_lock(&tok->lock);
+    int stale = u->gen != tok->gen;
+    if (!u->dead && !stale) {
         if (tok->nidle == tok->capidle) {
             size_t cap = tok->capidle ? 2 * tok->capidle : 4;
             CK_SESSION_HANDLE *p = realloc(tok->idle, cap * sizeof(*p));
@@ -290,11 +350,14 @@ void p11n_token_session_put(struct p11n_token *tok, CK_SESSION_HANDLE s, int dea
             }
         }
         if (tok->nidle < tok->capidle) {
-            tok->idle[tok->nidle++] = s;
+            tok->idle[tok->nidle++] = u->s;
             pthread_mutex_unlock(&tok->lock);
             return;
         }
-        pthread_mutex_unlock(&tok->lock);
     }
-    tok->fn->C_CloseSession(s);
+    pthread_mutex_unlock(&tok->lock);
+    /* A dead session of an older generation is forgotten, not closed: the
+     * token ended it, and may have given its number to a new session. */
+    if (!(stale && u->dead))
+        tok->fn->C_CloseSession(u->s);
 }

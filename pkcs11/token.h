@@ -9,6 +9,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
 
@@ -22,6 +23,22 @@ enum p11n_point_form {
     P11N_FORM_DER = 2       /* DER OCTET STRING wrapping it */
 };
 
+struct p11n_token;
+
+/* What a token's user does to come back after the token lost its
+ * sessions: reopen the token (p11n_token_reopen) and find its key again,
+ * checking it is the same key; *key gets the key's new handle. Called by
+ * the one thread that recovers, with no other operation running. */
+typedef int (*p11n_token_relocate_fn)(struct p11n_token *tok, void *arg, CK_OBJECT_HANDLE *key);
+
+/* The recovery state (token.c, recover.c). */
+enum {
+    P11N_TOKEN_UP = 0,          /* sessions usable */
+    P11N_TOKEN_RECOVERING = 1,  /* one thread is reopening the token */
+    P11N_TOKEN_AWAY = 2         /* the last recovery failed: fail fast until retry_at */
+    /* any p11n_err (a PIN error): recovery failed for good */
+};
+
 struct p11n_token {
     CK_FUNCTION_LIST *fn;
     CK_SLOT_ID slot;
@@ -31,9 +48,20 @@ struct p11n_token {
     CK_SESSION_HANDLE anchor;
     char *uri;              /* for messages; never holds a PIN */
     atomic_int point_form;
-    pthread_mutex_t lock;   /* guards idle[] */
+    pid_t pid;              /* the process whose sessions these are */
+    pthread_mutex_t lock;   /* guards idle[], slot, gen, key and the state */
     CK_SESSION_HANDLE *idle;
     size_t nidle, capidle;
+    /* Recovery after the token lost its sessions (recover.c). */
+    pthread_mutex_t recovering;     /* held by the one thread recovering */
+    unsigned gen;           /* bumped by each recovery: older sessions are stale */
+    CK_OBJECT_HANDLE key;   /* the token key's private key in this generation */
+    int state;              /* P11N_TOKEN_UP, _RECOVERING, _AWAY or a p11n_err */
+    uint64_t retry_at;      /* while away: CLOCK_MONOTONIC ms of the next try */
+    unsigned backoff_ms;    /* wait after the next failed try */
+    char why[384];          /* while away or failed: the last recovery error */
+    p11n_token_relocate_fn relocate;    /* NULL: the token does not recover */
+    void *relocate_arg;
 };
 
 enum {
@@ -70,11 +98,52 @@ void p11n_token_close(struct p11n_token *tok);
 /* P11N_OK if the token offers CKM_ECDH1_DERIVE for derivation, else NO_ECDH. */
 int p11n_token_check_ecdh(struct p11n_token *tok);
 
-/* Borrow a logged-in session for one operation; give it back with
- * `dead` set when the last call said the session is unusable (it is
- * then closed, which also destroys any session object left on it). */
-int p11n_token_session_get(struct p11n_token *tok, CK_SESSION_HANDLE *s);
-void p11n_token_session_put(struct p11n_token *tok, CK_SESSION_HANDLE s, int dead);
+/* Log in again after the token lost its sessions: initialize the module
+ * (after fork() the child must), find the token the URI names again (it
+ * may come back in another slot), open a new anchor session and log in.
+ * Errors: those of p11n_token_open. */
+int p11n_token_reopen(struct p11n_token *tok, P11KitUri *uri);
+
+/* One token operation's hold on the token: a logged-in session, the key's
+ * handle, and the generation both belong to. */
+struct p11n_token_use {
+    CK_SESSION_HANDLE s;
+    CK_OBJECT_HANDLE key;
+    unsigned gen;
+    CK_RV rv;       /* the first failure the token reported, else CKR_OK */
+    int dead;       /* the session is unusable: close it */
+};
+
+/* Borrow a session of the current generation from the pool (or open
+ * one), without looking at the recovery state: for loading and for the
+ * recovery itself. Give it back with p11n_token_session_put: a dead one
+ * is closed (which also destroys any session object left on it), one of
+ * an older generation is closed unless dead. Errors: those of
+ * C_OpenSession. */
+int p11n_token_session_get(struct p11n_token *tok, struct p11n_token_use *u);
+void p11n_token_session_put(struct p11n_token *tok, struct p11n_token_use *u);
+
+/* ---- recovery (recover.c) ---- */
+
+/* Borrow a session for an operation. While the token is away and its next
+ * try has not come, fails fast with TOKEN_UNAVAILABLE without calling the
+ * module; once it has (and in a child after fork()), recovers first.
+ * After a recovery that failed for good, returns its error (PIN_*).
+ * Errors: TOKEN_UNAVAILABLE, PIN_INCORRECT, PIN_LOCKED, PIN_FINAL_TRY,
+ * those of C_OpenSession. */
+int p11n_token_use_begin(struct p11n_token *tok, struct p11n_token_use *u);
+static inline void p11n_token_use_end(struct p11n_token *tok, struct p11n_token_use *u)
+{
+    p11n_token_session_put(tok, u);
+}
+
+/* After an operation in generation `seen` failed with an error
+ * p11n_ckr_lost() names: drop the sessions, reopen, log in and find the
+ * key again (tok->relocate) -- unless another thread already did since
+ * `seen`, in which case this waits for it. P11N_OK: retry the operation
+ * once. Errors: TOKEN_UNAVAILABLE (the token is not back: retried later
+ * with a capped backoff), PIN_* (never retried), TOKEN. */
+int p11n_token_recover(struct p11n_token *tok, unsigned seen);
 
 /* Record a failed PKCS#11 call as the thread's last token error and
  * return the p11n_err it maps to. */
@@ -116,14 +185,18 @@ int p11n_token_count_objects(struct p11n_token *tok, size_t *n);
 /* ---- ECDH (ecdh.c) ---- */
 
 /* x(k·P) for the token key `key` and a validated 33-byte point P, using a
- * pooled session. The derived object is destroyed on every path. */
+ * pooled session (no recovery: for loading and for recovery's own check).
+ * The derived object is destroyed on every path. */
 int p11n_token_derive_x(struct p11n_token *tok, CK_OBJECT_HANDLE key,
     const uint8_t peer[P11N_PUBKEY_LEN], uint8_t x[32]);
 
-/* SHA256(compressed(k·P)) where K = k·G is the key's public point:
- * two derivations (P and P ± G) recover the y parity. */
-int p11n_token_ecdh(struct p11n_token *tok, CK_OBJECT_HANDLE key,
-    const uint8_t K[P11N_PUBKEY_LEN], const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32]);
+/* SHA256(compressed(k·P)) for the token's key (tok->key) where K = k·G
+ * is its public point: two derivations (P and P ± G) recover the y
+ * parity. When the token has lost its sessions, recovers and tries once
+ * more. Errors: BAD_PUBKEY, those of p11n_token_use_begin and
+ * p11n_token_recover, TOKEN. */
+int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32]);
 
 /* ---- token keys (tokenkey.c) ---- */
 

@@ -1,5 +1,6 @@
 /* A static key whose private half lives in a PKCS#11 token: the same
  * handle as a software key, with dh() done by the token. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,23 +10,34 @@
 
 struct token_key {
     struct p11n_key base;       /* first: the engine sees only this */
-    struct p11n_token *tok;
-    CK_OBJECT_HANDLE priv;      /* object handles are per application,
-                                 * valid in every session of the pool */
+    struct p11n_token *tok;     /* holds the key's handle (tok->key) */
+    /* The key URI as given, pin-value included: recovery logs in with it
+     * again (and reads pin-source again). Wiped before it is freed. */
+    char *text;
+    unsigned flags;             /* P11N_KEY_DEV_ALLOW_EXTRACTABLE */
+    char warning[512];          /* base.warning points here when not empty */
 };
 
 /* Thread-safe: each call borrows its own session from the token's pool. */
 static int tkey_dh(struct p11n_key *key, const uint8_t *peer, uint8_t *out)
 {
     struct token_key *tk = (struct token_key *)key;
-    return p11n_token_ecdh(tk->tok, tk->priv, key->pub, peer, out);
+    return p11n_token_ecdh(tk->tok, key->pub, peer, out);
+}
+
+static void tkey_free(struct token_key *tk)
+{
+    p11n_token_close(tk->tok);
+    if (tk->text != NULL) {
+        p11n_wipe(tk->text, strlen(tk->text));
+        free(tk->text);
+    }
+    free(tk);
 }
 
 static void tkey_destroy(struct p11n_key *key)
 {
-    struct token_key *tk = (struct token_key *)key;
-    p11n_token_close(tk->tok);
-    free(tk);
+    tkey_free((struct token_key *)key);
 }
 
 static const struct p11n_key_ops tkey_ops = {
@@ -40,6 +52,25 @@ struct p11n_token *p11n_token_of_key(struct p11n_key *key)
     if (key == NULL || key->ops != &tkey_ops)
         return NULL;
     return ((struct token_key *)key)->tok;
+}
+
+/* Why a key is weaker than it should be; each is said once. */
+static const char WARN_EXTRACTABLE[] =
+    "private key is extractable or not sensitive: it can be read out of the token; "
+    "allowed for development only";
+static const char WARN_PUB_PUBLIC[] =
+    "public-key object can be changed without the PIN: anyone with access to the token "
+    "could break every handshake; re-create the key with p11noise keygen";
+static const char WARN_PUB_MODIFIABLE[] =
+    "public-key object is modifiable: a change to it would break every handshake; "
+    "re-create the key with p11noise keygen";
+
+static void add_warning(char *buf, size_t cap, const char *text)
+{
+    if (buf == NULL || strstr(buf, text) != NULL)
+        return;
+    size_t used = strlen(buf);
+    snprintf(buf + used, cap - used, "%s%s", used ? "; " : "", text);
 }
 
 /* The one private key the URI's object attributes (object=, id=, type=)
@@ -72,18 +103,22 @@ static int find_private(struct p11n_token *tok, P11KitUri *uri, CK_OBJECT_HANDLE
     return P11N_OK;
 }
 
-/* Fail early, with the reason, for keys the DH cannot use. */
-static int check_private(struct p11n_token *tok, CK_OBJECT_HANDLE priv)
+/* Fail early, with the reason, for keys the DH cannot use, and refuse a
+ * key the token would let out unless the application allows it. */
+static int check_private(struct p11n_token *tok, CK_OBJECT_HANDLE priv, unsigned flags,
+    char *warn, size_t cap)
 {
     CK_KEY_TYPE type = 0;
-    CK_BBOOL derive = CK_FALSE;
+    CK_BBOOL derive = CK_FALSE, extractable = CK_TRUE, sensitive = CK_FALSE;
     uint8_t params[32];
     CK_ATTRIBUTE a[] = {
         { CKA_KEY_TYPE, &type, sizeof(type) },
         { CKA_DERIVE, &derive, sizeof(derive) },
         { CKA_EC_PARAMS, params, sizeof(params) },
+        { CKA_EXTRACTABLE, &extractable, sizeof(extractable) },
+        { CKA_SENSITIVE, &sensitive, sizeof(sensitive) },
     };
-    CK_RV rv = tok->fn->C_GetAttributeValue(tok->anchor, priv, a, 3);
+    CK_RV rv = tok->fn->C_GetAttributeValue(tok->anchor, priv, a, 5);
     /* Non-EC keys have no CKA_EC_PARAMS (or a bigger one): decide on the
      * key type first. */
     if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID && rv != CKR_BUFFER_TOO_SMALL)
@@ -98,12 +133,90 @@ static int check_private(struct p11n_token *tok, CK_OBJECT_HANDLE priv)
     if (a[1].ulValueLen != sizeof(derive) || derive != CK_TRUE)
         return p11n_token_errorf(P11N_ERR_KEY_NO_DERIVE, tok->uri, "%s",
             p11n_strerror(P11N_ERR_KEY_NO_DERIVE));
+    /* An attribute the token does not report counts as the unsafe value. */
+    int leaks = a[3].ulValueLen != sizeof(CK_BBOOL) || extractable != CK_FALSE ||
+                a[4].ulValueLen != sizeof(CK_BBOOL) || sensitive != CK_TRUE;
+    if (leaks && !(flags & P11N_KEY_DEV_ALLOW_EXTRACTABLE))
+        return p11n_token_errorf(P11N_ERR_KEY_EXTRACTABLE, tok->uri,
+            "the private key is %s: its value can be read out of the token; re-create it "
+            "with p11noise keygen (P11N_KEY_DEV_ALLOW_EXTRACTABLE allows it for development)",
+            extractable != CK_FALSE ? "extractable" : "not sensitive");
+    if (leaks)
+        add_warning(warn, cap, WARN_EXTRACTABLE);
+    return P11N_OK;
+}
+
+/* Whether a public-key object needed the PIN to be created and cannot be
+ * changed: 2 private and not modifiable, 1 private but modifiable, 0
+ * public (anyone with a session could have written it). */
+static int pub_trust(struct p11n_token *tok, CK_OBJECT_HANDLE h)
+{
+    CK_BBOOL priv = CK_FALSE, modifiable = CK_TRUE;
+    CK_ATTRIBUTE a[] = {
+        { CKA_PRIVATE, &priv, sizeof(priv) },
+        { CKA_MODIFIABLE, &modifiable, sizeof(modifiable) },
+    };
+    CK_RV rv = tok->fn->C_GetAttributeValue(tok->anchor, h, a, 2);
+    if (rv != CKR_OK && rv != CKR_ATTRIBUTE_TYPE_INVALID)
+        return 0;
+    if (a[0].ulValueLen != sizeof(priv) || priv != CK_TRUE)
+        return 0;
+    return a[1].ulValueLen == sizeof(modifiable) && modifiable == CK_FALSE ? 2 : 1;
+}
+
+/* The point of one candidate public-key object: P11N_OK, or
+ * KEY_NOT_FOUND for a ceremony object or one without a valid point. */
+static int pub_point(struct p11n_token *tok, CK_OBJECT_HANDLE h, uint8_t K[P11N_PUBKEY_LEN])
+{
+    uint8_t *oid = NULL, *pt = NULL;
+    size_t oidlen = 0, ptlen = 0;
+    int err = P11N_ERR_KEY_NOT_FOUND;
+    /* A ceremony object never stands for our own key. */
+    if (p11n_token_attr(tok, tok->anchor, h, CKA_ID, &oid, &oidlen) == P11N_OK &&
+        !p11n_is_peer_id(oid, oidlen) &&
+        p11n_token_attr(tok, tok->anchor, h, CKA_EC_POINT, &pt, &ptlen) == P11N_OK &&
+        pt != NULL && p11n_ec_point_decode(pt, ptlen, K) == P11N_OK)
+        err = P11N_OK;
+    free(oid);
+    free(pt);
+    return err;
+}
+
+/* Of the candidates, the most trusted; two of that trust that disagree
+ * are refused. */
+static int pick_public(struct p11n_token *tok, const CK_OBJECT_HANDLE *h, size_t n,
+    uint8_t K[P11N_PUBKEY_LEN], int *trust)
+{
+    int best = -1, clash = 0;
+    uint8_t cand[P11N_PUBKEY_LEN];
+    for (size_t i = 0; i < n; i++) {
+        if (pub_point(tok, h[i], cand) != P11N_OK)
+            continue;
+        int t = pub_trust(tok, h[i]);
+        if (t > best) {
+            best = t;
+            clash = 0;
+            memcpy(K, cand, sizeof(cand));
+        } else if (t == best && memcmp(K, cand, sizeof(cand)) != 0) {
+            clash = 1;
+        }
+    }
+    *trust = best;
+    if (best < 0)
+        return p11n_token_errorf(P11N_ERR_KEY_NOT_FOUND, tok->uri,
+            "no public key object with the private key's CKA_ID: its public half "
+            "must be on the token too");
+    if (clash)
+        return p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
+            "two public-key objects for this key hold different points: remove the wrong one");
     return P11N_OK;
 }
 
 /* K = k·G with its sign, from the public key object that shares the
- * private key's CKA_ID (or, without an ID, its label). */
-static int find_public(struct p11n_token *tok, CK_OBJECT_HANDLE priv, uint8_t K[P11N_PUBKEY_LEN])
+ * private key's CKA_ID (or, without an ID, its label), preferring one that
+ * needed the PIN to be written. */
+static int find_public(struct p11n_token *tok, CK_OBJECT_HANDLE priv, uint8_t K[P11N_PUBKEY_LEN],
+    char *warn, size_t cap)
 {
     uint8_t *id = NULL, *label = NULL;
     size_t idlen = 0, labellen = 0, n = 0;
@@ -124,25 +237,11 @@ static int find_public(struct p11n_token *tok, CK_OBJECT_HANDLE priv, uint8_t K[
     }
     if (err == P11N_OK)
         err = p11n_token_find(tok, tok->anchor, tmpl, 2, &h, &n);
-    if (err == P11N_OK) {
-        err = P11N_ERR_KEY_NOT_FOUND;
-        for (size_t i = 0; i < n && err != P11N_OK; i++) {
-            uint8_t *oid = NULL, *pt = NULL;
-            size_t oidlen = 0, ptlen = 0;
-            /* A ceremony object never stands for our own key. */
-            if (p11n_token_attr(tok, tok->anchor, h[i], CKA_ID, &oid, &oidlen) == P11N_OK &&
-                !p11n_is_peer_id(oid, oidlen) &&
-                p11n_token_attr(tok, tok->anchor, h[i], CKA_EC_POINT, &pt, &ptlen) == P11N_OK &&
-                pt != NULL && p11n_ec_point_decode(pt, ptlen, K) == P11N_OK)
-                err = P11N_OK;
-            free(oid);
-            free(pt);
-        }
-        if (err != P11N_OK)
-            p11n_token_errorf(err, tok->uri,
-                "no public key object with the private key's CKA_ID: its public half "
-                "must be on the token too");
-    }
+    int trust = 0;
+    if (err == P11N_OK)
+        err = pick_public(tok, h, n, K, &trust);
+    if (err == P11N_OK && trust < 2)
+        add_warning(warn, cap, trust == 0 ? WARN_PUB_PUBLIC : WARN_PUB_MODIFIABLE);
     free(h);
     free(id);
     free(label);
@@ -162,7 +261,47 @@ static int self_check(struct p11n_token *tok, CK_OBJECT_HANDLE priv, const uint8
     return err;
 }
 
-static int token_key_open(const char *text, struct p11n_key **out)
+/* Find the URI's key on the opened token and check everything about it:
+ * at load and again after each recovery. */
+static int locate(struct token_key *tk, P11KitUri *uri, CK_OBJECT_HANDLE *priv,
+    uint8_t K[P11N_PUBKEY_LEN], char *warn, size_t cap)
+{
+    int err = p11n_token_check_ecdh(tk->tok);
+    if (err == P11N_OK)
+        err = find_private(tk->tok, uri, priv);
+    if (err == P11N_OK)
+        err = check_private(tk->tok, *priv, tk->flags, warn, cap);
+    if (err == P11N_OK)
+        err = find_public(tk->tok, *priv, K, warn, cap);
+    if (err == P11N_OK)
+        err = self_check(tk->tok, *priv, K);
+    return err;
+}
+
+/* Recovery: log in again with the URI as given and find the same key. */
+static int tkey_relocate(struct p11n_token *tok, void *arg, CK_OBJECT_HANDLE *key)
+{
+    struct token_key *tk = arg;
+    P11KitUri *uri;
+    char *safe;
+    int err = p11n_uri_parse(tk->text, &uri, &safe);
+    if (err != P11N_OK)
+        return err;
+    free(safe);
+    uint8_t K[P11N_PUBKEY_LEN];
+    err = p11n_token_reopen(tok, uri);
+    /* Warnings were given at load; the key must be the same one. */
+    if (err == P11N_OK)
+        err = locate(tk, uri, key, K, NULL, 0);
+    if (err == P11N_OK && !p11n_ct_eq(K, tk->base.pub, sizeof(K)))
+        err = p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
+            "after the token came back, the URI names another key (its public key "
+            "differs): not using it");
+    p11n_uri_free(uri);
+    return err;
+}
+
+static int token_key_open(const char *text, unsigned flags, struct p11n_key **out)
 {
     P11KitUri *uri;
     char *safe;
@@ -170,28 +309,26 @@ static int token_key_open(const char *text, struct p11n_key **out)
     if (err != P11N_OK)
         return err;
     struct token_key *tk = calloc(1, sizeof(*tk));
-    if (tk == NULL) {
+    if (tk == NULL || (tk->text = strdup(text)) == NULL) {
+        free(tk);
         err = P11N_ERR_NOMEM;
         goto out;
     }
+    tk->flags = flags;
     err = p11n_token_open(uri, safe, P11N_TOKEN_LOGIN, &tk->tok);
+    CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
     if (err == P11N_OK)
-        err = p11n_token_check_ecdh(tk->tok);
-    if (err == P11N_OK)
-        err = find_private(tk->tok, uri, &tk->priv);
-    if (err == P11N_OK)
-        err = check_private(tk->tok, tk->priv);
-    if (err == P11N_OK)
-        err = find_public(tk->tok, tk->priv, tk->base.pub);
-    if (err == P11N_OK)
-        err = self_check(tk->tok, tk->priv, tk->base.pub);
+        err = locate(tk, uri, &priv, tk->base.pub, tk->warning, sizeof(tk->warning));
     if (err != P11N_OK) {
-        p11n_token_close(tk->tok);
-        free(tk);
+        tkey_free(tk);
         goto out;
     }
+    tk->tok->key = priv;
+    tk->tok->relocate = tkey_relocate;
+    tk->tok->relocate_arg = tk;
     tk->base.ops = &tkey_ops;
     tk->base.alg = &p11n_dh_secp256k1;
+    tk->base.warning = tk->warning[0] != '\0' ? tk->warning : NULL;
     *out = &tk->base;
 out:
     p11n_uri_free(uri);
@@ -206,17 +343,16 @@ int p11n_key_load(const char *uri, p11n_key **out)
 
 int p11n_key_load_ex(const char *uri, unsigned flags, p11n_key **out)
 {
-    (void)flags;
     if (out == NULL)
         return P11N_ERR_INVALID_ARG;
     *out = NULL;
-    if (uri == NULL)
+    if (uri == NULL || (flags & ~P11N_KEY_DEV_ALLOW_EXTRACTABLE) != 0)
         return P11N_ERR_INVALID_ARG;
     p11n_token_error_clear();
     if (strncmp(uri, "file:", 5) == 0)
         return p11n_key_load_file(uri + 5, &p11n_dh_secp256k1, out);
     if (strncmp(uri, "pkcs11:", 7) == 0)
-        return token_key_open(uri, out);
+        return token_key_open(uri, flags, out);
     /* The text may hold a PIN: do not repeat it. */
     return p11n_token_errorf(P11N_ERR_URI, NULL, "key URI must start with pkcs11: or file:");
 }

@@ -3,7 +3,9 @@
  * worker threads, the peer store comes from the token's ceremony objects,
  * and with the fault module delaying every C_DeriveKey by 2 s, messages on
  * an established connection keep flowing while a new handshake waits for
- * the token, and the token queue limit drops what does not fit.
+ * the token, and the token queue limit drops what does not fit. A token
+ * pulled out in the middle of a stream of handshakes makes them fail
+ * clearly while it is away, and they succeed again once it is back.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -91,6 +93,7 @@ static void pump(p11n_ctx *a, p11n_ctx *b)
 
 typedef struct side {
     int established, closed, reason;
+    int unavailable;        /* closes with P11N_ERR_TOKEN_UNAVAILABLE */
     uint64_t msgs;
     int echo;
     p11n_conn *conn;
@@ -120,6 +123,7 @@ static void on_closed(p11n_conn *c, int reason, const char *text, int final, voi
     (void)final;
     s->closed++;
     s->reason = reason;
+    s->unavailable += reason == P11N_ERR_TOKEN_UNAVAILABLE;
 }
 
 /* The server echoes on every connection; one shared state is enough. */
@@ -318,6 +322,191 @@ static void test_close_during_token_step(void)
     p11n_key_free(ckey);
 }
 
+/* ---- a token pulled out during a stream of handshakes ---- */
+
+/* How long the token stays out: long enough for several handshakes to
+ * fail while it is away. */
+#define AWAY_MS 1000
+/* Handshakes at most in one stream (the guard for a hung test). */
+#define MAX_STREAM 300
+
+struct stream_case {
+    const char *pattern;
+    int token_initiates;    /* the token key is the initiator's, else the responder's */
+};
+
+/* The stream's keys: one on the token (PIN-protected public-key object),
+ * the other in software. */
+static void seed_stream_keys(void)
+{
+    static int done;
+    if (done++)
+        return;
+    struct p11n_token *tok = t_token_open(T.uri);
+    t_token_import_key(tok, "stream-server", SERVER_PRIV, 1, 1);
+    t_token_import_key(tok, "stream-client", CLIENT_PRIV, 1, 1);
+    p11n_token_close(tok);
+}
+
+/* Pump for `ms` milliseconds. */
+static void pump_for(p11n_ctx *a, p11n_ctx *b, int ms)
+{
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do {
+        pump(a, b);
+        clock_gettime(CLOCK_MONOTONIC, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 < ms);
+}
+
+struct stream {
+    p11n_ctx *srv, *cli;
+    p11n_key *ckey;
+    uint16_t port;
+    const char *pattern;
+    side steady, srvside;
+    uint64_t ticks_sent;
+    int n, ok, failed, unavailable, first_fail, last_fail, ok_after, ticks_while_away;
+};
+
+/* Keep one message in flight on the established connection. */
+static void tick(struct stream *st)
+{
+    if (st->steady.msgs < st->ticks_sent)
+        return;
+    if (p11n_send(st->steady.conn, (const uint8_t *)"tick", 4) != P11N_OK)
+        CU_FAIL("send on the established connection");
+    st->ticks_sent++;
+}
+
+/* One handshake of the stream, then close it; records the outcome. */
+static void stream_one(struct stream *st, int token_initiates, time_t guard)
+{
+    side h = { 0 };
+    int srv_unavailable = st->srvside.unavailable;
+    uint64_t msgs = st->steady.msgs;
+    p11n_conn *c = dial(st->cli, st->port, "server", st->pattern, st->ckey, &h);
+    while (!h.established && !h.closed && time(NULL) < guard) {
+        tick(st);
+        pump(st->srv, st->cli);
+    }
+    if (h.established) {
+        p11n_close(c);
+        while (!h.closed && time(NULL) < guard)
+            pump(st->srv, st->cli);
+        st->ok++;
+        st->ok_after += st->failed > 0;
+    } else if (h.closed) {
+        /* The side holding the token says why. */
+        int why = token_initiates ? h.reason == P11N_ERR_TOKEN_UNAVAILABLE
+                                  : st->srvside.unavailable == srv_unavailable + 1;
+        st->unavailable += why;
+        if (st->failed++ == 0)
+            st->first_fail = st->n;
+        st->last_fail = st->n;
+        st->ticks_while_away += st->ok_after == 0 && st->steady.msgs > msgs;
+        /* Failures come fast: do not spin through the away time. */
+        tick(st);
+        pump_for(st->srv, st->cli, 20);
+    }
+    st->n++;
+}
+
+static void stream_setup(struct stream *st, const struct stream_case *sc, p11n_key *skey,
+    p11n_key *ckey)
+{
+    uint8_t spub[33], cpub[33];
+    pub_of(skey, spub);
+    pub_of(ckey, cpub);
+    st->srv = ctx_make("stream-srv", 0);
+    st->cli = ctx_make("stream-cli", 0);
+    st->ckey = ckey;
+    st->pattern = sc->pattern;
+    CU_ASSERT_FATAL(p11n_ceremony_input(st->srv, cpub, "client", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(st->cli, spub, "server", 0) == P11N_OK);
+    p11n_listen_options lo = { 0 };
+    static const char *const accepted[] = { "client" };
+    st->srvside.echo = 1;
+    lo.ch.key = skey;
+    lo.ch.pattern = sc->pattern;
+    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = &st->srvside };
+    lo.peers = accepted;
+    lo.npeers = 1;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(st->srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    st->port = p11n_listener_port(l);
+}
+
+/* The token is pulled out in the 5th handshake (the established
+ * connection's is the 1st) and stays out AWAY_MS. */
+static void run_stream(const struct stream_case *sc)
+{
+    seed_stream_keys();
+    /* Token derivations: 1 for load's self-check, then 2 per static DH;
+     * a KK side does 2 static DH per handshake, an XK side 1. */
+    unsigned per_hs = strcmp(sc->pattern, "KK") == 0 ? 4 : 2;
+    char faults[64];
+    snprintf(faults, sizeof(faults), "C_DeriveKey:remove@%u=%d", 1 + 4 * per_hs + 2, AWAY_MS);
+    setenv("P11N_FAULT", faults, 1);
+    p11n_key *tkey = load(key_uri(sc->token_initiates ? "stream-client" : "stream-server", 1));
+    unsetenv("P11N_FAULT");
+    p11n_key *soft = soft_key(sc->token_initiates ? SERVER_PRIV : CLIENT_PRIV);
+    struct p11n_token *tok = p11n_token_of_key(tkey);
+    size_t objects = t_token_objects(tok);
+    struct stream st = { .first_fail = -1, .last_fail = -1 };
+    stream_setup(&st, sc, sc->token_initiates ? soft : tkey, sc->token_initiates ? tkey : soft);
+    size_t mark = t_log_mark();
+
+    time_t guard = time(NULL) + 25;
+    dial(st.cli, st.port, "server", sc->pattern, st.ckey, &st.steady);
+    PUMP_UNTIL(st.srv, st.cli, st.steady.established == 1);
+    while (st.ok_after < 3 && st.n < MAX_STREAM && time(NULL) < guard)
+        stream_one(&st, sc->token_initiates, guard);
+    /* The established connection still answers. */
+    tick(&st);
+    PUMP_UNTIL(st.srv, st.cli, st.steady.msgs == st.ticks_sent);
+
+    fprintf(stderr, "  %s, token %s: %d handshakes, %d ok, %d failed (from #%d to #%d), "
+        "%d round trips during the failures, %llu in all\n", sc->pattern,
+        sc->token_initiates ? "initiates" : "responds", st.n, st.ok, st.failed, st.first_fail,
+        st.last_fail, st.ticks_while_away, (unsigned long long)st.ticks_sent);
+    CU_ASSERT(st.first_fail >= 1);          /* worked before the removal */
+    CU_ASSERT(st.failed >= 1);
+    CU_ASSERT(st.unavailable == st.failed); /* every failure says why */
+    CU_ASSERT(st.last_fail - st.first_fail + 1 == st.failed);  /* only while away */
+    CU_ASSERT(st.ok_after >= 3);            /* back without a restart */
+    CU_ASSERT(st.ticks_while_away >= 1);
+    CU_ASSERT(st.steady.closed == 0);
+    CU_ASSERT(t_log_has(mark, "token unavailable", NULL));
+    p11n_ctx_free(st.srv);
+    p11n_ctx_free(st.cli);
+    /* No derived object was left on the token. */
+    CU_ASSERT(t_token_objects(tok) == objects);
+    p11n_key_free(tkey);
+    p11n_key_free(soft);
+}
+
+static void test_removed_kk_initiator(void)
+{
+    run_stream(&(struct stream_case){ "KK", 1 });
+}
+
+static void test_removed_kk_responder(void)
+{
+    run_stream(&(struct stream_case){ "KK", 0 });
+}
+
+static void test_removed_xk_initiator(void)
+{
+    run_stream(&(struct stream_case){ "XK", 1 });
+}
+
+static void test_removed_xk_responder(void)
+{
+    run_stream(&(struct stream_case){ "XK", 0 });
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-net");
@@ -325,6 +514,10 @@ int main(void)
         { "token keys on both sides, peers from the token", test_token_keys_kk },
         { "slow token: messages flow during a handshake; queue limit", test_slow_token },
         { "closed during a token step: the loop waits, no spin", test_close_during_token_step },
+        { "token pulled out during KK handshakes, token initiates", test_removed_kk_initiator },
+        { "token pulled out during KK handshakes, token responds", test_removed_kk_responder },
+        { "token pulled out during XK handshakes, token initiates", test_removed_xk_initiator },
+        { "token pulled out during XK handshakes, token responds", test_removed_xk_responder },
         { NULL, NULL },
     };
     int rc = p11n_test_main("net-token", tests);

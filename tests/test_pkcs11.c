@@ -6,7 +6,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <jansson.h>
 
 #include "crypto.h"
@@ -209,7 +212,7 @@ static void make_points(void)
 
 struct worker {
     p11n_key *key;
-    int first, ops, ok, same, removed;
+    int first, ops, ok, same, failed;
 };
 
 static void *dh_worker(void *arg)
@@ -219,7 +222,7 @@ static void *dh_worker(void *arg)
         int p = (w->first + i) % NPOINTS;
         uint8_t out[32];
         int rc = p11n_key_dh(w->key, peer_pts[p], out);
-        w->removed += rc == P11N_ERR_TOKEN_REMOVED;
+        w->failed += rc != P11N_OK;
         if (rc != P11N_OK)
             continue;
         w->ok++;
@@ -244,7 +247,7 @@ static void run_workers(p11n_key *k, int total, struct worker *sum)
         sum->ops += w[i].ops;
         sum->ok += w[i].ok;
         sum->same += w[i].same;
-        sum->removed += w[i].removed;
+        sum->failed += w[i].failed;
     }
 }
 
@@ -272,7 +275,7 @@ static void test_dh_threads_leave_no_objects(void)
 static void test_dh_errors_leave_no_objects(void)
 {
     p11n_key *k = NULL;
-    CU_ASSERT_FATAL(load_faulty("k1", "C_DeriveKey:fail%5=CKR_DEVICE_REMOVED;"
+    CU_ASSERT_FATAL(load_faulty("k1", "C_DeriveKey:fail%5=CKR_FUNCTION_FAILED;"
         "C_DestroyObject:fail%7=CKR_FUNCTION_FAILED;"
         "C_GetAttributeValue:fail@30=CKR_FUNCTION_FAILED;"
         "C_GetAttributeValue:fail@41=CKR_FUNCTION_FAILED;"
@@ -285,7 +288,7 @@ static void test_dh_errors_leave_no_objects(void)
     make_points();
     struct worker sum;
     run_workers(k, 1000, &sum);
-    CU_ASSERT(sum.removed > 0);
+    CU_ASSERT(sum.failed > 0);
     CU_ASSERT(sum.ok > 0 && sum.ok < 1000);
     CU_ASSERT(sum.same == sum.ok);
     CU_ASSERT(t_token_objects(tok) == before);
@@ -335,12 +338,19 @@ static void test_errors(void)
     check_error(load_faulty("k1", "C_OpenSession:fail=CKR_TOKEN_NOT_PRESENT", &k),
         P11N_ERR_TOKEN_REMOVED, "CKR_TOKEN_NOT_PRESENT");
 
-    /* Removed in the middle of a DH: a clear error now, working later.
-     * Derivation 1 is load's self-check; DH 1 uses derivations 2 and 3. */
+    /* The token reports removal in the middle of a DH: the DH recovers
+     * (new sessions, login, key found again) and succeeds. Derivation 1 is
+     * load's self-check; DH 1 uses derivations 2 and 3. */
     CU_ASSERT_FATAL(load_faulty("k1", "C_DeriveKey:fail@3=CKR_DEVICE_REMOVED", &k) == P11N_OK);
     uint8_t out[32];
-    check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_TOKEN_REMOVED,
-        "CKR_DEVICE_REMOVED");
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
+    p11n_key_free(k);
+    k = NULL;
+    /* An error that is not about lost sessions is not retried. */
+    CU_ASSERT_FATAL(load_faulty("k1", "C_DeriveKey:fail@3=CKR_FUNCTION_FAILED", &k) == P11N_OK);
+    check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_TOKEN,
+        "CKR_FUNCTION_FAILED");
     CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
     p11n_key_free(k);
     k = NULL;
@@ -473,6 +483,395 @@ static void test_file_key(void)
     p11n_key_free(tok);
 }
 
+/* ---- the key's own attributes ---- */
+
+enum {
+    KEY_EXTRACTABLE = 1,    /* private key CKA_EXTRACTABLE true */
+    KEY_NOT_SENSITIVE = 2,  /* private key CKA_SENSITIVE false */
+    PUB_PRIVATE = 4,        /* public-key object CKA_PRIVATE true */
+    PUB_FIXED = 8,          /* public-key object CKA_MODIFIABLE false */
+    PUB_PLANTED = 16,       /* and a second, public one holding -K */
+};
+
+/* A secp256k1 key from known bytes with the chosen attributes; CKA_ID and
+ * label are `label`. */
+static void import_key(const char *label, const uint8_t priv[32], unsigned opts)
+{
+    struct p11n_token *tok = t_token_open(T.uri);
+    uint8_t pub[P11N_PUBKEY_LEN], neg[P11N_PUBKEY_LEN];
+    uint8_t point[P11N_EC_POINT_DER_LEN], negpoint[P11N_EC_POINT_DER_LEN];
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.pubkey(priv, pub) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_secp256k1_negate(pub, neg) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ec_point_der(pub, point) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ec_point_der(neg, negpoint) == P11N_OK);
+    CK_OBJECT_CLASS pcls = CKO_PRIVATE_KEY, ucls = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE type = CKK_EC;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BBOOL extr = (opts & KEY_EXTRACTABLE) ? CK_TRUE : CK_FALSE;
+    CK_BBOOL sens = (opts & KEY_NOT_SENSITIVE) ? CK_FALSE : CK_TRUE;
+    CK_BBOOL upriv = (opts & PUB_PRIVATE) ? CK_TRUE : CK_FALSE;
+    CK_BBOOL umod = (opts & PUB_FIXED) ? CK_FALSE : CK_TRUE;
+    CK_ULONG llen = strlen(label);
+    CK_ATTRIBUTE pt[] = {
+        { CKA_CLASS, &pcls, sizeof(pcls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &yes, sizeof(yes) },
+        { CKA_SENSITIVE, &sens, sizeof(sens) },
+        { CKA_EXTRACTABLE, &extr, sizeof(extr) },
+        { CKA_DERIVE, &yes, sizeof(yes) },
+        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
+        { CKA_VALUE, (void *)priv, 32 },
+        { CKA_LABEL, (void *)label, llen },
+        { CKA_ID, (void *)label, llen },
+    };
+    CK_ATTRIBUTE ut[] = {
+        { CKA_CLASS, &ucls, sizeof(ucls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &upriv, sizeof(upriv) },
+        { CKA_MODIFIABLE, &umod, sizeof(umod) },
+        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
+        { CKA_EC_POINT, point, sizeof(point) },
+        { CKA_LABEL, (void *)label, llen },
+        { CKA_ID, (void *)label, llen },
+    };
+    CK_OBJECT_HANDLE h;
+    CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, pt, sizeof(pt) / sizeof(pt[0]), &h)
+        == CKR_OK);
+    CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h)
+        == CKR_OK);
+    if (opts & PUB_PLANTED) {
+        /* What anyone with a session but no PIN could add. */
+        ut[3].pValue = &no;
+        ut[4].pValue = &yes;
+        ut[6].pValue = negpoint;
+        CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h)
+            == CKR_OK);
+    }
+    p11n_token_close(tok);
+}
+
+static const uint8_t K2_PRIV[32] = {
+    0x6b, 0x02, 0x9e, 0x41, 0xd3, 0x18, 0x7c, 0xa5, 0x30, 0xee, 0x57, 0x0b, 0x94, 0x2d, 0xc1, 0x66,
+    0x1f, 0x83, 0x4a, 0xb9, 0x05, 0x72, 0xdd, 0x38, 0x9c, 0x61, 0x0e, 0xf7, 0x23, 0x58, 0xa0, 0x4d,
+};
+
+/* DH with the token key equals software DH with `priv` for a few points. */
+static void check_dh(p11n_key *k, const uint8_t priv[32])
+{
+    uint64_t seed = 5;
+    for (int i = 0; i < 8; i++) {
+        uint8_t p[32], pub[33], a[32], b[32];
+        do
+            t_fill(p, 32, &seed);
+        while (p11n_dh_secp256k1.pubkey(p, pub) != P11N_OK);
+        CU_ASSERT(p11n_key_dh(k, pub, a) == P11N_OK);
+        CU_ASSERT(p11n_dh_secp256k1.dh(priv, pub, b) == P11N_OK);
+        CU_ASSERT(memcmp(a, b, 32) == 0);
+    }
+}
+
+/* A private key the token would let out is refused unless the
+ * application asks, and then carries a warning. */
+static void test_extractable_refused(void)
+{
+    static const struct {
+        const char *label;
+        unsigned opts;
+        const char *says;
+    } rows[] = {
+        { "extractable", KEY_EXTRACTABLE | PUB_PRIVATE | PUB_FIXED, "extractable" },
+        { "not-sensitive", KEY_NOT_SENSITIVE | PUB_PRIVATE | PUB_FIXED, "not sensitive" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        import_key(rows[i].label, K2_PRIV, rows[i].opts);
+        p11n_key *k = NULL;
+        check_error(p11n_key_load(key_uri(rows[i].label, 0), &k), P11N_ERR_KEY_EXTRACTABLE,
+            rows[i].says);
+        CU_ASSERT(k == NULL);
+        CU_ASSERT(contains(p11n_token_last_error(), "P11N_KEY_DEV_ALLOW_EXTRACTABLE"));
+        CU_ASSERT(p11n_key_load_ex(key_uri(rows[i].label, 0), 0, &k) == P11N_ERR_KEY_EXTRACTABLE);
+        CU_ASSERT_FATAL(p11n_key_load_ex(key_uri(rows[i].label, 0),
+            P11N_KEY_DEV_ALLOW_EXTRACTABLE, &k) == P11N_OK);
+        const char *w = p11n_key_warning(k);
+        CU_ASSERT_FATAL(w != NULL);
+        CU_ASSERT(contains(w, "extractable") && contains(w, "development only"));
+        CU_ASSERT(!contains(w, "public-key object"));
+        check_dh(k, K2_PRIV);
+        p11n_key_free(k);
+    }
+    /* Unknown flags are refused. */
+    p11n_key *k = NULL;
+    CU_ASSERT(p11n_key_load_ex(key_uri("k1", 0), 0x80, &k) == P11N_ERR_INVALID_ARG);
+}
+
+/* K for parity recovery comes from a public-key object that needed the
+ * PIN; one anybody could have written is used with a warning, and never
+ * over a trusted one. */
+static void test_public_key_object_trust(void)
+{
+    static const struct {
+        const char *label;
+        unsigned opts;
+        const char *warning;    /* NULL: none */
+    } rows[] = {
+        { "pub-trusted", PUB_PRIVATE | PUB_FIXED, NULL },
+        { "pub-public", 0, "can be changed without the PIN" },
+        { "pub-public-fixed", PUB_FIXED, "can be changed without the PIN" },
+        { "pub-modifiable", PUB_PRIVATE, "modifiable" },
+        /* -K planted beside the trusted object: the trusted one wins. */
+        { "pub-planted", PUB_PRIVATE | PUB_FIXED | PUB_PLANTED, NULL },
+    };
+    uint8_t want[33];
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.pubkey(K2_PRIV, want) == P11N_OK);
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        import_key(rows[i].label, K2_PRIV, rows[i].opts);
+        p11n_key *k = load(key_uri(rows[i].label, 0));
+        const char *w = p11n_key_warning(k);
+        if (rows[i].warning == NULL) {
+            CU_ASSERT(w == NULL);
+        } else {
+            CU_ASSERT(w != NULL && contains(w, rows[i].warning) &&
+                      contains(w, "break every handshake") && contains(w, "p11noise keygen"));
+        }
+        CU_ASSERT(memcmp(k->pub, want, 33) == 0);
+        check_dh(k, K2_PRIV);
+        p11n_key_free(k);
+    }
+}
+
+/* ---- a token that loses its sessions ---- */
+
+static char counts_path[1100];
+
+/* Calls of `fn` in the fault module's last count file (-1: none). */
+static long fault_count(const char *fn)
+{
+    FILE *f = fopen(counts_path, "r");
+    if (f == NULL)
+        return -1;
+    char name[64];
+    long n, found = 0;
+    while (fscanf(f, "%63s %ld", name, &n) == 2)
+        if (strcmp(name, fn) == 0)
+            found = n;
+    fclose(f);
+    return found;
+}
+
+/* Load through the fault module with `faults`, counting calls. */
+static p11n_key *load_counted(const char *uri, const char *faults)
+{
+    snprintf(counts_path, sizeof(counts_path), "%s/counts", T.dir);
+    remove(counts_path);
+    setenv("P11N_FAULT_COUNTS", counts_path, 1);
+    setenv("P11N_FAULT", faults, 1);
+    p11n_key *k = NULL;
+    int rc = p11n_key_load(uri, &k);
+    unsetenv("P11N_FAULT");
+    if (rc != P11N_OK)
+        fprintf(stderr, "load: %s\n", p11n_token_last_error());
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    return k;
+}
+
+/* Free the key (C_Finalize writes the counts). */
+static void free_counted(p11n_key *k)
+{
+    p11n_key_free(k);
+    unsetenv("P11N_FAULT_COUNTS");
+}
+
+/* The token is pulled out and put back while 4 threads run 1000 DH: every
+ * DH succeeds (the one that hit the removal after recovering, the others
+ * on the new sessions), exactly one thread logs in again, and no derived
+ * object is left behind. */
+static void test_removed_and_back(void)
+{
+    /* Derivation 1 is load's self-check. */
+    p11n_key *k = load_counted(key_uri("k1", 1), "C_DeriveKey:remove@301");
+    struct p11n_token *tok = p11n_token_of_key(k);
+    size_t before = t_token_objects(tok);
+    unsigned gen = tok->gen;
+    make_points();
+    struct worker sum;
+    run_workers(k, 1000, &sum);
+    CU_ASSERT(sum.ok == 1000 && sum.same == 1000);
+    CU_ASSERT(tok->gen == gen + 1);
+    CU_ASSERT(t_token_objects(tok) == before);
+    compare_dh(k, 10, 3);
+    free_counted(k);
+    CU_ASSERT(fault_count("C_Login") == 2);
+    CU_ASSERT(fault_count("C_CloseAllSessions") == 0);  /* only the module's own removal */
+}
+
+/* The token stays out 1.5 s: the DH that hit the removal and every DH
+ * while it is away fail at once with TOKEN_UNAVAILABLE, without calling
+ * the module; after it is back, DH works again with no reload. */
+static void test_token_stays_away(void)
+{
+    /* Derivation 1 is load's self-check, DH 1 uses 2 and 3, DH 2 4 and 5. */
+    p11n_key *k = load_counted(key_uri("k1", 1), "C_DeriveKey:remove@5=1500");
+    struct p11n_token *tok = p11n_token_of_key(k);
+    uint8_t out[32];
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
+    check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_TOKEN_UNAVAILABLE, NULL);
+    CU_ASSERT(contains(p11n_token_last_error(), "token unavailable: "));
+    CU_ASSERT(contains(p11n_token_last_error(), "next try in"));
+    int fast = 0;
+    for (int i = 0; i < 500; i++)
+        fast += p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_ERR_TOKEN_UNAVAILABLE;
+    CU_ASSERT(fast >= 400);     /* the rest may be a due retry */
+    /* Poll until it is back; the guard only stops a hung test. */
+    int rc = P11N_ERR_TOKEN_UNAVAILABLE, polls = 0;
+    for (time_t guard = time(NULL) + 20; rc != P11N_OK && time(NULL) < guard; polls++) {
+        struct timespec ts = { 0, 20 * 1000000L };
+        nanosleep(&ts, NULL);
+        rc = p11n_key_dh(k, p11n_secp256k1_generator, out);
+        CU_ASSERT(rc == P11N_OK || rc == P11N_ERR_TOKEN_UNAVAILABLE);
+    }
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    CU_ASSERT(tok->state == P11N_TOKEN_UP && tok->why[0] == '\0');
+    compare_dh(k, 10, 4);
+    free_counted(k);
+    /* Each recovery try opens one session at most; the ~600 DH while away
+     * opened none. Derivations: load 1, DH 1 2, DH 2 2 (the second removed),
+     * recovery 1, then 2 per DH after it. */
+    long opens = fault_count("C_OpenSession");
+    CU_ASSERT(opens > 2 && opens < 40);
+    CU_ASSERT(fault_count("C_DeriveKey") == 1 + 2 + 2 + 1 + 2 * (1 + 14));
+    fprintf(stderr, "  away: %d fast failures, %d polls, %ld C_OpenSession\n", fast, polls, opens);
+}
+
+/* Destroy every object labelled `label`. */
+static void destroy_labelled(const char *label)
+{
+    struct p11n_token *tok = t_token_open(T.uri);
+    CK_ATTRIBUTE t = { CKA_LABEL, (void *)label, strlen(label) };
+    CK_OBJECT_HANDLE *h;
+    size_t n;
+    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, &t, 1, &h, &n) == P11N_OK);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT(tok->fn->C_DestroyObject(tok->anchor, h[i]) == CKR_OK);
+    free(h);
+    p11n_token_close(tok);
+}
+
+/* The key is replaced under the URI while loaded: the next DH finds it
+ * again, sees another public key, and refuses it, then and later. */
+static void test_key_replaced(void)
+{
+    import_key("swap", K2_PRIV, PUB_PRIVATE | PUB_FIXED);
+    p11n_key *k = load(key_uri("swap", 0));
+    check_dh(k, K2_PRIV);
+    destroy_labelled("swap");
+    import_key("swap", K1_PRIV, PUB_PRIVATE | PUB_FIXED);
+    uint8_t out[32];
+    for (int i = 0; i < 3; i++) {
+        check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_TOKEN_UNAVAILABLE,
+            NULL);
+        CU_ASSERT(contains(p11n_token_last_error(), "another key"));
+        /* Past the backoff: tried again, and refused again. */
+        struct timespec ts = { 0, 450 * 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    p11n_key_free(k);
+    destroy_labelled("swap");
+}
+
+/* A wrong PIN at recovery is never tried again, and a token that says
+ * one more wrong try locks it is not even tried. */
+static void test_pin_never_retried(void)
+{
+    char path[1024], uri[2048];
+    snprintf(path, sizeof(path), "%s/pin-recover.txt", T.dir);
+    FILE *f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs(T_PIN "\n", f);
+    fclose(f);
+    chmod(path, 0600);
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=k1?module-path=%s&pin-source=file:%s",
+        T.label, P11N_FAULT_MODULE, path);
+    p11n_key *k = load_counted(uri, "C_DeriveKey:remove@3");
+    f = fopen(path, "w");
+    CU_ASSERT_FATAL(f != NULL);
+    fputs("0000\n", f);
+    fclose(f);
+    uint8_t out[32];
+    check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_PIN_INCORRECT,
+        "CKR_PIN_INCORRECT");
+    /* Well past any backoff: still refused, and the login not tried. */
+    struct timespec ts = { 0, 300 * 1000000L };
+    nanosleep(&ts, NULL);
+    for (int i = 0; i < 5; i++) {
+        check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_PIN_INCORRECT, NULL);
+        CU_ASSERT(contains(p11n_token_last_error(), "not tried again"));
+    }
+    free_counted(k);
+    CU_ASSERT(fault_count("C_Login") == 2);
+
+    /* CKF_USER_PIN_FINAL_TRY (SoftHSM2 has no PIN counter: the fault
+     * module sets the flag) at load: no login at all. */
+    snprintf(counts_path, sizeof(counts_path), "%s/counts", T.dir);
+    setenv("P11N_FAULT_COUNTS", counts_path, 1);
+    p11n_key *none = NULL;
+    check_error(load_faulty("k1", "C_GetTokenInfo:flags=CKF_USER_PIN_FINAL_TRY", &none),
+        P11N_ERR_PIN_FINAL_TRY, NULL);
+    CU_ASSERT(contains(p11n_token_last_error(), "one more wrong try would lock the token"));
+    CU_ASSERT(none == NULL);
+    CU_ASSERT(fault_count("C_Login") == 0);
+    check_error(load_faulty("k1", "C_GetTokenInfo:flags=CKF_USER_PIN_LOCKED", &none),
+        P11N_ERR_PIN_LOCKED, NULL);
+    CU_ASSERT(fault_count("C_Login") == 0);
+    /* ... and at recovery: load reads the token info three times (both
+     * SoftHSM2 slots while finding the token, then before the login). */
+    k = load_counted(key_uri("k1", 1),
+        "C_DeriveKey:remove@3;C_GetTokenInfo:flags>3=CKF_USER_PIN_FINAL_TRY");
+    check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_PIN_FINAL_TRY, NULL);
+    nanosleep(&ts, NULL);
+    check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_PIN_FINAL_TRY, NULL);
+    free_counted(k);
+    CU_ASSERT(fault_count("C_Login") == 1);
+}
+
+/* After fork() the child does not use its parent's sessions (the fault
+ * module, like a module talking to a daemon, refuses them in a child until
+ * it initializes the module again): its first DH recovers, and the parent
+ * goes on as before. */
+static void test_fork(void)
+{
+    p11n_key *k = load(key_uri("k1", 1));
+    uint8_t out[32], want[32];
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.dh(K1_PRIV, p11n_secp256k1_generator, want) == P11N_OK);
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
+    fflush(NULL);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        int ok = 0;
+        for (int i = 0; i < 5; i++) {
+            int rc = p11n_key_dh(k, p11n_secp256k1_generator, out);
+            if (rc != P11N_OK)
+                fprintf(stderr, "child DH: %s: %s\n", p11n_strerror(rc), p11n_token_last_error());
+            ok += rc == P11N_OK && memcmp(out, want, 32) == 0;
+        }
+        /* One recovery, in the child's own generation. */
+        int recovered = p11n_token_of_key(k)->gen == 1;
+        p11n_key_free(k);
+        _exit(ok == 5 && recovered ? 0 : 1);
+    }
+    int st = 0;
+    CU_ASSERT(waitpid(pid, &st, 0) == pid);
+    CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    for (int i = 0; i < 5; i++) {
+        CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
+        CU_ASSERT(memcmp(out, want, 32) == 0);
+    }
+    CU_ASSERT(p11n_token_of_key(k)->gen == 0);
+    p11n_key_free(k);
+}
+
 /* ---- BOLT #8 vectors with the local static key in the token ---- */
 
 
@@ -561,6 +960,14 @@ int main(void)
         { "configured modules, module-name, two handles", test_configured_module_and_two_handles },
         { "file: keys", test_file_key },
         { "BOLT #8 vectors with the static key in SoftHSM2", test_bolt8_with_token_key },
+        { "extractable or non-sensitive key refused unless allowed", test_extractable_refused },
+        { "public-key object: PIN-protected preferred, else a warning",
+          test_public_key_object_trust },
+        { "token removed and back under 4 threads: one recovery", test_removed_and_back },
+        { "token away: fast TOKEN_UNAVAILABLE, then back", test_token_stays_away },
+        { "key replaced under its URI: refused after recovery", test_key_replaced },
+        { "wrong PIN and final PIN try never retried", test_pin_never_retried },
+        { "fork: the child recovers, the parent goes on", test_fork },
         { NULL, NULL },
     };
     /* P11N_TEST_ONLY=TEXT runs the tests whose name contains TEXT. */
