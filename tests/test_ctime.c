@@ -1,0 +1,273 @@
+/*
+ * Constant-time evidence: every secret-handling path of the software
+ * crypto layer, the Noise engine and the transport, run under valgrind's
+ * memcheck with the secrets marked undefined (SECRET below). memcheck then
+ * reports any conditional branch and any memory address that depends on a
+ * secret, as a use of an uninitialised value; `make check-ctime` fails on
+ * any report (valgrind --error-exitcode=1).
+ *
+ * A value is declared defined again (PUBLIC) only where it legitimately
+ * becomes public: a public key, bytes put on the wire, a test's own
+ * verdict on a secret it computed twice. Inside the library the same
+ * claim is p11n_declassify() (lib/secure.h), each with its reason.
+ * tests/ctime.supp names the places inside dependencies that are constant
+ * time but opaque to memcheck; SECURITY.md lists what is covered.
+ *
+ * Built with -DP11N_CTIME_SELFTEST, the program also branches on a secret
+ * once (ctime_selftest_leak): valgrind must fail that variant, which
+ * tests/ctime-selftest.sh checks in `make check`.
+ *
+ * Idea from libsecp256k1's src/ctime_tests.c.
+ */
+#define OPENSSL_SUPPRESS_DEPRECATED   /* RAND_set_rand_method: see secret_rng */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <openssl/rand.h>
+#include <valgrind/memcheck.h>
+
+#include "p11noise.h"
+#include "crypto.h"
+#include "key.h"
+#include "noise.h"
+#include "secure.h"
+
+#define SECRET(p, n) ((void)VALGRIND_MAKE_MEM_UNDEFINED((p), (n)))
+#define PUBLIC(p, n) ((void)VALGRIND_MAKE_MEM_DEFINED((p), (n)))
+
+#define CHECK(cond) \
+    do { \
+        if (!(cond)) { \
+            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+            exit(1); \
+        } \
+    } while (0)
+
+/* A return code the test branches on. The library declassifies what it
+ * returns; PUBLIC here is only for codes the test derives from secrets
+ * itself. */
+#define CHECK_OK(expr) CHECK((expr) == P11N_OK)
+
+/* The test's own verdict on two secrets it expects equal: compared in
+ * constant time, and only the verdict made public. */
+static int same_secret(const void *a, const void *b, size_t len)
+{
+    int eq = p11n_ct_eq(a, b, len);
+    PUBLIC(&eq, sizeof(eq));
+    return eq;
+}
+
+/* ---- every random byte is a secret ----
+ * Key generation and ephemeral keys draw from OpenSSL's RAND_bytes. The
+ * legacy RAND_METHOD hook (the one way to interpose on RAND_bytes without
+ * writing a provider) hands out bytes that memcheck sees as undefined, so
+ * the paths from generation onwards are checked too. */
+static int secret_bytes(unsigned char *buf, int num)
+{
+    size_t got = 0;
+    while (got < (size_t)num) {
+        ssize_t r = getrandom(buf + got, (size_t)num - got, 0);
+        if (r <= 0)
+            return 0;
+        got += (size_t)r;
+    }
+    SECRET(buf, (size_t)num);
+    return 1;
+}
+
+static int secret_status(void)
+{
+    return 1;
+}
+
+static const RAND_METHOD secret_rng = {
+    .bytes = secret_bytes,
+    .pseudorand = secret_bytes,
+    .status = secret_status,
+};
+
+/* ---- key generation, public keys, every DH ---- */
+
+static const p11n_dh_alg *const dh_algs[] = {
+    &p11n_dh_secp256k1, &p11n_dh_25519, &p11n_dh_448,
+};
+
+static void test_dh(const p11n_dh_alg *dh)
+{
+    uint8_t a[P11N_MAXPRIVLEN], b[P11N_MAXPRIVLEN];
+    uint8_t apub[P11N_MAXPUBLEN], bpub[P11N_MAXPUBLEN], again[P11N_MAXPUBLEN];
+    uint8_t ab[P11N_MAXDHLEN], ba[P11N_MAXDHLEN];
+
+    /* Generation: random bytes (secret) in, a public key out. */
+    CHECK_OK(dh->generate(a, apub));
+    CHECK_OK(dh->generate(b, bpub));
+    /* Derivation from a private key given as bytes. */
+    SECRET(a, dh->privlen);
+    CHECK_OK(dh->pubkey(a, again));
+    CHECK(memcmp(again, apub, dh->publen) == 0);
+    /* DH both ways: the outputs are secrets, equal. */
+    SECRET(a, dh->privlen);
+    SECRET(b, dh->privlen);
+    CHECK_OK(dh->dh(a, bpub, ab));
+    CHECK_OK(dh->dh(b, apub, ba));
+    CHECK(same_secret(ab, ba, dh->dhlen));
+    p11n_wipe(a, sizeof(a));
+    p11n_wipe(b, sizeof(b));
+    p11n_wipe(ab, sizeof(ab));
+    p11n_wipe(ba, sizeof(ba));
+    printf("ctime: %s key generation, public key, DH\n", dh->name);
+}
+
+/* ---- hex encoding of keys ---- */
+
+static void test_hex_keys(void)
+{
+    for (size_t i = 0; i < sizeof(dh_algs) / sizeof(dh_algs[0]); i++) {
+        const p11n_dh_alg *dh = dh_algs[i];
+        uint8_t priv[P11N_MAXPRIVLEN], pub[P11N_MAXPUBLEN], back[P11N_MAXPRIVLEN];
+        char text[2 * P11N_MAXPRIVLEN + 2];
+        CHECK_OK(dh->generate(priv, pub));
+        p11n_hex_encode(priv, dh->privlen, text);
+        CHECK_OK(p11n_hex_decode(text, 2 * dh->privlen, back, dh->privlen));
+        CHECK(same_secret(back, priv, dh->privlen));
+
+        /* A key file's text: the digits are secret, the line end is not. */
+        size_t len = 2 * dh->privlen;
+        text[len] = '\n';
+        PUBLIC(&text[len], 1);
+        struct p11n_key *key = NULL;
+        CHECK_OK(p11n_key_parse_text(text, len + 1, dh, &key));
+        CHECK(memcmp(key->pub, pub, dh->publen) == 0);
+        p11n_key_free(key);
+
+        /* A malformed key is reported, and only that fact is public. */
+        text[3] = 'g';
+        SECRET(text, len);
+        CHECK(p11n_hex_decode(text, len, back, dh->privlen) == P11N_ERR_PARSE);
+        p11n_wipe(priv, sizeof(priv));
+        p11n_wipe(text, sizeof(text));
+    }
+    printf("ctime: hex encoding and decoding of private keys, key text\n");
+}
+
+/* ---- whole handshakes and the transport ---- */
+
+/* A software static key from secret bytes. */
+static struct p11n_key *secret_key(void)
+{
+    uint8_t priv[32], pub[P11N_PUBKEY_LEN];
+    CHECK_OK(p11n_dh_secp256k1.generate(priv, pub));
+    struct p11n_key *key = NULL;
+    CHECK_OK(p11n_key_from_private("secp256k1", priv, sizeof(priv), &key));
+    p11n_wipe(priv, sizeof(priv));
+    return key;
+}
+
+/* One act from `from` to `to`. What goes on the wire is public. */
+static void act(p11n_handshake *from, p11n_handshake *to)
+{
+    uint8_t buf[128];
+    size_t n = 0;
+    CHECK_OK(p11n_handshake_write(from, buf, sizeof(buf), &n));
+    PUBLIC(buf, n);
+    CHECK(p11n_handshake_want(to) == n);
+    CHECK_OK(p11n_handshake_read(to, buf, n));
+}
+
+/* Messages each way, interleaved, past a key rotation in each direction:
+ * a rotation comes every 1000 encryptions, two per message. */
+#define TRANSPORT_MESSAGES 600
+
+static void send_one(p11n_transport *from, p11n_transport *to, unsigned i)
+{
+    uint8_t msg[64], frame[64 + P11N_FRAME_OVERHEAD];
+    size_t len = 1 + i % sizeof(msg), n = 0, used = 0, got = 0;
+    const uint8_t *out = NULL;
+    memset(msg, (int)(i & 0xff), len);
+    CHECK_OK(p11n_transport_seal(from, msg, len, frame, sizeof(frame), &n));
+    PUBLIC(frame, n);
+    CHECK(p11n_transport_feed(to, frame, n, &used, &out, &got) == 1);
+    CHECK(used == n && got == len && memcmp(out, msg, len) == 0);
+}
+
+static void run_handshake(const char *pattern, int pin_initiator)
+{
+    struct p11n_key *ik = secret_key(), *rk = secret_key();
+    p11n_handshake_config icfg = {
+        .pattern = pattern, .local = ik, .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rk->pub,
+        .nremote = 1,
+    };
+    p11n_handshake_config rcfg = {
+        .pattern = pattern, .local = rk,
+        .remote = pin_initiator ? (const uint8_t (*)[P11N_PUBKEY_LEN])ik->pub : NULL,
+        .nremote = pin_initiator ? 1 : 0,
+    };
+    p11n_handshake *ini = NULL, *res = NULL;
+    CHECK_OK(p11n_handshake_initiate(&icfg, &ini));
+    CHECK_OK(p11n_handshake_respond(&rcfg, &res));
+    for (int turn = 0; !p11n_handshake_done(ini) || !p11n_handshake_done(res); turn++) {
+        CHECK(turn < 3);
+        if (turn % 2 == 0)
+            act(ini, res);
+        else
+            act(res, ini);
+    }
+    uint8_t who[P11N_PUBKEY_LEN];
+    CHECK_OK(p11n_handshake_remote(res, who));
+    CHECK(memcmp(who, ik->pub, sizeof(who)) == 0);
+
+    p11n_transport *ti = NULL, *tr = NULL;
+    CHECK_OK(p11n_handshake_finish(ini, &ti));
+    CHECK_OK(p11n_handshake_finish(res, &tr));
+    for (unsigned i = 0; i < TRANSPORT_MESSAGES; i++) {
+        send_one(ti, tr, i);
+        send_one(tr, ti, i);
+    }
+    p11n_transport_free(ti);
+    p11n_transport_free(tr);
+    p11n_handshake_free(ini);
+    p11n_handshake_free(res);
+    p11n_key_free(ik);
+    p11n_key_free(rk);
+    printf("ctime: %s handshake, both roles, software keys; %d transport messages each way "
+           "across a key rotation\n", pattern, TRANSPORT_MESSAGES);
+}
+
+#ifdef P11N_CTIME_SELFTEST
+/* A deliberate leak: branch on a secret byte. noinline and the external
+ * call keep the compiler from turning the branch into a select. */
+__attribute__((noinline)) static void ctime_selftest_leak(const uint8_t *secret)
+{
+    if (secret[0] & 1)
+        puts("ctime self-test: odd");
+    else
+        puts("ctime self-test: even");
+}
+
+static void selftest(void)
+{
+    uint8_t k[32];
+    CHECK(secret_bytes(k, sizeof(k)));
+    ctime_selftest_leak(k);
+}
+#endif
+
+int main(void)
+{
+    if (!RUNNING_ON_VALGRIND) {
+        fprintf(stderr, "test_ctime only means something under valgrind: "
+            "run it with `make check-ctime`\n");
+        return 77;
+    }
+    CHECK(RAND_set_rand_method(&secret_rng) == 1);
+#ifdef P11N_CTIME_SELFTEST
+    selftest();
+#endif
+    for (size_t i = 0; i < sizeof(dh_algs) / sizeof(dh_algs[0]); i++)
+        test_dh(dh_algs[i]);
+    test_hex_keys();
+    run_handshake("KK", 1);
+    run_handshake("XK", 1);
+    return 0;
+}
