@@ -216,8 +216,9 @@ int p11n_secp256k1_add(const uint8_t a[33], const uint8_t b[33], uint8_t out[33]
         rc = P11N_ERR_BAD_PUBKEY;
     if (rc == P11N_OK)
         serialize33(c, &sum, out);
-    /* The token's parity recovery adds candidates for the shared point
-     * k·P: these are DH secrets, not public keys. */
+    /* Variable time, like all of libsecp256k1's public-key functions: for
+     * public points only (the token layer's P + G). Secret points go
+     * through lib/secp256k1_x.c. Wiped all the same. */
     p11n_wipe(&pa, sizeof(pa));
     p11n_wipe(&pb, sizeof(pb));
     p11n_wipe(&sum, sizeof(sum));
