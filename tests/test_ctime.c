@@ -24,15 +24,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <unistd.h>
 #include <openssl/rand.h>
 #include <valgrind/memcheck.h>
 
 #include "p11noise.h"
 #include "crypto.h"
 #include "key.h"
-#include "noise.h"
 #include "secp256k1_x.h"
 #include "secure.h"
+#include "token.h"
 #include "tokenx.h"
 
 #define SECRET(p, n) ((void)VALGRIND_MAKE_MEM_UNDEFINED((p), (n)))
@@ -151,6 +152,73 @@ static void test_hex_keys(void)
         p11n_wipe(text, sizeof(text));
     }
     printf("ctime: hex encoding and decoding of private keys, key text\n");
+}
+
+/* ---- PIN bytes ----
+ * pkcs11/uri.c finds the PIN for a login before any token is involved:
+ * from the application's callback, or from a pin-source file. Its length
+ * is public (C_Login takes it), its bytes are not. The pin-value form in
+ * the URI text is decoded by p11-kit's URI parser, which is not constant
+ * time: SECURITY.md says so. */
+
+static const char pin_text[] = "71-ctime-pin";
+
+static int secret_pin_callback(const char *uri, char *pin, size_t cap, void *arg)
+{
+    (void)uri;
+    (void)arg;
+    CHECK(cap > sizeof(pin_text));
+    memcpy(pin, pin_text, sizeof(pin_text));
+    SECRET(pin, sizeof(pin_text) - 1);   /* the bytes, not the terminator */
+    return 0;
+}
+
+/* The PIN for `uri_text` as p11n_uri_pin gives it, checked against
+ * pin_text. */
+static void check_pin(const char *uri_text)
+{
+    P11KitUri *uri = NULL;
+    char *safe = NULL, pin[256];   /* pkcs11/token.c's buffer size */
+    size_t len = 0;
+    CHECK_OK(p11n_uri_parse(uri_text, &uri, &safe));
+    CHECK_OK(p11n_uri_pin(uri, safe, 0, pin, sizeof(pin), &len));
+    CHECK(len == strlen(pin_text));
+    CHECK(same_secret(pin, pin_text, len));
+    p11n_wipe(pin, sizeof(pin));
+    p11n_uri_free(uri);
+    free(safe);
+}
+
+static void test_pin(void)
+{
+    /* The callback's PIN: its length is found without a branch on it. */
+    p11n_set_pin_callback(secret_pin_callback, NULL);
+    check_pin("pkcs11:token=ctime");
+    p11n_set_pin_callback(NULL, NULL);
+
+    /* A pin-source file: read() makes its bytes defined, so the one
+     * step that looks at them, trimming the line end, is driven directly
+     * with secret bytes as well as through the file. */
+    char path[] = "/tmp/p11n-ctime-pin-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    CHECK(write(fd, pin_text, strlen(pin_text)) == (ssize_t)strlen(pin_text));
+    CHECK(write(fd, "\r\n", 2) == 2);
+    close(fd);
+    char uri_text[128];
+    snprintf(uri_text, sizeof(uri_text), "pkcs11:token=ctime?pin-source=file:%s", path);
+    check_pin(uri_text);
+    unlink(path);
+
+    char line[sizeof(pin_text) + 1];   /* the PIN, CR, LF */
+    memcpy(line, pin_text, strlen(pin_text));
+    memcpy(line + strlen(pin_text), "\r\n", 2);
+    SECRET(line, sizeof(line));
+    size_t n = p11n_ct_trim_eol(line, sizeof(line));
+    PUBLIC(&n, sizeof(n));
+    CHECK(n == strlen(pin_text));
+    p11n_wipe(line, sizeof(line));
+    printf("ctime: PIN from the application callback and from a pin-source file\n");
 }
 
 /* ---- the token's parity recovery, fed recorded token outputs ----
@@ -347,6 +415,7 @@ int main(void)
     for (size_t i = 0; i < sizeof(dh_algs) / sizeof(dh_algs[0]); i++)
         test_dh(dh_algs[i]);
     test_hex_keys();
+    test_pin();
     test_parity_recovery();
     test_parity_by_tag();
     run_handshake("KK", 1);
