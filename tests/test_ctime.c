@@ -339,17 +339,33 @@ static void send_one(p11n_transport *from, p11n_transport *to, unsigned i)
     CHECK(used == n && got == len && memcmp(out, msg, len) == 0);
 }
 
-static void run_handshake(const char *pattern, int pin_initiator)
+/* A forged frame: the tag fails (a public verdict), the transport dies. */
+static void send_forged(p11n_transport *from, p11n_transport *to)
 {
-    struct p11n_key *ik = secret_key(), *rk = secret_key();
+    uint8_t frame[8 + P11N_FRAME_OVERHEAD];
+    size_t n = 0, used = 0, got = 0;
+    const uint8_t *out = NULL;
+    CHECK_OK(p11n_transport_seal(from, (const uint8_t *)"forgery", 8, frame, sizeof(frame), &n));
+    PUBLIC(frame, n);
+    frame[n - 1] ^= 1;
+    CHECK(p11n_transport_feed(to, frame, n, &used, &out, &got) == P11N_ERR_BAD_TAG);
+}
+
+/* The responder knows two peers, the initiator second: a KK responder
+ * first tries the other key, whose act-one tag fails (public verdict);
+ * an XK responder looks the arriving key up among both. */
+static void run_handshake(const char *pattern)
+{
+    struct p11n_key *ik = secret_key(), *rk = secret_key(), *decoy = secret_key();
+    uint8_t known[2][P11N_PUBKEY_LEN];
+    memcpy(known[0], decoy->pub, P11N_PUBKEY_LEN);
+    memcpy(known[1], ik->pub, P11N_PUBKEY_LEN);
     p11n_handshake_config icfg = {
         .pattern = pattern, .local = ik, .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rk->pub,
         .nremote = 1,
     };
     p11n_handshake_config rcfg = {
-        .pattern = pattern, .local = rk,
-        .remote = pin_initiator ? (const uint8_t (*)[P11N_PUBKEY_LEN])ik->pub : NULL,
-        .nremote = pin_initiator ? 1 : 0,
+        .pattern = pattern, .local = rk, .remote = known, .nremote = 2,
     };
     p11n_handshake *ini = NULL, *res = NULL;
     CHECK_OK(p11n_handshake_initiate(&icfg, &ini));
@@ -372,14 +388,17 @@ static void run_handshake(const char *pattern, int pin_initiator)
         send_one(ti, tr, i);
         send_one(tr, ti, i);
     }
+    send_forged(ti, tr);
     p11n_transport_free(ti);
     p11n_transport_free(tr);
     p11n_handshake_free(ini);
     p11n_handshake_free(res);
     p11n_key_free(ik);
     p11n_key_free(rk);
-    printf("ctime: %s handshake, both roles, software keys; %d transport messages each way "
-           "across a key rotation\n", pattern, TRANSPORT_MESSAGES);
+    p11n_key_free(decoy);
+    printf("ctime: %s handshake, both roles, software keys, two known peers; %d transport "
+           "messages each way across a key rotation; a forged frame\n", pattern,
+        TRANSPORT_MESSAGES);
 }
 
 /* ---- the generic Noise engine: a PSK, the other ciphers and hashes, Rekey ----
@@ -495,8 +514,8 @@ int main(void)
     test_pin();
     test_parity_recovery();
     test_parity_by_tag();
-    run_handshake("KK", 1);
-    run_handshake("XK", 1);
+    run_handshake("KK");
+    run_handshake("XK");
     run_noise("Noise_KKpsk0_25519_AESGCM_SHA512", "25519");
     run_noise("Noise_KKpsk2_448_ChaChaPoly_BLAKE2b", "448");
     run_noise("Noise_KKpsk1_secp256k1_ChaChaPoly_BLAKE2s", "secp256k1");
