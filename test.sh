@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build p11noise with AddressSanitizer + UndefinedBehaviorSanitizer and run
 # every test, then `make distcheck` (a clean build and test run from the
-# release tarball), then the layer tests under valgrind. Extra arguments go
+# release tarball), then the layer tests under valgrind and the
+# constant-time test (make check-ctime). Extra arguments go
 # to configure (CI adds --enable-werror).
 # Installs missing Debian packages first (as root); safe to run again.
 set -eu
@@ -25,4 +26,7 @@ make -C build-test -j"$(nproc)" distcheck DISTCHECK_CONFIGURE_FLAGS="$*"
 # The layer tests once more under valgrind, in a build without sanitizers.
 p11n_build build-valgrind "$@"
 make -C build-valgrind check-valgrind
+# Constant-time evidence (SECURITY.md): secrets marked undefined for
+# memcheck, any branch or index on one fails; then its self-test.
+make -C build-valgrind check-ctime
 echo "test programs: $pass passed, $fail failed"

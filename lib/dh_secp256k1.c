@@ -32,8 +32,11 @@ static void ctx_create(void)
         return;
     /* Blinding of the scalar multiplications against side channels. */
     uint8_t seed[32];
-    if (p11n_random(seed, sizeof(seed)) != P11N_OK
-        || !secp256k1_context_randomize(c, seed)) {
+    int ok = p11n_random(seed, sizeof(seed)) == P11N_OK
+        && secp256k1_context_randomize(c, seed);
+    /* It fails only for a null argument, never for a seed's value. */
+    p11n_declassify(&ok, sizeof(ok));
+    if (!ok) {
         secp256k1_context_destroy(c);
         c = NULL;
     }
@@ -126,7 +129,13 @@ static int k1_pubkey(const uint8_t *priv, uint8_t *pub)
     if (c == NULL)
         return P11N_ERR_CRYPTO;
     secp256k1_pubkey pk;
-    if (!secp256k1_ec_pubkey_create(c, &pk, priv))
+    int ok = secp256k1_ec_pubkey_create(c, &pk, priv);
+    /* The public key is public, and so is whether the private key was a
+     * valid scalar (a key that is not one is refused when loaded).
+     * libsecp256k1's own constant-time test declares the same two. */
+    p11n_declassify(&ok, sizeof(ok));
+    p11n_declassify(&pk, sizeof(pk));
+    if (!ok)
         return P11N_ERR_BAD_PRIVKEY;
     serialize33(c, &pk, pub);
     return P11N_OK;
@@ -143,7 +152,11 @@ static int k1_generate(uint8_t *priv, uint8_t *pub)
         int rc = p11n_random(priv, 32);
         if (rc != P11N_OK)
             break;
-        if (secp256k1_ec_seckey_verify(c, priv))
+        /* A rejected draw is replaced by a fresh one, so whether it was
+         * in range tells nothing about the key finally kept. */
+        int ok = secp256k1_ec_seckey_verify(c, priv);
+        p11n_declassify(&ok, sizeof(ok));
+        if (ok)
             return k1_pubkey(priv, pub);
     }
     p11n_wipe(priv, 32);
@@ -165,7 +178,11 @@ static int k1_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)
     int rc = parse_public(pub, &c, &pk);
     if (rc != P11N_OK)
         return rc;
-    if (!secp256k1_ecdh(c, out, &pk, priv, NULL, NULL)) {
+    int ok = secp256k1_ecdh(c, out, &pk, priv, NULL, NULL);
+    /* Fails only for a private key that is not a valid scalar, which
+     * loading already refused (public, as in libsecp256k1's own test). */
+    p11n_declassify(&ok, sizeof(ok));
+    if (!ok) {
         p11n_wipe(out, 32);
         return P11N_ERR_BAD_PRIVKEY;
     }
@@ -199,8 +216,9 @@ int p11n_secp256k1_add(const uint8_t a[33], const uint8_t b[33], uint8_t out[33]
         rc = P11N_ERR_BAD_PUBKEY;
     if (rc == P11N_OK)
         serialize33(c, &sum, out);
-    /* The token's parity recovery adds candidates for the shared point
-     * k·P: these are DH secrets, not public keys. */
+    /* Variable time, like all of libsecp256k1's public-key functions: for
+     * public points only (the token layer's P + G). Secret points go
+     * through lib/secp256k1_x.c. Wiped all the same. */
     p11n_wipe(&pa, sizeof(pa));
     p11n_wipe(&pb, sizeof(pb));
     p11n_wipe(&sum, sizeof(sum));

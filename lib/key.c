@@ -135,7 +135,10 @@ int p11n_key_parse_text(const char *text, size_t len, const p11n_dh_alg *alg,
     *out = NULL;
     if ((text == NULL && len > 0) || alg == NULL)
         return P11N_ERR_INVALID_ARG;
-    while (len > 0 && is_space(text[len - 1]))
+    /* Only what follows the key's digits is looked at for whitespace: no
+     * branch depends on a digit of the private key. */
+    size_t keylen = 2 * alg->privlen;
+    while (len > keylen && is_space(text[len - 1]))
         len--;
     uint8_t priv[P11N_MAXPRIVLEN];
     int rc = p11n_hex_decode(text != NULL ? text : "", len, priv, alg->privlen);

@@ -9,6 +9,7 @@
 
 #include "ckr.h"
 #include "crypto.h"
+#include "secp256k1_x.h"
 #include "secure.h"
 #include "token.h"
 
@@ -146,32 +147,16 @@ int p11n_token_derive_x(struct p11n_token *tok, CK_OBJECT_HANDLE key,
     return err;
 }
 
-/* SHA256(compressed(k·P)) from x1 = x(k·P) and x2 = x(k·P + kadj). */
+/* SHA256(compressed(k·P)) from x1 = x(k·P) and x2 = x(k·P + kadj), in
+ * constant time: x1 and x2 are the DH secret (lib/secp256k1_x.c). */
 static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUBKEY_LEN],
     const uint8_t x1[32], const uint8_t x2[32], uint8_t out[32])
 {
-    /* Try both candidates every time, so the work does not depend on
-     * which one is k·P. */
-    uint8_t cand[P11N_PUBKEY_LEN], sum[P11N_PUBKEY_LEN];
-    int match[2], err;
-    memcpy(cand + 1, x1, 32);
-    for (int i = 0; i < 2; i++) {
-        cand[0] = (uint8_t)(0x02 | i);
-        match[i] = p11n_secp256k1_add(cand, kadj, sum) == P11N_OK &&
-                   p11n_ct_eq(sum + 1, x2, 32);
-    }
-    if (match[0] == match[1]) {
+    int err = p11n_secp256k1_dh_from_x(kadj, x1, x2, out);
+    if (err == P11N_ERR_BAD_PUBKEY)
         /* Only possible when K is not k·G. */
         err = p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
             "the key's public key object does not match its private key");
-    } else {
-        cand[0] = (uint8_t)(0x02 | match[1]);
-        p11n_iov iov = { cand, sizeof(cand) };
-        err = p11n_hash(&p11n_hash_sha256, &iov, 1, out) == P11N_OK ? P11N_OK : P11N_ERR_CRYPTO;
-    }
-    p11n_wipe(cand, sizeof(cand));
-    p11n_wipe(sum, sizeof(sum));
-    p11n_wipe(match, sizeof(match));
     return err;
 }
 

@@ -164,8 +164,10 @@ static int read_pin_file(const char *path, const char *safe, char *pin, size_t c
         n += (size_t)r;
     }
     close(fd);
-    while (n > 0 && (pin[n - 1] == '\n' || pin[n - 1] == '\r'))
-        n--;
+    /* The PIN's length is public (it goes to C_Login); its bytes are not
+     * looked at one by one. */
+    n = p11n_ct_trim_eol(pin, n);
+    p11n_declassify(&n, sizeof(n));
     if (n == cap) {
         p11n_wipe(pin, cap);
         return p11n_token_errorf(P11N_ERR_URI, safe, "pin-source %s: PIN too long", path);
@@ -215,7 +217,8 @@ int p11n_uri_pin(P11KitUri *uri, const char *safe, int protected_path,
             return p11n_token_errorf(P11N_ERR_PIN_REQUIRED, safe,
                 "no PIN: the URI has no pin-value or pin-source, and the PIN callback gave none");
         }
-        size_t n = strnlen(pin, cap);
+        size_t n = p11n_ct_strnlen(pin, cap);
+        p11n_declassify(&n, sizeof(n));   /* public: it goes to C_Login */
         if (n == cap) {
             p11n_wipe(pin, cap);
             return p11n_token_errorf(P11N_ERR_URI, safe, "PIN from callback too long");
