@@ -9,6 +9,8 @@
 
 t_init() {
     t_name="$1"
+    # Key and PIN files must be private: the tool refuses them otherwise.
+    umask 077
     builddir="${P11N_BUILDDIR:-.}"
     srcdir="${P11N_SRCDIR:-.}"
     tool="$builddir/tools/p11noise"

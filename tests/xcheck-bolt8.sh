@@ -30,6 +30,8 @@ if [ -z "$py" ]; then
     echo "SKIP: python3 with the cryptography module (Debian: python3-cryptography) is missing"
     exit 77
 fi
+# Key files must be private: the tool refuses them otherwise.
+umask 077
 tmp=$(mktemp -d)
 pids=""
 fails=0

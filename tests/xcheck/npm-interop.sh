@@ -33,6 +33,8 @@ if [ ! -d "$npmdir/node_modules/@node-lightning/noise" ]; then
 fi
 NODE_PATH=$(cd "$npmdir/node_modules" && pwd)
 export NODE_PATH
+# Key files must be private: the tool refuses them otherwise.
+umask 077
 tmp=$(mktemp -d)
 pids=""
 passed=0
