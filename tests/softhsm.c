@@ -191,3 +191,31 @@ size_t t_token_objects(struct p11n_token *tok)
         die("count objects");
     return n;
 }
+
+void t_token_plant_public_peer(const char *uri, const char *id, const uint8_t pub[P11N_PUBKEY_LEN])
+{
+    struct p11n_token *tok = t_token_open_public(uri);
+    uint8_t point[P11N_EC_POINT_DER_LEN];
+    if (p11n_ec_point_der(pub, point) != P11N_OK)
+        die("bad point to plant");
+    char cka_id[P11N_PEER_ID_PREFIX_LEN + P11N_MAX_IDENTIFIER + 1];
+    snprintf(cka_id, sizeof(cka_id), P11N_PEER_ID_PREFIX "%s", id);
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE type = CKK_EC;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_MODIFIABLE, &no, sizeof(no) },
+        { CKA_LABEL, (void *)id, strlen(id) },
+        { CKA_ID, cka_id, strlen(cka_id) },
+        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
+        { CKA_EC_POINT, point, sizeof(point) },
+    };
+    CK_OBJECT_HANDLE h;
+    if (tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h) != CKR_OK)
+        die("planting a public object without the PIN failed");
+    p11n_token_close(tok);
+}

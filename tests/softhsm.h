@@ -33,6 +33,11 @@ struct p11n_token *t_token_open(const char *uri);
  * the session really is not logged in. */
 struct p11n_token *t_token_open_public(const char *uri);
 
+/* What any process that reaches the token can do without the PIN: create
+ * a public, token-resident ceremony-looking object ("p11noise-peer:ID")
+ * holding `pub`. Aborts on failure. */
+void t_token_plant_public_peer(const char *uri, const char *id, const uint8_t pub[P11N_PUBKEY_LEN]);
+
 /* Import a secp256k1 private key from known bytes, with or without
  * CKA_DERIVE, and (with_pub) its public key object with the same CKA_ID
  * and label (CKA_ID = the label). Aborts on failure. */

@@ -549,6 +549,45 @@ static void test_reload_from_token(void)
     ctx_drop();
 }
 
+/* An object anyone can plant without the PIN never becomes a peer: the
+ * reload skips it with a warning, and its key is refused by a KK listener
+ * on the whole store and by an XK listener, while the real peer gets in. */
+static void test_planted_object_ignored(void)
+{
+    p11n_ctx *srv = ctx_make(0, "srv");
+    p11n_ctx *cli = ctx_make(1, "cli");
+    p11n_peer_entry e;
+    memset(&e, 0, sizeof(e));
+    strcpy(e.id, "a");
+    memcpy(e.pub, pubs[K_A], 33);
+    size_t bad = 0;
+    CU_ASSERT_FATAL(p11n_ceremony_write(T.uri, &e, 1, 0, &bad) == P11N_OK);
+    t_token_plant_public_peer(T.uri, "mallory", pubs[K_B]);
+    size_t mark = t_log_mark();
+    CU_ASSERT(p11n_peers_load_token(srv, T.uri) == 1);
+    CU_ASSERT(t_log_has(mark, "mallory", "ignored"));
+    CU_ASSERT(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    static const char *const patterns[] = { "KK", "XK" };
+    for (size_t i = 0; i < 2; i++) {
+        static server sv;
+        p11n_listener *l = listen_with(srv, keys[K_SRV], patterns[i], NULL, 0, &sv);
+        uint16_t port = p11n_listener_port(l);
+        side m, a;
+        dial(cli, port, "server", patterns[i], keys[K_B], &m);
+        PUMP_UNTIL(m.closed == 1 && sv.failed.closed == 1);
+        CU_ASSERT(m.established == 0 && sv.n == 0);
+        dial(cli, port, "server", patterns[i], keys[K_A], &a);
+        PUMP_UNTIL(a.established == 1);
+        CU_ASSERT(sv.n == 1 && strcmp(sv.conns[0].peer, "a") == 0);
+        p11n_close(a.conn);
+        PUMP_UNTIL(a.closed >= 1 && a.final == 1);
+        p11n_listener_close(l);
+    }
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "mallory") == P11N_OK);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "a") == P11N_OK);
+    ctx_drop();
+}
+
 /* The server's key (K_SRV) on the token, behind the fault module with
  * the rules `fault` (P11N_FAULT). */
 static p11n_key *token_server_key(const char *fault)
@@ -635,6 +674,8 @@ int main(void)
         { "a key's warning is logged once", test_key_warning_once },
         { "SOCKS5 credentials leave the write queue once sent", test_proxy_credentials_wiped },
         { "reload from the token revokes removed and replaced peers", test_reload_from_token },
+        { "an object planted without the PIN is ignored and its key refused",
+          test_planted_object_ignored },
         { "a peer removed during an incoming handshake is refused at its end",
           test_revoked_while_handshaking },
         { "a token failure's call and CKR_ name reach closed", test_token_error_text },
