@@ -3,7 +3,8 @@
 they send and receive, so the two ends of a tunnel can be compared.
 
   tunnelpeer.py serve ADDR REPORT [options]   target: one thread per connection,
-                                              one line per connection in REPORT
+                                              one line per connection in REPORT;
+                                              prints "listening on HOST:PORT" when ready
   tunnelpeer.py connect ADDR [options]        one connection, its line on stdout
   tunnelpeer.py many ADDR COUNT [options]     COUNT connections at once to an
                                               echo target, each checked
@@ -145,6 +146,8 @@ def serve(addr, report, o):
         ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     ls.bind(sa)
     ls.listen(256)
+    print("listening on %s" % ("%s:%d" % ls.getsockname() if fam == socket.AF_INET else addr),
+          flush=True)
     lock = threading.Lock()
 
     def one(s):
