@@ -187,7 +187,8 @@ static void send_up(struct tun *c, const uint8_t *b, size_t len)
             tun_abort(c, "out of memory");
             return;
         }
-        memcpy(c->held, b, len);
+        if (b != c->held)   /* `writable` retries from `held` itself */
+            memcpy(c->held, b, len);
         c->held_len = len;
         c->blocked = 1;
         return;
@@ -205,7 +206,7 @@ static void send_up(struct tun *c, const uint8_t *b, size_t len)
 
 static void read_plain(struct tun *c)
 {
-    for (int i = 0; i < READS_PER_WAKE && !c->blocked && !c->dead && !c->rd_eof; i++) {
+    for (int i = 0; i < READS_PER_WAKE && !c->blocked && c->fd >= 0 && !c->rd_eof; i++) {
         ssize_t n = recv(c->fd, rbuf, sizeof(rbuf), 0);
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
             return;
