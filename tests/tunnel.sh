@@ -143,6 +143,15 @@ if command -v "${MICROSOCKS:-microsocks}" > /dev/null 2>&1; then
     tclient fxk "$sport" --pattern XK $proxy
     transfer "XK, file: keys, SOCKS5 proxy, 5 MB each way" $((5 * MB)) "127.0.0.1:$cport" \
         "$tmp/bulk5.rep"
+    # The proxy refuses the client's password: that connection is reset
+    # with the reason logged, and the tunnel client goes on.
+    tclient badproxy "$sport" --pattern XK --socks5 "tun:wrong@127.0.0.1:$pport"
+    python3 "$peer" connect "127.0.0.1:$cport" --send 1000 > "$tmp/badproxy.out" 2>&1
+    t_check "proxy refuses: the plain connection is reset" \
+        "grep -q 'Connection reset' '$tmp/badproxy.out'"
+    t_check "proxy refuses: the reason is logged" \
+        "grep -q 'channel failed: .*SOCKS' '$tmp/badproxy.clog'"
+    t_check "proxy refuses: the tunnel client still runs" "kill -0 $cpid"
 else
     echo "microsocks not installed: proxy runs skipped"
 fi
