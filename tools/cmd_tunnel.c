@@ -3,7 +3,6 @@
  * poll() loop that runs the context beside the plain sockets.
  */
 #include <errno.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_net.h"
 #include "tunnel.h"
 
 #define DEFAULT_MODE 0600         /* a Unix listening socket: the owner only */
@@ -215,61 +215,13 @@ static int parse_args(int argc, char **argv, struct tunnel *t)
 
 /* ---- setup ---- */
 
-static p11n_ctx *signal_ctx;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    p11n_stop(signal_ctx);  /* async-signal-safe */
-}
-
-static void catch_signals(p11n_ctx *ctx)
-{
-    signal_ctx = ctx;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
 static int setup(struct tunnel *t, const char *cmd)
 {
-    const struct tun_args *a = &t->a;
-    tun_log_level = a->verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
+    tun_log_level = t->a.verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
     p11n_ctx_options o = { 0 };
     o.log = tun_log_cb;
     o.log_level = tun_log_level;
-    int rc = p11n_ctx_new(&o, &t->ctx);
-    if (rc != P11N_OK) {
-        cli_error("%s: %s", cmd, p11n_strerror(rc));
-        return 1;
-    }
-    rc = p11n_key_load(a->key, &t->key);
-    if (rc != P11N_OK) {
-        const char *detail = p11n_token_last_error();
-        /* The URI may hold a PIN: never echo it. */
-        cli_error("%s: cannot load the key: %s%s%s", cmd, p11n_strerror(rc),
-            detail[0] ? " — " : "", detail);
-        return 1;
-    }
-    if (a->peers_file != NULL) {
-        rc = p11n_peers_load_file(t->ctx, a->peers_file);
-        if (rc < 0) {
-            cli_error("%s: peers file %s: %s", cmd, a->peers_file, p11n_strerror(rc));
-            return 1;
-        }
-    } else if (strncmp(a->key, "pkcs11:", 7) == 0) {
-        rc = p11n_peers_load_token(t->ctx, a->key);
-        if (rc < 0) {
-            const char *detail = p11n_token_last_error();
-            cli_error("%s: reading the ceremony objects of the key's token: %s%s%s", cmd,
-                p11n_strerror(rc), detail[0] ? " — " : "", detail);
-            return 1;
-        }
-    }
-    return 0;
+    return cli_net_setup(cmd, &o, t->a.key, t->a.peers_file, &t->ctx, &t->key);
 }
 
 /* ---- the loop ---- */
@@ -411,7 +363,7 @@ int cmd_tunnel(int argc, char **argv)
     if (status == 0 && (t.a.server ? tun_server_start(&t) : tun_client_start(&t)) != 0)
         status = 1;
     if (status == 0) {
-        catch_signals(t.ctx);
+        cli_catch_signals(t.ctx);
         status = run(&t, cmd);
     }
     teardown(&t);

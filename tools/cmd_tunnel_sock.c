@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cli_net.h"
 #include "tunnel.h"
 
 #define LISTEN_BACKLOG 128
@@ -30,30 +31,7 @@ int tun_parse_addr(const char *s, struct tun_addr *out)
         memcpy(out->host, s + 5, n + 1);
         return 0;
     }
-    const char *start = s, *colon;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        start = s + 1;
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || strchr(s, ':') != colon)
-            return -1; /* a bare IPv6 address needs brackets */
-    }
-    size_t hlen = (size_t)(colon - start) - (s[0] == '[');
-    if (hlen == 0 || hlen >= sizeof(out->host))
-        return -1;
-    memcpy(out->host, start, hlen);
-    out->host[hlen] = '\0';
-    char *end;
-    errno = 0;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (errno != 0 || *end != '\0' || colon[1] == '\0' || p > 65535)
-        return -1;
-    out->port = (uint16_t)p;
-    return 0;
+    return cli_split_host_port(s, out->host, sizeof(out->host), &out->port);
 }
 
 static void unix_sockaddr(const char *path, struct sockaddr_un *sun)
