@@ -138,6 +138,18 @@ int bench_p11n_seal(const bench_opts *o, size_t size, bench_stat *out);
 int bench_p11n_throughput(const bench_opts *o, size_t size, bench_stat *out);
 /* Plain TCP, no encryption: what the kernel alone allows (bench_plain.c). */
 int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out);
+/* Its two ends, which any byte stream can carry: the sink (a bench_fork
+ * child) accepts one connection on `lfd` and answers each request
+ * (count, size, then count * size bytes) with one byte; bench_plain_rep
+ * sends one request and times it until the answer. */
+struct bench_sink_arg {
+    int lfd;
+};
+int bench_plain_sink(void *arg);
+int bench_plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs);
+/* The same through `p11noise tunnel client` and `tunnel server` (this
+ * program, run twice), software keys, 64 KiB writes (bench_tunnel.c). */
+int bench_tunnel_throughput(const bench_opts *o, bench_stat *out);
 /* Connect, the pattern's acts as plain bytes, the confirmation, close:
  * handshakes per second with no cryptography at all. */
 int bench_null_handshakes(const bench_opts *o, const char *pattern, bench_stat *out);

@@ -12,14 +12,10 @@
 
 #define RX_CHUNK (1 << 18)
 
-struct sink_arg {
-    int lfd;
-};
-
 /* Requests (count, size) then count * size bytes; one byte back. */
-static int plain_sink(void *arg)
+int bench_plain_sink(void *arg)
 {
-    struct sink_arg *s = arg;
+    struct bench_sink_arg *s = arg;
     int fd = bench_accept(s->lfd);
     uint8_t *buf = malloc(RX_CHUNK);
     uint64_t req[2];
@@ -46,7 +42,7 @@ done:
     return rc;
 }
 
-static int plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs)
+int bench_plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs)
 {
     uint64_t req[2] = { count, size };
     uint8_t ack;
@@ -65,7 +61,7 @@ static int plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, doub
 
 int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out)
 {
-    struct sink_arg srv;
+    struct bench_sink_arg srv;
     uint16_t port;
     pid_t pid = -1;
     int fd = -1, rc = -1;
@@ -77,16 +73,16 @@ int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out)
     srv.lfd = bench_listen(&port, 16);
     if (msg == NULL || srv.lfd < 0)
         goto done;
-    pid = bench_fork(plain_sink, &srv);
+    pid = bench_fork(bench_plain_sink, &srv);
     fd = pid > 0 ? bench_connect(port) : -1;
     if (fd < 0)
         goto done;
     count = bench_count_for(o, size, 50.0);
-    if (plain_rep(fd, msg, size, count, &secs) != 0)
+    if (bench_plain_rep(fd, msg, size, count, &secs) != 0)
         goto done;
     count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
     for (int r = 0; r < o->reps; r++) {
-        if (plain_rep(fd, msg, size, count, &secs) != 0)
+        if (bench_plain_rep(fd, msg, size, count, &secs) != 0)
             goto done;
         bench_stat_add(out, (double)size * (double)count / secs / 1e6);
     }

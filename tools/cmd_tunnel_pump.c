@@ -32,7 +32,8 @@
 
 #define OUT_HIGH (256 * 1024)     /* plain output buffered before the channel pauses */
 #define OUT_LOW (64 * 1024)       /* ... and resumes below this */
-#define READS_PER_WAKE 4          /* plain reads per readiness, for throughput */
+#define READS_PER_WAKE 16         /* plain reads per readiness: up to about the library's
+                                     queue (1 MiB), so one wake-up fills it */
 
 static uint8_t rbuf[P11N_MAX_MESSAGE]; /* one thread: one read buffer */
 
