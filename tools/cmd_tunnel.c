@@ -226,6 +226,25 @@ static int setup(struct tunnel *t, const char *cmd)
 
 /* ---- the loop ---- */
 
+long long tun_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The listening socket's fd, or -1 while accepting is paused (and then a
+ * timeout no longer than the pause). */
+static int listen_fd(const struct tunnel *t, int *timeout)
+{
+    long long left = t->accept_resume_ms - tun_now_ms();
+    if (t->lfd < 0 || left <= 0)
+        return t->lfd;
+    if (*timeout < 0 || *timeout > left)
+        *timeout = (int)left;
+    return -1;
+}
+
 /* The context's fds (from p11n_poll_fds), then the client's listening
  * socket, then each connection's plain socket; `who` names the owner of
  * each of the latter. */
@@ -268,7 +287,7 @@ static int pollset_fill(struct tunnel *t, struct pollset *ps, int *timeout)
         return -1;
     ps->n = ps->nctx;
     ps->who[ps->n] = NULL;
-    ps->fds[ps->n++] = (struct pollfd){ .fd = t->lfd, .events = POLLIN };
+    ps->fds[ps->n++] = (struct pollfd){ .fd = listen_fd(t, timeout), .events = POLLIN };
     for (struct tun *c = t->conns; c != NULL; c = c->next) {
         short ev = tun_events(c);
         /* No events: left out, or a hung-up socket would wake us forever. */

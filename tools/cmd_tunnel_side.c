@@ -20,6 +20,8 @@
 #include "tunnel.h"
 
 #define ACCEPT_BATCH 16           /* plain connections accepted per wake-up */
+#define ACCEPT_PAUSE_MS 100       /* out of fds or memory: the listening socket stays
+                                     readable, so stop polling it instead of spinning */
 
 static p11n_channel_options channel(const struct tunnel *t, void *arg)
 {
@@ -194,9 +196,14 @@ void tun_client_accept(struct tunnel *t)
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         int fd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
-                && errno != ECONNABORTED)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                tun_log(P11N_LOG_ERROR, "tunnel client: accept: %s; not accepting for %d ms",
+                    strerror(errno), ACCEPT_PAUSE_MS);
+                t->accept_resume_ms = tun_now_ms() + ACCEPT_PAUSE_MS;
+            } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR
+                && errno != ECONNABORTED) {
                 tun_log(P11N_LOG_ERROR, "tunnel client: accept: %s", strerror(errno));
+            }
             return;
         }
         if (!t->listen_addr.is_unix) {

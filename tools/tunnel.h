@@ -61,6 +61,7 @@ struct tunnel {
     struct tun_args a;
     struct tun_addr listen_addr, target_addr;
     int lfd;                      /* client: the plain listening socket, else -1 */
+    long long accept_resume_ms;   /* client: out of fds, not accepting until then */
     p11n_listener *l;             /* server */
     struct sockaddr_storage *targets; /* server: the target's addresses */
     socklen_t *target_lens;
@@ -116,6 +117,9 @@ void tun_ready(struct tun *c, short revents);
 void tun_reap(struct tunnel *t);          /* free the dead */
 int tun_queue_out(struct tun *c, const uint8_t *b, size_t len); /* -1: no memory */
 extern const p11n_callbacks tun_callbacks;
+
+/* Monotonic clock in milliseconds. */
+long long tun_now_ms(void);
 
 /* cmd_tunnel_side.c */
 int tun_server_start(struct tunnel *t);
