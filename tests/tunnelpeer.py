@@ -129,10 +129,22 @@ class Stream:
             self.recv_all()
             self.send_all()
         else:
-            t = threading.Thread(target=self.send_all)
+            # A reset seen by the sending thread is reported once, to it:
+            # the receiving side may then read a clean end.
+            failed = []
+
+            def send():
+                try:
+                    self.send_all()
+                except OSError as e:
+                    failed.append(e)
+
+            t = threading.Thread(target=send)
             t.start()
             self.recv_all()
             t.join()
+            if failed:
+                raise failed[0]
 
     def line(self):
         return "sent %s %d received %s %d" % (self.sent.hexdigest(), self.nsent,
