@@ -2,7 +2,8 @@
  * p11noise tunnel: plain TCP or Unix-socket connections carried over Noise
  * channels, one channel per plain connection (public API only).
  *
- *   cmd_tunnel.c        arguments, setup, the poll() loop, signals
+ *   cmd_tunnel.c        logging, setup, the poll() loop
+ *   cmd_tunnel_args.c   the command line
  *   cmd_tunnel_side.c   what differs: the server's target, the client's
  *                       accepting socket
  *   cmd_tunnel_pump.c   one tunnelled connection: bytes both ways,
@@ -102,6 +103,11 @@ struct tun {
     int wr_shut;                  /* ... and the plain socket's write side is shut */
     unsigned long long bytes_up, bytes_down;
 };
+
+/* cmd_tunnel_args.c: fills t->a and the addresses. Returns 0 to run, -1
+ * after --help, or 2 after printing an error. */
+int tun_parse_args(int argc, char **argv, struct tunnel *t);
+void tun_usage(void);                     /* both usages, on stdout */
 
 /* Log through the same line format as the library's own lines. */
 void tun_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
