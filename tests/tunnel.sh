@@ -240,6 +240,18 @@ target late "127.0.0.1:$dead" --send 1000
 transfer "refused: the next connection works once the target is up" 1000 "127.0.0.1:$cport" \
     "$tmp/late.rep"
 
+# A target that never answers: that connection gives up after
+# --connect-timeout, the plain client sees a reset.
+t_bg python3 "$peer" stall > "$tmp/stall.target"
+wait_port "$tmp/stall.target"
+stall_port=$port
+tserver stall "127.0.0.1:$stall_port" --connect-timeout 500
+tclient stall "$sport"
+python3 "$peer" connect "127.0.0.1:$cport" --send 1000 > "$tmp/stall.out" 2>&1
+t_check "a target that never answers: reset after the connect timeout" \
+    "grep -q 'Connection reset' '$tmp/stall.out' \
+     && grep -q 'target 127.0.0.1:$stall_port: no answer in 500 ms; closing' '$tmp/stall.slog'"
+
 # A handshake that fails (the client names the wrong server key): that
 # connection is reset; the server goes on serving the right client.
 target small 127.0.0.1:0 --send 1000
@@ -324,6 +336,8 @@ expect_error "Unix remote" "the tunnel server wants HOST:PORT" client \
     --key "file:$tmp/client.key" --peer server --listen 127.0.0.1:0 unix:/x
 expect_error "bad mode" "--mode wants an octal mode" client --key "file:$tmp/client.key" \
     --peer server --listen unix:/tmp/x --mode 0999 127.0.0.1:1
+expect_error "bad connect timeout" "--connect-timeout wants milliseconds" server \
+    --key "file:$tmp/server.key" --listen 127.0.0.1:0 --target 127.0.0.1:1 --connect-timeout 0
 expect_error "bad pattern" "must be KK or XK" server --key "file:$tmp/server.key" \
     --listen 127.0.0.1:0 --target 127.0.0.1:1 --pattern NN
 expect_error "neither server nor client" "say 'tunnel server' or 'tunnel client'" sideways

@@ -8,6 +8,9 @@ they send and receive, so the two ends of a tunnel can be compared.
   tunnelpeer.py connect ADDR [options]        one connection, its line on stdout
   tunnelpeer.py many ADDR COUNT [options]     COUNT connections at once to an
                                               echo target, each checked
+  tunnelpeer.py stall                         a listener that never answers: its
+                                              accept queue is full, so the kernel
+                                              drops new SYNs; prints its address
 
 ADDR is HOST:PORT or unix:PATH. A report line is
   "sent SHA256 NBYTES received SHA256 NBYTES[ peer ID]".
@@ -223,8 +226,27 @@ def many(addr, count, o):
     return 0 if good == count - (o["reset_after"] is not None) else 1
 
 
+def stall():
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(0)
+    print("listening on %s:%d" % ls.getsockname(), flush=True)
+    fill = []
+    for _ in range(4):
+        s = socket.socket()
+        s.setblocking(False)
+        try:
+            s.connect(ls.getsockname())
+        except BlockingIOError:
+            pass
+        fill.append(s)
+    time.sleep(600)
+
+
 def main(argv):
     cmd = argv[1]
+    if cmd == "stall":
+        stall()
     if cmd == "serve":
         serve(argv[2], argv[3], opts(argv[4:]))
     elif cmd == "connect":

@@ -119,8 +119,14 @@ static int pollset_fill(struct tunnel *t, struct pollset *ps, int *timeout)
     ps->n = ps->nctx;
     ps->who[ps->n] = NULL;
     ps->fds[ps->n++] = (struct pollfd){ .fd = listen_fd(t, timeout), .events = POLLIN };
+    long long now = tun_now_ms();
     for (struct tun *c = t->conns; c != NULL; c = c->next) {
         short ev = tun_events(c);
+        if (c->connecting && !c->dead) {
+            long long left = c->deadline_ms > now ? c->deadline_ms - now : 0;
+            if (*timeout < 0 || *timeout > left)
+                *timeout = (int)left;
+        }
         /* No events: left out, or a hung-up socket would wake us forever. */
         ps->who[ps->n] = c;
         ps->fds[ps->n++] = (struct pollfd){ .fd = ev ? c->fd : -1, .events = ev };
@@ -156,11 +162,14 @@ static int run(struct tunnel *t, const char *cmd)
         }
         if (ps.fds[ps.nctx].fd >= 0 && (ps.fds[ps.nctx].revents & POLLIN))
             tun_client_accept(t);
+        long long now = tun_now_ms();
         for (size_t i = ps.nctx + 1; i < ps.n; i++) {
             struct tun *c = ps.who[i];
             /* A callback may have closed it or reused the fd number. */
             if (ps.fds[i].revents != 0 && !c->dead && c->fd == ps.fds[i].fd)
                 tun_ready(c, ps.fds[i].revents);
+            else if (c->connecting && !c->dead && now >= c->deadline_ms)
+                tun_target_timeout(c);
         }
         tun_reap(t);
     }

@@ -12,18 +12,21 @@
 #include "tunnel.h"
 
 #define DEFAULT_MODE 0600         /* a Unix listening socket: the owner only */
+#define DEFAULT_CONNECT_MS 10000  /* the server's connect to its target */
 
 static const char SERVER_USAGE[] =
     "usage: p11noise tunnel server --key URI --listen HOST:PORT --target HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peer ID]... [--peers FILE]\n"
-    "                              [--proxy-protocol] [-v]\n"
+    "                              [--proxy-protocol] [--connect-timeout MS] [-v]\n"
     "Accepts Noise connections on --listen (a numeric address) and, for each\n"
     "authenticated peer, opens one plain connection to --target and carries the\n"
     "bytes both ways, half-closes included. --peer lists the initiators accepted;\n"
     "without it, every peer of --peers FILE, or of the token's ceremony objects for\n"
     "a pkcs11: key. --proxy-protocol sends the target a PROXY protocol v2 header\n"
     "(command LOCAL) first, with the peer's identifier (or, without one, its public\n"
-    "key in hex) in TLV 0xE0. SIGINT or SIGTERM stops it. Logs go to stderr (-v: more).\n";
+    "key in hex) in TLV 0xE0. A target that does not answer within --connect-timeout\n"
+    "(10000 ms) fails that connection. SIGINT or SIGTERM stops it. Logs go to stderr\n"
+    "(-v: more).\n";
 static const char CLIENT_USAGE[] =
     "usage: p11noise tunnel client --key URI --peer ID|PUBHEX --listen HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peers FILE]\n"
@@ -34,7 +37,7 @@ static const char CLIENT_USAGE[] =
     "is created with mode 0600 unless --mode says otherwise. SIGINT or SIGTERM\n"
     "stops it. Logs go to stderr (-v: more).\n";
 
-enum opt_kind { OPT_STR, OPT_FLAG, OPT_PEER, OPT_MODE };
+enum opt_kind { OPT_STR, OPT_FLAG, OPT_PEER, OPT_MODE, OPT_MS };
 #define SRV 1
 #define CLI 2
 
@@ -54,6 +57,7 @@ static const struct opt {
     { "--proxy-protocol", SRV, OPT_FLAG, offsetof(struct tun_args, proxy_protocol) },
     { "--socks5", CLI, OPT_STR, offsetof(struct tun_args, socks5) },
     { "--mode", CLI, OPT_MODE, 0 },
+    { "--connect-timeout", SRV, OPT_MS, 0 },
     { "-v", SRV | CLI, OPT_FLAG, offsetof(struct tun_args, verbose) },
 };
 
@@ -75,6 +79,16 @@ static int set_opt(const struct opt *o, const char *val, struct tun_args *a, con
             return 2;
         }
         a->mode = (unsigned)m;
+        return 0;
+    case OPT_MS:
+        errno = 0;
+        unsigned long ms = strtoul(val, &end, 10);
+        if (errno != 0 || *end != '\0' || val[0] == '\0' || ms == 0 || ms > 3600000) {
+            cli_error("%s: --connect-timeout wants milliseconds (1 to 3600000), got '%s'", cmd,
+                val);
+            return 2;
+        }
+        a->connect_ms = (unsigned)ms;
         return 0;
     case OPT_PEER:
         if (!a->server) {
@@ -157,6 +171,7 @@ int tun_parse_args(int argc, char **argv, struct tunnel *t)
     struct tun_args *a = &t->a;
     const char *cmd = a->server ? "tunnel server" : "tunnel client";
     a->mode = DEFAULT_MODE;
+    a->connect_ms = DEFAULT_CONNECT_MS;
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {

@@ -94,12 +94,30 @@ static void try_target(struct tun *c)
         }
         if (rc == 1) {
             c->connecting = 1;
+            c->deadline_ms = tun_now_ms() + t->a.connect_ms;
             return;
         }
         snprintf(why, sizeof(why), "%s: %s", where, strerror(errno));
         tun_log(P11N_LOG_DEBUG, "tunnel #%lu: target %s", c->id, why);
     }
     tun_abort(c, "target %s", why);
+}
+
+/* The connect in progress failed (`what` says how): the next address, or
+ * the end of this connection. */
+static void target_failed(struct tun *c, const char *what)
+{
+    char where[160];
+    tun_describe(&c->t->targets[c->target_next - 1], where, sizeof(where));
+    tun_log(P11N_LOG_DEBUG, "tunnel #%lu: target %s: %s", c->id, where, what);
+    close(c->fd);
+    c->fd = -1;
+    c->connecting = 0;
+    if (c->target_next < c->t->ntargets) {
+        try_target(c);
+        return;
+    }
+    tun_abort(c, "target %s: %s", where, what);
 }
 
 void tun_target_ready(struct tun *c, short revents)
@@ -109,22 +127,17 @@ void tun_target_ready(struct tun *c, short revents)
     socklen_t len = sizeof(err);
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
         err = errno;
-    if (err == 0) {
+    if (err == 0)
         target_connected(c);
-        return;
-    }
-    char where[160];
-    tun_describe(&c->t->targets[c->target_next - 1], where, sizeof(where));
-    tun_log(P11N_LOG_DEBUG, "tunnel #%lu: target %s: %s", c->id, where, strerror(err));
-    close(c->fd);
-    c->fd = -1;
-    c->connecting = 0;
-    errno = err;
-    if (c->target_next < c->t->ntargets) {
-        try_target(c);
-        return;
-    }
-    tun_abort(c, "target %s: %s", where, strerror(err));
+    else
+        target_failed(c, strerror(err));
+}
+
+void tun_target_timeout(struct tun *c)
+{
+    char what[64];
+    snprintf(what, sizeof(what), "no answer in %u ms", c->t->a.connect_ms);
+    target_failed(c, what);
 }
 
 void tun_established(p11n_conn *conn, const char *peer, void *arg)

@@ -48,6 +48,7 @@ struct tun_args {
     const char *server_peers[TUN_MAX_PEERS];
     size_t nserver_peers;
     unsigned mode;                /* Unix listening socket's mode */
+    unsigned connect_ms;          /* server: deadline of each connect to the target */
     int proxy_protocol;
     int verbose;
 };
@@ -86,6 +87,7 @@ struct tun {
     int fd;                       /* the plain socket, -1 once closed */
     int connecting;               /* server: connecting to the target */
     size_t target_next;           /* server: next target address to try */
+    long long deadline_ms;        /* server: when the connect in progress gives up */
     int up;                       /* both sides ready: bytes may flow */
     int closing;                  /* p11n_close called */
     int dead;                     /* nothing left: freed by the loop */
@@ -132,6 +134,7 @@ int tun_server_start(struct tunnel *t);
 int tun_client_start(struct tunnel *t);
 void tun_client_accept(struct tunnel *t);
 void tun_target_ready(struct tun *c, short revents);
+void tun_target_timeout(struct tun *c);   /* call when now >= c->deadline_ms */
 void tun_established(p11n_conn *conn, const char *peer, void *arg);
 
 /* cmd_tunnel_sock.c */
