@@ -8,6 +8,8 @@ they send and receive, so the two ends of a tunnel can be compared.
   tunnelpeer.py connect ADDR [options]        one connection, its line on stdout
   tunnelpeer.py many ADDR COUNT [options]     COUNT connections at once to an
                                               echo target, each checked
+  tunnelpeer.py hold ADDR COUNT SECONDS       COUNT idle connections at once, kept
+                                              open SECONDS, then closed
   tunnelpeer.py stall                         a listener that never answers: its
                                               accept queue is full, so the kernel
                                               drops new SYNs; prints its address
@@ -226,6 +228,16 @@ def many(addr, count, o):
     return 0 if good == count - (o["reset_after"] is not None) else 1
 
 
+def hold(addr, count, seconds):
+    held = []
+    for _ in range(count):
+        held.append(connect(addr))
+    time.sleep(seconds)
+    for s in held:
+        s.close()
+    print("held %d" % count)
+
+
 def stall():
     ls = socket.socket()
     ls.bind(("127.0.0.1", 0))
@@ -247,6 +259,8 @@ def main(argv):
     cmd = argv[1]
     if cmd == "stall":
         stall()
+    elif cmd == "hold":
+        hold(argv[2], int(argv[3]), float(argv[4]))
     if cmd == "serve":
         serve(argv[2], argv[3], opts(argv[4:]))
     elif cmd == "connect":
