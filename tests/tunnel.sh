@@ -175,7 +175,6 @@ transfer "target ends first; the client answers after its end" $((3 * MB)) "127.
 target echo 127.0.0.1:0 --echo
 tserver echo "127.0.0.1:$tport"
 tclient echo "$sport"
-echo_cport=$cport
 python3 "$peer" many "127.0.0.1:$cport" 100 --send 200000 > "$tmp/many.out" 2>&1
 t_check "100 concurrent tunnelled connections, each echoed whole: $(head -1 "$tmp/many.out")" \
     "grep -q '^100 ok of 100\$' '$tmp/many.out'"
@@ -195,6 +194,7 @@ t_check "a new connection after the reset" "grep -q '^1 ok of 1\$' '$tmp/after.o
 # of 48. The client stops accepting for a moment rather than spinning on
 # its listening socket (each spin would log a line); connections it cannot
 # serve are reset; it serves again once they are gone.
+# shellcheck disable=SC2086,SC3045 # dash and bash both have ulimit -n
 (ulimit -n 48; exec "$tool" tunnel client $CKEY --peer server --listen 127.0.0.1:0 \
     "127.0.0.1:$sport" 2> "$tmp/fds.clog") &
 fds_pid=$!
