@@ -150,6 +150,13 @@ struct bench_sink_arg {
 };
 int bench_plain_sink(void *arg);
 int bench_plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs);
+/* A warm-up request sizing the others, o->reps timed requests into `out`
+ * (MB/s), then the request that stops the sink. */
+int bench_plain_reps(const bench_opts *o, int fd, size_t size, bench_stat *out);
+/* The sink in a child; open_fd(arg, its port) returns the connection to
+ * measure through (or -1), and bench_plain_reps runs on it. */
+int bench_sink_throughput(const bench_opts *o, size_t size,
+    int (*open_fd)(void *arg, uint16_t sink_port), void *arg, bench_stat *out);
 /* The same through `p11noise tunnel client` and `tunnel server` (this
  * program, run twice), software keys, 64 KiB writes (bench_tunnel.c). */
 int bench_tunnel_throughput(const bench_opts *o, bench_stat *out);

@@ -147,12 +147,20 @@ static int wait_listening(uint16_t port, int keep)
 typedef int (*relay_argv)(struct tun_env *e, uint16_t sink, uint16_t tport, uint16_t cport,
     char ***sargv, char ***cargv);
 
-static int start_relays(struct tun_env *e, relay_argv make, uint16_t sink_port, int *fd)
+struct relay {
+    struct tun_env *e;
+    relay_argv make;
+};
+
+/* Start both relays in front of the sink; the connection through them. */
+static int relay_open(void *arg, uint16_t sink_port)
 {
+    struct relay *r = arg;
+    struct tun_env *e = r->e;
     uint16_t tport, cport;
     char **sargv, **cargv;
     if (free_port(&tport) != 0 || free_port(&cport) != 0
-        || make(e, sink_port, tport, cport, &sargv, &cargv) != 0)
+        || r->make(e, sink_port, tport, cport, &sargv, &cargv) != 0)
         return -1;
     e->server = spawn(e->prog, sargv);
     /* The client is started once the server listens: a plain connection
@@ -160,50 +168,17 @@ static int start_relays(struct tun_env *e, relay_argv make, uint16_t sink_port, 
     if (e->server < 0 || wait_listening(tport, 0) != 0)
         return -1;
     e->client = spawn(e->prog, cargv);
-    if (e->client < 0)
-        return -1;
-    *fd = wait_listening(cport, 1);
-    return *fd >= 0 ? 0 : -1;
+    return e->client < 0 ? -1 : wait_listening(cport, 1);
 }
 
 /* One connection through the relays to the plain sink, 64 KiB writes. */
 static int relay_throughput(const bench_opts *o, struct tun_env *e, relay_argv make,
     bench_stat *out)
 {
-    struct bench_sink_arg sink;
-    uint16_t sink_port;
-    pid_t sink_pid = -1;
-    int fd = -1, rc = -1;
-    uint8_t *msg = calloc(1, TUN_SIZE);
-    uint64_t stop[2] = { 0, 0 };
-    double secs;
-
-    sink.lfd = bench_listen(&sink_port, 4);
-    if (msg == NULL || sink.lfd < 0)
-        goto done;
-    sink_pid = bench_fork(bench_plain_sink, &sink);
-    if (sink_pid < 0 || start_relays(e, make, sink_port, &fd) != 0)
-        goto done;
-    size_t count = bench_count_for(o, TUN_SIZE, 50.0);
-    if (bench_plain_rep(fd, msg, TUN_SIZE, count, &secs) != 0)
-        goto done;
-    count = bench_count_for(o, TUN_SIZE, (double)TUN_SIZE * (double)count / secs / 1e6);
-    for (int r = 0; r < o->reps; r++) {
-        if (bench_plain_rep(fd, msg, TUN_SIZE, count, &secs) != 0)
-            goto done;
-        bench_stat_add(out, (double)TUN_SIZE * (double)count / secs / 1e6);
-    }
-    bench_stat_finish(out);
-    rc = bench_write_all(fd, stop, sizeof(stop));
-done:
-    if (fd >= 0)
-        close(fd);
-    if (sink.lfd >= 0)
-        close(sink.lfd);
+    struct relay r = { .e = e, .make = make };
+    int rc = bench_sink_throughput(o, TUN_SIZE, relay_open, &r, out);
     bench_child_stop(e->client);
     bench_child_stop(e->server);
-    bench_child_stop(sink_pid);
-    free(msg);
     return rc;
 }
 
