@@ -10,7 +10,10 @@
 #   5. the server listening on 127.0.0.1, the client connecting through the
 #      proxy, a Noise KK handshake with both static-key DHs done by the
 #      tokens, and messages exchanged (the server echoes them);
-#   6. both sides' log lines.
+#   6. both sides' log lines;
+#   7. a tunnel: a web server (python3 -m http.server) behind
+#      `p11noise tunnel server`, fetched with curl through
+#      `p11noise tunnel client` and the proxy.
 #
 # Installs missing Debian packages (as root), builds, and is safe to run again.
 set -eu
@@ -109,4 +112,37 @@ echo "   client (stderr of p11noise connect):"
 sed 's/^/     /' "$DEMO/client.log"
 echo "   server (stderr of p11noise listen):"
 sed 's/^/     /' "$DEMO/server.log"
+WEB_PORT=$(free_port)
+TUNNEL_PORT=$(free_port)
+LOCAL_PORT=$(free_port)
+step "7. a web server behind a tunnel: 127.0.0.1:$LOCAL_PORT -> proxy -> :$TUNNEL_PORT -> :$WEB_PORT"
+mkdir -p "$DEMO/www"
+echo "balance: 0.4 BTC, served from behind p11noise" > "$DEMO/www/index.html"
+python3 -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory "$DEMO/www" \
+    >"$DEMO/web.log" 2>&1 &
+pids="$pids $!"
+"$P" tunnel server --key "pkcs11:token=cosigner;object=cosigner-key?$Q" --peer wallet-1 \
+    --listen "127.0.0.1:$TUNNEL_PORT" --target "127.0.0.1:$WEB_PORT" 2>"$DEMO/tserver.log" &
+pids="$pids $!"
+"$P" tunnel client --key "pkcs11:token=wallet;object=wallet-key?$Q" --peer cosigner-1 \
+    --listen "127.0.0.1:$LOCAL_PORT" --socks5 "127.0.0.1:$PROXY_PORT" \
+    "127.0.0.1:$TUNNEL_PORT" 2>"$DEMO/tclient.log" &
+pids="$pids $!"
+wait_for accepts "$WEB_PORT"
+wait_for grep -q "listening on" "$DEMO/tserver.log"
+wait_for grep -q "listening on" "$DEMO/tclient.log"
+echo "   curl http://127.0.0.1:$LOCAL_PORT/ (a plain HTTP client, unchanged):"
+# Python's urllib where curl is not installed.
+fetch() {
+    if command -v curl >/dev/null; then curl -sS "$1"; else
+        python3 -c 'import sys, urllib.request as u; print(u.urlopen(sys.argv[1]).read().decode(), end="")' "$1"
+    fi
+}
+fetch "http://127.0.0.1:$LOCAL_PORT/" | sed 's/^/   received: /'
+sleep 0.3
+echo "   tunnel client (stderr):"
+sed 's/^/     /' "$DEMO/tclient.log"
+echo "   tunnel server (stderr):"
+sed 's/^/     /' "$DEMO/tserver.log"
+
 printf '\ndemo complete: keys and ceremony in %s\n' "$DEMO"

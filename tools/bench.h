@@ -116,6 +116,9 @@ int bench_aead_raw(const bench_opts *o, size_t size, bench_stat *out);
 /* TLS 1.3 reference: throughput per size, full mutual-auth handshakes/s. */
 int bench_tls_throughput(const bench_opts *o, size_t size, bench_stat *out);
 int bench_tls_handshakes(const bench_opts *o, bench_stat *out);
+/* The same certificates as PEM files for another program: DIR/ca.pem,
+ * DIR/server.pem and DIR/client.pem (certificate, then private key). */
+int bench_tls_write_pems(const char *dir);
 /* libsecp256k1: seconds per key generation and per ECDH. */
 int bench_ecc_costs(const bench_opts *o, bench_stat *keygen_us, bench_stat *ecdh_us);
 
@@ -138,6 +141,28 @@ int bench_p11n_seal(const bench_opts *o, size_t size, bench_stat *out);
 int bench_p11n_throughput(const bench_opts *o, size_t size, bench_stat *out);
 /* Plain TCP, no encryption: what the kernel alone allows (bench_plain.c). */
 int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out);
+/* Its two ends, which any byte stream can carry: the sink (a bench_fork
+ * child) accepts one connection on `lfd` and answers each request
+ * (count, size, then count * size bytes) with one byte; bench_plain_rep
+ * sends one request and times it until the answer. */
+struct bench_sink_arg {
+    int lfd;
+};
+int bench_plain_sink(void *arg);
+int bench_plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs);
+/* A warm-up request sizing the others, o->reps timed requests into `out`
+ * (MB/s), then the request that stops the sink. */
+int bench_plain_reps(const bench_opts *o, int fd, size_t size, bench_stat *out);
+/* The sink in a child; open_fd(arg, its port) returns the connection to
+ * measure through (or -1), and bench_plain_reps runs on it. */
+int bench_sink_throughput(const bench_opts *o, size_t size,
+    int (*open_fd)(void *arg, uint16_t sink_port), void *arg, bench_stat *out);
+/* The same through `p11noise tunnel client` and `tunnel server` (this
+ * program, run twice), software keys, 64 KiB writes (bench_tunnel.c). */
+int bench_tunnel_throughput(const bench_opts *o, bench_stat *out);
+/* The same arrangement through stunnel (TLS 1.3, CHACHA20-POLY1305, mutual
+ * certificates); -2 when stunnel is not installed. */
+int bench_stunnel_throughput(const bench_opts *o, bench_stat *out);
 /* Connect, the pattern's acts as plain bytes, the confirmation, close:
  * handshakes per second with no cryptography at all. */
 int bench_null_handshakes(const bench_opts *o, const char *pattern, bench_stat *out);

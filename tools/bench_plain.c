@@ -12,14 +12,10 @@
 
 #define RX_CHUNK (1 << 18)
 
-struct sink_arg {
-    int lfd;
-};
-
 /* Requests (count, size) then count * size bytes; one byte back. */
-static int plain_sink(void *arg)
+int bench_plain_sink(void *arg)
 {
-    struct sink_arg *s = arg;
+    struct bench_sink_arg *s = arg;
     int fd = bench_accept(s->lfd);
     uint8_t *buf = malloc(RX_CHUNK);
     uint64_t req[2];
@@ -46,7 +42,7 @@ done:
     return rc;
 }
 
-static int plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs)
+int bench_plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs)
 {
     uint64_t req[2] = { count, size };
     uint8_t ack;
@@ -63,43 +59,62 @@ static int plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, doub
     return 0;
 }
 
-int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out)
+int bench_plain_reps(const bench_opts *o, int fd, size_t size, bench_stat *out)
 {
-    struct sink_arg srv;
-    uint16_t port;
-    pid_t pid = -1;
-    int fd = -1, rc = -1;
     uint8_t *msg = calloc(1, size);
     uint64_t stop[2] = { 0, 0 };
-    size_t count;
     double secs;
+    int rc = -1;
 
-    srv.lfd = bench_listen(&port, 16);
-    if (msg == NULL || srv.lfd < 0)
-        goto done;
-    pid = bench_fork(plain_sink, &srv);
-    fd = pid > 0 ? bench_connect(port) : -1;
-    if (fd < 0)
-        goto done;
-    count = bench_count_for(o, size, 50.0);
-    if (plain_rep(fd, msg, size, count, &secs) != 0)
+    if (msg == NULL)
+        return -1;
+    size_t count = bench_count_for(o, size, 50.0);
+    if (bench_plain_rep(fd, msg, size, count, &secs) != 0)
         goto done;
     count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
     for (int r = 0; r < o->reps; r++) {
-        if (plain_rep(fd, msg, size, count, &secs) != 0)
+        if (bench_plain_rep(fd, msg, size, count, &secs) != 0)
             goto done;
         bench_stat_add(out, (double)size * (double)count / secs / 1e6);
     }
     bench_stat_finish(out);
     rc = bench_write_all(fd, stop, sizeof(stop));
 done:
-    if (fd >= 0)
-        close(fd);
-    if (srv.lfd >= 0)
-        close(srv.lfd);
-    bench_child_stop(pid);
     free(msg);
     return rc;
+}
+
+int bench_sink_throughput(const bench_opts *o, size_t size,
+    int (*open_fd)(void *arg, uint16_t sink_port), void *arg, bench_stat *out)
+{
+    struct bench_sink_arg srv;
+    uint16_t port;
+    int fd = -1, rc = -1;
+
+    srv.lfd = bench_listen(&port, 16);
+    if (srv.lfd < 0)
+        return -1;
+    pid_t pid = bench_fork(bench_plain_sink, &srv);
+    if (pid > 0)
+        fd = open_fd(arg, port);
+    if (fd >= 0) {
+        rc = bench_plain_reps(o, fd, size, out);
+        close(fd);
+    }
+    close(srv.lfd);
+    bench_child_stop(pid);
+    return rc;
+}
+
+static int plain_open(void *arg, uint16_t port)
+{
+    (void)arg;
+    return bench_connect(port);
+}
+
+int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out)
+{
+    return bench_sink_throughput(o, size, plain_open, NULL, out);
 }
 
 /* ---- a handshake's traffic without its cryptography ---- */

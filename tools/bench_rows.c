@@ -98,6 +98,25 @@ void bench_group_throughput(const bench_opts *o)
                 bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_MBPS, .ours = &loop,
                     .ref_name = "raw AEAD, one core", .ref = raw, .goal = BENCH_GOAL_RATIO_MIN,
                     .goal_x = 0.6, .goal_text = "≥ 0.6× AEAD limit" });
+            if (size == 65535) {
+                static const char tfig[] = "throughput, one connection through p11noise "
+                                           "tunnel client and server, 64 KiB writes";
+                bench_stat tun = { .n = 0 }, stun = { .n = 0 };
+                int have_stun = bench_stunnel_throughput(o, &stun);
+                if (bench_tunnel_throughput(o, &tun) == 0) {
+                    bench_table_row(&(bench_row){ .figure = tfig, .unit = BENCH_MBPS,
+                        .ours = &tun, .ref_name = "event loop (p11n_send)", .ref = &loop,
+                        .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 0.8,
+                        .goal_text = "≥ 0.8× the library" });
+                    bench_table_row(&(bench_row){ .figure = tfig, .unit = BENCH_MBPS,
+                        .ours = &tun, .ref_name = have_stun == -2
+                            ? "stunnel, same arrangement: not installed"
+                            : "stunnel, same arrangement, TLS 1.3 CHACHA20-POLY1305",
+                        .ref = have_stun == 0 ? &stun : NULL });
+                } else {
+                    bench_table_missing(tfig, "the tunnel did not start or carry the bytes");
+                }
+            }
             if (size == 65535 && have_plain && raw != NULL) {
                 /* Each core must both seal (or open) and move the bytes
                  * through the kernel: per byte, the two costs add. */

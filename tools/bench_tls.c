@@ -8,9 +8,11 @@
 #include <openssl/ec.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -102,35 +104,78 @@ static void world_free(tls_world *w)
     w->server = w->client = NULL;
 }
 
+/* A CA and one leaf per side, made in memory. */
+typedef struct tls_pki {
+    EVP_PKEY *ca_key, *s_key, *c_key;
+    X509 *ca, *s_cert, *c_cert;
+} tls_pki;
+
+static void pki_free(tls_pki *p)
+{
+    X509_free(p->ca);
+    X509_free(p->s_cert);
+    X509_free(p->c_cert);
+    EVP_PKEY_free(p->ca_key);
+    EVP_PKEY_free(p->s_key);
+    EVP_PKEY_free(p->c_key);
+    memset(p, 0, sizeof(*p));
+}
+
+static int pki_init(tls_pki *p)
+{
+    memset(p, 0, sizeof(*p));
+    p->ca_key = p256_key();
+    p->s_key = p256_key();
+    p->c_key = p256_key();
+    if (p->ca_key != NULL && p->s_key != NULL && p->c_key != NULL)
+        p->ca = make_cert("bench CA", p->ca_key, NULL, p->ca_key, 1);
+    if (p->ca != NULL) {
+        p->s_cert = make_cert("bench server", p->s_key, p->ca, p->ca_key, 2);
+        p->c_cert = make_cert("bench client", p->c_key, p->ca, p->ca_key, 3);
+    }
+    if (p->s_cert != NULL && p->c_cert != NULL)
+        return 0;
+    pki_free(p);
+    return -1;
+}
+
 static int world_init(tls_world *w)
 {
-    EVP_PKEY *ca_key = p256_key(), *s_key = p256_key(), *c_key = p256_key();
-    X509 *ca = NULL, *s_cert = NULL, *c_cert = NULL;
-    int rc = -1;
-
+    tls_pki p;
     memset(w, 0, sizeof(*w));
-    if (ca_key == NULL || s_key == NULL || c_key == NULL)
-        goto done;
-    ca = make_cert("bench CA", ca_key, NULL, ca_key, 1);
-    if (ca == NULL)
-        goto done;
-    s_cert = make_cert("bench server", s_key, ca, ca_key, 2);
-    c_cert = make_cert("bench client", c_key, ca, ca_key, 3);
-    if (s_cert == NULL || c_cert == NULL)
-        goto done;
-    w->server = make_ctx(1, ca, s_cert, s_key);
-    w->client = make_ctx(0, ca, c_cert, c_key);
+    if (pki_init(&p) != 0)
+        return -1;
+    w->server = make_ctx(1, p.ca, p.s_cert, p.s_key);
+    w->client = make_ctx(0, p.ca, p.c_cert, p.c_key);
+    pki_free(&p);
     if (w->server != NULL && w->client != NULL)
-        rc = 0;
-    else
-        world_free(w);
-done:
-    X509_free(ca);
-    X509_free(s_cert);
-    X509_free(c_cert);
-    EVP_PKEY_free(ca_key);
-    EVP_PKEY_free(s_key);
-    EVP_PKEY_free(c_key);
+        return 0;
+    world_free(w);
+    return -1;
+}
+
+/* DIR/NAME: the certificate, then the private key when there is one. */
+static int write_pem(const char *dir, const char *name, X509 *cert, EVP_PKEY *key)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (f == NULL)
+        return -1;
+    int ok = PEM_write_X509(f, cert) == 1
+        && (key == NULL || PEM_write_PrivateKey(f, key, NULL, NULL, 0, NULL, NULL) == 1);
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+int bench_tls_write_pems(const char *dir)
+{
+    tls_pki p;
+    if (pki_init(&p) != 0)
+        return -1;
+    int rc = write_pem(dir, "ca.pem", p.ca, NULL) == 0
+        && write_pem(dir, "server.pem", p.s_cert, p.s_key) == 0
+        && write_pem(dir, "client.pem", p.c_cert, p.c_key) == 0 ? 0 : -1;
+    pki_free(&p);
     return rc;
 }
 

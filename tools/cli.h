@@ -13,6 +13,7 @@ int cmd_ceremony(int argc, char **argv);
 int cmd_listen(int argc, char **argv);
 int cmd_connect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_tunnel(int argc, char **argv);
 
 /* "p11noise: " + formatted message + newline on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -19,6 +19,7 @@ static const struct {
     { "ceremony", cmd_ceremony, "ceremony import|list|remove --token URI ..." },
     { "listen", cmd_listen, "listen --key URI --bind HOST:PORT [--pattern KK|XK] ..." },
     { "connect", cmd_connect, "connect --key URI --peer ID|PUBHEX [--socks5 ...] HOST:PORT" },
+    { "tunnel", cmd_tunnel, "tunnel server|client --key URI --listen ADDR ... (--help)" },
     { "vectors", cmd_vectors, "vectors FILE..." },
     { "bench", cmd_bench, "bench [options]" },
 };

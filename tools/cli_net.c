@@ -1,0 +1,90 @@
+/* Command-line helpers shared by the commands that run a context. */
+#include "cli_net.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+int cli_split_host_port(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *start = s, *colon;
+    if (s[0] == '[') {
+        const char *end = strchr(s, ']');
+        if (end == NULL || end[1] != ':')
+            return -1;
+        start = s + 1;
+        colon = end + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (colon == NULL || strchr(s, ':') != colon)
+            return -1; /* a bare IPv6 address needs brackets */
+    }
+    size_t hlen = (size_t)(colon - start) - (s[0] == '[');
+    if (hlen == 0 || hlen >= cap)
+        return -1;
+    memcpy(host, start, hlen);
+    host[hlen] = '\0';
+    char *end;
+    errno = 0;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || colon[1] == '\0' || p > 65535)
+        return -1;
+    *port = (uint16_t)p;
+    return 0;
+}
+
+static p11n_ctx *signal_ctx;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    p11n_stop(signal_ctx);  /* async-signal-safe */
+}
+
+void cli_catch_signals(p11n_ctx *ctx)
+{
+    signal_ctx = ctx;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int cli_net_setup(const char *cmd, const p11n_ctx_options *o, const char *key_uri,
+    const char *peers_file, p11n_ctx **ctx, p11n_key **key)
+{
+    int rc = p11n_ctx_new(o, ctx);
+    if (rc != P11N_OK) {
+        cli_error("%s: %s", cmd, p11n_strerror(rc));
+        return 1;
+    }
+    rc = p11n_key_load(key_uri, key);
+    if (rc != P11N_OK) {
+        const char *detail = p11n_token_last_error();
+        /* The URI may hold a PIN: never echo it. */
+        cli_error("%s: cannot load the key: %s%s%s", cmd, p11n_strerror(rc),
+            detail[0] ? " — " : "", detail);
+        return 1;
+    }
+    if (peers_file != NULL) {
+        rc = p11n_peers_load_file(*ctx, peers_file);
+        if (rc < 0) {
+            cli_error("%s: peers file %s: %s", cmd, peers_file, p11n_strerror(rc));
+            return 1;
+        }
+    } else if (strncmp(key_uri, "pkcs11:", 7) == 0) {
+        rc = p11n_peers_load_token(*ctx, key_uri);
+        if (rc < 0) {
+            const char *detail = p11n_token_last_error();
+            cli_error("%s: reading the ceremony objects of the key's token: %s%s%s", cmd,
+                p11n_strerror(rc), detail[0] ? " — " : "", detail);
+            return 1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,198 @@
+/*
+ * p11noise tunnel: the command line. One table of options, each valid on
+ * the server, the client or both; "--opt value" and "--opt=value".
+ */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "tunnel.h"
+
+#define DEFAULT_MODE 0600         /* a Unix listening socket: the owner only */
+#define DEFAULT_CONNECT_MS 10000  /* the server's connect to its target */
+
+static const char SERVER_USAGE[] =
+    "usage: p11noise tunnel server --key URI --listen HOST:PORT --target HOST:PORT|unix:PATH\n"
+    "                              [--pattern KK|XK] [--prologue S] [--peer ID]... [--peers FILE]\n"
+    "                              [--proxy-protocol] [--connect-timeout MS] [-v]\n"
+    "Accepts Noise connections on --listen (a numeric address) and, for each\n"
+    "authenticated peer, opens one plain connection to --target and carries the\n"
+    "bytes both ways, half-closes included. --peer lists the initiators accepted;\n"
+    "without it, every peer of --peers FILE, or of the token's ceremony objects for\n"
+    "a pkcs11: key. --proxy-protocol sends the target a PROXY protocol v2 header\n"
+    "(command LOCAL) first, with the peer's identifier (or, without one, its public\n"
+    "key in hex) in TLV 0xE0. A target that does not answer within --connect-timeout\n"
+    "(10000 ms) fails that connection. SIGINT or SIGTERM stops it. Logs go to stderr\n"
+    "(-v: more).\n";
+static const char CLIENT_USAGE[] =
+    "usage: p11noise tunnel client --key URI --peer ID|PUBHEX --listen HOST:PORT|unix:PATH\n"
+    "                              [--pattern KK|XK] [--prologue S] [--peers FILE]\n"
+    "                              [--socks5 [USER:PASS@]HOST:PORT] [--mode OCTAL] [-v] HOST:PORT\n"
+    "Accepts plain connections on --listen and, for each, opens one Noise\n"
+    "connection to the tunnel server at HOST:PORT (through the SOCKS5 proxy if\n"
+    "given) and carries the bytes both ways, half-closes included. A Unix socket\n"
+    "is created with mode 0600 unless --mode says otherwise. SIGINT or SIGTERM\n"
+    "stops it. Logs go to stderr (-v: more).\n";
+
+enum opt_kind { OPT_STR, OPT_FLAG, OPT_PEER, OPT_MODE, OPT_MS };
+#define SRV 1
+#define CLI 2
+
+static const struct opt {
+    const char *name;
+    int sides;                    /* SRV, CLI or both */
+    enum opt_kind kind;
+    size_t off;                   /* into struct tun_args */
+} opts[] = {
+    { "--key", SRV | CLI, OPT_STR, offsetof(struct tun_args, key) },
+    { "--pattern", SRV | CLI, OPT_STR, offsetof(struct tun_args, pattern) },
+    { "--prologue", SRV | CLI, OPT_STR, offsetof(struct tun_args, prologue) },
+    { "--peers", SRV | CLI, OPT_STR, offsetof(struct tun_args, peers_file) },
+    { "--listen", SRV | CLI, OPT_STR, offsetof(struct tun_args, listen) },
+    { "--peer", SRV | CLI, OPT_PEER, 0 },
+    { "--target", SRV, OPT_STR, offsetof(struct tun_args, target) },
+    { "--proxy-protocol", SRV, OPT_FLAG, offsetof(struct tun_args, proxy_protocol) },
+    { "--socks5", CLI, OPT_STR, offsetof(struct tun_args, socks5) },
+    { "--mode", CLI, OPT_MODE, 0 },
+    { "--connect-timeout", SRV, OPT_MS, 0 },
+    { "-v", SRV | CLI, OPT_FLAG, offsetof(struct tun_args, verbose) },
+};
+
+static int set_opt(const struct opt *o, const char *val, struct tun_args *a, const char *cmd)
+{
+    char *end;
+    switch (o->kind) {
+    case OPT_STR:
+        *(const char **)((char *)a + o->off) = val;
+        return 0;
+    case OPT_FLAG:
+        *(int *)((char *)a + o->off) = 1;
+        return 0;
+    case OPT_MODE:
+        errno = 0;
+        unsigned long m = strtoul(val, &end, 8);
+        if (errno != 0 || *end != '\0' || val[0] == '\0' || m > 0777) {
+            cli_error("%s: --mode wants an octal mode such as 0600, got '%s'", cmd, val);
+            return 2;
+        }
+        a->mode = (unsigned)m;
+        return 0;
+    case OPT_MS:
+        errno = 0;
+        unsigned long ms = strtoul(val, &end, 10);
+        if (errno != 0 || *end != '\0' || val[0] == '\0' || ms == 0 || ms > 3600000) {
+            cli_error("%s: --connect-timeout wants milliseconds (1 to 3600000), got '%s'", cmd,
+                val);
+            return 2;
+        }
+        a->connect_ms = (unsigned)ms;
+        return 0;
+    case OPT_PEER:
+        if (!a->server) {
+            a->peer = val;
+            return 0;
+        }
+        if (a->nserver_peers == TUN_MAX_PEERS) {
+            cli_error("%s: at most %d --peer options", cmd, TUN_MAX_PEERS);
+            return 2;
+        }
+        a->server_peers[a->nserver_peers++] = val;
+        return 0;
+    }
+    return 2;
+}
+
+/* One option (with its value from "--opt=value" or the next argument).
+ * Returns 0, or 2 after printing. */
+static int parse_opt(int argc, char **argv, int *i, struct tun_args *a, const char *cmd)
+{
+    const char *arg = argv[*i], *eq = strchr(arg, '=');
+    size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
+    for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
+        const struct opt *o = &opts[k];
+        if (strlen(o->name) != nlen || strncmp(o->name, arg, nlen) != 0
+            || !(o->sides & (a->server ? SRV : CLI)))
+            continue;
+        if (o->kind == OPT_FLAG) {
+            if (eq != NULL) {
+                cli_error("%s: %s takes no value", cmd, o->name);
+                return 2;
+            }
+            return set_opt(o, NULL, a, cmd);
+        }
+        if (eq == NULL && *i + 1 >= argc) {
+            cli_error("%s: %s needs a value", cmd, o->name);
+            return 2;
+        }
+        return set_opt(o, eq ? eq + 1 : argv[++*i], a, cmd);
+    }
+    cli_error("%s: unknown option '%s' (--help for usage)", cmd, arg);
+    return 2;
+}
+
+static int check_args(struct tunnel *t, const char *cmd)
+{
+    struct tun_args *a = &t->a;
+    const char *missing = a->key == NULL ? "--key URI"
+        : a->listen == NULL              ? "--listen"
+        : a->target == NULL              ? (a->server ? "--target" : "HOST:PORT")
+        : !a->server && a->peer == NULL  ? "--peer ID|PUBHEX"
+                                         : NULL;
+    if (missing != NULL) {
+        cli_error("%s: %s is required", cmd, missing);
+        return 2;
+    }
+    if (a->pattern != NULL && strcmp(a->pattern, "KK") != 0 && strcmp(a->pattern, "XK") != 0) {
+        cli_error("%s: --pattern must be KK or XK", cmd);
+        return 2;
+    }
+    if (tun_parse_addr(a->listen, &t->listen_addr) != 0
+        || (a->server && t->listen_addr.is_unix)) {
+        cli_error("%s: --listen wants HOST:PORT or [IPV6]:PORT%s, got '%s'", cmd,
+            a->server ? "" : " or unix:PATH", a->listen);
+        return 2;
+    }
+    /* The server's target may be a Unix socket; the client's remote is TCP. */
+    if (tun_parse_addr(a->target, &t->target_addr) != 0
+        || (t->target_addr.is_unix ? !a->server : t->target_addr.port == 0)) {
+        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT%s, got '%s'", cmd,
+            a->server ? "--target" : "the tunnel server", a->server ? " or unix:PATH" : "",
+            a->target);
+        return 2;
+    }
+    return 0;
+}
+
+int tun_parse_args(int argc, char **argv, struct tunnel *t)
+{
+    struct tun_args *a = &t->a;
+    const char *cmd = a->server ? "tunnel server" : "tunnel client";
+    a->mode = DEFAULT_MODE;
+    a->connect_ms = DEFAULT_CONNECT_MS;
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+            fputs(a->server ? SERVER_USAGE : CLIENT_USAGE, stdout);
+            return -1;
+        }
+        if (o[0] == '-' && o[1] != '\0') {
+            if (parse_opt(argc, argv, &i, a, cmd) != 0)
+                return 2;
+        } else if (!a->server && a->target == NULL) {
+            a->target = o;
+        } else {
+            cli_error("%s: unexpected argument '%s'", cmd, o);
+            return 2;
+        }
+    }
+    return check_args(t, cmd);
+}
+
+
+void tun_usage(void)
+{
+    printf("%s\n%s", SERVER_USAGE, CLIENT_USAGE);
+}
