@@ -3,7 +3,7 @@
 # only those missing. Sourced by ../test.sh and ../demo.sh; needs root.
 P11N_PKGS="build-essential autoconf automake libtool pkg-config
   libssl-dev libsecp256k1-dev libp11-kit-dev p11-kit softhsm2 opensc
-  libc-ares-dev libcunit1-dev libjansson-dev microsocks dante-server iproute2
+  libc-ares-dev libcunit1-dev libjansson-dev microsocks dante-server iproute2 curl
   python3-cryptography valgrind"
 
 p11n_install_deps() {
