@@ -73,13 +73,29 @@ static void add_warning(char *buf, size_t cap, const char *text)
     snprintf(buf + used, cap - used, "%s%s", used ? "; " : "", text);
 }
 
+/* 1 if the object reads back as CKA_PRIVATE true. */
+static int is_private(struct p11n_token *tok, CK_OBJECT_HANDLE h)
+{
+    uint8_t *v = NULL;
+    size_t len = 0;
+    int ok = p11n_token_attr(tok, tok->anchor, h, CKA_PRIVATE, &v, &len) == P11N_OK &&
+        v != NULL && len == sizeof(CK_BBOOL) && *(CK_BBOOL *)v == CK_TRUE;
+    free(v);
+    return ok;
+}
+
 /* The one private key the URI's object attributes (object=, id=, type=)
- * name. */
+ * name. Only CKA_PRIVATE objects count, in the search and when read back:
+ * anyone who reaches the token without the PIN can create a public
+ * object of class CKO_PRIVATE_KEY under our label, and such a planted
+ * object must neither be used nor make the real key ambiguous. */
 static int find_private(struct p11n_token *tok, P11KitUri *uri, CK_OBJECT_HANDLE *out)
 {
     CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-    CK_ATTRIBUTE tmpl[3] = { { CKA_CLASS, &cls, sizeof(cls) } };
-    CK_ULONG n = 1;
+    CK_BBOOL yes = CK_TRUE;
+    CK_ATTRIBUTE tmpl[4] = { { CKA_CLASS, &cls, sizeof(cls) },
+                             { CKA_PRIVATE, &yes, sizeof(yes) } };
+    CK_ULONG n = 2;
     CK_ATTRIBUTE *a = p11_kit_uri_get_attribute(uri, CKA_CLASS);
     if (a != NULL && (a->ulValueLen != sizeof(cls) || memcmp(a->pValue, &cls, sizeof(cls)) != 0))
         return p11n_token_errorf(P11N_ERR_URI, tok->uri, "URI names no private key (type=)");
@@ -92,11 +108,17 @@ static int find_private(struct p11n_token *tok, P11KitUri *uri, CK_OBJECT_HANDLE
     int err = p11n_token_find(tok, tok->anchor, tmpl, n, &h, &count);
     if (err != P11N_OK)
         return err;
+    size_t kept = 0;
+    for (size_t i = 0; i < count; i++)
+        if (is_private(tok, h[i]))
+            h[kept++] = h[i];
+    count = kept;
     if (count == 1)
         *out = h[0];
     free(h);
     if (count == 0)
-        return p11n_token_errorf(P11N_ERR_KEY_NOT_FOUND, tok->uri, "no private key matches");
+        return p11n_token_errorf(P11N_ERR_KEY_NOT_FOUND, tok->uri,
+            "no private key matches (only CKA_PRIVATE objects are used)");
     if (count > 1)
         return p11n_token_errorf(P11N_ERR_URI, tok->uri,
             "%zu private keys match: name one with object= or id=", count);

@@ -641,6 +641,50 @@ static void test_public_key_object_trust(void)
     }
 }
 
+/* What anyone who reaches the token can do without the PIN: a public
+ * object of class CKO_PRIVATE_KEY under `label`, holding `priv`. */
+static void plant_public_private_key(const char *label, const uint8_t priv[32])
+{
+    struct p11n_token *tok = t_token_open_public(T.uri);
+    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+    CK_KEY_TYPE type = CKK_EC;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {
+        { CKA_CLASS, &cls, sizeof(cls) },
+        { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) },
+        { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_DERIVE, &yes, sizeof(yes) },
+        { CKA_SENSITIVE, &yes, sizeof(yes) },
+        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
+        { CKA_VALUE, (void *)priv, 32 },
+        { CKA_LABEL, (void *)label, strlen(label) },
+        { CKA_ID, (void *)label, strlen(label) },
+    };
+    CK_OBJECT_HANDLE h;
+    CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h) ==
+        CKR_OK);
+    p11n_token_close(tok);
+}
+
+/* A private-key object planted without the PIN under the key's label
+ * neither makes the real key ambiguous nor stands in for a missing one. */
+static void test_planted_private_key_ignored(void)
+{
+    import_key("k-victim", K2_PRIV, PUB_PRIVATE | PUB_FIXED);
+    plant_public_private_key("k-victim", K1_PRIV);
+    p11n_key *k = load(key_uri("k-victim", 0));
+    uint8_t want[33];
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.pubkey(K2_PRIV, want) == P11N_OK);
+    CU_ASSERT(memcmp(k->pub, want, 33) == 0);
+    check_dh(k, K2_PRIV);
+    p11n_key_free(k);
+    plant_public_private_key("k-planted-only", K1_PRIV);
+    k = NULL;
+    CU_ASSERT(p11n_key_load(key_uri("k-planted-only", 0), &k) == P11N_ERR_KEY_NOT_FOUND);
+    CU_ASSERT(k == NULL);
+}
+
 /* ---- a token that loses its sessions ---- */
 
 static char counts_path[1100];
@@ -963,6 +1007,7 @@ int main(void)
         { "extractable or non-sensitive key refused unless allowed", test_extractable_refused },
         { "public-key object: PIN-protected preferred, else a warning",
           test_public_key_object_trust },
+        { "a private key planted without the PIN is never used", test_planted_private_key_ignored },
         { "token removed and back under 4 threads: one recovery", test_removed_and_back },
         { "token away: fast TOKEN_UNAVAILABLE, then back", test_token_stays_away },
         { "key replaced under its URI: refused after recovery", test_key_replaced },
