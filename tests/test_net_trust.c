@@ -575,9 +575,14 @@ static void test_planted_object_ignored(void)
         side m, a;
         dial(cli, port, "server", patterns[i], keys[K_B], &m);
         PUMP_UNTIL(m.closed == 1 && sv.failed.closed == 1);
-        CU_ASSERT(m.established == 0 && sv.n == 0);
+        /* An XK initiator counts itself established once it has sent act
+         * three, before the responder has judged its key: what matters is
+         * that the server never admitted it. */
+        CU_ASSERT(sv.n == 0 && sv.failed.reason == P11N_ERR_UNKNOWN_PEER);
+        if (i == 0)
+            CU_ASSERT(m.established == 0);
         dial(cli, port, "server", patterns[i], keys[K_A], &a);
-        PUMP_UNTIL(a.established == 1);
+        PUMP_UNTIL(a.established == 1 && sv.n == 1);
         CU_ASSERT(sv.n == 1 && strcmp(sv.conns[0].peer, "a") == 0);
         p11n_close(a.conn);
         PUMP_UNTIL(a.closed >= 1 && a.final == 1);
