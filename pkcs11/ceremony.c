@@ -197,7 +197,7 @@ static int drop_replaced(struct p11n_token *tok, const p11n_peer_entry *entries,
             if (strcmp(have[j].ident, entries[i].id) != 0)
                 continue;
             CK_RV rv = tok->fn->C_DestroyObject(tok->anchor, have[j].h);
-            if (rv != CKR_OK && err == P11N_OK) {
+            if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID && err == P11N_OK) {
                 *bad_index = i;
                 err = p11n_token_fail(tok, "C_DestroyObject", rv);
             }
@@ -259,9 +259,12 @@ int p11n_ceremony_remove(const char *token_uri, const char *identifier)
     if (err == P11N_OK && n == 0)
         err = p11n_token_errorf(P11N_ERR_KEY_NOT_FOUND, tok->uri,
             "no ceremony object for %s", identifier);
-    for (size_t i = 0; err == P11N_OK && i < n; i++) {
+    /* Every object is tried: one that vanished meanwhile (its maker may
+     * destroy a planted object at any time) is already gone, and must not
+     * leave the real one behind. */
+    for (size_t i = 0; i < n; i++) {
         CK_RV rv = tok->fn->C_DestroyObject(tok->anchor, h[i]);
-        if (rv != CKR_OK)
+        if (rv != CKR_OK && rv != CKR_OBJECT_HANDLE_INVALID && err == P11N_OK)
             err = p11n_token_fail(tok, "C_DestroyObject", rv);
     }
     free(h);

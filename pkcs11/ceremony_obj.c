@@ -40,6 +40,8 @@ static const char *check_modifiable(const struct p11n_cer_attrs *a, struct p11n_
 {
     (void)o;
     /* PKCS#11's default for a missing CKA_MODIFIABLE is true. */
+    if (a->modifiable == NULL)
+        return "CKA_MODIFIABLE missing or unreadable: by PKCS#11's default it is modifiable";
     if (!is_bool(a->modifiable, a->modifiablelen, CK_FALSE))
         return "modifiable object (CKA_MODIFIABLE true): its key can change after the ceremony";
     return NULL;

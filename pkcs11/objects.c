@@ -62,11 +62,16 @@ static int reads_as_missing(CK_RV rv, int vanish_ok)
            (vanish_ok && rv == CKR_OBJECT_HANDLE_INVALID);
 }
 
-static int attr_read(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
-    CK_ATTRIBUTE_TYPE type, uint8_t **val, size_t *len, int vanish_ok)
+/* A value that changes size between the size query and the read (an
+ * object modified meanwhile) is read again, a few times. */
+#define ATTR_READ_TRIES 4
+
+static int attr_read_once(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+    CK_ATTRIBUTE_TYPE type, uint8_t **val, size_t *len, int vanish_ok, CK_RV *last)
 {
     *val = NULL;
     *len = 0;
+    *last = CKR_OK;
     CK_ATTRIBUTE a = { type, NULL, 0 };
     CK_RV rv = tok->fn->C_GetAttributeValue(s, obj, &a, 1);
     if (reads_as_missing(rv, vanish_ok) ||
@@ -82,12 +87,34 @@ static int attr_read(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HAND
     rv = tok->fn->C_GetAttributeValue(s, obj, &a, 1);
     if (rv != CKR_OK) {
         free(p);
+        *last = rv;
         return reads_as_missing(rv, vanish_ok) ? P11N_OK
                                                : p11n_token_fail(tok, "C_GetAttributeValue", rv);
     }
     *val = p;
     *len = a.ulValueLen;
     return P11N_OK;
+}
+
+static int attr_read(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,
+    CK_ATTRIBUTE_TYPE type, uint8_t **val, size_t *len, int vanish_ok)
+{
+    CK_RV last = CKR_OK;
+    int err = P11N_OK;
+    for (int i = 0; i < ATTR_READ_TRIES; i++) {
+        err = attr_read_once(tok, s, obj, type, val, len, vanish_ok, &last);
+        if (err == P11N_OK || last != CKR_BUFFER_TOO_SMALL)
+            return err;
+    }
+    /* Still changing: an object that is modified all the time (only one
+     * that is modifiable, so never a trusted one) reads as lacking the
+     * attribute where vanishing objects are expected, rather than failing
+     * the whole ceremony scan for every reader. */
+    if (vanish_ok) {
+        p11n_token_error_clear();
+        return P11N_OK;
+    }
+    return err;
 }
 
 int p11n_token_attr(struct p11n_token *tok, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE obj,

@@ -1,12 +1,14 @@
 /* Ceremony text parsing, and ceremony objects on a real SoftHSM2 token:
  * round trips, all-or-nothing writes, the object layout, and that a peer's
  * key is never taken for the machine's own. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "ceremony.h"
 #include "crypto.h"
 #include "key.h"
 #include "p11noise.h"
@@ -590,6 +592,83 @@ static void test_vanishing_objects(void)
     unplant("gone");
 }
 
+/* A public, modifiable object whose label another thread keeps changing
+ * between a short and a long value. */
+struct flipper {
+    struct p11n_token *tok;
+    CK_OBJECT_HANDLE h;
+    volatile int stop;
+    unsigned long flips;
+};
+
+static void *flip(void *arg)
+{
+    struct flipper *f = arg;
+    CK_SESSION_HANDLE s;
+    if (f->tok->fn->C_OpenSession(f->tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+            &s) != CKR_OK)
+        return NULL;
+    static const char longer[] = "flip-flip-flip-flip-flip-flip-flip-flip-flip-flip-flip-flip";
+    while (!f->stop) {
+        CK_ATTRIBUTE a = { CKA_LABEL, (void *)longer, (f->flips & 1) ? 1 : sizeof(longer) - 1 };
+        if (f->tok->fn->C_SetAttributeValue(s, f->h, &a, 1) == CKR_OK)
+            f->flips++;
+    }
+    f->tok->fn->C_CloseSession(s);
+    return NULL;
+}
+
+/* An object anyone can make and keep changing never fails the scan as a
+ * whole (it would block every reload, and with it every revocation): a
+ * value that changes size between the size query and the read is read
+ * again, and one that never settles reads as absent. */
+static void test_changing_object(void)
+{
+    p11n_peer_entry e = keyed("steady", 60);
+    size_t bad;
+    CU_ASSERT_FATAL(p11n_ceremony_write(T.uri, &e, 1, 0, &bad) == P11N_OK);
+    struct flipper f = { .tok = t_token_open(T.uri) };
+    p11n_peer_entry m = keyed("x", 61);
+    uint8_t point[P11N_EC_POINT_DER_LEN];
+    CU_ASSERT_FATAL(p11n_ec_point_der(m.pub, point) == P11N_OK);
+    static const char id[] = P11N_PEER_ID_PREFIX "flip";
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_KEY_TYPE type = CKK_EC;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_ATTRIBUTE t[] = {
+        { CKA_CLASS, &cls, sizeof(cls) }, { CKA_KEY_TYPE, &type, sizeof(type) },
+        { CKA_TOKEN, &yes, sizeof(yes) }, { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_MODIFIABLE, &yes, sizeof(yes) }, { CKA_LABEL, "flip", 4 },
+        { CKA_ID, (void *)id, sizeof(id) - 1 },
+        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
+        { CKA_EC_POINT, point, sizeof(point) },
+    };
+    CU_ASSERT_FATAL(f.tok->fn->C_CreateObject(f.tok->anchor, t, sizeof(t) / sizeof(t[0]), &f.h) ==
+        CKR_OK);
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, flip, &f) == 0);
+    int failed = 0, steady = 0;
+    for (int i = 0; i < 300; i++) {
+        struct p11n_cer_obj *objs = NULL;
+        size_t n = 0;
+        if (p11n_cer_scan_token(f.tok, &objs, &n) != P11N_OK) {
+            failed++;
+            continue;
+        }
+        for (size_t j = 0; j < n; j++)
+            steady += objs[j].trusted && strcmp(objs[j].ident, "steady") == 0;
+        free(objs);
+    }
+    f.stop = 1;
+    pthread_join(th, NULL);
+    printf("\n  300 scans while the label changed %lu times: %d failed ", f.flips, failed);
+    CU_ASSERT(f.flips > 0);
+    CU_ASSERT(failed == 0 && steady == 300);
+    CU_ASSERT(f.tok->fn->C_DestroyObject(f.tok->anchor, f.h) == CKR_OK);
+    p11n_token_close(f.tok);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "steady") == P11N_OK);
+}
+
 /* One object of class `cls` labelled `label`. */
 static CK_OBJECT_HANDLE labelled(struct p11n_token *tok, const char *label, CK_OBJECT_CLASS cls)
 {
@@ -724,6 +803,7 @@ int main(void)
         { "one key under two identifiers is refused at import", test_import_duplicate_key },
         { "--replace rewrites a public object as a private one", test_migrate_public_object },
         { "an object destroyed during the scan does not fail it", test_vanishing_objects },
+        { "an object changed during the scan does not fail it", test_changing_object },
         { "keygen: derive-only private key, private fixed public key", test_keygen_attributes },
         { "file: key readable by others refused; development warning", test_file_key_mode },
         { "pin-source readable by others refused, with the fix", test_pin_source_mode },
