@@ -61,6 +61,16 @@ no_echo "bad proxy spec" "--socks5" connect --key "$ckey" --peers "$tmp/client.p
 no_echo "key on no token" "key" connect --key "$uri" --peer server 127.0.0.1:1
 no_echo "bad --linger" "--linger" connect --key "$ckey" --peer server --linger "x$pin" \
     127.0.0.1:1
+no_echo "tunnel server --opt=PROXY" "'--sock5'" tunnel server "--sock5=$proxy"
+no_echo "tunnel server, a client option" "'--socks5'" tunnel server "--socks5=$proxy"
+no_echo "tunnel client --kye=URI" "'--kye'" tunnel client "--kye=$uri"
+no_echo "tunnel client, URI as an argument" "unexpected" tunnel client --key "$ckey" \
+    --peer server --listen 127.0.0.1:0 127.0.0.1:1 "$uri"
+no_echo "tunnel server, URI as --listen" "--listen" tunnel server --key "$skey" \
+    --listen "$uri" --target 127.0.0.1:1
+no_echo "tunnel server, proxy as --target" "--target" tunnel server --key "$skey" \
+    --listen 127.0.0.1:0 --target "$proxy"
+no_echo "tunnel client, bad --mode" "--mode" tunnel client --mode "x$pin" --key "$ckey"
 
 # ---- listen's output: escaped, raw, with the peer ----
 # One message with a terminal escape (ESC [ 2 J clears the screen), a

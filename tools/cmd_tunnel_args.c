@@ -75,7 +75,7 @@ static int set_opt(const struct opt *o, const char *val, struct tun_args *a, con
         errno = 0;
         unsigned long m = strtoul(val, &end, 8);
         if (errno != 0 || *end != '\0' || val[0] == '\0' || m > 0777) {
-            cli_error("%s: --mode wants an octal mode such as 0600, got '%s'", cmd, val);
+            cli_error("%s: --mode wants an octal mode such as 0600", cmd);
             return 2;
         }
         a->mode = (unsigned)m;
@@ -84,8 +84,7 @@ static int set_opt(const struct opt *o, const char *val, struct tun_args *a, con
         errno = 0;
         unsigned long ms = strtoul(val, &end, 10);
         if (errno != 0 || *end != '\0' || val[0] == '\0' || ms == 0 || ms > 3600000) {
-            cli_error("%s: --connect-timeout wants milliseconds (1 to 3600000), got '%s'", cmd,
-                val);
+            cli_error("%s: --connect-timeout wants milliseconds (1 to 3600000)", cmd);
             return 2;
         }
         a->connect_ms = (unsigned)ms;
@@ -105,32 +104,18 @@ static int set_opt(const struct opt *o, const char *val, struct tun_args *a, con
     return 2;
 }
 
-/* One option (with its value from "--opt=value" or the next argument).
- * Returns 0, or 2 after printing. */
-static int parse_opt(int argc, char **argv, int *i, struct tun_args *a, const char *cmd)
+#define NOPTS (sizeof(opts) / sizeof(opts[0]))
+
+/* The shared parser's table for one side: id k + 1 is opts[k]. It names
+ * a mistyped option without its value, which may hold a PIN or a proxy
+ * password. */
+static void side_table(int side, struct cli_opt out[NOPTS + 1])
 {
-    const char *arg = argv[*i], *eq = strchr(arg, '=');
-    size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
-    for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
-        const struct opt *o = &opts[k];
-        if (strlen(o->name) != nlen || strncmp(o->name, arg, nlen) != 0
-            || !(o->sides & (a->server ? SRV : CLI)))
-            continue;
-        if (o->kind == OPT_FLAG) {
-            if (eq != NULL) {
-                cli_error("%s: %s takes no value", cmd, o->name);
-                return 2;
-            }
-            return set_opt(o, NULL, a, cmd);
-        }
-        if (eq == NULL && *i + 1 >= argc) {
-            cli_error("%s: %s needs a value", cmd, o->name);
-            return 2;
-        }
-        return set_opt(o, eq ? eq + 1 : argv[++*i], a, cmd);
-    }
-    cli_error("%s: unknown option '%s' (--help for usage)", cmd, arg);
-    return 2;
+    size_t n = 0;
+    for (size_t k = 0; k < NOPTS; k++)
+        if (opts[k].sides & side)
+            out[n++] = (struct cli_opt){ opts[k].name, (int)k + 1, opts[k].kind != OPT_FLAG };
+    out[n] = (struct cli_opt){ NULL, 0, 0 };
 }
 
 static int check_args(struct tunnel *t, const char *cmd)
@@ -149,18 +134,19 @@ static int check_args(struct tunnel *t, const char *cmd)
         cli_error("%s: --pattern must be KK or XK", cmd);
         return 2;
     }
+    char shown[CLI_SHOWN_MAX];
     if (tun_parse_addr(a->listen, &t->listen_addr) != 0
         || (a->server && t->listen_addr.is_unix)) {
-        cli_error("%s: --listen wants HOST:PORT or [IPV6]:PORT%s, got '%s'", cmd,
-            a->server ? "" : " or unix:PATH", a->listen);
+        cli_error("%s: --listen wants HOST:PORT or [IPV6]:PORT%s, got %s", cmd,
+            a->server ? "" : " or unix:PATH", cli_shown(a->listen, shown));
         return 2;
     }
     /* The server's target may be a Unix socket; the client's remote is TCP. */
     if (tun_parse_addr(a->target, &t->target_addr) != 0
         || (t->target_addr.is_unix ? !a->server : t->target_addr.port == 0)) {
-        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT%s, got '%s'", cmd,
+        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT%s, got %s", cmd,
             a->server ? "--target" : "the tunnel server", a->server ? " or unix:PATH" : "",
-            a->target);
+            cli_shown(a->target, shown));
         return 2;
     }
     return 0;
@@ -172,19 +158,26 @@ int tun_parse_args(int argc, char **argv, struct tunnel *t)
     const char *cmd = a->server ? "tunnel server" : "tunnel client";
     a->mode = DEFAULT_MODE;
     a->connect_ms = DEFAULT_CONNECT_MS;
-    for (int i = 1; i < argc; i++) {
-        const char *o = argv[i];
-        if (strcmp(o, "--help") == 0 || strcmp(o, "-h") == 0) {
+    struct cli_opt table[NOPTS + 1];
+    side_table(a->server ? SRV : CLI, table);
+    struct cli_parser p;
+    cli_parser_init(&p, cmd, argc, argv, table);
+    char shown[CLI_SHOWN_MAX];
+    const char *val;
+    int id;
+    while ((id = cli_next(&p, &val)) != CLI_END) {
+        if (id == CLI_HELP) {
             fputs(a->server ? SERVER_USAGE : CLIENT_USAGE, stdout);
             return -1;
         }
-        if (o[0] == '-' && o[1] != '\0') {
-            if (parse_opt(argc, argv, &i, a, cmd) != 0)
-                return 2;
-        } else if (!a->server && a->target == NULL) {
-            a->target = o;
-        } else {
-            cli_error("%s: unexpected argument '%s'", cmd, o);
+        if (id == CLI_BAD)
+            return 2;
+        if (id == CLI_ARG && !a->server && a->target == NULL) {
+            a->target = val;
+        } else if (id == CLI_ARG) {
+            cli_error("%s: unexpected argument %s", cmd, cli_shown(val, shown));
+            return 2;
+        } else if (set_opt(&opts[id - 1], val, a, cmd) != 0) {
             return 2;
         }
     }
