@@ -75,15 +75,27 @@ def recv_exact(s, n):
 
 def read_proxy_header(s):
     head = recv_exact(s, 16)
-    if head[:12] != PP2_SIG or head[12] != 0x20 or head[13] != 0x00:
-        raise ValueError("not a PROXY v2 LOCAL header: %r" % head)
+    # Command PROXY (TLVs count only after it), TCP/IPv4, TCP/IPv6 or Unix
+    # stream, with the address block of that family before the TLVs.
+    addr_len = {0x11: 12, 0x21: 36, 0x31: 216}.get(head[13])
+    if head[:12] != PP2_SIG or head[12] != 0x21 or addr_len is None:
+        raise ValueError("not a PROXY v2 PROXY header: %r" % head)
     body = recv_exact(s, struct.unpack(">H", head[14:16])[0])
-    peer = None
+    if len(body) < addr_len:
+        raise ValueError("PROXY v2 header shorter than its address block")
+    body = body[addr_len:]
+    peer = key = None
     while body:
         t, n = body[0], struct.unpack(">H", body[1:3])[0]
+        if len(body) < 3 + n:
+            raise ValueError("PROXY v2 TLV overruns the header")
         if t == 0xE0:
             peer = body[3:3 + n].decode()
+        elif t == 0xE1:
+            key = body[3:3 + n]
         body = body[3 + n:]
+    if peer is None or key is None or len(key) != 33:
+        raise ValueError("PROXY v2 header without the peer TLVs")
     return peer
 
 

@@ -23,10 +23,10 @@ static const char SERVER_USAGE[] =
     "bytes both ways, half-closes included. --peer lists the initiators accepted;\n"
     "without it, every peer of --peers FILE, or of the token's ceremony objects for\n"
     "a pkcs11: key. --proxy-protocol sends the target a PROXY protocol v2 header\n"
-    "(command LOCAL) first, with the peer's identifier (or, without one, its public\n"
-    "key in hex) in TLV 0xE0. A target that does not answer within --connect-timeout\n"
-    "(10000 ms) fails that connection. SIGINT or SIGTERM stops it. Logs go to stderr\n"
-    "(-v: more).\n";
+    "first (command PROXY), with the peer's identifier (or, without one, its public\n"
+    "key in hex) in TLV 0xE0 and its 33-byte key in TLV 0xE1. A target that does not\n"
+    "answer within --connect-timeout (10000 ms) fails that connection. SIGINT or\n"
+    "SIGTERM stops it. Logs go to stderr (-v: more).\n";
 static const char CLIENT_USAGE[] =
     "usage: p11noise tunnel client --key URI --peer ID|PUBHEX --listen HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peers FILE]\n"

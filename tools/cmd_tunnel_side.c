@@ -65,8 +65,10 @@ static void target_connected(struct tun *c)
     struct tunnel *t = c->t;
     c->connecting = 0;
     if (t->a.proxy_protocol) {
-        uint8_t hdr[256];
-        size_t n = tun_ppv2_header(p11n_conn_peer(c->conn), hdr, sizeof(hdr));
+        uint8_t hdr[512], key[P11N_PUBKEY_LEN];
+        size_t n = 0;
+        if (p11n_conn_peer_key(c->conn, key) == P11N_OK)
+            n = tun_ppv2_header(c->fd, p11n_conn_peer(c->conn), key, hdr, sizeof(hdr));
         if (n == 0 || tun_queue_out(c, hdr, n) != 0) {
             tun_abort(c, "cannot make the PROXY protocol header");
             return;

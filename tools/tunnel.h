@@ -145,8 +145,11 @@ int tun_connect_plain(const struct sockaddr_storage *sa, socklen_t len, int *fd)
 void tun_close_reset(int fd);
 void tun_describe(const struct sockaddr_storage *sa, char *out, size_t cap);
 
-/* cmd_tunnel_ppv2.c: the header for a peer, or 0 when `cap` is too small. */
+/* cmd_tunnel_ppv2.c: the header for a peer carried on the target
+ * connection `fd`, or 0 when `cap` is too small or fd's addresses have no
+ * PROXY v2 form. */
 #define PPV2_TLV_PEER 0xE0        /* the peer as p11n_conn_peer() names it */
-size_t tun_ppv2_header(const char *peer, uint8_t *out, size_t cap);
+#define PPV2_TLV_PEER_KEY 0xE1    /* the peer's static public key, 33 bytes */
+size_t tun_ppv2_header(int fd, const char *peer, const uint8_t *key, uint8_t *out, size_t cap);
 
 #endif
