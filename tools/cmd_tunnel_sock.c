@@ -183,7 +183,10 @@ int tun_connect_plain(const struct sockaddr_storage *sa, socklen_t len, int *fd)
     }
     if (connect(*fd, (const struct sockaddr *)sa, len) == 0)
         return 0;
-    if (errno == EINPROGRESS || errno == EAGAIN)
+    /* On a Unix socket EAGAIN means the listener's backlog is full: the
+     * connect failed (it does not complete later), so the next address
+     * is tried. On TCP only EINPROGRESS means in progress. */
+    if (errno == EINPROGRESS)
         return 1;
     int e = errno;
     close(*fd);
