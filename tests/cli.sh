@@ -181,12 +181,55 @@ tok="pkcs11:token=cli?pin-value=1234"
 t_check "keygen --token=URI --label=NAME" \
     '"$tool" keygen "--token=$tok" --label=k1 | grep -q "^k1 0[23][0-9a-f]\{64\}$"'
 echo "peer1 $client_pub" > "$tmp/ceremony.txt"
+echo "peer1 ${client_pub}00" > "$tmp/ceremony.bad"
+(umask 022; echo "$client_priv" > "$tmp/open.key")
 t_check "ceremony import/list --token=URI" \
     '"$tool" ceremony import "--token=$tok" "$tmp/ceremony.txt" &&
      [ "$("$tool" ceremony list "--token=$tok")" = "peer1 $client_pub" ]'
 t_check "bench --rows=LIST is read as the value" \
     '! "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown option" &&
      "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown row group"'
+
+# ---- Exit status by class (doc/p11noise.1, EXIT STATUS) ----
+t_exit "unknown option" 2 listen --kye x --bind 127.0.0.1:0
+t_exit "missing value" 2 connect --key "$ckey" --peer
+t_exit "malformed peers file" 2 listen --key "$skey" --peers "$tmp/ceremony.bad" \
+    --bind 127.0.0.1:0
+t_exit "wrong PIN" 3 connect --key "pkcs11:token=cli;object=k1?pin-value=9999" \
+    --peer "$server_pub" 127.0.0.1:1
+t_exit "no such token" 3 listen --key "pkcs11:token=nosuch;object=k1?pin-value=1234" \
+    --bind 127.0.0.1:0
+t_exit "key file readable by others" 3 pubkey --key "file:$tmp/open.key"
+t_exit "unknown peer" 4 connect --key "$ckey" --peers "$tmp/client.peers" --peer nosuch \
+    127.0.0.1:1
+refused=$(t_free_port)
+t_exit "refused connection" 5 connect --key "$ckey" --peers "$tmp/client.peers" \
+    --peer server "127.0.0.1:$refused"
+t_exit "unreachable proxy" 5 connect --key "$ckey" --peers "$tmp/client.peers" \
+    --peer server --socks5 "127.0.0.1:$refused" 127.0.0.1:1
+t_exit "tunnel: no such token" 3 tunnel server \
+    --key "pkcs11:token=cli;object=k1?pin-value=9999" --listen 127.0.0.1:0 \
+    --target 127.0.0.1:1
+
+# A KK responder that does not know us: the initiator says what it can
+# know, names the key it expected, once, and exits with the peer class.
+other_pub=02466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f27
+printf 'someone %s\n' "$other_pub" > "$tmp/other.peers"
+t_listen "$tmp/rej.log" "$tmp/rej.out" --key "$skey" --peers "$tmp/other.peers" \
+    --bind 127.0.0.1:0 && {
+    t_exit "KK responder that does not know us" 4 connect --key "$ckey" \
+        --peers "$tmp/client.peers" --peer server "127.0.0.1:$port"
+    t_check "... says it was rejected or the key differs, naming the key, once" \
+        '[ "$(grep -c "rejected us or is not the key we know as .server." "$tmp/exit.err")" -eq 1 ] &&
+         grep -q "expected key $server_pub" "$tmp/exit.err" &&
+         [ "$(grep -c "^p11noise: connect:" "$tmp/exit.err")" -eq 1 ]'
+    # Its key changed: we hold another key for it.
+    printf 'server %s\n' "$other_pub" > "$tmp/changed.peers"
+    t_exit "KK responder whose key changed" 4 connect --key "$ckey" \
+        --peers "$tmp/changed.peers" --peer server "127.0.0.1:$port"
+    t_check "... names the key we expected" 'grep -q "expected key $other_pub" "$tmp/exit.err"'
+    kill "$t_pid"
+}
 
 # ---- The new options are in the usage ----
 t_help listen

@@ -15,6 +15,23 @@ int cmd_connect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tunnel(int argc, char **argv);
 
+/* Exit status by class (tools/cli_exit.c; doc/p11noise.1, EXIT STATUS).
+ * Token and usage failures are never worth retrying: a service manager
+ * that restarts on them could lock a token's PIN. */
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_INTERNAL 1   /* out of memory, a failure of the program itself */
+#define CLI_EXIT_USAGE 2      /* the command line, a configuration or peers file */
+#define CLI_EXIT_TOKEN 3      /* the key: token, PIN, key file */
+#define CLI_EXIT_PEER 4       /* a peer rejected, unknown, revoked, or rejecting us */
+#define CLI_EXIT_NETWORK 5    /* sockets, names, deadlines, the SOCKS5 proxy */
+
+/* The exit status for a library error (a p11n_err). */
+int cli_exit_status(int err);
+
+/* The whole of a file, or of standard input for "-" (tools/cli_file.c):
+ * a malloc'd buffer of *len bytes, or NULL with errno set. */
+char *cli_slurp(const char *path, size_t *len);
+
 /* "p11noise: " + formatted message + newline on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

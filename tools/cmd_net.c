@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_net.h"
 #include "p11noise.h"
 
 #define MAX_LISTEN_PEERS 64
@@ -40,54 +41,6 @@ struct net_args {
     int dev_key;                  /* --dev-allow-extractable-key */
     int verbose;
 };
-
-static p11n_ctx *signal_ctx;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    p11n_stop(signal_ctx);  /* async-signal-safe */
-}
-
-static void catch_signals(p11n_ctx *ctx)
-{
-    signal_ctx = ctx;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
-/* "HOST:PORT", "[V6]:PORT". host is copied into `host` (cap bytes). */
-static int split_host_port(const char *s, char *host, size_t cap, uint16_t *port)
-{
-    const char *start = s, *colon;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        start = s + 1;
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || strchr(s, ':') != colon)
-            return -1; /* a bare IPv6 address needs brackets */
-    }
-    size_t hlen = (size_t)(colon - start) - (s[0] == '[');
-    if (hlen == 0 || hlen >= cap)
-        return -1;
-    memcpy(host, start, hlen);
-    host[hlen] = '\0';
-    char *end;
-    errno = 0;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (errno != 0 || *end != '\0' || colon[1] == '\0' || p > 65535)
-        return -1;
-    *port = (uint16_t)p;
-    return 0;
-}
 
 static const char LISTEN_USAGE[] =
     "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
@@ -257,7 +210,7 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
     int rc = parse_args(argc, argv, listen, a);
     if (rc != 0)
         return rc == ARGS_HELP ? 0 : rc;
-    if (split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
+    if (cli_split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
         char shown[CLI_SHOWN_MAX];
         cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT, got %s", argv[0],
             listen ? "--bind" : "the target", cli_shown(a->addr, shown));
@@ -266,53 +219,14 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
     return -1;
 }
 
-/* The context, the key and the peers. Returns 0 or 1 after printing. */
+/* The context, the key and the peers. Returns 0 or an exit status after
+ * printing. */
 static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n_key **key)
 {
     p11n_ctx_options o = { 0 };
     o.log_level = a->verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
-    int rc = p11n_ctx_new(&o, ctx);
-    if (rc != P11N_OK) {
-        cli_error("%s: %s", cmd, p11n_strerror(rc));
-        return 1;
-    }
-    rc = p11n_key_load_ex(a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0, key);
-    if (rc != P11N_OK) {
-        const char *detail = p11n_token_last_error();
-        /* The URI may hold a PIN: never echo it. */
-        cli_error("%s: cannot load the key: %s%s%s%s", cmd, p11n_strerror(rc),
-            detail[0] ? " — " : "", detail, rc == P11N_ERR_KEY_EXTRACTABLE
-            ? " (--dev-allow-extractable-key accepts it, for development only)" : "");
-        return 1;
-    }
-    if (p11n_key_warning(*key) != NULL)
-        cli_error("warning: %s", p11n_key_warning(*key));
-    if (a->peers_file != NULL) {
-        /* Checked here first for the system's own reason (the library
-         * reports any failure to open as IO) and because the library logs
-         * the path, which might be a key URI given to the wrong option. */
-        char shown[CLI_SHOWN_MAX];
-        if (access(a->peers_file, R_OK) != 0) {
-            const char *why = strerror(errno);
-            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown), why);
-            return 1;
-        }
-        rc = p11n_peers_load_file(*ctx, a->peers_file);
-        if (rc < 0) {
-            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown),
-                p11n_strerror(rc));
-            return 1;
-        }
-    } else if (strncmp(a->key, "pkcs11:", 7) == 0) {
-        rc = p11n_peers_load_token(*ctx, a->key);
-        if (rc < 0) {
-            const char *detail = p11n_token_last_error();
-            cli_error("%s: reading the ceremony objects of the key's token: %s%s%s", cmd,
-                p11n_strerror(rc), detail[0] ? " — " : "", detail);
-            return 1;
-        }
-    }
-    return 0;
+    return cli_net_setup(cmd, &o, a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0,
+        a->peers_file, ctx, key);
 }
 
 /* The handshake options both commands take from the arguments. */
@@ -484,14 +398,14 @@ int cmd_listen(int argc, char **argv)
         cli_error("listen: cannot listen on %s: %s%s", cli_shown(a.addr, shown),
             p11n_strerror(rc),
             rc == P11N_ERR_INVALID_ARG ? " (numeric address, and KK needs a known peer)" : "");
-        status = 1;
+        status = cli_exit_status(rc);
         goto out;
     }
-    catch_signals(ctx);
+    cli_catch_signals(ctx);
     rc = p11n_run(ctx);
     if (rc != P11N_OK) {
         cli_error("listen: %s", p11n_strerror(rc));
-        status = 1;
+        status = cli_exit_status(rc);
     }
 out:
     p11n_ctx_free(ctx);
@@ -579,6 +493,52 @@ static void c_closed(p11n_conn *c, int reason, const char *text, int final, void
     st->conn = NULL;
     st->reason = reason;
     snprintf(st->text, sizeof(st->text), "%s", text);
+}
+
+/* The key we expect `peer` to hold, in hex (67 bytes), or "" when it
+ * cannot be found again: `peer` itself when given in hex, else its entry
+ * in the peers file or on the key's token. */
+static void expected_key(const struct net_args *a, char hex[2 * P11N_PUBKEY_LEN + 1])
+{
+    hex[0] = '\0';
+    if (strlen(a->peer) == 2 * P11N_PUBKEY_LEN
+        && strspn(a->peer, "0123456789abcdefABCDEF") == 2 * P11N_PUBKEY_LEN) {
+        memcpy(hex, a->peer, 2 * P11N_PUBKEY_LEN + 1);
+        return;
+    }
+    p11n_peer_entry *e = NULL;
+    size_t n = 0, bad = 0, len = 0;
+    char *text = a->peers_file ? cli_slurp(a->peers_file, &len) : NULL;
+    int rc = text ? p11n_peers_parse(text, len, &e, &n, &bad)
+        : strncmp(a->key, "pkcs11:", 7) == 0 ? p11n_ceremony_read(a->key, &e, &n)
+        : P11N_ERR_STATE;
+    for (size_t i = 0; rc == P11N_OK && i < n; i++)
+        if (strcmp(e[i].id, a->peer) == 0)
+            for (size_t k = 0; k < P11N_PUBKEY_LEN; k++)
+                snprintf(hex + 2 * k, 3, "%02x", e[i].pub[k]);
+    free(e);
+    free(text);
+}
+
+/* A KK initiator whose handshake ends with the responder hanging up after
+ * act 1, or with an act 2 that does not decrypt, cannot tell why: the
+ * responder does not know our key, its own key is not the one we have,
+ * or the pattern or prologue differ. Say so, rather than "closed by peer",
+ * and name the key expected. Returns 1 if that was the case. */
+static int report_rejected(const struct net_args *a, const struct connect_state *st)
+{
+    int kk = a->pattern == NULL || strcmp(a->pattern, "KK") == 0;
+    if (st->up || !kk || (st->reason != P11N_ERR_CLOSED && st->reason != P11N_ERR_RESET
+        && st->reason != P11N_ERR_BAD_TAG))
+        return 0;
+    char hex[2 * P11N_PUBKEY_LEN + 1], shown[CLI_SHOWN_MAX];
+    expected_key(a, hex);
+    cli_error("connect: the responder rejected us or is not the key we know as %s (our key "
+        "not in its ceremony, its key changed, or pattern/prologue differ)%s%s; it %s",
+        cli_shown(a->peer, shown), hex[0] ? "; expected key " : "", hex,
+        st->reason == P11N_ERR_BAD_TAG ? "answered with an act 2 that does not decrypt"
+                                       : "hung up during the handshake");
+    return 1;
 }
 
 /* Send every complete line in the buffer. Returns 0, or 1 after an error
@@ -690,10 +650,10 @@ int cmd_connect(int argc, char **argv)
     if (rc != P11N_OK) {
         char shown[CLI_SHOWN_MAX];
         cli_error("connect: peer %s: %s", cli_shown(a.peer, shown), p11n_strerror(rc));
-        status = 1;
+        status = cli_exit_status(rc);
         goto out;
     }
-    catch_signals(st.ctx);
+    cli_catch_signals(st.ctx);
 
     struct pollfd *fds = NULL;
     size_t cap = 0;
@@ -741,9 +701,11 @@ int cmd_connect(int argc, char **argv)
         }
     }
     fflush(stdout);
-    if (status == 0 && st.reason != P11N_OK) {
+    if (status == 0 && st.reason != P11N_OK && report_rejected(&a, &st)) {
+        status = CLI_EXIT_PEER;
+    } else if (status == 0 && st.reason != P11N_OK) {
         cli_error("connect: %s (%s)", st.text, p11n_strerror(st.reason));
-        status = 1;
+        status = cli_exit_status(st.reason);
     }
     free(fds);
 out:

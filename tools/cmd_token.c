@@ -64,7 +64,7 @@ static int fail(const char *what, int err)
         cli_error("%s: %s", what, detail);
     else
         cli_error("%s: %s", what, p11n_strerror(err));
-    return 1;
+    return cli_exit_status(err);
 }
 
 static void print_hex(const uint8_t *p, size_t len)
@@ -183,7 +183,7 @@ int cmd_pubkey(int argc, char **argv)
     if (err != P11N_OK && strncmp(a.key, "file:", 5) == 0) {
         /* A file: URI holds no PIN: name it. */
         cli_error("pubkey: %s: %s", a.key, p11n_strerror(err));
-        return 1;
+        return cli_exit_status(err);
     }
     if (err != P11N_OK)
         return fail("pubkey", err);
@@ -198,38 +198,6 @@ int cmd_pubkey(int argc, char **argv)
     return 0;
 }
 
-/* The whole of a file, or of standard input for "-". */
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *p = realloc(buf, cap * 2);
-        if (p == NULL) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = p;
-        cap *= 2;
-    }
-    int bad = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    if (bad) {
-        free(buf);
-        return NULL;
-    }
-    *len = n;
-    return buf;
-}
-
 static int ceremony_import(const struct args *a)
 {
     if (a->npos != 1) {
@@ -239,13 +207,13 @@ static int ceremony_import(const struct args *a)
     const char *path = a->pos[0];
     const char *name = strcmp(path, "-") == 0 ? "<stdin>" : path;
     size_t len = 0;
-    char *text = slurp(path, &len);
+    char *text = cli_slurp(path, &len);
     if (text == NULL) {
         /* Not repeated when it could be a key URI given in its place. */
         const char *why = strerror(errno);
         char shown[CLI_SHOWN_MAX];
         cli_error("ceremony import: cannot read %s: %s", cli_shown(name, shown), why);
-        return 1;
+        return CLI_EXIT_USAGE;
     }
     p11n_peer_entry *entries = NULL;
     size_t n = 0, bad_line = 0, bad_index = 0;
@@ -254,7 +222,7 @@ static int ceremony_import(const struct args *a)
         cli_error("ceremony import: %s:%zu: %s; nothing imported", name, bad_line,
             p11n_strerror(err));
         free(text);
-        return 1;
+        return cli_exit_status(err);
     }
     err = p11n_ceremony_write(a->token, entries, n, a->replace, &bad_index);
     if (err != P11N_OK && bad_index < n) {
@@ -268,7 +236,7 @@ static int ceremony_import(const struct args *a)
     }
     free(entries);
     free(text);
-    return err == P11N_OK ? 0 : 1;
+    return cli_exit_status(err);
 }
 
 static int ceremony_list(const struct args *a)

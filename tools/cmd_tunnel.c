@@ -52,7 +52,7 @@ static int setup(struct tunnel *t, const char *cmd)
     p11n_ctx_options o = { 0 };
     o.log = tun_log_cb;
     o.log_level = tun_log_level;
-    return cli_net_setup(cmd, &o, t->a.key, t->a.peers_file, &t->ctx, &t->key);
+    return cli_net_setup(cmd, &o, t->a.key, 0, t->a.peers_file, &t->ctx, &t->key);
 }
 
 /* ---- the loop ---- */
@@ -219,8 +219,8 @@ int cmd_tunnel(int argc, char **argv)
     if (status != 0)
         return status < 0 ? 0 : status;
     status = setup(&t, cmd);
-    if (status == 0 && (t.a.server ? tun_server_start(&t) : tun_client_start(&t)) != 0)
-        status = 1;
+    if (status == 0)
+        status = t.a.server ? tun_server_start(&t) : tun_client_start(&t);
     if (status == 0) {
         cli_catch_signals(t.ctx);
         status = run(&t, cmd);

@@ -129,7 +129,8 @@ extern const p11n_callbacks tun_callbacks;
 /* Monotonic clock in milliseconds. */
 long long tun_now_ms(void);
 
-/* cmd_tunnel_side.c */
+/* cmd_tunnel_side.c; the starts return 0 or an exit status (CLI_EXIT_*)
+ * after logging. */
 int tun_server_start(struct tunnel *t);
 int tun_client_start(struct tunnel *t);
 void tun_client_accept(struct tunnel *t);
