@@ -231,6 +231,27 @@ t_listen "$tmp/rej.log" "$tmp/rej.out" --key "$skey" --peers "$tmp/other.peers" 
     kill "$t_pid"
 }
 
+# A ceremony line the library refuses: the command says what is wrong.
+# malformed NAME WHAT LINE: `ceremony import` of a file whose 2nd line is
+# LINE fails naming line 2 and WHAT.
+malformed() {
+    printf 'ok1 %s\n%s\n' "$client_pub" "$3" > "$tmp/mal.txt"
+    "$tool" ceremony import "--token=$tok" "$tmp/mal.txt" 2> "$tmp/mal.err"
+    mal_what="$2"
+    t_check "malformed ceremony line, $1: says '$2'" \
+        'grep -qF "$mal_what" "$tmp/mal.err" && grep -q "mal.txt:2: .*nothing imported" "$tmp/mal.err"'
+}
+malformed "short key" "wrong length: the key has 64 hex digits, not 66" \
+    "p2 ${client_pub%??}"
+malformed "uncompressed key" "uncompressed key (130 hex digits)" \
+    "p2 04${client_pub#??}${client_pub#??}"
+malformed "bad character" "bad character 'g' in the key" "p2 g${client_pub#?}"
+malformed "extra field" "extra field after the key" "p2 $client_pub extra"
+malformed "bad identifier" "the identifier is not 1-64 characters" "p/2 $client_pub"
+printf '\357\273\277p1 %s\n' "$client_pub" > "$tmp/bom.txt"
+"$tool" ceremony import "--token=$tok" "$tmp/bom.txt" 2> "$tmp/bom.err"
+t_check "malformed ceremony line, BOM: named" 'grep -q "bom.txt:1: .*byte order mark" "$tmp/bom.err"'
+
 # ---- The new options are in the usage ----
 t_help listen
 t_help connect

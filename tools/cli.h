@@ -32,6 +32,24 @@ int cli_exit_status(int err);
  * a malloc'd buffer of *len bytes, or NULL with errno set. */
 char *cli_slurp(const char *path, size_t *len);
 
+/* Log lines of the commands that run a context (tools/cli_log.c): the
+ * library's through cli_log_cb (its p11n_log_callback), the command's
+ * through cli_log_event (`event` names it in the JSON form; may be NULL). */
+#define CLI_LOG_TEXT 0        /* time-stamped lines */
+#define CLI_LOG_JOURNAL 1     /* "<N>" priority prefix, no time stamp */
+#define CLI_LOG_JSON 2        /* one JSON object per line */
+extern int cli_log_level;     /* enum p11n_log_level */
+extern int cli_log_format;
+/* Level from -v, format from JOURNAL_STREAM (journal when it is stderr). */
+void cli_log_init(int verbose);
+int cli_log_format_parse(const char *name);   /* CLI_LOG_*, or -1 */
+void cli_log_cb(int level, const char *line, void *arg);
+void cli_log_event(int level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* Monotonic clock in milliseconds (tools/cli_log.c). */
+long long cli_now_ms(void);
+
 /* "p11noise: " + formatted message + newline on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 

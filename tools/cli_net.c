@@ -94,11 +94,11 @@ int cli_net_setup(const char *cmd, const p11n_ctx_options *o, const char *key_ur
             cli_error("%s: peers file %s: %s", cmd, cli_shown(peers_file, shown), why);
             return CLI_EXIT_USAGE;
         }
-        rc = p11n_peers_load_file(*ctx, peers_file);
-        if (rc < 0) {
-            cli_error("%s: peers file %s: %s", cmd, cli_shown(peers_file, shown),
-                p11n_strerror(rc));
-            return rc == P11N_ERR_IO ? CLI_EXIT_USAGE : cli_exit_status(rc);
+        struct cli_peers_diff d;
+        char why[256];
+        if ((rc = cli_peers_file_apply(*ctx, peers_file, &d, why, sizeof(why))) != 0) {
+            cli_error("%s: peers file %s: %s", cmd, cli_shown(peers_file, shown), why);
+            return rc;
         }
     } else if (strncmp(key_uri, "pkcs11:", 7) == 0) {
         rc = p11n_peers_load_token(*ctx, key_uri);

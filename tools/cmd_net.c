@@ -223,8 +223,10 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
  * printing. */
 static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n_key **key)
 {
+    cli_log_init(a->verbose);
     p11n_ctx_options o = { 0 };
-    o.log_level = a->verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
+    o.log = cli_log_cb;
+    o.log_level = cli_log_level;
     return cli_net_setup(cmd, &o, a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0,
         a->peers_file, ctx, key);
 }
@@ -245,19 +247,28 @@ static p11n_channel_options channel_options(const struct net_args *a, p11n_key *
 /* ---- listen ---- */
 
 /* The callbacks' arg: the listener's state until a connection is
- * established, then (--echo) the connection's own, which embeds it. */
+ * established, then the connection's own, which points back to it. Every
+ * established connection is on the listener's list, so that a stop can
+ * close each gracefully and the service status can count them. */
+struct lconn;
 struct listen_state {
-    int per_conn;
+    int per_conn;                 /* 0 */
     int raw;                      /* --raw */
     int show_peer;                /* --show-peer */
+    int echo;                     /* --echo */
+    struct lconn *conns;
+    size_t nconns;
 };
 
 /* --echo applies backpressure: a message p11n_send refuses because the
  * peer does not read its echoes fast enough is kept, and reading stops
  * until the queue drains, so the peer's sending is held back by TCP
  * instead of the echoes piling up (or being dropped). */
-struct echo_conn {
-    struct listen_state base;     /* per_conn = 1 */
+struct lconn {
+    int per_conn;                 /* 1 */
+    struct listen_state *ls;
+    struct lconn *prev, *next;
+    p11n_conn *conn;
     uint8_t *pending;             /* the refused message, or NULL */
     size_t len;
 };
@@ -285,9 +296,9 @@ static void put_escaped(const uint8_t *p, size_t len, FILE *f)
     }
 }
 
-static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+static void print_message(const struct listen_state *ls, p11n_conn *c, const uint8_t *msg,
+    size_t len)
 {
-    const struct listen_state *ls = arg;
     if (ls->show_peer) {
         const char *peer = p11n_conn_peer(c) ? p11n_conn_peer(c) : "?";
         put_escaped((const uint8_t *)peer, strlen(peer), stdout);
@@ -303,27 +314,39 @@ static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 
 static void echo_fail(p11n_conn *c, const char *what, int rc)
 {
-    fprintf(stderr, "p11noise: listen: echo to %s: %s: %s; closing\n", p11n_conn_peer(c), what,
-        p11n_strerror(rc));
+    cli_log_event(P11N_LOG_ERROR, NULL, "listen: echo to %s: %s: %s; closing",
+        p11n_conn_peer(c), what, p11n_strerror(rc));
     p11n_close(c);
 }
 
-static void e_established(p11n_conn *c, const char *peer, void *arg)
+static void l_established(p11n_conn *c, const char *peer, void *arg)
 {
     (void)peer;
-    (void)arg;
-    struct echo_conn *e = calloc(1, sizeof(*e));
+    struct listen_state *ls = arg;
+    struct lconn *e = calloc(1, sizeof(*e));
     if (e == NULL) {
         echo_fail(c, "connection state", P11N_ERR_NOMEM);
         return;
     }
-    e->base.per_conn = 1;
+    e->per_conn = 1;
+    e->ls = ls;
+    e->conn = c;
+    e->next = ls->conns;
+    if (ls->conns != NULL)
+        ls->conns->prev = e;
+    ls->conns = e;
+    ls->nconns++;
     p11n_conn_set_arg(c, e);
+    cli_notify("STATUS=%zu connection%s", ls->nconns, ls->nconns == 1 ? "" : "s");
 }
 
-static void e_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 {
-    struct echo_conn *e = arg;
+    struct lconn *e = arg;
+    if (!e->ls->echo) {
+        print_message(e->ls, c, msg, len);
+        return;
+    }
     int rc = p11n_send(c, msg, len);
     if (rc == P11N_OK)
         return;
@@ -342,9 +365,9 @@ static void e_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
         echo_fail(c, "pausing", rc);
 }
 
-static void e_writable(p11n_conn *c, void *arg)
+static void l_writable(p11n_conn *c, void *arg)
 {
-    struct echo_conn *e = arg;
+    struct lconn *e = arg;
     if (e->pending == NULL)
         return;
     int rc = p11n_send(c, e->pending, e->len);
@@ -356,17 +379,67 @@ static void e_writable(p11n_conn *c, void *arg)
         echo_fail(c, "resuming", rc);
 }
 
-static void e_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+static void l_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
 {
     (void)c;
     (void)reason;
     (void)text;
-    struct listen_state *ls = arg;
-    if (!final || !ls->per_conn)
+    if (!final || !*(int *)arg)
         return;
-    struct echo_conn *e = arg;
+    struct lconn *e = arg;
+    struct listen_state *ls = e->ls;
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        ls->conns = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    ls->nconns--;
     free(e->pending);
     free(e);
+    cli_notify("STATUS=%zu connection%s", ls->nconns, ls->nconns == 1 ? "" : "s");
+}
+
+/* Stop accepting, close every connection gracefully and run the loop
+ * until they are all closed or CLI_STOP_GRACE_MS has passed. */
+static void listen_stop(p11n_ctx *ctx, p11n_listener *l, struct listen_state *st)
+{
+    cli_notify("STOPPING=1");
+    p11n_listener_close(l);
+    size_t n = st->nconns;
+    for (struct lconn *e = st->conns; e != NULL; e = e->next)
+        p11n_close(e->conn);
+    long long end = cli_now_ms() + CLI_STOP_GRACE_MS;
+    while (st->nconns > 0 && cli_now_ms() < end)
+        if (p11n_run_once(ctx, 100) == P11N_ERR_IO)
+            break;
+    cli_log_event(P11N_LOG_INFO, "stop", "listen: stopped: %zu connection%s closed%s", n,
+        n == 1 ? "" : "s", st->nconns ? ", the rest cut at the deadline" : " gracefully");
+}
+
+/* Run until SIGTERM or SIGINT, reloading on SIGHUP. Returns the exit
+ * status. */
+static int listen_run(const struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
+    struct listen_state *st)
+{
+    cli_service_signals(ctx);
+    cli_notify_ready(0);
+    for (;;) {
+        int rc = p11n_run(ctx);
+        if (rc != P11N_OK) {
+            cli_error("listen: %s", p11n_strerror(rc));
+            return cli_exit_status(rc);
+        }
+        int sig = cli_service_signal();
+        if (sig == CLI_SIG_STOP)
+            break;
+        if (sig == CLI_SIG_RELOAD) {
+            (void)cli_service_reload("listen", ctx, a->key, a->peers_file);
+            cli_notify_ready(st->nconns);
+        }
+    }
+    listen_stop(ctx, l, st);
+    return 0;
 }
 
 int cmd_listen(int argc, char **argv)
@@ -383,11 +456,9 @@ int cmd_listen(int argc, char **argv)
     int status = setup(&a, "listen", &ctx, &key);
     if (status != 0)
         goto out;
-    struct listen_state st = { .per_conn = 0, .raw = a.raw, .show_peer = a.show_peer };
-    p11n_callbacks cb = { .message = l_message, .arg = &st };
-    if (a.echo)
-        cb = (p11n_callbacks){ .established = e_established, .message = e_message,
-            .writable = e_writable, .closed = e_closed, .arg = &st };
+    struct listen_state st = { .raw = a.raw, .show_peer = a.show_peer, .echo = a.echo };
+    p11n_callbacks cb = { .established = l_established, .message = l_message,
+        .writable = l_writable, .closed = l_closed, .arg = &st };
     p11n_listen_options lo = { 0 };
     lo.ch = channel_options(&a, key, cb);
     lo.peers = a.listen_peers;
@@ -401,15 +472,11 @@ int cmd_listen(int argc, char **argv)
         status = cli_exit_status(rc);
         goto out;
     }
-    cli_catch_signals(ctx);
-    rc = p11n_run(ctx);
-    if (rc != P11N_OK) {
-        cli_error("listen: %s", p11n_strerror(rc));
-        status = cli_exit_status(rc);
-    }
+    status = listen_run(&a, ctx, l, &st);
 out:
     p11n_ctx_free(ctx);
     p11n_key_free(key);
+    cli_peers_free();
     return status;
 }
 
@@ -434,9 +501,7 @@ struct connect_state {
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)cli_now_ms();
 }
 
 /* Whether to close the channel now: input has ended, every line went
@@ -711,6 +776,7 @@ int cmd_connect(int argc, char **argv)
 out:
     p11n_ctx_free(st.ctx);
     p11n_key_free(key);
+    cli_peers_free();
     free(st.line);
     return status;
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_net.h"
 #include "p11noise.h"
 
 /* Read a PIN from the controlling terminal; refuse when there is none. */
@@ -219,8 +220,9 @@ static int ceremony_import(const struct args *a)
     size_t n = 0, bad_line = 0, bad_index = 0;
     int err = p11n_peers_parse(text, len, &entries, &n, &bad_line);
     if (err != P11N_OK) {
-        cli_error("ceremony import: %s:%zu: %s; nothing imported", name, bad_line,
-            p11n_strerror(err));
+        char why[160];
+        cli_error("ceremony import: %s:%zu: %s: %s; nothing imported", name, bad_line,
+            p11n_strerror(err), cli_ceremony_line_why(text, len, bad_line, why, sizeof(why)));
         free(text);
         return cli_exit_status(err);
     }

@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "cli.h"
 #include "p11noise.h"
 
 #define TUN_MAX_PEERS 64
@@ -70,6 +71,8 @@ struct tunnel {
     size_t ntargets;
     struct tun *conns;            /* every tunnelled connection */
     unsigned long next_id;
+    long long stop_deadline_ms;   /* stopping: when the rest is cut; 0 before */
+    size_t stop_count;            /* connections open when the stop began */
 };
 
 /* The callbacks' arg is either the tunnel (a server connection before it
@@ -112,9 +115,7 @@ int tun_parse_args(int argc, char **argv, struct tunnel *t);
 void tun_usage(void);                     /* both usages, on stdout */
 
 /* Log through the same line format as the library's own lines. */
-void tun_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void tun_log_cb(int level, const char *line, void *arg);
-extern int tun_log_level;
+#define tun_log(level, ...) cli_log_event(level, NULL, __VA_ARGS__)
 
 /* cmd_tunnel_pump.c */
 struct tun *tun_new(struct tunnel *t, int fd);
