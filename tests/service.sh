@@ -117,6 +117,36 @@ t_check "... and the peer saw the end of the stream, not a reset" \
 t_check "STOPPING=1 after the reloads" 'wait_for "$tmp/notify.log" "^STOPPING=1"'
 t_check "STATUS= counts the connections" 'grep -q "STATUS=1 connection" "$tmp/notify.log"'
 
+# ---- log forms: the journal's, JSON ----
+: > "$tmp/j.log"
+JOURNAL_STREAM=$(stat -c %d:%i "$tmp/j.log") t_listen "$tmp/j.log" /dev/null --key "$skey" \
+    --peers "$tmp/two.peers" --bind 127.0.0.1:0 && {
+    kill "$t_pid"
+    t_check "JOURNAL_STREAM is stderr: '<N>' prefix, no time stamp" \
+        'grep -q "^<6>listening on" "$tmp/j.log" && ! grep -q "^<[0-9]>20[0-9][0-9]-" "$tmp/j.log"'
+}
+JOURNAL_STREAM=1:1 t_listen "$tmp/nj.log" /dev/null --key "$skey" \
+    --peers "$tmp/two.peers" --bind 127.0.0.1:0 && {
+    kill "$t_pid"
+    t_check "JOURNAL_STREAM of another stream: time-stamped text" \
+        'grep -q "^20[0-9-]*T[0-9:.]*Z p11noise info: listening on" "$tmp/nj.log"'
+}
+t_listen "$tmp/js.log" /dev/null --key "$skey" --peers "$tmp/two.peers" --bind 127.0.0.1:0 \
+    --echo --log-format json && {
+    echo_ok client.key
+    kill -TERM "$t_pid"
+    wait_gone "$t_pid" 15
+    t_check "--log-format json: every line an object with ts, level and text; events named" \
+        'python3 -c "
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+assert rows and all({\"ts\", \"level\", \"text\"} <= r.keys() for r in rows)
+assert any(r.get(\"event\") == \"stop\" for r in rows)
+" "$tmp/js.log"'
+}
+t_exit "--log-format of no such form" 2 listen --key "$skey" --bind 127.0.0.1:0 \
+    --log-format xml
+
 # ---- a pkcs11: key without --peers: the token's ceremony is reloaded ----
 t_token svc || t_done
 tok="pkcs11:token=svc?pin-value=1234"

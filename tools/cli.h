@@ -52,6 +52,9 @@ long long cli_now_ms(void);
 
 /* "p11noise: " + formatted message + newline on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "p11noise: warning: " + formatted message (in the log's form when it
+ * is not text). */
+void cli_warning(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
  * One option parser for every subcommand (tools/cli_args.c).

@@ -70,7 +70,7 @@ static int load_key(const char *cmd, const char *key_uri, unsigned key_flags, p1
         return cli_exit_status(rc);
     }
     if (p11n_key_warning(*key) != NULL)
-        cli_error("warning: %s", p11n_key_warning(*key));
+        cli_warning("%s", p11n_key_warning(*key));
     return 0;
 }
 

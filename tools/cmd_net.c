@@ -32,6 +32,7 @@ struct net_args {
     const char *socks5;
     const char *addr;             /* --bind, or the connect target */
     const char *peer;             /* connect --peer */
+    const char *log_format;       /* --log-format */
     const char *listen_peers[MAX_LISTEN_PEERS];
     size_t nlisten_peers;
     long linger_ms;               /* connect --linger */
@@ -45,7 +46,7 @@ struct net_args {
 static const char LISTEN_USAGE[] =
     "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
     "                       [--peer ID]... [--peers FILE] [--echo | [--raw] [--show-peer]]\n"
-    "                       [--dev-allow-extractable-key] [-v]\n"
+    "                       [--dev-allow-extractable-key] [--log-format text|journal|json] [-v]\n"
     "Accepts Noise connections and prints each message received on one line of\n"
     "stdout (--echo: sends it back instead). Bytes other than printable ASCII\n"
     "are escaped as \\n \\t \\r \\\\ or \\xNN (two hex digits), so a peer cannot\n"
@@ -55,11 +56,15 @@ static const char LISTEN_USAGE[] =
     "lists the initiators accepted (KK tries them in order); without it, every\n"
     "peer of --peers FILE, or of the token's ceremony objects for a pkcs11: key.\n"
     "--dev-allow-extractable-key: for development only, accept a token key that\n"
-    "can be read out of the token. Logs go to stderr (-v: more).\n";
+    "can be read out of the token. Logs go to stderr (-v: more), time-stamped\n"
+    "lines unless --log-format says journal (\"<N>\" priority prefix, the default\n"
+    "when stderr is the journal) or json (one object per line). SIGHUP reloads\n"
+    "the peers; SIGTERM or SIGINT closes every connection gracefully and exits 0.\n";
 static const char CONNECT_USAGE[] =
     "usage: p11noise connect --key URI --peer ID|PUBHEX [--pattern KK|XK] [--prologue S]\n"
     "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [--linger MS]\n"
-    "                        [--dev-allow-extractable-key] [-v] HOST:PORT\n"
+    "                        [--dev-allow-extractable-key] [--log-format text|journal|json]\n"
+    "                        [-v] HOST:PORT\n"
     "Connects, sends each line of standard input as one message and prints each\n"
     "message received. Once input has ended and every line went out, it closes\n"
     "the channel and exits 0 when as many messages came back as it sent (an\n"
@@ -74,14 +79,15 @@ static const char CONNECT_USAGE[] =
 
 enum {
     O_KEY = 1, O_PATTERN, O_PROLOGUE, O_PEERS, O_BIND, O_SOCKS5, O_PEER, O_LINGER,
-    O_ECHO, O_RAW, O_SHOW_PEER, O_DEV_KEY, O_VERBOSE
+    O_ECHO, O_RAW, O_SHOW_PEER, O_DEV_KEY, O_VERBOSE, O_LOG_FORMAT
 };
 
 /* The options of both commands, then those of one only. */
 #define NET_OPTS \
     { "--key", O_KEY, 1 }, { "--pattern", O_PATTERN, 1 }, { "--prologue", O_PROLOGUE, 1 }, \
     { "--peers", O_PEERS, 1 }, { "--peer", O_PEER, 1 }, \
-    { "--dev-allow-extractable-key", O_DEV_KEY, 0 }, { "-v", O_VERBOSE, 0 }
+    { "--dev-allow-extractable-key", O_DEV_KEY, 0 }, { "-v", O_VERBOSE, 0 }, \
+    { "--log-format", O_LOG_FORMAT, 1 }
 static const struct cli_opt listen_opts[] = {
     NET_OPTS, { "--bind", O_BIND, 1 }, { "--echo", O_ECHO, 0 }, { "--raw", O_RAW, 0 },
     { "--show-peer", O_SHOW_PEER, 0 }, { NULL, 0, 0 },
@@ -100,6 +106,7 @@ static const char **str_field(struct net_args *a, int id)
     case O_PEERS: return &a->peers_file;
     case O_BIND: return &a->addr;
     case O_SOCKS5: return &a->socks5;
+    case O_LOG_FORMAT: return &a->log_format;
     default: return NULL;
     }
 }
@@ -155,6 +162,10 @@ static int check_args(const char *cmd, int listen, const struct net_args *a)
     }
     if (a->pattern != NULL && strcmp(a->pattern, "KK") != 0 && strcmp(a->pattern, "XK") != 0) {
         cli_error("%s: --pattern must be KK or XK", cmd);
+        return ARGS_BAD;
+    }
+    if (a->log_format != NULL && cli_log_format_parse(a->log_format) < 0) {
+        cli_error("%s: --log-format must be text, journal or json", cmd);
         return ARGS_BAD;
     }
     if (a->echo && (a->raw || a->show_peer)) {
@@ -224,6 +235,8 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
 static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n_key **key)
 {
     cli_log_init(a->verbose);
+    if (a->log_format != NULL)
+        cli_log_format = cli_log_format_parse(a->log_format);
     p11n_ctx_options o = { 0 };
     o.log = cli_log_cb;
     o.log_level = cli_log_level;

@@ -19,6 +19,8 @@
 static int setup(struct tunnel *t, const char *cmd)
 {
     cli_log_init(t->a.verbose);
+    if (t->a.log_format != NULL)
+        cli_log_format = cli_log_format_parse(t->a.log_format);
     p11n_ctx_options o = { 0 };
     o.log = cli_log_cb;
     o.log_level = cli_log_level;

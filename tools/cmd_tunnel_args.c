@@ -17,7 +17,8 @@
 static const char SERVER_USAGE[] =
     "usage: p11noise tunnel server --key URI --listen HOST:PORT --target HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peer ID]... [--peers FILE]\n"
-    "                              [--proxy-protocol] [--connect-timeout MS] [-v]\n"
+    "                              [--proxy-protocol] [--connect-timeout MS]\n"
+    "                              [--log-format text|journal|json] [-v]\n"
     "Accepts Noise connections on --listen (a numeric address) and, for each\n"
     "authenticated peer, opens one plain connection to --target and carries the\n"
     "bytes both ways, half-closes included. --peer lists the initiators accepted;\n"
@@ -25,12 +26,13 @@ static const char SERVER_USAGE[] =
     "a pkcs11: key. --proxy-protocol sends the target a PROXY protocol v2 header\n"
     "(command LOCAL) first, with the peer's identifier (or, without one, its public\n"
     "key in hex) in TLV 0xE0. A target that does not answer within --connect-timeout\n"
-    "(10000 ms) fails that connection. SIGINT or SIGTERM stops it. Logs go to stderr\n"
-    "(-v: more).\n";
+    "(10000 ms) fails that connection. SIGHUP reloads the peers; SIGINT or SIGTERM\n"
+    "closes every connection and exits 0. Logs go to stderr (-v: more).\n";
 static const char CLIENT_USAGE[] =
     "usage: p11noise tunnel client --key URI --peer ID|PUBHEX --listen HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peers FILE]\n"
-    "                              [--socks5 [USER:PASS@]HOST:PORT] [--mode OCTAL] [-v] HOST:PORT\n"
+    "                              [--socks5 [USER:PASS@]HOST:PORT] [--mode OCTAL]\n"
+    "                              [--log-format text|journal|json] [-v] HOST:PORT\n"
     "Accepts plain connections on --listen and, for each, opens one Noise\n"
     "connection to the tunnel server at HOST:PORT (through the SOCKS5 proxy if\n"
     "given) and carries the bytes both ways, half-closes included. A Unix socket\n"
@@ -59,6 +61,7 @@ static const struct opt {
     { "--mode", CLI, OPT_MODE, 0 },
     { "--connect-timeout", SRV, OPT_MS, 0 },
     { "-v", SRV | CLI, OPT_FLAG, offsetof(struct tun_args, verbose) },
+    { "--log-format", SRV | CLI, OPT_STR, offsetof(struct tun_args, log_format) },
 };
 
 static int set_opt(const struct opt *o, const char *val, struct tun_args *a, const char *cmd)
@@ -147,6 +150,10 @@ static int check_args(struct tunnel *t, const char *cmd)
     }
     if (a->pattern != NULL && strcmp(a->pattern, "KK") != 0 && strcmp(a->pattern, "XK") != 0) {
         cli_error("%s: --pattern must be KK or XK", cmd);
+        return 2;
+    }
+    if (a->log_format != NULL && cli_log_format_parse(a->log_format) < 0) {
+        cli_error("%s: --log-format must be text, journal or json", cmd);
         return 2;
     }
     if (tun_parse_addr(a->listen, &t->listen_addr) != 0

@@ -24,14 +24,34 @@ static const struct {
     { "bench", cmd_bench, "bench [options]" },
 };
 
+/* In the journal's or the JSON form, the command's own lines take that
+ * form too, so that every line on stderr reads the same way. */
+static void say(int level, const char *line)
+{
+    if (cli_log_format == CLI_LOG_TEXT)
+        fprintf(stderr, "p11noise: %s\n", line);
+    else
+        cli_log_event(level, level == P11N_LOG_ERROR ? "error" : "warning", "%s", line);
+}
+
 void cli_error(const char *fmt, ...)
 {
+    char line[1024];
     va_list ap;
-    fputs("p11noise: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    say(P11N_LOG_ERROR, line);
+}
+
+void cli_warning(const char *fmt, ...)
+{
+    char line[1024] = "warning: ";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + 9, sizeof(line) - 9, fmt, ap);
+    va_end(ap);
+    say(P11N_LOG_WARN, line);
 }
 
 static int usage(FILE *f)

@@ -52,6 +52,7 @@ struct tun_args {
     unsigned connect_ms;          /* server: deadline of each connect to the target */
     int proxy_protocol;
     int verbose;
+    const char *log_format;       /* --log-format */
 };
 
 struct tun;
