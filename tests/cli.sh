@@ -190,6 +190,21 @@ t_check "bench --rows=LIST is read as the value" \
     '! "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown option" &&
      "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown row group"'
 
+# ---- The key's fingerprint: base32 of SHA-256 of the compressed key ----
+fp_want=$(python3 -c '
+import base64, hashlib, sys
+d = base64.b32encode(hashlib.sha256(bytes.fromhex(sys.argv[1])).digest()[:20]).decode()
+print("-".join(d[i:i + 4] for i in range(0, 32, 4)))' "$server_pub")
+t_check "pubkey --fingerprint: eight groups of base32 of SHA-256 ($fp_want)" \
+    '[ "$("$tool" pubkey --key "$skey" --fingerprint)" = "$fp_want" ] &&
+     echo "$fp_want" | grep -qx "[A-Z2-7]\{4\}\(-[A-Z2-7]\{4\}\)\{7\}"'
+t_check "pubkey --fingerprint PUBHEX: the same for the key in hex" \
+    '[ "$("$tool" pubkey --fingerprint "$server_pub")" = "$fp_want" ]'
+t_check "another key, another fingerprint" \
+    '[ "$("$tool" pubkey --fingerprint "$client_pub")" != "$fp_want" ]'
+t_exit "pubkey --fingerprint of a non-point" 2 pubkey --fingerprint "04${server_pub#??}"
+t_exit "pubkey with neither --key nor PUBHEX" 2 pubkey --fingerprint
+
 # ---- Exit status by class (doc/p11noise.1, EXIT STATUS) ----
 t_exit "unknown option" 2 listen --kye x --bind 127.0.0.1:0
 t_exit "missing value" 2 connect --key "$ckey" --peer

@@ -3,6 +3,9 @@
 #define P11N_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
+
+#include "p11noise.h"
 
 /* Each subcommand gets argv starting at its own name; returns the exit
  * status. Errors are one clear line on stderr. */
@@ -49,6 +52,12 @@ void cli_log_event(int level, const char *event, const char *fmt, ...)
 
 /* Monotonic clock in milliseconds (tools/cli_log.c). */
 long long cli_now_ms(void);
+
+/* The key's fingerprint "ABCD-EFGH-...-WXYZ" (tools/cli_fingerprint.c):
+ * 32 base32 characters of SHA-256(compressed key) in groups of 4.
+ * Returns 0, or -1 if the hash failed. */
+#define CLI_FINGERPRINT_LEN 40    /* 32 characters, 7 dashes, NUL */
+int cli_fingerprint(const uint8_t pub[P11N_PUBKEY_LEN], char out[CLI_FINGERPRINT_LEN]);
 
 /* "p11noise: " + formatted message + newline on stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
