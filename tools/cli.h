@@ -32,7 +32,8 @@ int cmd_tunnel(int argc, char **argv);
 int cli_exit_status(int err);
 
 /* The whole of a file, or of standard input for "-" (tools/cli_file.c):
- * a malloc'd buffer of *len bytes, or NULL with errno set. */
+ * a malloc'd buffer of *len bytes and a NUL after them, or NULL with
+ * errno set. */
 char *cli_slurp(const char *path, size_t *len);
 
 /* Log lines of the commands that run a context (tools/cli_log.c): the
@@ -52,6 +53,32 @@ void cli_log_event(int level, const char *event, const char *fmt, ...)
 
 /* Monotonic clock in milliseconds (tools/cli_log.c). */
 long long cli_now_ms(void);
+
+/* --config FILE (tools/cli_config.c). The library's limits from the
+ * file (0: the library's default); the command's options are put into
+ * argv before the command line's. */
+struct cli_limits {
+    unsigned max_handshakes, max_token_ops, workers;
+    unsigned act_timeout_ms, connect_timeout_ms, idle_timeout_ms;
+    size_t write_high_water;
+    int log_level;                /* 0: from -v */
+};
+struct cli_config_opts {
+    const char *cmd;              /* starts error lines */
+    /* Whether the command has option `name` ("--peer", "-v"); *takes_value
+     * says if it takes a value. */
+    int (*known)(const char *name, int *takes_value, void *arg);
+    void *arg;
+};
+/* Finds --config in *argv; if there, reads the file and replaces *argc and
+ * *argv (valid until cli_config_free). Returns 0 or an exit status after
+ * printing (the line of the file named). */
+int cli_config_apply(const struct cli_config_opts *co, int *argc, char ***argv,
+    struct cli_limits *lim);
+void cli_config_free(void);
+void cli_limits_apply(const struct cli_limits *lim, p11n_ctx_options *o);
+/* cli_config_opts.known for a table of struct cli_opt (tools/cli_args.c). */
+int cli_opts_known(const char *name, int *takes_value, void *opts);
 
 /* The key's fingerprint "ABCD-EFGH-...-WXYZ" (tools/cli_fingerprint.c):
  * 32 base32 characters of SHA-256(compressed key) in groups of 4.

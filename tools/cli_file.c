@@ -33,6 +33,7 @@ char *cli_slurp(const char *path, size_t *len)
         free(buf);
         return NULL;
     }
+    buf[n] = '\0'; /* the loop leaves n < cap */
     *len = n;
     return buf;
 }

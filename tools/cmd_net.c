@@ -33,6 +33,7 @@ struct net_args {
     const char *addr;             /* --bind, or the connect target */
     const char *peer;             /* connect --peer */
     const char *log_format;       /* --log-format */
+    struct cli_limits lim;        /* the library's limits from --config */
     const char *listen_peers[MAX_LISTEN_PEERS];
     size_t nlisten_peers;
     long linger_ms;               /* connect --linger */
@@ -47,6 +48,7 @@ static const char LISTEN_USAGE[] =
     "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
     "                       [--peer ID]... [--peers FILE] [--echo | [--raw] [--show-peer]]\n"
     "                       [--dev-allow-extractable-key] [--log-format text|journal|json] [-v]\n"
+    "                       [--config FILE]\n"
     "Accepts Noise connections and prints each message received on one line of\n"
     "stdout (--echo: sends it back instead). Bytes other than printable ASCII\n"
     "are escaped as \\n \\t \\r \\\\ or \\xNN (two hex digits), so a peer cannot\n"
@@ -59,12 +61,14 @@ static const char LISTEN_USAGE[] =
     "can be read out of the token. Logs go to stderr (-v: more), time-stamped\n"
     "lines unless --log-format says journal (\"<N>\" priority prefix, the default\n"
     "when stderr is the journal) or json (one object per line). SIGHUP reloads\n"
-    "the peers; SIGTERM or SIGINT closes every connection gracefully and exits 0.\n";
+    "the peers; SIGTERM or SIGINT closes every connection gracefully and exits 0.\n"
+    "--config FILE reads options and the library's limits from \"key = value\"\n"
+    "lines (p11noise.conf(5)); the command line's options win.\n";
 static const char CONNECT_USAGE[] =
     "usage: p11noise connect --key URI --peer ID|PUBHEX [--pattern KK|XK] [--prologue S]\n"
     "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [--linger MS]\n"
     "                        [--dev-allow-extractable-key] [--log-format text|journal|json]\n"
-    "                        [-v] HOST:PORT\n"
+    "                        [--config FILE] [-v] HOST:PORT\n"
     "Connects, sends each line of standard input as one message and prints each\n"
     "message received. Once input has ended and every line went out, it closes\n"
     "the channel and exits 0 when as many messages came back as it sent (an\n"
@@ -218,7 +222,14 @@ static int parse_args(int argc, char **argv, int listen, struct net_args *a)
 static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char *host,
     size_t cap, uint16_t *port)
 {
-    int rc = parse_args(argc, argv, listen, a);
+    struct cli_limits lim;
+    struct cli_config_opts co = { argv[0], cli_opts_known,
+        (void *)(listen ? listen_opts : connect_opts) };
+    int rc = cli_config_apply(&co, &argc, &argv, &lim);
+    if (rc != 0)
+        return rc;
+    rc = parse_args(argc, argv, listen, a);
+    a->lim = lim;
     if (rc != 0)
         return rc == ARGS_HELP ? 0 : rc;
     if (cli_split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
@@ -237,7 +248,10 @@ static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n
     cli_log_init(a->verbose);
     if (a->log_format != NULL)
         cli_log_format = cli_log_format_parse(a->log_format);
+    if (a->lim.log_level != 0 && !a->verbose)
+        cli_log_level = a->lim.log_level;
     p11n_ctx_options o = { 0 };
+    cli_limits_apply(&a->lim, &o);
     o.log = cli_log_cb;
     o.log_level = cli_log_level;
     return cli_net_setup(cmd, &o, a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0,
@@ -461,8 +475,10 @@ int cmd_listen(int argc, char **argv)
     char host[256];
     uint16_t port;
     int rc = parse_cmd(argc, argv, 1, &a, host, sizeof(host), &port);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cli_config_free();
         return rc;
+    }
     p11n_ctx *ctx = NULL;
     p11n_key *key = NULL;
     p11n_listener *l = NULL;
@@ -490,6 +506,7 @@ out:
     p11n_ctx_free(ctx);
     p11n_key_free(key);
     cli_peers_free();
+    cli_config_free();
     return status;
 }
 
@@ -704,8 +721,10 @@ int cmd_connect(int argc, char **argv)
     char host[256];
     uint16_t port;
     int rc = parse_cmd(argc, argv, 0, &a, host, sizeof(host), &port);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cli_config_free();
         return rc;
+    }
     struct connect_state st;
     memset(&st, 0, sizeof(st));
     st.linger_ms = a.linger_ms;

@@ -21,7 +21,10 @@ static int setup(struct tunnel *t, const char *cmd)
     cli_log_init(t->a.verbose);
     if (t->a.log_format != NULL)
         cli_log_format = cli_log_format_parse(t->a.log_format);
+    if (t->lim.log_level != 0 && !t->a.verbose)
+        cli_log_level = t->lim.log_level;
     p11n_ctx_options o = { 0 };
+    cli_limits_apply(&t->lim, &o);
     o.log = cli_log_cb;
     o.log_level = cli_log_level;
     return cli_net_setup(cmd, &o, t->a.key, 0, t->a.peers_file, &t->ctx, &t->key);
@@ -247,9 +250,15 @@ int cmd_tunnel(int argc, char **argv)
     t.lfd = -1;
     t.a.server = strcmp(argv[1], "server") == 0;
     const char *cmd = t.a.server ? "tunnel server" : "tunnel client";
-    int status = tun_parse_args(argc - 1, argv + 1, &t);
-    if (status != 0)
+    int targc = argc - 1;
+    char **targv = argv + 1;
+    int status = tun_config(&targc, &targv, &t);
+    if (status == 0)
+        status = tun_parse_args(targc, targv, &t);
+    if (status != 0) {
+        cli_config_free();
         return status < 0 ? 0 : status;
+    }
     status = setup(&t, cmd);
     if (status == 0)
         status = t.a.server ? tun_server_start(&t) : tun_client_start(&t);
@@ -260,5 +269,6 @@ int cmd_tunnel(int argc, char **argv)
     }
     teardown(&t);
     cli_peers_free();
+    cli_config_free();
     return status;
 }

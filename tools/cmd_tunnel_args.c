@@ -18,7 +18,7 @@ static const char SERVER_USAGE[] =
     "usage: p11noise tunnel server --key URI --listen HOST:PORT --target HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peer ID]... [--peers FILE]\n"
     "                              [--proxy-protocol] [--connect-timeout MS]\n"
-    "                              [--log-format text|journal|json] [-v]\n"
+    "                              [--log-format text|journal|json] [--config FILE] [-v]\n"
     "Accepts Noise connections on --listen (a numeric address) and, for each\n"
     "authenticated peer, opens one plain connection to --target and carries the\n"
     "bytes both ways, half-closes included. --peer lists the initiators accepted;\n"
@@ -32,7 +32,8 @@ static const char CLIENT_USAGE[] =
     "usage: p11noise tunnel client --key URI --peer ID|PUBHEX --listen HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peers FILE]\n"
     "                              [--socks5 [USER:PASS@]HOST:PORT] [--mode OCTAL]\n"
-    "                              [--log-format text|journal|json] [-v] HOST:PORT\n"
+    "                              [--log-format text|journal|json] [--config FILE] [-v]\n"
+    "                              HOST:PORT\n"
     "Accepts plain connections on --listen and, for each, opens one Noise\n"
     "connection to the tunnel server at HOST:PORT (through the SOCKS5 proxy if\n"
     "given) and carries the bytes both ways, half-closes included. A Unix socket\n"
@@ -202,4 +203,23 @@ int tun_parse_args(int argc, char **argv, struct tunnel *t)
 void tun_usage(void)
 {
     printf("%s\n%s", SERVER_USAGE, CLIENT_USAGE);
+}
+
+/* cli_config_opts.known for the tunnel: its options on this side. */
+static int known(const char *name, int *takes_value, void *arg)
+{
+    const struct tun_args *a = arg;
+    for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++)
+        if (strcmp(opts[k].name, name) == 0 && (opts[k].sides & (a->server ? SRV : CLI))) {
+            *takes_value = opts[k].kind != OPT_FLAG;
+            return 1;
+        }
+    return 0;
+}
+
+int tun_config(int *argc, char ***argv, struct tunnel *t)
+{
+    struct cli_config_opts co = { t->a.server ? "tunnel server" : "tunnel client", known,
+        &t->a };
+    return cli_config_apply(&co, argc, argv, &t->lim);
 }

@@ -74,6 +74,7 @@ struct tunnel {
     unsigned long next_id;
     long long stop_deadline_ms;   /* stopping: when the rest is cut; 0 before */
     size_t stop_count;            /* connections open when the stop began */
+    struct cli_limits lim;        /* the library's limits from --config */
 };
 
 /* The callbacks' arg is either the tunnel (a server connection before it
@@ -114,6 +115,8 @@ struct tun {
  * after --help, or 2 after printing an error. */
 int tun_parse_args(int argc, char **argv, struct tunnel *t);
 void tun_usage(void);                     /* both usages, on stdout */
+/* --config: see cli_config_apply. */
+int tun_config(int *argc, char ***argv, struct tunnel *t);
 
 /* Log through the same line format as the library's own lines. */
 #define tun_log(level, ...) cli_log_event(level, NULL, __VA_ARGS__)
