@@ -267,6 +267,15 @@ printf '\357\273\277p1 %s\n' "$client_pub" > "$tmp/bom.txt"
 "$tool" ceremony import "--token=$tok" "$tmp/bom.txt" 2> "$tmp/bom.err"
 t_check "malformed ceremony line, BOM: named" 'grep -q "bom.txt:1: .*byte order mark" "$tmp/bom.err"'
 
+# A limit names itself and the option that sets it.
+many=""
+for i in $(seq 17); do many="$many --peer client"; done
+# shellcheck disable=SC2086
+t_exit "KK listener with 17 --peer" 2 listen --key "$skey" --peers "$tmp/server.peers" \
+    --bind 127.0.0.1:0 $many
+t_check "... names the limit (16) and --peer" \
+    'grep -q "cannot listen on .*at most 16 initiator keys.*--peer" "$tmp/exit.err"'
+
 # ---- The new options are in the usage ----
 t_help listen
 t_help connect

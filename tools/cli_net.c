@@ -111,3 +111,29 @@ int cli_net_setup(const char *cmd, const p11n_ctx_options *o, const char *key_ur
     }
     return 0;
 }
+
+int cli_listen_failed(const char *cmd, const char *addr, int rc)
+{
+    /* Every limit p11n_listen has is set by the command line. */
+    static const struct {
+        int err;
+        int status;
+        const char *hint;
+    } hints[] = {
+        { P11N_ERR_INVALID_ARG, CLI_EXIT_USAGE, " (numeric address, and KK needs a known peer)" },
+        { P11N_ERR_LIMIT, CLI_EXIT_USAGE, " (a KK listener tries at most "
+            CLI_STR(P11N_MAX_KK_CANDIDATES) " initiator keys per handshake: name at most "
+            "that many with --peer, or use --pattern XK)" },
+    };
+    const char *hint = "";
+    int status = cli_exit_status(rc);
+    for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)
+        if (hints[i].err == rc) {
+            hint = hints[i].hint;
+            status = hints[i].status;
+        }
+    char shown[CLI_SHOWN_MAX];
+    cli_error("%s: cannot listen on %s: %s%s", cmd, cli_shown(addr, shown), p11n_strerror(rc),
+        hint);
+    return status;
+}

@@ -12,6 +12,12 @@
  * copied into `host` (cap bytes). Returns 0, or -1 when malformed. */
 int cli_split_host_port(const char *s, char *host, size_t cap, uint16_t *port);
 
+/* p11n_listen failed with `rc`: one line, with the limit and the option
+ * that sets it for LIMIT. Returns the exit status. */
+#define CLI_STR_(x) #x
+#define CLI_STR(x) CLI_STR_(x)
+int cli_listen_failed(const char *cmd, const char *addr, int rc);
+
 /* SIGINT and SIGTERM call p11n_stop(ctx); SIGPIPE is ignored. */
 void cli_catch_signals(p11n_ctx *ctx);
 

@@ -494,11 +494,7 @@ int cmd_listen(int argc, char **argv)
     lo.npeers = a.nlisten_peers;
     rc = p11n_listen(ctx, host, port, &lo, &l);
     if (rc != P11N_OK) {
-        char shown[CLI_SHOWN_MAX];
-        cli_error("listen: cannot listen on %s: %s%s", cli_shown(a.addr, shown),
-            p11n_strerror(rc),
-            rc == P11N_ERR_INVALID_ARG ? " (numeric address, and KK needs a known peer)" : "");
-        status = cli_exit_status(rc);
+        status = cli_listen_failed("listen", a.addr, rc);
         goto out;
     }
     status = listen_run(&a, ctx, l, &st);
@@ -801,7 +797,9 @@ int cmd_connect(int argc, char **argv)
     if (status == 0 && st.reason != P11N_OK && report_rejected(&a, &st)) {
         status = CLI_EXIT_PEER;
     } else if (status == 0 && st.reason != P11N_OK) {
-        cli_error("connect: %s (%s)", st.text, p11n_strerror(st.reason));
+        cli_error("connect: %s (%s)%s", st.text, p11n_strerror(st.reason),
+            st.reason == P11N_ERR_LIMIT ? "; the limit is max_token_ops (64), raised in "
+            "the --config file" : "");
         status = cli_exit_status(st.reason);
     }
     free(fds);

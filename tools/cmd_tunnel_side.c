@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_net.h"
 #include "tunnel.h"
 
 #define ACCEPT_BATCH 16           /* plain connections accepted per wake-up */
@@ -50,12 +51,8 @@ int tun_server_start(struct tunnel *t)
     lo.peers = t->a.server_peers;
     lo.npeers = t->a.nserver_peers;
     int rc = p11n_listen(t->ctx, t->listen_addr.host, t->listen_addr.port, &lo, &t->l);
-    if (rc != P11N_OK) {
-        tun_log(P11N_LOG_ERROR, "tunnel server: cannot listen on %s: %s%s", t->a.listen,
-            p11n_strerror(rc),
-            rc == P11N_ERR_INVALID_ARG ? " (numeric address, and KK needs a known peer)" : "");
-        return cli_exit_status(rc);
-    }
+    if (rc != P11N_OK)
+        return cli_listen_failed("tunnel server", t->a.listen, rc);
     tun_log(P11N_LOG_INFO, "tunnel server: each peer's connection goes to %s%s", t->a.target,
         t->a.proxy_protocol ? ", after a PROXY protocol v2 header" : "");
     return 0;
