@@ -113,6 +113,7 @@ static int set_opt(const struct opt *o, const char *val, struct tun_args *a, con
  * Returns 0, or 2 after printing. */
 static int parse_opt(int argc, char **argv, int *i, struct tun_args *a, const char *cmd)
 {
+    char shown[CLI_SHOWN_MAX];
     const char *arg = argv[*i], *eq = strchr(arg, '=');
     size_t nlen = eq ? (size_t)(eq - arg) : strlen(arg);
     for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++) {
@@ -133,7 +134,10 @@ static int parse_opt(int argc, char **argv, int *i, struct tun_args *a, const ch
         }
         return set_opt(o, eq ? eq + 1 : argv[++*i], a, cmd);
     }
-    cli_error("%s: unknown option '%s' (--help for usage)", cmd, arg);
+    /* The name only, up to its '=': the value may be a secret. */
+    char name[48];
+    snprintf(name, sizeof(name), "%.*s", (int)(nlen < 40 ? nlen : 40), arg);
+    cli_error("%s: unknown option %s (--help for usage)", cmd, cli_shown(name, shown));
     return 2;
 }
 
@@ -159,16 +163,18 @@ static int check_args(struct tunnel *t, const char *cmd)
     }
     if (tun_parse_addr(a->listen, &t->listen_addr) != 0
         || (a->server && t->listen_addr.is_unix)) {
-        cli_error("%s: --listen wants HOST:PORT or [IPV6]:PORT%s, got '%s'", cmd,
-            a->server ? "" : " or unix:PATH", a->listen);
+        char shown[CLI_SHOWN_MAX];
+        cli_error("%s: --listen wants HOST:PORT or [IPV6]:PORT%s, got %s", cmd,
+            a->server ? "" : " or unix:PATH", cli_shown(a->listen, shown));
         return 2;
     }
     /* The server's target may be a Unix socket; the client's remote is TCP. */
     if (tun_parse_addr(a->target, &t->target_addr) != 0
         || (t->target_addr.is_unix ? !a->server : t->target_addr.port == 0)) {
-        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT%s, got '%s'", cmd,
+        char shown[CLI_SHOWN_MAX];
+        cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT%s, got %s", cmd,
             a->server ? "--target" : "the tunnel server", a->server ? " or unix:PATH" : "",
-            a->target);
+            cli_shown(a->target, shown));
         return 2;
     }
     return 0;
@@ -192,7 +198,8 @@ int tun_parse_args(int argc, char **argv, struct tunnel *t)
         } else if (!a->server && a->target == NULL) {
             a->target = o;
         } else {
-            cli_error("%s: unexpected argument '%s'", cmd, o);
+            char shown[CLI_SHOWN_MAX];
+            cli_error("%s: unexpected argument %s", cmd, cli_shown(o, shown));
             return 2;
         }
     }

@@ -15,9 +15,9 @@ static const struct {
     const char *usage;
 } commands[] = {
     { "keygen", cmd_keygen, "keygen --token URI --label NAME" },
-    { "pubkey", cmd_pubkey, "pubkey --key URI" },
+    { "pubkey", cmd_pubkey, "pubkey --key URI [--fingerprint] | --fingerprint PUBHEX" },
     { "ceremony", cmd_ceremony, "ceremony import|list|remove --token URI ..." },
-    { "listen", cmd_listen, "listen --key URI --bind HOST:PORT [--pattern KK|XK] ..." },
+    { "listen", cmd_listen, "listen --key URI --bind HOST:PORT [--config FILE] ..." },
     { "connect", cmd_connect, "connect --key URI --peer ID|PUBHEX [--socks5 ...] HOST:PORT" },
     { "tunnel", cmd_tunnel, "tunnel server|client --key URI --listen ADDR ... (--help)" },
     { "vectors", cmd_vectors, "vectors FILE..." },
