@@ -434,8 +434,11 @@ static void listen_stop(p11n_ctx *ctx, p11n_listener *l, struct listen_state *st
     cli_notify("STOPPING=1");
     p11n_listener_close(l);
     size_t n = st->nconns;
-    for (struct lconn *e = st->conns; e != NULL; e = e->next)
+    /* `next` first: a `closed` callback inside p11n_close frees e. */
+    for (struct lconn *e = st->conns, *next; e != NULL; e = next) {
+        next = e->next;
         p11n_close(e->conn);
+    }
     long long end = cli_now_ms() + CLI_STOP_GRACE_MS;
     while (st->nconns > 0 && cli_now_ms() < end)
         if (p11n_run_once(ctx, 100) == P11N_ERR_IO)
