@@ -146,12 +146,14 @@ t_listen "$tmp/js.log" /dev/null --key "$skey" --peers "$tmp/two.peers" --bind 1
     echo_ok client.key
     kill -TERM "$t_pid"
     wait_gone "$t_pid" 15
-    t_check "--log-format json: every line an object with ts, level and text; events named" \
+    t_check "--log-format json: every line an object with ts, level and text; events and conn named" \
         'python3 -c "
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 assert rows and all({\"ts\", \"level\", \"text\"} <= r.keys() for r in rows)
 assert any(r.get(\"event\") == \"stop\" for r in rows)
+assert any(r.get(\"event\") == \"established\" and r.get(\"conn\", 0) > 0 for r in rows)
+assert any(r.get(\"event\") == \"listening\" for r in rows)
 " "$tmp/js.log"'
 }
 t_exit "--log-format of no such form" 2 listen --key "$skey" --bind 127.0.0.1:0 \

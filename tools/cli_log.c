@@ -5,9 +5,11 @@
  *   text     "2026-01-02T03:04:05.678Z p11noise info: LINE" (a terminal, a file)
  *   journal  "<6>LINE": the journal adds its own time stamp and reads
  *            the priority from the prefix (sd-daemon(3))
- *   json     one object per line: {"ts":..., "level":..., "event":..., "text":...}
- *            "event" is there for the command's own lines (ready, reload,
- *            stop); the library hands over text only.
+ *   json     one object per line: {"ts":..., "level":..., "event":...,
+ *            "conn":..., "text":...}. The library hands over text only, so
+ *            "event" and "conn" are read back from it (the table below)
+ *            and are absent where the text does not say; the command's
+ *            own lines name their event (reload, stop, error).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -31,6 +33,31 @@ static const struct {
 } levels[] = {
     { "debug", 7 }, { "error", 3 }, { "warn", 4 }, { "info", 6 }, { "debug", 7 },
 };
+
+/* Library lines by what they report: the first row whose text is in the
+ * line names its event. */
+static const struct {
+    const char *text;
+    const char *event;
+} events[] = {
+    { "peer key revoked", "revoked" },
+    { "handshake complete", "established" },
+    { " failed during ", "failed" },
+    { " closed: ", "closed" },
+    { "will reconnect", "reconnect" },
+    { "incoming from", "incoming" },
+    { "listening on ", "listening" },
+    { "ceremony object", "ceremony" },
+    { "peers", "peers" },
+};
+
+static const char *event_of(const char *line)
+{
+    for (size_t i = 0; i < sizeof(events) / sizeof(events[0]); i++)
+        if (strstr(line, events[i].text) != NULL)
+            return events[i].event;
+    return NULL;
+}
 
 static const char *const formats[] = {
     [CLI_LOG_TEXT] = "text", [CLI_LOG_JOURNAL] = "journal", [CLI_LOG_JSON] = "json",
@@ -107,8 +134,11 @@ static void emit(int level, const char *event, const char *line)
         return;
     fprintf(f, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\"", stamp, ts.tv_nsec / 1000000L,
         levels[lv].name);
+    unsigned long conn;
     if (event != NULL)
         fprintf(f, ",\"event\":\"%s\"", event);
+    if (sscanf(line, "conn #%lu", &conn) == 1)
+        fprintf(f, ",\"conn\":%lu", conn);
     fputs(",\"text\":", f);
     put_json(f, line);
     fputs("}\n", f);
@@ -120,7 +150,7 @@ static void emit(int level, const char *event, const char *line)
 void cli_log_cb(int level, const char *line, void *arg)
 {
     (void)arg;
-    emit(level, NULL, line);
+    emit(level, cli_log_format == CLI_LOG_JSON ? event_of(line) : NULL, line);
 }
 
 void cli_log_event(int level, const char *event, const char *fmt, ...)
