@@ -206,4 +206,19 @@ fi
 t_check "tunnel server: one stop line" \
     '[ "$(grep -c "tunnel server: stopped: 0 connections closed gracefully" "$tmp/ts.log")" -eq 1 ]'
 
+# The tunnel client stops the same way and removes its Unix socket.
+t_bg "$tool" tunnel client --key "file:$tmp/client.key" --peers "$tmp/client.peers" \
+    --peer server --listen "unix:$tmp/tc.sock" 127.0.0.1:1 2> "$tmp/tc.log"
+tpid=$t_pid
+wait_for "$tmp/tc.log" "listening on" || t_fail "tunnel client did not start: $(cat "$tmp/tc.log")"
+kill -TERM "$tpid"
+if wait_gone "$tpid" 15; then
+    wait "$tpid"
+    rc=$?
+    t_check "tunnel client: SIGTERM exits 0 (got $rc), its socket removed" \
+        '[ "$rc" -eq 0 ] && [ ! -e "$tmp/tc.sock" ] && grep -q "tunnel client: stopped" "$tmp/tc.log"'
+else
+    t_fail "tunnel client: still running 15 s after SIGTERM"
+fi
+
 t_done
