@@ -40,6 +40,42 @@ t_listen "$tmp/l.log" "$tmp/l.out" --config "$tmp/listen.conf" --pattern KK && {
     kill "$lpid"
 }
 
+# SIGHUP reads the file again: a new peers file is taken (the peer it
+# leaves out is revoked), a bad file changes nothing, an option that
+# needs a restart is named.
+printf 'someone %s\n' 02466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f27 \
+    > "$tmp/none.peers"
+cat > "$tmp/re.conf" <<EOC
+key = $skey
+peers = $tmp/server.peers
+bind = 127.0.0.1:0
+echo = yes
+EOC
+t_listen "$tmp/re.log" /dev/null --config "$tmp/re.conf" && {
+    rpid=$t_pid
+    echo_ok() {
+        [ "$(echo hi | timeout 30 "$tool" connect --key "$ckey" --peers "$tmp/client.peers" \
+            --peer server "127.0.0.1:$port" 2> /dev/null)" = hi ]
+    }
+    t_check "reload: the client gets in first" echo_ok
+    printf 'key = %s\npeers = %s\nbind = 127.0.0.1:0\necho = yes\nbogus = 1\n' "$skey" \
+        "$tmp/none.peers" > "$tmp/re.conf"
+    kill -HUP "$rpid"
+    sleep 1
+    t_check "reload: a bad file is named with its line and changes nothing" \
+        'grep -q "line 5: unknown key .bogus." "$tmp/re.log" &&
+         grep -q "configuration file is not applied" "$tmp/re.log" && echo_ok'
+    printf 'key = %s\npeers = %s\nbind = 127.0.0.1:1\necho = yes\n' "$skey" \
+        "$tmp/none.peers" > "$tmp/re.conf"
+    kill -HUP "$rpid"
+    sleep 1
+    t_check "reload: the file's new peers file is taken, the client is out" \
+        'grep -q "reloaded peers file .*none.peers.*1 added, 1 removed" "$tmp/re.log" && ! echo_ok'
+    t_check "reload: a changed bind waits for a restart, said so" \
+        'grep -q "bind changed in the configuration file: takes effect at the next start" "$tmp/re.log"'
+    kill "$rpid"
+}
+
 # bad NAME WHAT LINE-TEXT...: a file with one good line, then the lines
 # given; `listen --config` exits 2 naming line 2 and WHAT.
 bad() {
@@ -72,7 +108,13 @@ t_bg "$tool" tunnel server --config="$tmp/ts.conf" 2> "$tmp/ts.log"
 tpid=$t_pid
 for _ in $(seq 100); do grep -q "listening on" "$tmp/ts.log" && break; sleep 0.1; done
 t_check "tunnel server from a config file" 'grep -q "listening on" "$tmp/ts.log"'
+sed -i "s|^peers = .*|peers = $tmp/none.peers|" "$tmp/ts.conf"
+kill -HUP "$tpid"
+sleep 1
+t_check "tunnel server: SIGHUP takes the file's new peers file" \
+    'grep -q "tunnel server: reloaded peers file .*none.peers.*1 added, 1 removed" "$tmp/ts.log"'
 kill "$tpid"
+sed -i "s|^peers = .*|peers = $tmp/server.peers|" "$tmp/ts.conf"
 echo "socks5 = 127.0.0.1:1080" >> "$tmp/ts.conf"
 t_exit "tunnel server: a client-only key" 2 tunnel server --config "$tmp/ts.conf"
 t_check "... named" 'grep -q "line 6: unknown key .socks5. for tunnel server" "$tmp/exit.err"'

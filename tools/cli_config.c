@@ -36,10 +36,13 @@ static const struct {
 
 static const char *const log_levels[] = { "", "error", "warn", "info", "debug" };
 
-/* The arguments made from the file (freed by cli_config_free). */
+/* The arguments made from the file, and the argument vectors made of
+ * them, freed by cli_config_free only: after a reload the options of the
+ * first reading may still be in use. */
 static char **made;
 static size_t nmade;
-static char **new_argv;
+static char ***argvs;
+static size_t nargvs;
 
 static char *trim(char *s)
 {
@@ -167,6 +170,7 @@ int cli_config_apply(const struct cli_config_opts *co, int *argc, char ***argv,
     struct cli_limits *lim)
 {
     memset(lim, 0, sizeof(*lim));
+    size_t from = nmade;          /* this reading's first argument */
     const char *path = NULL;
     int at = find_config(*argc, *argv, &path);
     if (at == 0)
@@ -200,20 +204,24 @@ int cli_config_apply(const struct cli_config_opts *co, int *argc, char ***argv,
         return CLI_EXIT_USAGE;
     }
     /* argv[0], the file's options, then the command line without --config. */
-    char **nv = malloc(((size_t)*argc + nmade + 1) * sizeof(*nv));
-    if (nv == NULL) {
+    char **nv = malloc(((size_t)*argc + nmade - from + 1) * sizeof(*nv));
+    char ***av = realloc(argvs, (nargvs + 1) * sizeof(*av));
+    if (av != NULL)
+        argvs = av;
+    if (nv == NULL || av == NULL) {
+        free(nv);
         cli_error("%s: out of memory", co->cmd);
         return CLI_EXIT_INTERNAL;
     }
     size_t n = 0;
     nv[n++] = (*argv)[0];
-    for (size_t i = 0; i < nmade; i++)
+    for (size_t i = from; i < nmade; i++)
         nv[n++] = made[i];
     for (int i = 1; i < *argc; i++)
         if (i < at || i >= at + width)
             nv[n++] = (*argv)[i];
     nv[n] = NULL;
-    new_argv = nv;
+    argvs[nargvs++] = nv;
     *argc = (int)n;
     *argv = nv;
     return 0;
@@ -224,8 +232,11 @@ void cli_config_free(void)
     for (size_t i = 0; i < nmade; i++)
         free(made[i]);
     free(made);
-    free(new_argv);
-    new_argv = NULL;
+    for (size_t i = 0; i < nargvs; i++)
+        free(argvs[i]);
+    free(argvs);
+    argvs = NULL;
+    nargvs = 0;
     made = NULL;
     nmade = 0;
 }

@@ -34,6 +34,9 @@ struct net_args {
     const char *peer;             /* connect --peer */
     const char *log_format;       /* --log-format */
     struct cli_limits lim;        /* the library's limits from --config */
+    int argc0;                    /* the command line as given, for a reload */
+    char **argv0;
+    int has_config;
     const char *listen_peers[MAX_LISTEN_PEERS];
     size_t nlisten_peers;
     long linger_ms;               /* connect --linger */
@@ -225,11 +228,16 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
     struct cli_limits lim;
     struct cli_config_opts co = { argv[0], cli_opts_known,
         (void *)(listen ? listen_opts : connect_opts) };
+    int argc0 = argc;
+    char **argv0 = argv;
     int rc = cli_config_apply(&co, &argc, &argv, &lim);
     if (rc != 0)
         return rc;
     rc = parse_args(argc, argv, listen, a);
     a->lim = lim;
+    a->argc0 = argc0;
+    a->argv0 = argv0;
+    a->has_config = argv != argv0;
     if (rc != 0)
         return rc == ARGS_HELP ? 0 : rc;
     if (cli_split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
@@ -447,9 +455,56 @@ static void listen_stop(p11n_ctx *ctx, p11n_listener *l, struct listen_state *st
         n == 1 ? "" : "s", st->nconns ? ", the rest cut at the deadline" : " gracefully");
 }
 
+static int same(const char *x, const char *y)
+{
+    return x == y || (x != NULL && y != NULL && strcmp(x, y) == 0);
+}
+
+/* SIGHUP with --config: the file is read again, with the command line
+ * (which still wins). A running listener takes the peers file, the log
+ * level and the log form; the rest is named as waiting for a restart. A
+ * file that does not parse changes nothing. */
+static void reread_config(struct net_args *a)
+{
+    if (!a->has_config)
+        return;
+    struct net_args b;
+    char host[256];
+    uint16_t port;
+    if (parse_cmd(a->argc0, a->argv0, 1, &b, host, sizeof(host), &port) >= 0) {
+        cli_log_event(P11N_LOG_ERROR, "reload", "listen: the configuration file is not "
+            "applied: keeping the one in use");
+        return;
+    }
+    a->peers_file = b.peers_file;
+    cli_log_init(b.verbose);
+    if (b.log_format != NULL)
+        cli_log_format = cli_log_format_parse(b.log_format);
+    if (b.lim.log_level != 0 && !b.verbose)
+        cli_log_level = b.lim.log_level;
+    struct cli_limits was = a->lim, now = b.lim;
+    was.log_level = now.log_level = 0;
+    const struct {
+        const char *name;
+        int differs;
+    } later[] = {
+        { "key", !same(a->key, b.key) }, { "bind", !same(a->addr, b.addr) },
+        { "pattern", !same(a->pattern, b.pattern) },
+        { "prologue", !same(a->prologue, b.prologue) },
+        { "peer", a->nlisten_peers != b.nlisten_peers },
+        { "echo, raw or show_peer", a->echo != b.echo || a->raw != b.raw
+            || a->show_peer != b.show_peer },
+        { "a limit", memcmp(&was, &now, sizeof(was)) != 0 },
+    };
+    for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+        if (later[i].differs)
+            cli_log_event(P11N_LOG_WARN, "reload", "listen: %s changed in the configuration "
+                "file: takes effect at the next start", later[i].name);
+}
+
 /* Run until SIGTERM or SIGINT, reloading on SIGHUP. Returns the exit
  * status. */
-static int listen_run(const struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
+static int listen_run(struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
     struct listen_state *st)
 {
     cli_service_signals(ctx);
@@ -464,6 +519,7 @@ static int listen_run(const struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
         if (sig == CLI_SIG_STOP)
             break;
         if (sig == CLI_SIG_RELOAD) {
+            reread_config(a);
             (void)cli_service_reload("listen", ctx, a->key, a->peers_file);
             cli_notify_ready(st->nconns);
         }

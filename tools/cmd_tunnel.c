@@ -67,11 +67,45 @@ static void begin_stop(struct tunnel *t, const char *cmd)
         tun_abort(c, "%s stopping", cmd);
 }
 
+/* SIGHUP with --config: the file is read again, with the command line
+ * (which still wins). A running tunnel takes the peers file, the log
+ * level and the log form; other changes wait for a restart. A file that
+ * does not parse changes nothing. */
+static void reread_config(struct tunnel *t, const char *cmd)
+{
+    if (!t->has_config)
+        return;
+    struct tunnel *n = calloc(1, sizeof(*n));
+    int argc = t->argc0;
+    char **argv = t->argv0;
+    int rc = n == NULL ? CLI_EXIT_INTERNAL : 0;
+    if (rc == 0) {
+        n->a.server = t->a.server;
+        rc = tun_config(&argc, &argv, n);
+    }
+    if (rc == 0)
+        rc = tun_parse_args(argc, argv, n);
+    if (rc != 0) {
+        cli_log_event(P11N_LOG_ERROR, "reload", "%s: the configuration file is not applied: "
+            "keeping the one in use", cmd);
+        free(n);
+        return;
+    }
+    t->a.peers_file = n->a.peers_file;
+    cli_log_init(n->a.verbose);
+    if (n->a.log_format != NULL)
+        cli_log_format = cli_log_format_parse(n->a.log_format);
+    if (n->lim.log_level != 0 && !n->a.verbose)
+        cli_log_level = n->lim.log_level;
+    free(n);
+}
+
 /* A signal made the loop return: reload, or begin the stop. */
 static void on_signal(struct tunnel *t, const char *cmd)
 {
     int sig = cli_service_signal();
     if (sig == CLI_SIG_RELOAD && t->stop_deadline_ms == 0) {
+        reread_config(t, cmd);
         (void)cli_service_reload(cmd, t->ctx, t->a.key, t->a.peers_file);
         cli_notify_ready(count_conns(t));
     }
@@ -252,7 +286,10 @@ int cmd_tunnel(int argc, char **argv)
     const char *cmd = t.a.server ? "tunnel server" : "tunnel client";
     int targc = argc - 1;
     char **targv = argv + 1;
+    t.argc0 = targc;
+    t.argv0 = targv;
     int status = tun_config(&targc, &targv, &t);
+    t.has_config = targv != t.argv0;
     if (status == 0)
         status = tun_parse_args(targc, targv, &t);
     if (status != 0) {

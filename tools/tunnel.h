@@ -75,6 +75,9 @@ struct tunnel {
     long long stop_deadline_ms;   /* stopping: when the rest is cut; 0 before */
     size_t stop_count;            /* connections open when the stop began */
     struct cli_limits lim;        /* the library's limits from --config */
+    int argc0;                    /* the command line as given, for a reload */
+    char **argv0;
+    int has_config;
 };
 
 /* The callbacks' arg is either the tunnel (a server connection before it
