@@ -34,6 +34,13 @@ static const struct {
     { "write_high_water", offsetof(struct cli_limits, write_high_water), 1ULL << 30 },
 };
 
+static const struct {
+    const char *word;
+    int yes;
+} bools[] = {
+    { "yes", 1 }, { "true", 1 }, { "1", 1 }, { "no", 0 }, { "false", 0 }, { "0", 0 },
+};
+
 static const char *const log_levels[] = { "", "error", "warn", "info", "debug" };
 
 /* The arguments made from the file, and the argument vectors made of
@@ -127,12 +134,15 @@ static int one_line(char *line, const struct cli_config_opts *co, struct cli_lim
         return -1;
     }
     if (!takes_value) {
-        int yes = strcmp(val, "yes") == 0 || strcmp(val, "true") == 0 || strcmp(val, "1") == 0;
-        if (!yes && strcmp(val, "no") != 0 && strcmp(val, "false") != 0 && strcmp(val, "0") != 0) {
+        int yes = -1;
+        for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++)
+            if (strcmp(val, bools[i].word) == 0)
+                yes = bools[i].yes;
+        if (yes < 0)
             snprintf(why, cap, "%s wants yes or no", key);
-            return -1;
-        }
-        return yes && add_arg(name, "") != 0 ? (snprintf(why, cap, "out of memory"), -1) : 0;
+        else if (yes && add_arg(name, "") != 0)
+            snprintf(why, cap, "out of memory");
+        return why[0] ? -1 : 0;
     }
     if (val[0] == '\0') {
         snprintf(why, cap, "%s needs a value", key);
@@ -148,7 +158,7 @@ static int one_line(char *line, const struct cli_config_opts *co, struct cli_lim
     return 0;
 }
 
-/* Where --config is in argv (its value's index in *val_at), or 0. */
+/* Where --config is in argv (its index; *path its value), or 0. */
 static int find_config(int argc, char **argv, const char **path)
 {
     for (int i = 1; i < argc; i++) {
