@@ -13,7 +13,9 @@
 #   6. both sides' log lines;
 #   7. a tunnel: a web server (python3 -m http.server) behind
 #      `p11noise tunnel server`, fetched with curl through
-#      `p11noise tunnel client` and the proxy.
+#      `p11noise tunnel client` and the proxy;
+#   8. the wallet revoked on the cosigner by a reload (SIGHUP), then the
+#      tunnel server stopped gracefully (SIGTERM, exit 0).
 #
 # Installs missing Debian packages (as root), builds, and is safe to run again.
 set -eu
@@ -77,6 +79,9 @@ CLIENT_PUB=$2
 echo "   wallet:   $*"
 
 step "3. the ceremony: each machine imports the other's public key"
+echo "   fingerprints, read aloud between the operators before importing:"
+echo "     cosigner-1: $("$P" pubkey --fingerprint "$SERVER_PUB")"
+echo "     wallet-1:   $("$P" pubkey --fingerprint "$CLIENT_PUB")"
 echo "wallet-1 $CLIENT_PUB" | "$P" ceremony import --token "$SERVER_TOKEN" -
 echo "cosigner-1 $SERVER_PUB" | "$P" ceremony import --token "$CLIENT_TOKEN" -
 echo "   p11noise ceremony list (cosigner's token):"
@@ -123,6 +128,7 @@ python3 -m http.server "$WEB_PORT" --bind 127.0.0.1 --directory "$DEMO/www" \
 pids="$pids $!"
 "$P" tunnel server --key "pkcs11:token=cosigner;object=cosigner-key?$Q" --peer wallet-1 \
     --listen "127.0.0.1:$TUNNEL_PORT" --target "127.0.0.1:$WEB_PORT" 2>"$DEMO/tserver.log" &
+TSERVER=$!
 pids="$pids $!"
 "$P" tunnel client --key "pkcs11:token=wallet;object=wallet-key?$Q" --peer cosigner-1 \
     --listen "127.0.0.1:$LOCAL_PORT" --socks5 "127.0.0.1:$PROXY_PORT" \
@@ -144,5 +150,21 @@ echo "   tunnel client (stderr):"
 sed 's/^/     /' "$DEMO/tclient.log"
 echo "   tunnel server (stderr):"
 sed 's/^/     /' "$DEMO/tserver.log"
+
+step "8. revoking wallet-1 on the cosigner while the tunnel runs"
+echo "   p11noise ceremony remove wallet-1; kill -HUP (systemctl reload under systemd)"
+"$P" ceremony remove --token "$SERVER_TOKEN" wallet-1
+kill -HUP "$TSERVER"
+wait_for grep -q "reloaded the ceremony" "$DEMO/tserver.log"
+if fetch "http://127.0.0.1:$LOCAL_PORT/" > /dev/null 2>&1; then
+    echo "demo: wallet-1 still got through after its revocation" >&2
+    exit 1
+fi
+echo "   the wallet's next request is refused; SIGTERM stops the tunnel server:"
+kill -TERM "$TSERVER"
+status=0
+wait "$TSERVER" || status=$?
+echo "   exit status $status"
+grep -e "reloaded the ceremony" -e "stopped" "$DEMO/tserver.log" | sed 's/^/     /'
 
 printf '\ndemo complete: keys and ceremony in %s\n' "$DEMO"

@@ -191,12 +191,100 @@ tok="pkcs11:token=cli?pin-value=1234"
 t_check "keygen --token=URI --label=NAME" \
     '"$tool" keygen "--token=$tok" --label=k1 | grep -q "^k1 0[23][0-9a-f]\{64\}$"'
 echo "peer1 $client_pub" > "$tmp/ceremony.txt"
+echo "peer1 ${client_pub}00" > "$tmp/ceremony.bad"
+(umask 022; echo "$client_priv" > "$tmp/open.key")
 t_check "ceremony import/list --token=URI" \
     '"$tool" ceremony import "--token=$tok" "$tmp/ceremony.txt" &&
      [ "$("$tool" ceremony list "--token=$tok")" = "peer1 $client_pub" ]'
 t_check "bench --rows=LIST is read as the value" \
     '! "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown option" &&
      "$tool" bench --rows=nosuch 2>&1 | grep -q "unknown row group"'
+
+# ---- The key's fingerprint: base32 of SHA-256 of the compressed key ----
+fp_want=$(python3 -c '
+import base64, hashlib, sys
+d = base64.b32encode(hashlib.sha256(bytes.fromhex(sys.argv[1])).digest()[:20]).decode()
+print("-".join(d[i:i + 4] for i in range(0, 32, 4)))' "$server_pub")
+t_check "pubkey --fingerprint: eight groups of base32 of SHA-256 ($fp_want)" \
+    '[ "$("$tool" pubkey --key "$skey" --fingerprint)" = "$fp_want" ] &&
+     echo "$fp_want" | grep -qx "[A-Z2-7]\{4\}\(-[A-Z2-7]\{4\}\)\{7\}"'
+t_check "pubkey --fingerprint PUBHEX: the same for the key in hex" \
+    '[ "$("$tool" pubkey --fingerprint "$server_pub")" = "$fp_want" ]'
+t_check "another key, another fingerprint" \
+    '[ "$("$tool" pubkey --fingerprint "$client_pub")" != "$fp_want" ]'
+t_exit "pubkey --fingerprint of a non-point" 2 pubkey --fingerprint "04${server_pub#??}"
+t_exit "pubkey with neither --key nor PUBHEX" 2 pubkey --fingerprint
+
+# ---- Exit status by class (doc/p11noise.1, EXIT STATUS) ----
+t_exit "unknown option" 2 listen --kye x --bind 127.0.0.1:0
+t_exit "missing value" 2 connect --key "$ckey" --peer
+t_exit "malformed peers file" 2 listen --key "$skey" --peers "$tmp/ceremony.bad" \
+    --bind 127.0.0.1:0
+t_exit "wrong PIN" 3 connect --key "pkcs11:token=cli;object=k1?pin-value=9999" \
+    --peer "$server_pub" 127.0.0.1:1
+t_exit "no such token" 3 listen --key "pkcs11:token=nosuch;object=k1?pin-value=1234" \
+    --bind 127.0.0.1:0
+t_exit "key file readable by others" 3 pubkey --key "file:$tmp/open.key"
+t_exit "unknown peer" 4 connect --key "$ckey" --peers "$tmp/client.peers" --peer nosuch \
+    127.0.0.1:1
+refused=$(t_free_port)
+t_exit "refused connection" 5 connect --key "$ckey" --peers "$tmp/client.peers" \
+    --peer server "127.0.0.1:$refused"
+t_exit "unreachable proxy" 5 connect --key "$ckey" --peers "$tmp/client.peers" \
+    --peer server --socks5 "127.0.0.1:$refused" 127.0.0.1:1
+t_exit "tunnel: no such token" 3 tunnel server \
+    --key "pkcs11:token=cli;object=k1?pin-value=9999" --listen 127.0.0.1:0 \
+    --target 127.0.0.1:1
+
+# A KK responder that does not know us: the initiator says what it can
+# know, names the key it expected, once, and exits with the peer class.
+other_pub=02466d7fcae563e5cb09a0d1870bb580344804617879a14949cf22285f1bae3f27
+printf 'someone %s\n' "$other_pub" > "$tmp/other.peers"
+t_listen "$tmp/rej.log" "$tmp/rej.out" --key "$skey" --peers "$tmp/other.peers" \
+    --bind 127.0.0.1:0 && {
+    t_exit "KK responder that does not know us" 4 connect --key "$ckey" \
+        --peers "$tmp/client.peers" --peer server "127.0.0.1:$port"
+    t_check "... says it was rejected or the key differs, naming the key, once" \
+        '[ "$(grep -c "rejected us or is not the key we know as .server." "$tmp/exit.err")" -eq 1 ] &&
+         grep -q "expected key $server_pub" "$tmp/exit.err" &&
+         [ "$(grep -c "^p11noise: connect:" "$tmp/exit.err")" -eq 1 ]'
+    # Its key changed: we hold another key for it.
+    printf 'server %s\n' "$other_pub" > "$tmp/changed.peers"
+    t_exit "KK responder whose key changed" 4 connect --key "$ckey" \
+        --peers "$tmp/changed.peers" --peer server "127.0.0.1:$port"
+    t_check "... names the key we expected" 'grep -q "expected key $other_pub" "$tmp/exit.err"'
+    kill "$t_pid"
+}
+
+# A ceremony line the library refuses: the command says what is wrong.
+# malformed NAME WHAT LINE: `ceremony import` of a file whose 2nd line is
+# LINE fails naming line 2 and WHAT.
+malformed() {
+    printf 'ok1 %s\n%s\n' "$client_pub" "$3" > "$tmp/mal.txt"
+    "$tool" ceremony import "--token=$tok" "$tmp/mal.txt" 2> "$tmp/mal.err"
+    mal_what="$2"
+    t_check "malformed ceremony line, $1: says '$2'" \
+        'grep -qF "$mal_what" "$tmp/mal.err" && grep -q "mal.txt:2: .*nothing imported" "$tmp/mal.err"'
+}
+malformed "short key" "wrong length: the key has 64 hex digits, not 66" \
+    "p2 ${client_pub%??}"
+malformed "uncompressed key" "uncompressed key (130 hex digits)" \
+    "p2 04${client_pub#??}${client_pub#??}"
+malformed "bad character" "bad character 'g' in the key" "p2 g${client_pub#?}"
+malformed "extra field" "extra field after the key" "p2 $client_pub extra"
+malformed "bad identifier" "the identifier is not 1-64 characters" "p/2 $client_pub"
+printf '\357\273\277p1 %s\n' "$client_pub" > "$tmp/bom.txt"
+"$tool" ceremony import "--token=$tok" "$tmp/bom.txt" 2> "$tmp/bom.err"
+t_check "malformed ceremony line, BOM: named" 'grep -q "bom.txt:1: .*byte order mark" "$tmp/bom.err"'
+
+# A limit names itself and the option that sets it.
+many=""
+for i in $(seq 17); do many="$many --peer client"; done
+# shellcheck disable=SC2086
+t_exit "KK listener with 17 --peer" 2 listen --key "$skey" --peers "$tmp/server.peers" \
+    --bind 127.0.0.1:0 $many
+t_check "... names the limit (16) and --peer" \
+    'grep -q "cannot listen on .*at most 16 initiator keys.*--peer" "$tmp/exit.err"'
 
 # ---- The new options are in the usage ----
 t_help listen

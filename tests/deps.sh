@@ -4,7 +4,7 @@
 P11N_PKGS="build-essential autoconf automake libtool pkg-config
   libssl-dev libsecp256k1-dev libp11-kit-dev p11-kit softhsm2 opensc
   libc-ares-dev libcunit1-dev libjansson-dev microsocks dante-server iproute2 curl
-  python3-cryptography valgrind"
+  python3-cryptography valgrind libsystemd-dev mandoc"
 
 p11n_install_deps() {
     missing=""

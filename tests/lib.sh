@@ -122,3 +122,16 @@ t_wait_lines() {
     done
     return 1
 }
+
+# t_exit WHAT STATUS ARG...: `p11noise ARG...` (stdin empty, bounded to
+# 30 s) exits with STATUS; its stderr is in $tmp/exit.err.
+t_exit() {
+    what="$1"; want="$2"; shift 2
+    timeout 30 "$tool" "$@" < /dev/null > /dev/null 2> "$tmp/exit.err"
+    got=$?
+    if [ "$got" -eq "$want" ]; then
+        t_ok "$what: exit $got"
+    else
+        t_fail "$what: exit $got, not $want: $(head -3 "$tmp/exit.err")"
+    fi
+}

@@ -344,4 +344,14 @@ expect_error "bad pattern" "must be KK or XK" server --key "file:$tmp/server.key
     --listen 127.0.0.1:0 --target 127.0.0.1:1 --pattern NN
 expect_error "neither server nor client" "say 'tunnel server' or 'tunnel client'" sideways
 
+# A rejected argument is never repeated when it could hold a secret.
+for args in "--kye=pkcs11:token=t?pin-value=80417" \
+    "--key=file:k --listen=x?pin-value=80417 --target=127.0.0.1:1" \
+    "--key=file:k --listen=127.0.0.1:0 --target=127.0.0.1:1 pin-value=80417"; do
+    # shellcheck disable=SC2086
+    "$tool" tunnel server $args > /dev/null 2> "$tmp/ne.err"
+    t_check "tunnel server: the rejected argument is not repeated ($(head -1 "$tmp/ne.err"))" \
+        '! grep -q 80417 "$tmp/ne.err" && [ -s "$tmp/ne.err" ]'
+done
+
 t_done

@@ -108,3 +108,11 @@ const char *cli_shown(const char *text, char buf[CLI_SHOWN_MAX])
         snprintf(buf, CLI_SHOWN_MAX, "(not repeated: it may hold a secret)");
     return buf;
 }
+
+int cli_opts_known(const char *name, int *takes_value, void *opts)
+{
+    const struct cli_opt *o = lookup(opts, name, strlen(name));
+    if (o != NULL)
+        *takes_value = o->has_value;
+    return o != NULL;
+}

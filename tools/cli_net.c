@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -55,27 +56,49 @@ void cli_catch_signals(p11n_ctx *ctx)
     signal(SIGPIPE, SIG_IGN);
 }
 
+/* The key, and its warning if the library has one. Returns 0 or an exit
+ * status after printing. */
+static int load_key(const char *cmd, const char *key_uri, unsigned key_flags, p11n_key **key)
+{
+    int rc = p11n_key_load_ex(key_uri, key_flags, key);
+    if (rc != P11N_OK) {
+        const char *detail = p11n_token_last_error();
+        /* The URI may hold a PIN: never echo it. */
+        cli_error("%s: cannot load the key: %s%s%s%s", cmd, p11n_strerror(rc),
+            detail[0] ? " — " : "", detail, rc == P11N_ERR_KEY_EXTRACTABLE
+            ? " (--dev-allow-extractable-key accepts it, for development only)" : "");
+        return cli_exit_status(rc);
+    }
+    if (p11n_key_warning(*key) != NULL)
+        cli_warning("%s", p11n_key_warning(*key));
+    return 0;
+}
+
 int cli_net_setup(const char *cmd, const p11n_ctx_options *o, const char *key_uri,
-    const char *peers_file, p11n_ctx **ctx, p11n_key **key)
+    unsigned key_flags, const char *peers_file, p11n_ctx **ctx, p11n_key **key)
 {
     int rc = p11n_ctx_new(o, ctx);
     if (rc != P11N_OK) {
         cli_error("%s: %s", cmd, p11n_strerror(rc));
-        return 1;
+        return cli_exit_status(rc);
     }
-    rc = p11n_key_load(key_uri, key);
-    if (rc != P11N_OK) {
-        const char *detail = p11n_token_last_error();
-        /* The URI may hold a PIN: never echo it. */
-        cli_error("%s: cannot load the key: %s%s%s", cmd, p11n_strerror(rc),
-            detail[0] ? " — " : "", detail);
-        return 1;
-    }
+    if ((rc = load_key(cmd, key_uri, key_flags, key)) != 0)
+        return rc;
     if (peers_file != NULL) {
-        rc = p11n_peers_load_file(*ctx, peers_file);
-        if (rc < 0) {
-            cli_error("%s: peers file %s: %s", cmd, peers_file, p11n_strerror(rc));
-            return 1;
+        /* Checked here first for the system's own reason (the library
+         * reports any failure to open as IO) and because the library logs
+         * the path, which might be a key URI given to the wrong option. */
+        char shown[CLI_SHOWN_MAX];
+        if (access(peers_file, R_OK) != 0) {
+            const char *why = strerror(errno);
+            cli_error("%s: peers file %s: %s", cmd, cli_shown(peers_file, shown), why);
+            return CLI_EXIT_USAGE;
+        }
+        struct cli_peers_diff d;
+        char why[256];
+        if ((rc = cli_peers_file_apply(*ctx, peers_file, &d, why, sizeof(why))) != 0) {
+            cli_error("%s: peers file %s: %s", cmd, cli_shown(peers_file, shown), why);
+            return rc;
         }
     } else if (strncmp(key_uri, "pkcs11:", 7) == 0) {
         rc = p11n_peers_load_token(*ctx, key_uri);
@@ -83,8 +106,34 @@ int cli_net_setup(const char *cmd, const p11n_ctx_options *o, const char *key_ur
             const char *detail = p11n_token_last_error();
             cli_error("%s: reading the ceremony objects of the key's token: %s%s%s", cmd,
                 p11n_strerror(rc), detail[0] ? " — " : "", detail);
-            return 1;
+            return cli_exit_status(rc);
         }
     }
     return 0;
+}
+
+int cli_listen_failed(const char *cmd, const char *addr, int rc)
+{
+    /* Every limit p11n_listen has is set by the command line. */
+    static const struct {
+        int err;
+        int status;
+        const char *hint;
+    } hints[] = {
+        { P11N_ERR_INVALID_ARG, CLI_EXIT_USAGE, " (numeric address, and KK needs a known peer)" },
+        { P11N_ERR_LIMIT, CLI_EXIT_USAGE, " (a KK listener tries at most "
+            CLI_STR(P11N_MAX_KK_CANDIDATES) " initiator keys per handshake: name at most "
+            "that many with --peer, or use --pattern XK)" },
+    };
+    const char *hint = "";
+    int status = cli_exit_status(rc);
+    for (size_t i = 0; i < sizeof(hints) / sizeof(hints[0]); i++)
+        if (hints[i].err == rc) {
+            hint = hints[i].hint;
+            status = hints[i].status;
+        }
+    char shown[CLI_SHOWN_MAX];
+    cli_error("%s: cannot listen on %s: %s%s", cmd, cli_shown(addr, shown), p11n_strerror(rc),
+        hint);
+    return status;
 }

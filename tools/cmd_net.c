@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_net.h"
 #include "p11noise.h"
 
 #define MAX_LISTEN_PEERS 64
@@ -31,6 +32,11 @@ struct net_args {
     const char *socks5;
     const char *addr;             /* --bind, or the connect target */
     const char *peer;             /* connect --peer */
+    const char *log_format;       /* --log-format */
+    struct cli_limits lim;        /* the library's limits from --config */
+    int argc0;                    /* the command line as given, for a reload */
+    char **argv0;
+    int has_config;
     const char *listen_peers[MAX_LISTEN_PEERS];
     size_t nlisten_peers;
     long linger_ms;               /* connect --linger */
@@ -41,58 +47,11 @@ struct net_args {
     int verbose;
 };
 
-static p11n_ctx *signal_ctx;
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    p11n_stop(signal_ctx);  /* async-signal-safe */
-}
-
-static void catch_signals(p11n_ctx *ctx)
-{
-    signal_ctx = ctx;
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
-
-/* "HOST:PORT", "[V6]:PORT". host is copied into `host` (cap bytes). */
-static int split_host_port(const char *s, char *host, size_t cap, uint16_t *port)
-{
-    const char *start = s, *colon;
-    if (s[0] == '[') {
-        const char *end = strchr(s, ']');
-        if (end == NULL || end[1] != ':')
-            return -1;
-        start = s + 1;
-        colon = end + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (colon == NULL || strchr(s, ':') != colon)
-            return -1; /* a bare IPv6 address needs brackets */
-    }
-    size_t hlen = (size_t)(colon - start) - (s[0] == '[');
-    if (hlen == 0 || hlen >= cap)
-        return -1;
-    memcpy(host, start, hlen);
-    host[hlen] = '\0';
-    char *end;
-    errno = 0;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (errno != 0 || *end != '\0' || colon[1] == '\0' || p > 65535)
-        return -1;
-    *port = (uint16_t)p;
-    return 0;
-}
-
 static const char LISTEN_USAGE[] =
     "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
     "                       [--peer ID]... [--peers FILE] [--echo | [--raw] [--show-peer]]\n"
-    "                       [--dev-allow-extractable-key] [-v]\n"
+    "                       [--dev-allow-extractable-key] [--log-format text|journal|json] [-v]\n"
+    "                       [--config FILE]\n"
     "Accepts Noise connections and prints each message received on one line of\n"
     "stdout (--echo: sends it back instead). Bytes other than printable ASCII\n"
     "are escaped as \\n \\t \\r \\\\ or \\xNN (two hex digits), so a peer cannot\n"
@@ -102,11 +61,17 @@ static const char LISTEN_USAGE[] =
     "lists the initiators accepted (KK tries them in order); without it, every\n"
     "peer of --peers FILE, or of the token's ceremony objects for a pkcs11: key.\n"
     "--dev-allow-extractable-key: for development only, accept a token key that\n"
-    "can be read out of the token. Logs go to stderr (-v: more).\n";
+    "can be read out of the token. Logs go to stderr (-v: more), time-stamped\n"
+    "lines unless --log-format says journal (\"<N>\" priority prefix, the default\n"
+    "when stderr is the journal) or json (one object per line). SIGHUP reloads\n"
+    "the peers; SIGTERM or SIGINT closes every connection gracefully and exits 0.\n"
+    "--config FILE reads options and the library's limits from \"key = value\"\n"
+    "lines (p11noise.conf(5)); the command line's options win.\n";
 static const char CONNECT_USAGE[] =
     "usage: p11noise connect --key URI --peer ID|PUBHEX [--pattern KK|XK] [--prologue S]\n"
     "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [--linger MS]\n"
-    "                        [--dev-allow-extractable-key] [-v] HOST:PORT\n"
+    "                        [--dev-allow-extractable-key] [--log-format text|journal|json]\n"
+    "                        [--config FILE] [-v] HOST:PORT\n"
     "Connects, sends each line of standard input as one message and prints each\n"
     "message received. Once input has ended and every line went out, it closes\n"
     "the channel and exits 0 when as many messages came back as it sent (an\n"
@@ -121,14 +86,15 @@ static const char CONNECT_USAGE[] =
 
 enum {
     O_KEY = 1, O_PATTERN, O_PROLOGUE, O_PEERS, O_BIND, O_SOCKS5, O_PEER, O_LINGER,
-    O_ECHO, O_RAW, O_SHOW_PEER, O_DEV_KEY, O_VERBOSE
+    O_ECHO, O_RAW, O_SHOW_PEER, O_DEV_KEY, O_VERBOSE, O_LOG_FORMAT
 };
 
 /* The options of both commands, then those of one only. */
 #define NET_OPTS \
     { "--key", O_KEY, 1 }, { "--pattern", O_PATTERN, 1 }, { "--prologue", O_PROLOGUE, 1 }, \
     { "--peers", O_PEERS, 1 }, { "--peer", O_PEER, 1 }, \
-    { "--dev-allow-extractable-key", O_DEV_KEY, 0 }, { "-v", O_VERBOSE, 0 }
+    { "--dev-allow-extractable-key", O_DEV_KEY, 0 }, { "-v", O_VERBOSE, 0 }, \
+    { "--log-format", O_LOG_FORMAT, 1 }
 static const struct cli_opt listen_opts[] = {
     NET_OPTS, { "--bind", O_BIND, 1 }, { "--echo", O_ECHO, 0 }, { "--raw", O_RAW, 0 },
     { "--show-peer", O_SHOW_PEER, 0 }, { NULL, 0, 0 },
@@ -147,6 +113,7 @@ static const char **str_field(struct net_args *a, int id)
     case O_PEERS: return &a->peers_file;
     case O_BIND: return &a->addr;
     case O_SOCKS5: return &a->socks5;
+    case O_LOG_FORMAT: return &a->log_format;
     default: return NULL;
     }
 }
@@ -204,6 +171,10 @@ static int check_args(const char *cmd, int listen, const struct net_args *a)
         cli_error("%s: --pattern must be KK or XK", cmd);
         return ARGS_BAD;
     }
+    if (a->log_format != NULL && cli_log_format_parse(a->log_format) < 0) {
+        cli_error("%s: --log-format must be text, journal or json", cmd);
+        return ARGS_BAD;
+    }
     if (a->echo && (a->raw || a->show_peer)) {
         cli_error("%s: --echo prints no messages: --raw and --show-peer go without it", cmd);
         return ARGS_BAD;
@@ -254,10 +225,22 @@ static int parse_args(int argc, char **argv, int listen, struct net_args *a)
 static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char *host,
     size_t cap, uint16_t *port)
 {
-    int rc = parse_args(argc, argv, listen, a);
+    struct cli_limits lim;
+    struct cli_config_opts co = { argv[0], cli_opts_known,
+        (void *)(listen ? listen_opts : connect_opts) };
+    int argc0 = argc;
+    char **argv0 = argv;
+    int rc = cli_config_apply(&co, &argc, &argv, &lim);
+    if (rc != 0)
+        return rc;
+    rc = parse_args(argc, argv, listen, a);
+    a->lim = lim;
+    a->argc0 = argc0;
+    a->argv0 = argv0;
+    a->has_config = argv != argv0;
     if (rc != 0)
         return rc == ARGS_HELP ? 0 : rc;
-    if (split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
+    if (cli_split_host_port(a->addr, host, cap, port) != 0 || (!listen && *port == 0)) {
         char shown[CLI_SHOWN_MAX];
         cli_error("%s: %s wants HOST:PORT or [IPV6]:PORT, got %s", argv[0],
             listen ? "--bind" : "the target", cli_shown(a->addr, shown));
@@ -266,53 +249,21 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
     return -1;
 }
 
-/* The context, the key and the peers. Returns 0 or 1 after printing. */
+/* The context, the key and the peers. Returns 0 or an exit status after
+ * printing. */
 static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n_key **key)
 {
+    cli_log_init(a->verbose);
+    if (a->log_format != NULL)
+        cli_log_format = cli_log_format_parse(a->log_format);
+    if (a->lim.log_level != 0 && !a->verbose)
+        cli_log_level = a->lim.log_level;
     p11n_ctx_options o = { 0 };
-    o.log_level = a->verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
-    int rc = p11n_ctx_new(&o, ctx);
-    if (rc != P11N_OK) {
-        cli_error("%s: %s", cmd, p11n_strerror(rc));
-        return 1;
-    }
-    rc = p11n_key_load_ex(a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0, key);
-    if (rc != P11N_OK) {
-        const char *detail = p11n_token_last_error();
-        /* The URI may hold a PIN: never echo it. */
-        cli_error("%s: cannot load the key: %s%s%s%s", cmd, p11n_strerror(rc),
-            detail[0] ? " — " : "", detail, rc == P11N_ERR_KEY_EXTRACTABLE
-            ? " (--dev-allow-extractable-key accepts it, for development only)" : "");
-        return 1;
-    }
-    if (p11n_key_warning(*key) != NULL)
-        cli_error("warning: %s", p11n_key_warning(*key));
-    if (a->peers_file != NULL) {
-        /* Checked here first for the system's own reason (the library
-         * reports any failure to open as IO) and because the library logs
-         * the path, which might be a key URI given to the wrong option. */
-        char shown[CLI_SHOWN_MAX];
-        if (access(a->peers_file, R_OK) != 0) {
-            const char *why = strerror(errno);
-            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown), why);
-            return 1;
-        }
-        rc = p11n_peers_load_file(*ctx, a->peers_file);
-        if (rc < 0) {
-            cli_error("%s: peers file %s: %s", cmd, cli_shown(a->peers_file, shown),
-                p11n_strerror(rc));
-            return 1;
-        }
-    } else if (strncmp(a->key, "pkcs11:", 7) == 0) {
-        rc = p11n_peers_load_token(*ctx, a->key);
-        if (rc < 0) {
-            const char *detail = p11n_token_last_error();
-            cli_error("%s: reading the ceremony objects of the key's token: %s%s%s", cmd,
-                p11n_strerror(rc), detail[0] ? " — " : "", detail);
-            return 1;
-        }
-    }
-    return 0;
+    cli_limits_apply(&a->lim, &o);
+    o.log = cli_log_cb;
+    o.log_level = cli_log_level;
+    return cli_net_setup(cmd, &o, a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0,
+        a->peers_file, ctx, key);
 }
 
 /* The handshake options both commands take from the arguments. */
@@ -331,19 +282,28 @@ static p11n_channel_options channel_options(const struct net_args *a, p11n_key *
 /* ---- listen ---- */
 
 /* The callbacks' arg: the listener's state until a connection is
- * established, then (--echo) the connection's own, which embeds it. */
+ * established, then the connection's own, which points back to it. Every
+ * established connection is on the listener's list, so that a stop can
+ * close each gracefully and the service status can count them. */
+struct lconn;
 struct listen_state {
-    int per_conn;
+    int per_conn;                 /* 0 */
     int raw;                      /* --raw */
     int show_peer;                /* --show-peer */
+    int echo;                     /* --echo */
+    struct lconn *conns;
+    size_t nconns;
 };
 
 /* --echo applies backpressure: a message p11n_send refuses because the
  * peer does not read its echoes fast enough is kept, and reading stops
  * until the queue drains, so the peer's sending is held back by TCP
  * instead of the echoes piling up (or being dropped). */
-struct echo_conn {
-    struct listen_state base;     /* per_conn = 1 */
+struct lconn {
+    int per_conn;                 /* 1 */
+    struct listen_state *ls;
+    struct lconn *prev, *next;
+    p11n_conn *conn;
     uint8_t *pending;             /* the refused message, or NULL */
     size_t len;
 };
@@ -371,9 +331,9 @@ static void put_escaped(const uint8_t *p, size_t len, FILE *f)
     }
 }
 
-static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+static void print_message(const struct listen_state *ls, p11n_conn *c, const uint8_t *msg,
+    size_t len)
 {
-    const struct listen_state *ls = arg;
     if (ls->show_peer) {
         const char *peer = p11n_conn_peer(c) ? p11n_conn_peer(c) : "?";
         put_escaped((const uint8_t *)peer, strlen(peer), stdout);
@@ -389,27 +349,39 @@ static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 
 static void echo_fail(p11n_conn *c, const char *what, int rc)
 {
-    fprintf(stderr, "p11noise: listen: echo to %s: %s: %s; closing\n", p11n_conn_peer(c), what,
-        p11n_strerror(rc));
+    cli_log_event(P11N_LOG_ERROR, NULL, "listen: echo to %s: %s: %s; closing",
+        p11n_conn_peer(c), what, p11n_strerror(rc));
     p11n_close(c);
 }
 
-static void e_established(p11n_conn *c, const char *peer, void *arg)
+static void l_established(p11n_conn *c, const char *peer, void *arg)
 {
     (void)peer;
-    (void)arg;
-    struct echo_conn *e = calloc(1, sizeof(*e));
+    struct listen_state *ls = arg;
+    struct lconn *e = calloc(1, sizeof(*e));
     if (e == NULL) {
         echo_fail(c, "connection state", P11N_ERR_NOMEM);
         return;
     }
-    e->base.per_conn = 1;
+    e->per_conn = 1;
+    e->ls = ls;
+    e->conn = c;
+    e->next = ls->conns;
+    if (ls->conns != NULL)
+        ls->conns->prev = e;
+    ls->conns = e;
+    ls->nconns++;
     p11n_conn_set_arg(c, e);
+    cli_notify("STATUS=%zu connection%s", ls->nconns, ls->nconns == 1 ? "" : "s");
 }
 
-static void e_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+static void l_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
 {
-    struct echo_conn *e = arg;
+    struct lconn *e = arg;
+    if (!e->ls->echo) {
+        print_message(e->ls, c, msg, len);
+        return;
+    }
     int rc = p11n_send(c, msg, len);
     if (rc == P11N_OK)
         return;
@@ -428,9 +400,9 @@ static void e_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
         echo_fail(c, "pausing", rc);
 }
 
-static void e_writable(p11n_conn *c, void *arg)
+static void l_writable(p11n_conn *c, void *arg)
 {
-    struct echo_conn *e = arg;
+    struct lconn *e = arg;
     if (e->pending == NULL)
         return;
     int rc = p11n_send(c, e->pending, e->len);
@@ -442,17 +414,118 @@ static void e_writable(p11n_conn *c, void *arg)
         echo_fail(c, "resuming", rc);
 }
 
-static void e_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+static void l_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
 {
     (void)c;
     (void)reason;
     (void)text;
-    struct listen_state *ls = arg;
-    if (!final || !ls->per_conn)
+    if (!final || !*(int *)arg)
         return;
-    struct echo_conn *e = arg;
+    struct lconn *e = arg;
+    struct listen_state *ls = e->ls;
+    if (e->prev != NULL)
+        e->prev->next = e->next;
+    else
+        ls->conns = e->next;
+    if (e->next != NULL)
+        e->next->prev = e->prev;
+    ls->nconns--;
     free(e->pending);
     free(e);
+    cli_notify("STATUS=%zu connection%s", ls->nconns, ls->nconns == 1 ? "" : "s");
+}
+
+/* Stop accepting, close every connection gracefully and run the loop
+ * until they are all closed or CLI_STOP_GRACE_MS has passed. */
+static void listen_stop(p11n_ctx *ctx, p11n_listener *l, struct listen_state *st)
+{
+    cli_notify("STOPPING=1");
+    p11n_listener_close(l);
+    size_t n = st->nconns;
+    /* `next` first: a `closed` callback inside p11n_close frees e. */
+    for (struct lconn *e = st->conns, *next; e != NULL; e = next) {
+        next = e->next;
+        p11n_close(e->conn);
+    }
+    long long end = cli_now_ms() + CLI_STOP_GRACE_MS;
+    while (st->nconns > 0 && cli_now_ms() < end)
+        if (p11n_run_once(ctx, 100) == P11N_ERR_IO)
+            break;
+    cli_log_event(P11N_LOG_INFO, "stop", "listen: stopped: %zu connection%s closed%s", n,
+        n == 1 ? "" : "s", st->nconns ? ", the rest cut at the deadline" : " gracefully");
+}
+
+static int same(const char *x, const char *y)
+{
+    return x == y || (x != NULL && y != NULL && strcmp(x, y) == 0);
+}
+
+/* SIGHUP with --config: the file is read again, with the command line
+ * (which still wins). A running listener takes the peers file, the log
+ * level and the log form; the rest is named as waiting for a restart. A
+ * file that does not parse changes nothing. */
+static void reread_config(struct net_args *a)
+{
+    if (!a->has_config)
+        return;
+    struct net_args b;
+    char host[256];
+    uint16_t port;
+    if (parse_cmd(a->argc0, a->argv0, 1, &b, host, sizeof(host), &port) >= 0) {
+        cli_log_event(P11N_LOG_ERROR, "reload", "listen: the configuration file is not "
+            "applied: keeping the one in use");
+        return;
+    }
+    a->peers_file = b.peers_file;
+    cli_log_init(b.verbose);
+    if (b.log_format != NULL)
+        cli_log_format = cli_log_format_parse(b.log_format);
+    if (b.lim.log_level != 0 && !b.verbose)
+        cli_log_level = b.lim.log_level;
+    struct cli_limits was = a->lim, now = b.lim;
+    was.log_level = now.log_level = 0;
+    const struct {
+        const char *name;
+        int differs;
+    } later[] = {
+        { "key", !same(a->key, b.key) }, { "bind", !same(a->addr, b.addr) },
+        { "pattern", !same(a->pattern, b.pattern) },
+        { "prologue", !same(a->prologue, b.prologue) },
+        { "peer", a->nlisten_peers != b.nlisten_peers },
+        { "echo, raw or show_peer", a->echo != b.echo || a->raw != b.raw
+            || a->show_peer != b.show_peer },
+        { "a limit", memcmp(&was, &now, sizeof(was)) != 0 },
+    };
+    for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
+        if (later[i].differs)
+            cli_log_event(P11N_LOG_WARN, "reload", "listen: %s changed in the configuration "
+                "file: takes effect at the next start", later[i].name);
+}
+
+/* Run until SIGTERM or SIGINT, reloading on SIGHUP. Returns the exit
+ * status. */
+static int listen_run(struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
+    struct listen_state *st)
+{
+    cli_service_signals(ctx);
+    cli_notify_ready(0);
+    for (;;) {
+        int rc = p11n_run(ctx);
+        if (rc != P11N_OK) {
+            cli_error("listen: %s", p11n_strerror(rc));
+            return cli_exit_status(rc);
+        }
+        int sig = cli_service_signal();
+        if (sig == CLI_SIG_STOP)
+            break;
+        if (sig == CLI_SIG_RELOAD) {
+            reread_config(a);
+            (void)cli_service_reload("listen", ctx, a->key, a->peers_file);
+            cli_notify_ready(st->nconns);
+        }
+    }
+    listen_stop(ctx, l, st);
+    return 0;
 }
 
 int cmd_listen(int argc, char **argv)
@@ -461,41 +534,34 @@ int cmd_listen(int argc, char **argv)
     char host[256];
     uint16_t port;
     int rc = parse_cmd(argc, argv, 1, &a, host, sizeof(host), &port);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cli_config_free();
         return rc;
+    }
     p11n_ctx *ctx = NULL;
     p11n_key *key = NULL;
     p11n_listener *l = NULL;
     int status = setup(&a, "listen", &ctx, &key);
     if (status != 0)
         goto out;
-    struct listen_state st = { .per_conn = 0, .raw = a.raw, .show_peer = a.show_peer };
-    p11n_callbacks cb = { .message = l_message, .arg = &st };
-    if (a.echo)
-        cb = (p11n_callbacks){ .established = e_established, .message = e_message,
-            .writable = e_writable, .closed = e_closed, .arg = &st };
+    struct listen_state st = { .raw = a.raw, .show_peer = a.show_peer, .echo = a.echo };
+    p11n_callbacks cb = { .established = l_established, .message = l_message,
+        .writable = l_writable, .closed = l_closed, .arg = &st };
     p11n_listen_options lo = { 0 };
     lo.ch = channel_options(&a, key, cb);
     lo.peers = a.listen_peers;
     lo.npeers = a.nlisten_peers;
     rc = p11n_listen(ctx, host, port, &lo, &l);
     if (rc != P11N_OK) {
-        char shown[CLI_SHOWN_MAX];
-        cli_error("listen: cannot listen on %s: %s%s", cli_shown(a.addr, shown),
-            p11n_strerror(rc),
-            rc == P11N_ERR_INVALID_ARG ? " (numeric address, and KK needs a known peer)" : "");
-        status = 1;
+        status = cli_listen_failed("listen", a.addr, rc);
         goto out;
     }
-    catch_signals(ctx);
-    rc = p11n_run(ctx);
-    if (rc != P11N_OK) {
-        cli_error("listen: %s", p11n_strerror(rc));
-        status = 1;
-    }
+    status = listen_run(&a, ctx, l, &st);
 out:
     p11n_ctx_free(ctx);
     p11n_key_free(key);
+    cli_peers_free();
+    cli_config_free();
     return status;
 }
 
@@ -520,9 +586,7 @@ struct connect_state {
 
 static uint64_t now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    return (uint64_t)cli_now_ms();
 }
 
 /* Whether to close the channel now: input has ended, every line went
@@ -579,6 +643,52 @@ static void c_closed(p11n_conn *c, int reason, const char *text, int final, void
     st->conn = NULL;
     st->reason = reason;
     snprintf(st->text, sizeof(st->text), "%s", text);
+}
+
+/* The key we expect `peer` to hold, in hex (67 bytes), or "" when it
+ * cannot be found again: `peer` itself when given in hex, else its entry
+ * in the peers file or on the key's token. */
+static void expected_key(const struct net_args *a, char hex[2 * P11N_PUBKEY_LEN + 1])
+{
+    hex[0] = '\0';
+    if (strlen(a->peer) == 2 * P11N_PUBKEY_LEN
+        && strspn(a->peer, "0123456789abcdefABCDEF") == 2 * P11N_PUBKEY_LEN) {
+        memcpy(hex, a->peer, 2 * P11N_PUBKEY_LEN + 1);
+        return;
+    }
+    p11n_peer_entry *e = NULL;
+    size_t n = 0, bad = 0, len = 0;
+    char *text = a->peers_file ? cli_slurp(a->peers_file, &len) : NULL;
+    int rc = text ? p11n_peers_parse(text, len, &e, &n, &bad)
+        : strncmp(a->key, "pkcs11:", 7) == 0 ? p11n_ceremony_read(a->key, &e, &n)
+        : P11N_ERR_STATE;
+    for (size_t i = 0; rc == P11N_OK && i < n; i++)
+        if (strcmp(e[i].id, a->peer) == 0)
+            for (size_t k = 0; k < P11N_PUBKEY_LEN; k++)
+                snprintf(hex + 2 * k, 3, "%02x", e[i].pub[k]);
+    free(e);
+    free(text);
+}
+
+/* A KK initiator whose handshake ends with the responder hanging up after
+ * act 1, or with an act 2 that does not decrypt, cannot tell why: the
+ * responder does not know our key, its own key is not the one we have,
+ * or the pattern or prologue differ. Say so, rather than "closed by peer",
+ * and name the key expected. Returns 1 if that was the case. */
+static int report_rejected(const struct net_args *a, const struct connect_state *st)
+{
+    int kk = a->pattern == NULL || strcmp(a->pattern, "KK") == 0;
+    if (st->up || !kk || (st->reason != P11N_ERR_CLOSED && st->reason != P11N_ERR_RESET
+        && st->reason != P11N_ERR_BAD_TAG))
+        return 0;
+    char hex[2 * P11N_PUBKEY_LEN + 1], shown[CLI_SHOWN_MAX];
+    expected_key(a, hex);
+    cli_error("connect: the responder rejected us or is not the key we know as %s (our key "
+        "not in its ceremony, its key changed, or pattern/prologue differ)%s%s; it %s",
+        cli_shown(a->peer, shown), hex[0] ? "; expected key " : "", hex,
+        st->reason == P11N_ERR_BAD_TAG ? "answered with an act 2 that does not decrypt"
+                                       : "hung up during the handshake");
+    return 1;
 }
 
 /* Send every complete line in the buffer. Returns 0, or 1 after an error
@@ -666,8 +776,10 @@ int cmd_connect(int argc, char **argv)
     char host[256];
     uint16_t port;
     int rc = parse_cmd(argc, argv, 0, &a, host, sizeof(host), &port);
-    if (rc >= 0)
+    if (rc >= 0) {
+        cli_config_free();
         return rc;
+    }
     struct connect_state st;
     memset(&st, 0, sizeof(st));
     st.linger_ms = a.linger_ms;
@@ -690,10 +802,10 @@ int cmd_connect(int argc, char **argv)
     if (rc != P11N_OK) {
         char shown[CLI_SHOWN_MAX];
         cli_error("connect: peer %s: %s", cli_shown(a.peer, shown), p11n_strerror(rc));
-        status = 1;
+        status = cli_exit_status(rc);
         goto out;
     }
-    catch_signals(st.ctx);
+    cli_catch_signals(st.ctx);
 
     struct pollfd *fds = NULL;
     size_t cap = 0;
@@ -741,14 +853,19 @@ int cmd_connect(int argc, char **argv)
         }
     }
     fflush(stdout);
-    if (status == 0 && st.reason != P11N_OK) {
-        cli_error("connect: %s (%s)", st.text, p11n_strerror(st.reason));
-        status = 1;
+    if (status == 0 && st.reason != P11N_OK && report_rejected(&a, &st)) {
+        status = CLI_EXIT_PEER;
+    } else if (status == 0 && st.reason != P11N_OK) {
+        cli_error("connect: %s (%s)%s", st.text, p11n_strerror(st.reason),
+            st.reason == P11N_ERR_LIMIT ? "; the limit is max_token_ops (64), raised in "
+            "the --config file" : "");
+        status = cli_exit_status(st.reason);
     }
     free(fds);
 out:
     p11n_ctx_free(st.ctx);
     p11n_key_free(key);
+    cli_peers_free();
     free(st.line);
     return status;
 }

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_net.h"
 #include "p11noise.h"
 
 /* Read a PIN from the controlling terminal; refuse when there is none. */
@@ -64,7 +65,7 @@ static int fail(const char *what, int err)
         cli_error("%s: %s", what, detail);
     else
         cli_error("%s: %s", what, p11n_strerror(err));
-    return 1;
+    return cli_exit_status(err);
 }
 
 static void print_hex(const uint8_t *p, size_t len)
@@ -78,6 +79,7 @@ static const struct cli_opt token_opts[] = {
     { "--label", 'l', 1 },
     { "--key", 'k', 1 },
     { "--replace", 'r', 0 },
+    { "--fingerprint", 'f', 0 },
     { NULL, 0, 0 },
 };
 
@@ -86,8 +88,12 @@ static const char KEYGEN_USAGE[] =
     "usage: p11noise keygen --token URI --label NAME\n"
     "Generates a secp256k1 key pair on the token and prints \"NAME PUBHEX\".\n";
 static const char PUBKEY_USAGE[] =
-    "usage: p11noise pubkey --key URI\n"
-    "Prints the key's 66-hex-digit compressed public key (URI: pkcs11:... or file:PATH).\n";
+    "usage: p11noise pubkey --key URI [--fingerprint]\n"
+    "       p11noise pubkey --fingerprint PUBHEX\n"
+    "Prints the key's 66-hex-digit compressed public key (URI: pkcs11:... or file:PATH).\n"
+    "--fingerprint prints instead its fingerprint, to read aloud when checking a\n"
+    "ceremony out of band: eight groups of four characters of base32 of SHA-256\n"
+    "of the compressed key (its first 160 bits). Given PUBHEX, that key's.\n";
 static const char CEREMONY_USAGE[] =
     "usage: p11noise ceremony import --token URI [--replace] FILE|-\n"
     "       p11noise ceremony list   --token URI\n"
@@ -102,6 +108,7 @@ static const char CEREMONY_USAGE[] =
 struct args {
     const char *token, *label, *key;
     int replace;
+    int fingerprint;
     int npos;
     char **pos;
 };
@@ -141,6 +148,8 @@ static int parse_args(int argc, char **argv, const char *allowed, const char *us
             a->key = val;
         } else if (c == 'r') {
             a->replace = 1;
+        } else if (c == 'f') {
+            a->fingerprint = 1;
         }
     }
     return 0;
@@ -167,67 +176,74 @@ int cmd_keygen(int argc, char **argv)
     return 0;
 }
 
-int cmd_pubkey(int argc, char **argv)
+/* PUBHEX, checked to be a point, into pub. Returns 0 or -1 after printing. */
+static int parse_pubhex(const char *hex, uint8_t pub[P11N_PUBKEY_LEN])
 {
-    struct args a;
-    int rc = parse_args(argc, argv, "k", PUBKEY_USAGE, &a);
-    if (rc != 0)
-        return rc < 0 ? 0 : rc;
-    if (a.key == NULL || a.npos != 0) {
-        cli_error("usage: p11noise pubkey --key URI");
-        return 2;
-    }
+    char line[2 * P11N_PUBKEY_LEN + 8];
+    p11n_peer_entry *e = NULL;
+    size_t n = 0, bad = 0;
+    int ok = strlen(hex) == 2 * P11N_PUBKEY_LEN
+        && snprintf(line, sizeof(line), "k %s\n", hex) < (int)sizeof(line)
+        && p11n_peers_parse(line, strlen(line), &e, &n, &bad) == P11N_OK && n == 1;
+    if (ok)
+        memcpy(pub, e[0].pub, P11N_PUBKEY_LEN);
+    else
+        cli_error("pubkey: PUBHEX must be a compressed secp256k1 point in %d hex digits",
+            2 * P11N_PUBKEY_LEN);
+    free(e);
+    return ok ? 0 : -1;
+}
+
+/* The public key of the --key URI into pub. Returns 0 or an exit status
+ * after printing. */
+static int load_public(const char *uri, uint8_t pub[P11N_PUBKEY_LEN])
+{
     p11n_set_pin_callback(tty_pin, NULL);
     p11n_key *key = NULL;
-    int err = p11n_key_load(a.key, &key);
-    if (err != P11N_OK && strncmp(a.key, "file:", 5) == 0) {
+    int err = p11n_key_load(uri, &key);
+    if (err != P11N_OK && strncmp(uri, "file:", 5) == 0) {
         /* A file: URI holds no PIN: name it. */
-        cli_error("pubkey: %s: %s", a.key, p11n_strerror(err));
-        return 1;
+        cli_error("pubkey: %s: %s", uri, p11n_strerror(err));
+        return cli_exit_status(err);
     }
     if (err != P11N_OK)
         return fail("pubkey", err);
-    uint8_t pub[P11N_PUBKEY_LEN];
     size_t len = 0;
-    err = p11n_key_public(key, pub, sizeof(pub), &len);
+    err = p11n_key_public(key, pub, P11N_PUBKEY_LEN, &len);
     p11n_key_free(key);
     if (err != P11N_OK)
         return fail("pubkey", err);
-    print_hex(pub, len);
-    printf("\n");
     return 0;
 }
 
-/* The whole of a file, or of standard input for "-". */
-static char *slurp(const char *path, size_t *len)
+int cmd_pubkey(int argc, char **argv)
 {
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (f == NULL)
-        return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    while (buf != NULL) {
-        n += fread(buf + n, 1, cap - n, f);
-        if (n < cap)
-            break;
-        char *p = realloc(buf, cap * 2);
-        if (p == NULL) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = p;
-        cap *= 2;
+    struct args a;
+    int rc = parse_args(argc, argv, "kf", PUBKEY_USAGE, &a);
+    if (rc != 0)
+        return rc < 0 ? 0 : rc;
+    int forms_ok = a.key != NULL ? a.npos == 0 : a.fingerprint && a.npos == 1;
+    if (!forms_ok) {
+        cli_error("usage: p11noise pubkey --key URI [--fingerprint] | --fingerprint PUBHEX");
+        return CLI_EXIT_USAGE;
     }
-    int bad = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    if (bad) {
-        free(buf);
-        return NULL;
+    uint8_t pub[P11N_PUBKEY_LEN];
+    if (a.key == NULL && parse_pubhex(a.pos[0], pub) != 0)
+        return CLI_EXIT_USAGE;
+    if (a.key != NULL && (rc = load_public(a.key, pub)) != 0)
+        return rc;
+    char fp[CLI_FINGERPRINT_LEN];
+    if (a.fingerprint && cli_fingerprint(pub, fp) != 0) {
+        cli_error("pubkey: cannot hash the key");
+        return CLI_EXIT_INTERNAL;
     }
-    *len = n;
-    return buf;
+    if (a.fingerprint)
+        printf("%s\n", fp);
+    else {
+        print_hex(pub, P11N_PUBKEY_LEN);
+        printf("\n");
+    }
+    return 0;
 }
 
 static int ceremony_import(const struct args *a)
@@ -239,22 +255,23 @@ static int ceremony_import(const struct args *a)
     const char *path = a->pos[0];
     const char *name = strcmp(path, "-") == 0 ? "<stdin>" : path;
     size_t len = 0;
-    char *text = slurp(path, &len);
+    char *text = cli_slurp(path, &len);
     if (text == NULL) {
         /* Not repeated when it could be a key URI given in its place. */
         const char *why = strerror(errno);
         char shown[CLI_SHOWN_MAX];
         cli_error("ceremony import: cannot read %s: %s", cli_shown(name, shown), why);
-        return 1;
+        return CLI_EXIT_USAGE;
     }
     p11n_peer_entry *entries = NULL;
     size_t n = 0, bad_line = 0, bad_index = 0;
     int err = p11n_peers_parse(text, len, &entries, &n, &bad_line);
     if (err != P11N_OK) {
-        cli_error("ceremony import: %s:%zu: %s; nothing imported", name, bad_line,
-            p11n_strerror(err));
+        char why[160];
+        cli_error("ceremony import: %s:%zu: %s: %s; nothing imported", name, bad_line,
+            p11n_strerror(err), cli_ceremony_line_why(text, len, bad_line, why, sizeof(why)));
         free(text);
-        return 1;
+        return cli_exit_status(err);
     }
     err = p11n_ceremony_write(a->token, entries, n, a->replace, &bad_index);
     if (err != P11N_OK && bad_index < n) {
@@ -268,7 +285,7 @@ static int ceremony_import(const struct args *a)
     }
     free(entries);
     free(text);
-    return err == P11N_OK ? 0 : 1;
+    return cli_exit_status(err);
 }
 
 static int ceremony_list(const struct args *a)

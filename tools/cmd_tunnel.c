@@ -14,54 +14,121 @@
 #include "cli_net.h"
 #include "tunnel.h"
 
-int tun_log_level = P11N_LOG_INFO;
-
-void tun_log_cb(int level, const char *line, void *arg)
-{
-    static const char *const names[] = { "debug", "error", "warn", "info", "debug" };
-    (void)arg;
-    if (level > tun_log_level)
-        return;
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    char stamp[32];
-    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-    fprintf(stderr, "%s.%03ldZ p11noise %s: %s\n", stamp, ts.tv_nsec / 1000000L,
-        names[level >= 1 && level <= 4 ? level : 0], line);
-}
-
-void tun_log(int level, const char *fmt, ...)
-{
-    if (level > tun_log_level)
-        return;
-    char line[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
-    va_end(ap);
-    tun_log_cb(level, line, NULL);
-}
-
 /* ---- setup ---- */
 
 static int setup(struct tunnel *t, const char *cmd)
 {
-    tun_log_level = t->a.verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
+    cli_log_init(t->a.verbose);
+    if (t->a.log_format != NULL)
+        cli_log_format = cli_log_format_parse(t->a.log_format);
+    if (t->lim.log_level != 0 && !t->a.verbose)
+        cli_log_level = t->lim.log_level;
     p11n_ctx_options o = { 0 };
-    o.log = tun_log_cb;
-    o.log_level = tun_log_level;
-    return cli_net_setup(cmd, &o, t->a.key, t->a.peers_file, &t->ctx, &t->key);
+    cli_limits_apply(&t->lim, &o);
+    o.log = cli_log_cb;
+    o.log_level = cli_log_level;
+    return cli_net_setup(cmd, &o, t->a.key, 0, t->a.peers_file, &t->ctx, &t->key);
 }
 
 /* ---- the loop ---- */
 
 long long tun_now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return cli_now_ms();
+}
+
+static size_t count_conns(const struct tunnel *t)
+{
+    size_t n = 0;
+    for (const struct tun *c = t->conns; c != NULL; c = c->next)
+        n += !c->dead;
+    return n;
+}
+
+/* SIGTERM or SIGINT: stop accepting and close every tunnelled connection
+ * (the channel gracefully); the loop then runs until they are gone or
+ * the deadline has passed. */
+static void begin_stop(struct tunnel *t, const char *cmd)
+{
+    cli_notify("STOPPING=1");
+    t->stop_count = count_conns(t);
+    t->stop_deadline_ms = tun_now_ms() + CLI_STOP_GRACE_MS;
+    if (t->l != NULL) {
+        p11n_listener_close(t->l);
+        t->l = NULL;
+    }
+    if (t->lfd >= 0) {
+        close(t->lfd);
+        t->lfd = -1;
+        if (t->listen_addr.is_unix)
+            unlink(t->listen_addr.host);
+    }
+    for (struct tun *c = t->conns; c != NULL; c = c->next)
+        tun_abort(c, "%s stopping", cmd);
+}
+
+/* SIGHUP with --config: the file is read again, with the command line
+ * (which still wins). A running tunnel takes the peers file, the log
+ * level and the log form; other changes wait for a restart. A file that
+ * does not parse changes nothing. */
+static void reread_config(struct tunnel *t, const char *cmd)
+{
+    if (!t->has_config)
+        return;
+    struct tunnel *n = calloc(1, sizeof(*n));
+    int argc = t->argc0;
+    char **argv = t->argv0;
+    int rc = n == NULL ? CLI_EXIT_INTERNAL : 0;
+    if (rc == 0) {
+        n->a.server = t->a.server;
+        rc = tun_config(&argc, &argv, n);
+    }
+    if (rc == 0)
+        rc = tun_parse_args(argc, argv, n);
+    if (rc != 0) {
+        cli_log_event(P11N_LOG_ERROR, "reload", "%s: the configuration file is not applied: "
+            "keeping the one in use", cmd);
+        free(n);
+        return;
+    }
+    t->a.peers_file = n->a.peers_file;
+    cli_log_init(n->a.verbose);
+    if (n->a.log_format != NULL)
+        cli_log_format = cli_log_format_parse(n->a.log_format);
+    if (n->lim.log_level != 0 && !n->a.verbose)
+        cli_log_level = n->lim.log_level;
+    free(n);
+}
+
+/* A signal made the loop return: reload, or begin the stop. */
+static void on_signal(struct tunnel *t, const char *cmd)
+{
+    int sig = cli_service_signal();
+    if (sig == CLI_SIG_RELOAD && t->stop_deadline_ms == 0) {
+        reread_config(t, cmd);
+        (void)cli_service_reload(cmd, t->ctx, t->a.key, t->a.peers_file);
+        cli_notify_ready(count_conns(t));
+    }
+    if (sig == CLI_SIG_STOP && t->stop_deadline_ms == 0)
+        begin_stop(t, cmd);
+}
+
+/* Stopping, and every connection is gone or the deadline has passed. */
+static int stopped(const struct tunnel *t, const char *cmd, int *timeout)
+{
+    if (t->stop_deadline_ms == 0)
+        return 0;
+    long long left = t->stop_deadline_ms - tun_now_ms();
+    size_t n = count_conns(t);
+    if (n > 0 && left > 0) {
+        if (*timeout < 0 || *timeout > left)
+            *timeout = (int)left;
+        return 0;
+    }
+    cli_log_event(P11N_LOG_INFO, "stop", "%s: stopped: %zu connection%s closed%s", cmd,
+        t->stop_count, t->stop_count == 1 ? "" : "s",
+        n ? ", the rest cut at the deadline" : " gracefully");
+    return 1;
 }
 
 /* The listening socket's fd, or -1 while accepting is paused (and then a
@@ -145,6 +212,8 @@ static int run(struct tunnel *t, const char *cmd)
             status = 1;
             break;
         }
+        if (stopped(t, cmd, &timeout))
+            break;
         if (poll(ps.fds, ps.n, timeout) < 0 && errno != EINTR) {
             cli_error("%s: poll: %s", cmd, strerror(errno));
             status = 1;
@@ -152,8 +221,8 @@ static int run(struct tunnel *t, const char *cmd)
         }
         int rc = p11n_process(t->ctx, ps.fds, ps.nctx);
         if (rc == P11N_ERR_SHUTDOWN) {
-            tun_log(P11N_LOG_INFO, "%s: stopping", cmd);
-            break;
+            on_signal(t, cmd);
+            rc = P11N_OK;
         }
         if (rc != P11N_OK) {
             cli_error("%s: %s", cmd, p11n_strerror(rc));
@@ -215,16 +284,28 @@ int cmd_tunnel(int argc, char **argv)
     t.lfd = -1;
     t.a.server = strcmp(argv[1], "server") == 0;
     const char *cmd = t.a.server ? "tunnel server" : "tunnel client";
-    int status = tun_parse_args(argc - 1, argv + 1, &t);
-    if (status != 0)
+    int targc = argc - 1;
+    char **targv = argv + 1;
+    t.argc0 = targc;
+    t.argv0 = targv;
+    int status = tun_config(&targc, &targv, &t);
+    t.has_config = targv != t.argv0;
+    if (status == 0)
+        status = tun_parse_args(targc, targv, &t);
+    if (status != 0) {
+        cli_config_free();
         return status < 0 ? 0 : status;
+    }
     status = setup(&t, cmd);
-    if (status == 0 && (t.a.server ? tun_server_start(&t) : tun_client_start(&t)) != 0)
-        status = 1;
+    if (status == 0)
+        status = t.a.server ? tun_server_start(&t) : tun_client_start(&t);
     if (status == 0) {
-        cli_catch_signals(t.ctx);
+        cli_service_signals(t.ctx);
+        cli_notify_ready(0);
         status = run(&t, cmd);
     }
     teardown(&t);
+    cli_peers_free();
+    cli_config_free();
     return status;
 }

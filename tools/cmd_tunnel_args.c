@@ -17,7 +17,8 @@
 static const char SERVER_USAGE[] =
     "usage: p11noise tunnel server --key URI --listen HOST:PORT --target HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peer ID]... [--peers FILE]\n"
-    "                              [--proxy-protocol] [--connect-timeout MS] [-v]\n"
+    "                              [--proxy-protocol] [--connect-timeout MS]\n"
+    "                              [--log-format text|journal|json] [--config FILE] [-v]\n"
     "Accepts Noise connections on --listen (a numeric address) and, for each\n"
     "authenticated peer, opens one plain connection to --target and carries the\n"
     "bytes both ways, half-closes included. --peer lists the initiators accepted;\n"
@@ -25,12 +26,15 @@ static const char SERVER_USAGE[] =
     "a pkcs11: key. --proxy-protocol sends the target a PROXY protocol v2 header\n"
     "first (command PROXY), with the peer's identifier (or, without one, its public\n"
     "key in hex) in TLV 0xE0 and its 33-byte key in TLV 0xE1. A target that does not\n"
-    "answer within --connect-timeout (10000 ms) fails that connection. SIGINT or\n"
-    "SIGTERM stops it. Logs go to stderr (-v: more).\n";
+    "answer within --connect-timeout (10000 ms) fails that connection. SIGHUP reloads\n"
+    "the peers; SIGINT or SIGTERM closes every connection and exits 0. Logs go to\n"
+    "stderr (-v: more).\n";
 static const char CLIENT_USAGE[] =
     "usage: p11noise tunnel client --key URI --peer ID|PUBHEX --listen HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peers FILE]\n"
-    "                              [--socks5 [USER:PASS@]HOST:PORT] [--mode OCTAL] [-v] HOST:PORT\n"
+    "                              [--socks5 [USER:PASS@]HOST:PORT] [--mode OCTAL]\n"
+    "                              [--log-format text|journal|json] [--config FILE] [-v]\n"
+    "                              HOST:PORT\n"
     "Accepts plain connections on --listen and, for each, opens one Noise\n"
     "connection to the tunnel server at HOST:PORT (through the SOCKS5 proxy if\n"
     "given) and carries the bytes both ways, half-closes included. A Unix socket\n"
@@ -59,6 +63,7 @@ static const struct opt {
     { "--mode", CLI, OPT_MODE, 0 },
     { "--connect-timeout", SRV, OPT_MS, 0 },
     { "-v", SRV | CLI, OPT_FLAG, offsetof(struct tun_args, verbose) },
+    { "--log-format", SRV | CLI, OPT_STR, offsetof(struct tun_args, log_format) },
 };
 
 static int set_opt(const struct opt *o, const char *val, struct tun_args *a, const char *cmd)
@@ -134,6 +139,10 @@ static int check_args(struct tunnel *t, const char *cmd)
         cli_error("%s: --pattern must be KK or XK", cmd);
         return 2;
     }
+    if (a->log_format != NULL && cli_log_format_parse(a->log_format) < 0) {
+        cli_error("%s: --log-format must be text, journal or json", cmd);
+        return 2;
+    }
     char shown[CLI_SHOWN_MAX];
     if (tun_parse_addr(a->listen, &t->listen_addr) != 0
         || (a->server && t->listen_addr.is_unix)) {
@@ -188,4 +197,23 @@ int tun_parse_args(int argc, char **argv, struct tunnel *t)
 void tun_usage(void)
 {
     printf("%s\n%s", SERVER_USAGE, CLIENT_USAGE);
+}
+
+/* cli_config_opts.known for the tunnel: its options on this side. */
+static int known(const char *name, int *takes_value, void *arg)
+{
+    const struct tun_args *a = arg;
+    for (size_t k = 0; k < sizeof(opts) / sizeof(opts[0]); k++)
+        if (strcmp(opts[k].name, name) == 0 && (opts[k].sides & (a->server ? SRV : CLI))) {
+            *takes_value = opts[k].kind != OPT_FLAG;
+            return 1;
+        }
+    return 0;
+}
+
+int tun_config(int *argc, char ***argv, struct tunnel *t)
+{
+    struct cli_config_opts co = { t->a.server ? "tunnel server" : "tunnel client", known,
+        &t->a };
+    return cli_config_apply(&co, argc, argv, &t->lim);
 }

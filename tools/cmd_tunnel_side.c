@@ -17,6 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cli.h"
+#include "cli_net.h"
 #include "tunnel.h"
 
 #define ACCEPT_BATCH 16           /* plain connections accepted per wake-up */
@@ -42,19 +44,15 @@ int tun_server_start(struct tunnel *t)
     char err[256];
     if (tun_resolve(&t->target_addr, t, err, sizeof(err)) != 0) {
         tun_log(P11N_LOG_ERROR, "tunnel server: target %s: %s", t->a.target, err);
-        return -1;
+        return CLI_EXIT_NETWORK;
     }
     p11n_listen_options lo = { 0 };
     lo.ch = channel(t, t);
     lo.peers = t->a.server_peers;
     lo.npeers = t->a.nserver_peers;
     int rc = p11n_listen(t->ctx, t->listen_addr.host, t->listen_addr.port, &lo, &t->l);
-    if (rc != P11N_OK) {
-        tun_log(P11N_LOG_ERROR, "tunnel server: cannot listen on %s: %s%s", t->a.listen,
-            p11n_strerror(rc),
-            rc == P11N_ERR_INVALID_ARG ? " (numeric address, and KK needs a known peer)" : "");
-        return -1;
-    }
+    if (rc != P11N_OK)
+        return cli_listen_failed("tunnel server", t->a.listen, rc);
     tun_log(P11N_LOG_INFO, "tunnel server: each peer's connection goes to %s%s", t->a.target,
         t->a.proxy_protocol ? ", after a PROXY protocol v2 header" : "");
     return 0;
@@ -169,7 +167,7 @@ int tun_client_start(struct tunnel *t)
     t->lfd = tun_listen_plain(&t->listen_addr, t->a.mode, err, sizeof(err));
     if (t->lfd < 0) {
         tun_log(P11N_LOG_ERROR, "tunnel client: cannot listen on %s: %s", t->a.listen, err);
-        return -1;
+        return CLI_EXIT_NETWORK;
     }
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);

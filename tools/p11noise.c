@@ -15,23 +15,43 @@ static const struct {
     const char *usage;
 } commands[] = {
     { "keygen", cmd_keygen, "keygen --token URI --label NAME" },
-    { "pubkey", cmd_pubkey, "pubkey --key URI" },
+    { "pubkey", cmd_pubkey, "pubkey --key URI [--fingerprint] | --fingerprint PUBHEX" },
     { "ceremony", cmd_ceremony, "ceremony import|list|remove --token URI ..." },
-    { "listen", cmd_listen, "listen --key URI --bind HOST:PORT [--pattern KK|XK] ..." },
+    { "listen", cmd_listen, "listen --key URI --bind HOST:PORT [--config FILE] ..." },
     { "connect", cmd_connect, "connect --key URI --peer ID|PUBHEX [--socks5 ...] HOST:PORT" },
     { "tunnel", cmd_tunnel, "tunnel server|client --key URI --listen ADDR ... (--help)" },
     { "vectors", cmd_vectors, "vectors FILE..." },
     { "bench", cmd_bench, "bench [options]" },
 };
 
+/* In the journal's or the JSON form, the command's own lines take that
+ * form too, so that every line on stderr reads the same way. */
+static void say(int level, const char *line)
+{
+    if (cli_log_format == CLI_LOG_TEXT)
+        fprintf(stderr, "p11noise: %s\n", line);
+    else
+        cli_log_event(level, level == P11N_LOG_ERROR ? "error" : "warning", "%s", line);
+}
+
 void cli_error(const char *fmt, ...)
 {
+    char line[1024];
     va_list ap;
-    fputs("p11noise: ", stderr);
     va_start(ap, fmt);
-    vfprintf(stderr, fmt, ap);
+    vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
+    say(P11N_LOG_ERROR, line);
+}
+
+void cli_warning(const char *fmt, ...)
+{
+    char line[1024] = "warning: ";
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line + 9, sizeof(line) - 9, fmt, ap);
+    va_end(ap);
+    say(P11N_LOG_WARN, line);
 }
 
 static int usage(FILE *f)

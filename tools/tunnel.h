@@ -24,6 +24,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "cli.h"
 #include "p11noise.h"
 
 #define TUN_MAX_PEERS 64
@@ -51,6 +52,7 @@ struct tun_args {
     unsigned connect_ms;          /* server: deadline of each connect to the target */
     int proxy_protocol;
     int verbose;
+    const char *log_format;       /* --log-format */
 };
 
 struct tun;
@@ -70,6 +72,12 @@ struct tunnel {
     size_t ntargets;
     struct tun *conns;            /* every tunnelled connection */
     unsigned long next_id;
+    long long stop_deadline_ms;   /* stopping: when the rest is cut; 0 before */
+    size_t stop_count;            /* connections open when the stop began */
+    struct cli_limits lim;        /* the library's limits from --config */
+    int argc0;                    /* the command line as given, for a reload */
+    char **argv0;
+    int has_config;
 };
 
 /* The callbacks' arg is either the tunnel (a server connection before it
@@ -110,11 +118,11 @@ struct tun {
  * after --help, or 2 after printing an error. */
 int tun_parse_args(int argc, char **argv, struct tunnel *t);
 void tun_usage(void);                     /* both usages, on stdout */
+/* --config: see cli_config_apply. */
+int tun_config(int *argc, char ***argv, struct tunnel *t);
 
 /* Log through the same line format as the library's own lines. */
-void tun_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void tun_log_cb(int level, const char *line, void *arg);
-extern int tun_log_level;
+#define tun_log(level, ...) cli_log_event(level, NULL, __VA_ARGS__)
 
 /* cmd_tunnel_pump.c */
 struct tun *tun_new(struct tunnel *t, int fd);
@@ -129,7 +137,8 @@ extern const p11n_callbacks tun_callbacks;
 /* Monotonic clock in milliseconds. */
 long long tun_now_ms(void);
 
-/* cmd_tunnel_side.c */
+/* cmd_tunnel_side.c; the starts return 0 or an exit status (CLI_EXIT_*)
+ * after logging. */
 int tun_server_start(struct tunnel *t);
 int tun_client_start(struct tunnel *t);
 void tun_client_accept(struct tunnel *t);
