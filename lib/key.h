@@ -1,6 +1,6 @@
 /*
- * The static-key handle: the Noise engine calls key->ops->dh() and never
- * sees private key bytes. Software keys (lib/key.c) and PKCS#11 token keys
+ * The static-key handle: the Noise engine calls key->ops->dh() (or, for
+ * a token key, dh_x / dh_static) and never sees private key bytes. Software keys (lib/key.c) and PKCS#11 token keys
  * (pkcs11/) embed struct p11n_key first.
  */
 #ifndef P11N_KEY_H
@@ -14,6 +14,16 @@ struct p11n_key_ops {
     /* out = DH(k, peer), dhlen bytes. peer is publen bytes, already
      * validated with alg->check_pub. Must be thread-safe for token keys. */
     int (*dh)(struct p11n_key *key, const uint8_t *peer, uint8_t *out);
+    /* Optional (NULL: use dh). The same DH with a peer's *static* key:
+     * the backend may remember one fact per peer that makes the next
+     * call cheaper (a token key: the y parity of k·P, one bit). */
+    int (*dh_static)(struct p11n_key *key, const uint8_t *peer, uint8_t *out);
+    /* Optional (NULL: the engine uses dh). x(k·P) only, 32 bytes, for a
+     * secp256k1 key whose full DH costs more than that (a token key: one
+     * derivation instead of two). The engine then carries both
+     * candidates SHA256(0x02||x) and SHA256(0x03||x) and lets the
+     * message's tag decide. Same thread-safety as dh. */
+    int (*dh_x)(struct p11n_key *key, const uint8_t *peer, uint8_t *x);
     void (*destroy)(struct p11n_key *key);
 };
 
@@ -31,6 +41,24 @@ struct p11n_key {
 static inline int p11n_key_dh(struct p11n_key *key, const uint8_t *peer, uint8_t *out)
 {
     return key->ops->dh(key, peer, out);
+}
+
+static inline int p11n_key_dh_static(struct p11n_key *key, const uint8_t *peer,
+    uint8_t *out)
+{
+    if (key->ops->dh_static != NULL)
+        return key->ops->dh_static(key, peer, out);
+    return key->ops->dh(key, peer, out);
+}
+
+static inline int p11n_key_has_dh_x(const struct p11n_key *key)
+{
+    return key->ops->dh_x != NULL;
+}
+
+static inline int p11n_key_dh_x(struct p11n_key *key, const uint8_t *peer, uint8_t *x)
+{
+    return key->ops->dh_x(key, peer, x);
 }
 
 static inline int p11n_key_is_slow(const struct p11n_key *key)

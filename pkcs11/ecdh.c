@@ -150,9 +150,9 @@ int p11n_token_derive_x(struct p11n_token *tok, CK_OBJECT_HANDLE key,
 /* SHA256(compressed(k·P)) from x1 = x(k·P) and x2 = x(k·P + kadj), in
  * constant time: x1 and x2 are the DH secret (lib/secp256k1_x.c). */
 static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUBKEY_LEN],
-    const uint8_t x1[32], const uint8_t x2[32], uint8_t out[32])
+    const uint8_t x1[32], const uint8_t x2[32], uint8_t out[32], uint8_t *parity)
 {
-    int err = p11n_secp256k1_dh_from_x(kadj, x1, x2, out);
+    int err = p11n_secp256k1_dh_from_x_parity(kadj, x1, x2, out, parity);
     if (err == P11N_ERR_BAD_PUBKEY)
         /* Only possible when K is not k·G. */
         err = p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
@@ -160,9 +160,10 @@ static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUB
     return err;
 }
 
-/* x1 = x(k·P) and x2 = x(k·Q) on one session of the current generation. */
+/* x1 = x(k·P) and, unless q is NULL, x2 = x(k·Q), on one session of the
+ * current generation. */
 static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
-    const uint8_t q[P11N_PUBKEY_LEN], uint8_t x1[32], uint8_t x2[32], unsigned *gen, int *lost)
+    const uint8_t *q, uint8_t x1[32], uint8_t x2[32], unsigned *gen, int *lost)
 {
     struct p11n_token_use u = { .s = CK_INVALID_HANDLE, .rv = CKR_OK };
     *lost = 0;
@@ -174,7 +175,7 @@ static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LE
         return err;
     }
     err = derive_on(tok, &u, peer, x1);
-    if (err == P11N_OK)
+    if (err == P11N_OK && q != NULL)
         err = derive_on(tok, &u, q, x2);
     *lost = err != P11N_OK && p11n_ckr_lost(u.rv);
     *gen = u.gen;
@@ -182,11 +183,35 @@ static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LE
     return err;
 }
 
-int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
-    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32])
+/* derive_pair, and once more after recovering when the token lost our
+ * sessions. */
+static int derive_recovering(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
+    const uint8_t *q, uint8_t x1[32], uint8_t x2[32])
+{
+    unsigned gen;
+    int lost;
+    int err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
+    if (lost) {
+        err = p11n_token_recover(tok, gen);
+        if (err == P11N_OK)
+            err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
+    }
+    return err;
+}
+
+int p11n_token_ecdh_x(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
+    uint8_t x[32])
 {
     /* An off-curve point makes tokens fail in unhelpful ways (SoftHSM:
      * CKR_GENERAL_ERROR): refuse it here. */
+    if (p11n_dh_secp256k1.check_pub(peer) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    return derive_recovering(tok, peer, NULL, x, NULL);
+}
+
+int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32], uint8_t *parity)
+{
     if (p11n_dh_secp256k1.check_pub(peer) != P11N_OK)
         return P11N_ERR_BAD_PUBKEY;
     uint8_t q[P11N_PUBKEY_LEN], kadj[P11N_PUBKEY_LEN];
@@ -202,17 +227,9 @@ int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
     }
 
     uint8_t x1[32], x2[32];
-    unsigned gen;
-    int lost;
-    int err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
-    /* The token lost our sessions: come back and try once more. */
-    if (lost) {
-        err = p11n_token_recover(tok, gen);
-        if (err == P11N_OK)
-            err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
-    }
+    int err = derive_recovering(tok, peer, q, x1, x2);
     if (err == P11N_OK)
-        err = pick_parity(tok, kadj, x1, x2, out);
+        err = pick_parity(tok, kadj, x1, x2, out, parity);
     p11n_wipe(x1, sizeof(x1));
     p11n_wipe(x2, sizeof(x2));
     return err;

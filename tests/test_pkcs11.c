@@ -923,6 +923,75 @@ static void test_bolt8_with_token_key(void)
 
 /* Seed the token: the test keys, a key without CKA_DERIVE, a P-256 key, a
  * key without its public half, and the two BOLT #8 static keys. */
+/* ---- token derivations per handshake, counted at the PKCS#11 boundary ---- */
+
+/* One whole sans-I/O handshake between two keys. */
+static void one_handshake(const char *pattern, p11n_key *ik, p11n_key *rk)
+{
+    uint8_t ipub[P11N_PUBKEY_LEN], rpub[P11N_PUBKEY_LEN];
+    size_t n = 0;
+    CU_ASSERT_FATAL(p11n_key_public(ik, ipub, sizeof(ipub), &n) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_key_public(rk, rpub, sizeof(rpub), &n) == P11N_OK);
+    p11n_handshake_config icfg = { .pattern = pattern, .local = ik,
+        .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rpub, .nremote = 1 };
+    p11n_handshake_config rcfg = { .pattern = pattern, .local = rk,
+        .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])ipub, .nremote = 1 };
+    p11n_handshake *side[2] = { NULL, NULL };
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &side[0]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_handshake_respond(&rcfg, &side[1]) == P11N_OK);
+    for (int act = 0; !p11n_handshake_done(side[0]) || !p11n_handshake_done(side[1]); act++) {
+        CU_ASSERT_FATAL(act < 3);
+        uint8_t buf[128];
+        CU_ASSERT_FATAL(p11n_handshake_write(side[act % 2], buf, sizeof(buf), &n) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_read(side[(act + 1) % 2], buf, n) == P11N_OK);
+    }
+    p11n_handshake_free(side[0]);
+    p11n_handshake_free(side[1]);
+}
+
+/* C_DeriveKey calls through tests/faultmod.so from loading both keys
+ * to freeing them (the module writes its counters at C_Finalize), with
+ * `count` handshakes between: the initiator's key is "bolt8-init", the
+ * responder's "bolt8-resp", both on the token. */
+static unsigned long derives_for(const char *pattern, int count)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/derive-counts", T.dir);
+    remove(path);
+    setenv("P11N_FAULT_COUNTS", path, 1);
+    p11n_key *ik = NULL, *rk = NULL;
+    CU_ASSERT_FATAL(p11n_key_load(key_uri("bolt8-init", 1), &ik) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_key_load(key_uri("bolt8-resp", 1), &rk) == P11N_OK);
+    for (int i = 0; i < count; i++)
+        one_handshake(pattern, ik, rk);
+    p11n_key_free(ik);
+    p11n_key_free(rk);
+    unsetenv("P11N_FAULT_COUNTS");
+    unsigned long derives = 0, calls;
+    char name[64];
+    FILE *f = fopen(path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    while (fscanf(f, "%63s %lu", name, &calls) == 2)
+        if (strcmp(name, "C_DeriveKey") == 0)
+            derives = calls;
+    fclose(f);
+    return derives;
+}
+
+/* KK: the initiator's ss costs two derivations the first time (recovering
+ * its parity), one afterwards; its se and the responder's es and ss one
+ * each (parity by the tag): 5, then 4. XK: the initiator's se two, the
+ * responder's es one: 3. Loading costs each key one (its self-check). */
+static void test_derivations_per_handshake(void)
+{
+    unsigned long load = derives_for("KK", 0);
+    CU_ASSERT(load == 2);
+    CU_ASSERT(derives_for("KK", 1) - load == 5);
+    CU_ASSERT(derives_for("KK", 3) - load == 5 + 4 + 4);
+    CU_ASSERT(derives_for("XK", 1) - load == 3);
+    CU_ASSERT(derives_for("XK", 3) - load == 3 * 3);
+}
+
 static void seed_token(void)
 {
     static const char *hex11 = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -960,6 +1029,8 @@ int main(void)
         { "configured modules, module-name, two handles", test_configured_module_and_two_handles },
         { "file: keys", test_file_key },
         { "BOLT #8 vectors with the static key in SoftHSM2", test_bolt8_with_token_key },
+        { "token derivations per handshake: KK 4 (5 the first time), XK 3",
+          test_derivations_per_handshake },
         { "extractable or non-sensitive key refused unless allowed", test_extractable_refused },
         { "public-key object: PIN-protected preferred, else a warning",
           test_public_key_object_trust },
