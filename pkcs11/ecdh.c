@@ -5,6 +5,7 @@
  * the key's public point: of the two points with x-coordinate x(k·P),
  * exactly one plus K has that x-coordinate.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "ckr.h"
@@ -160,8 +161,57 @@ static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUB
     return err;
 }
 
-/* x1 = x(k·P) and, unless q is NULL, x2 = x(k·Q), on one session of the
- * current generation. */
+/* The second derivation of a pair, on its own session and thread. */
+struct side_job {
+    struct p11n_token *tok;
+    struct p11n_token_use u;
+    const uint8_t *q;
+    uint8_t *x;
+    int err;
+};
+
+static void *side_run(void *arg)
+{
+    struct side_job *j = arg;
+    j->err = derive_on(j->tok, &j->u, j->q, j->x);
+    return NULL;
+}
+
+/* x2 = x(k·Q) while the caller derives x1: on a second session, from a
+ * second thread, so a token that works on sessions in parallel takes
+ * one derivation's time for both. 1 if started (join with side_join). */
+static int side_start(struct p11n_token *tok, struct side_job *j, pthread_t *th,
+    const uint8_t *q, uint8_t *x2)
+{
+    *j = (struct side_job){ .tok = tok, .q = q, .x = x2,
+        .u = { .s = CK_INVALID_HANDLE, .rv = CKR_OK } };
+    if (p11n_token_use_begin(tok, &j->u) != P11N_OK) {
+        p11n_token_error_clear();
+        return 0;
+    }
+    if (pthread_create(th, NULL, side_run, j) != 0) {
+        p11n_token_use_end(tok, &j->u);
+        return 0;
+    }
+    return 1;
+}
+
+/* The side job's outcome folded into the caller's: its error is recorded
+ * again on this thread (token errors are per thread). */
+static int side_join(struct p11n_token *tok, struct side_job *j, pthread_t th,
+    struct p11n_token_use *u, int err)
+{
+    pthread_join(th, NULL);
+    if (err == P11N_OK && j->err != P11N_OK) {
+        err = j->u.rv != CKR_OK ? p11n_token_fail(tok, "C_DeriveKey", j->u.rv) : j->err;
+        u->rv = j->u.rv;
+    }
+    p11n_token_use_end(tok, &j->u);
+    return err;
+}
+
+/* x1 = x(k·P) and, unless q is NULL, x2 = x(k·Q) (on a second session at
+ * the same time when one can be had), in the current generation. */
 static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
     const uint8_t *q, uint8_t x1[32], uint8_t x2[32], unsigned *gen, int *lost)
 {
@@ -174,8 +224,13 @@ static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LE
         *gen = u.gen;
         return err;
     }
+    struct side_job side;
+    pthread_t th;
+    int parallel = q != NULL && side_start(tok, &side, &th, q, x2);
     err = derive_on(tok, &u, peer, x1);
-    if (err == P11N_OK && q != NULL)
+    if (parallel)
+        err = side_join(tok, &side, th, &u, err);
+    else if (err == P11N_OK && q != NULL)
         err = derive_on(tok, &u, q, x2);
     *lost = err != P11N_OK && p11n_ckr_lost(u.rv);
     *gen = u.gen;

@@ -266,7 +266,30 @@ static void test_dh_threads_leave_no_objects(void)
     /* Counted while every pooled session is still open: session objects
      * left behind would show. */
     CU_ASSERT(t_token_objects(tok) == before);
-    CU_ASSERT(tok->nidle >= 1 && tok->nidle <= NTHREADS);
+    /* A full DH holds two sessions at once (its two derivations run in
+     * parallel). */
+    CU_ASSERT(tok->nidle >= 1 && tok->nidle <= 2 * NTHREADS);
+    p11n_key_free(k);
+}
+
+/* A DH that needs the parity recovery runs its two derivations on two
+ * sessions at the same time: from one thread, the pool that held one
+ * session after loading holds two afterwards (one after the one-derivation
+ * DH, which needs no second). */
+static void test_dh_two_sessions_at_once(void)
+{
+    p11n_key *k = load(key_uri("k1", 0));
+    struct p11n_token *tok = p11n_token_of_key(k);
+    CU_ASSERT_FATAL(tok != NULL);
+    CU_ASSERT(tok->nidle == 1);
+    make_points();
+    uint8_t x[32], out[32];
+    CU_ASSERT(k->ops->dh_x(k, peer_pts[0], x) == P11N_OK);
+    CU_ASSERT(memcmp(x, peer_dh[0], 32) != 0);   /* x itself, not the hash */
+    CU_ASSERT(tok->nidle == 1);
+    CU_ASSERT(p11n_key_dh(k, peer_pts[0], out) == P11N_OK);
+    CU_ASSERT(memcmp(out, peer_dh[0], 32) == 0);
+    CU_ASSERT(tok->nidle == 2);
     p11n_key_free(k);
 }
 
@@ -1024,6 +1047,7 @@ int main(void)
         { "token wanting DER points", test_dh_der_form },
         { "10000 DH from 4 threads leave no objects", test_dh_threads_leave_no_objects },
         { "DH failures leave no objects", test_dh_errors_leave_no_objects },
+        { "parity recovery on two sessions at once", test_dh_two_sessions_at_once },
         { "each error, named with the URI and no PIN", test_errors },
         { "pin-source and PIN callback", test_pin_sources },
         { "configured modules, module-name, two handles", test_configured_module_and_two_handles },
