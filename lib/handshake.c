@@ -12,6 +12,7 @@
 
 #include "p11noise.h"
 #include "crypto.h"
+#include "key.h"
 #include "noise.h"
 #include "secure.h"
 #include "transport.h"
@@ -337,6 +338,13 @@ int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in, size_t len)
     }
     after_message(hs);
     return P11N_OK;
+}
+
+int p11n_handshake_token_step(const p11n_handshake *hs)
+{
+    if (hs == NULL || hs->state != HS_RUNNING || hs->noise == NULL)
+        return 0;
+    return p11n_key_is_slow(hs->local) && p11n_noise_next_uses_static(hs->noise);
 }
 
 int p11n_handshake_done(const p11n_handshake *hs)

@@ -736,6 +736,16 @@ const p11n_protocol *p11n_noise_protocol(const p11n_noise *hs)
     return &hs->proto;
 }
 
+int p11n_noise_next_uses_static(const p11n_noise *hs)
+{
+    if (hs == NULL || hs->state != HS_RUNNING)
+        return 0;
+    for (const uint8_t *t = hs->proto.msg[hs->msg]; *t != P11N_TOK_END; t++)
+        if (is_dh_token(*t) && dh_local(hs, *t) == P11N_PRE_S)
+            return 1;
+    return 0;
+}
+
 int p11n_noise_is_initiator(const p11n_noise *hs)
 {
     return hs->initiator;

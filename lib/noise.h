@@ -177,6 +177,9 @@ int p11n_noise_split_keys(p11n_noise *hs, uint8_t *ck, uint8_t k1[P11N_KEYLEN],
     uint8_t k2[P11N_KEYLEN]);
 /* CONTRACT: the parsed protocol of a handshake. */
 const p11n_protocol *p11n_noise_protocol(const p11n_noise *hs);
+/* CONTRACT: 1 if the next message (ours to write or to read) has a DH
+ * with our static key. */
+int p11n_noise_next_uses_static(const p11n_noise *hs);
 /* CONTRACT: 1 if this side is the initiator. */
 int p11n_noise_is_initiator(const p11n_noise *hs);
 

@@ -439,6 +439,13 @@ P11N_API P11N_WARN_UNUSED int p11n_handshake_read(p11n_handshake *hs, const uint
 /** 1 when the handshake has completed, 0 otherwise. */
 P11N_API int p11n_handshake_done(const p11n_handshake *hs);
 
+/** 1 when the next p11n_handshake_write or p11n_handshake_read will use a
+ *  slow (token) local key, so an event loop runs it off its own thread;
+ *  0 when it needs no token operation (KK responder act 2, XK initiator
+ *  act 1, XK responder acts 2 and 3, everything once done), so it can run
+ *  in place. A KK responder's act 1 counts as token work. */
+P11N_API int p11n_handshake_token_step(const p11n_handshake *hs);
+
 /** The authenticated peer's static key (33 bytes), once the handshake is
  *  done (p11n_handshake_done() is 1): it is authenticated only then.
  *  Errors: INVALID_ARG, STATE (not done yet, including an initiator

@@ -962,8 +962,15 @@ static void one_handshake(const char *pattern, p11n_key *ik, p11n_key *rk)
     p11n_handshake *side[2] = { NULL, NULL };
     CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &side[0]) == P11N_OK);
     CU_ASSERT_FATAL(p11n_handshake_respond(&rcfg, &side[1]) == P11N_OK);
+    /* Which steps use the token (writer, reader per act): only those go
+     * to a worker thread. */
+    static const int kk_token[3][2] = { { 1, 1 }, { 0, 1 } };
+    static const int xk_token[3][2] = { { 0, 1 }, { 0, 0 }, { 1, 0 } };
+    const int (*token)[2] = strcmp(pattern, "KK") == 0 ? kk_token : xk_token;
     for (int act = 0; !p11n_handshake_done(side[0]) || !p11n_handshake_done(side[1]); act++) {
         CU_ASSERT_FATAL(act < 3);
+        CU_ASSERT(p11n_handshake_token_step(side[act % 2]) == token[act][0]);
+        CU_ASSERT(p11n_handshake_token_step(side[(act + 1) % 2]) == token[act][1]);
         uint8_t buf[128];
         CU_ASSERT_FATAL(p11n_handshake_write(side[act % 2], buf, sizeof(buf), &n) == P11N_OK);
         CU_ASSERT_FATAL(p11n_handshake_read(side[(act + 1) % 2], buf, n) == P11N_OK);
