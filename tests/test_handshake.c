@@ -1,5 +1,7 @@
 /* The wire handshake: BOLT #8 vectors in both roles with every failure,
  * KK and XK in memory, candidate selection, tampering, fail-closed. */
+#include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
@@ -7,6 +9,7 @@
 #include "p11noise.h"
 #include "testutil.h"
 #include "bolt8case.h"
+#include "softhsm.h"
 #include "xkey.h"
 
 #define XK_PROTO "Noise_XK_secp256k1_ChaChaPoly_SHA256"
@@ -591,6 +594,153 @@ static void test_x_only_engine(void)
     }
 }
 
+/* ---- token keys without blocking (P11N_HS_ASYNC_TOKEN) ---- */
+
+static struct t_token T;
+
+/* A key on the test token, through tests/faultmod.so with `faults`. */
+static p11n_key *token_key(const char *label, const char *faults)
+{
+    char uri[2048];
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=%s?module-path=%s&pin-value=" T_PIN,
+        T.label, label, P11N_FAULT_MODULE);
+    setenv("P11N_FAULT", faults, 1);
+    p11n_key *k = NULL;
+    int rc = p11n_key_load(uri, &k);
+    unsetenv("P11N_FAULT");
+    CU_ASSERT_FATAL(rc == P11N_OK && k != NULL);
+    return k;
+}
+
+static void *run_op(void *arg)
+{
+    (void)p11n_handshake_pending_run(arg);
+    return NULL;
+}
+
+/* One step of `hs`: the write (out != NULL) or the read of `act`. If it
+ * is deferred, its operation runs on another thread while this one
+ * completes a whole software handshake -- the token does not hold it up --
+ * then the step resumes. Returns whether it was deferred. */
+static int async_step(p11n_handshake *hs, uint8_t *act, size_t *len, int write)
+{
+    int rc = write ? p11n_handshake_write(hs, act, MAX_ACT, len)
+                   : p11n_handshake_read(hs, act, *len);
+    if (rc != P11N_ERR_PENDING) {
+        CU_ASSERT_FATAL(rc == P11N_OK);
+        return 0;
+    }
+    p11n_handshake_op *op = p11n_handshake_pending(hs);
+    CU_ASSERT_FATAL(op != NULL);
+    uint8_t scratch[MAX_ACT];
+    size_t n = 0;
+    CU_ASSERT(p11n_handshake_resume(hs, scratch, sizeof(scratch), &n) == P11N_ERR_PENDING);
+    CU_ASSERT(p11n_handshake_write(hs, scratch, sizeof(scratch), &n) == P11N_ERR_PENDING);
+    CU_ASSERT(p11n_handshake_want(hs) == 0);
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, run_op, op) == 0);
+    pair p;
+    pair_init(&p, "KK");
+    CU_ASSERT(pair_run(&p, 0, -1, NULL, NULL).rc == P11N_OK);
+    pair_free(&p);
+    pthread_join(th, NULL);
+    CU_ASSERT(p11n_handshake_pending(hs) == NULL);
+    CU_ASSERT(p11n_handshake_pending_run(op) == P11N_ERR_STATE);
+    size_t got = 0;
+    CU_ASSERT_FATAL(p11n_handshake_resume(hs, write ? act : NULL, MAX_ACT, &got) == P11N_OK);
+    if (write)
+        *len = got;
+    else
+        CU_ASSERT(got == 0);
+    CU_ASSERT(p11n_handshake_resume(hs, act, MAX_ACT, &got) == P11N_ERR_STATE);
+    return 1;
+}
+
+/* Token keys on both sides, every derivation delayed: exactly the steps
+ * with token work are deferred (KK: the initiator's act 1 and its read of
+ * act 2, the responder's read of act 1; XK: the responder's read of act
+ * 1, the initiator's act 3), and the transports work. */
+static void test_async_token(void)
+{
+    static const struct {
+        const char *pattern;
+        int deferred[3][2];     /* per act: writer, reader */
+    } cases[] = {
+        { "KK", { { 1, 1 }, { 0, 1 }, { 0, 0 } } },
+        { "XK", { { 0, 1 }, { 0, 0 }, { 1, 0 } } },
+    };
+    p11n_key *ik = token_key("hs-init", "C_DeriveKey:delay=20");
+    p11n_key *rk = token_key("hs-resp", "C_DeriveKey:delay=20");
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        uint8_t ipub[P11N_PUBKEY_LEN], rpub[P11N_PUBKEY_LEN];
+        pub_of(ik, ipub);
+        pub_of(rk, rpub);
+        p11n_handshake_config icfg = { .pattern = cases[c].pattern, .local = ik,
+            .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rpub, .nremote = 1,
+            .flags = P11N_HS_ASYNC_TOKEN };
+        p11n_handshake_config rcfg = { .pattern = cases[c].pattern, .local = rk,
+            .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])ipub, .nremote = 1,
+            .flags = P11N_HS_ASYNC_TOKEN };
+        p11n_handshake *side[2] = { NULL, NULL };
+        CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &side[0]) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_respond(&rcfg, &side[1]) == P11N_OK);
+        for (int act = 0; !p11n_handshake_done(side[0]) || !p11n_handshake_done(side[1]);
+            act++) {
+            CU_ASSERT_FATAL(act < 3);
+            uint8_t buf[MAX_ACT];
+            size_t n = 0;
+            CU_ASSERT(async_step(side[act % 2], buf, &n, 1) == cases[c].deferred[act][0]);
+            CU_ASSERT_FATAL(p11n_handshake_want(side[(act + 1) % 2]) == n);
+            CU_ASSERT(async_step(side[(act + 1) % 2], buf, &n, 0) ==
+                cases[c].deferred[act][1]);
+        }
+        p11n_transport *ti = NULL, *tr = NULL;
+        CU_ASSERT_FATAL(p11n_handshake_finish(side[0], &ti) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_finish(side[1], &tr) == P11N_OK);
+        exchange(ti, tr, 3);
+        p11n_transport_free(ti);
+        p11n_transport_free(tr);
+        p11n_handshake_free(side[0]);
+        p11n_handshake_free(side[1]);
+    }
+    p11n_key_free(ik);
+    p11n_key_free(rk);
+}
+
+/* A token failure inside the deferred operation comes back from the
+ * resume, and the handshake is dead; a handshake freed with an operation
+ * pending (never run) leaks nothing. */
+static void test_async_token_failure(void)
+{
+    p11n_key *ik = token_key("hs-init", "C_DeriveKey:fail>1=CKR_FUNCTION_FAILED");
+    p11n_key *rk = fresh_key();
+    uint8_t rpub[P11N_PUBKEY_LEN], buf[MAX_ACT];
+    pub_of(rk, rpub);
+    p11n_handshake_config icfg = { .pattern = "KK", .local = ik,
+        .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rpub, .nremote = 1,
+        .flags = P11N_HS_ASYNC_TOKEN };
+    p11n_handshake *hs = NULL;
+    size_t n = 0;
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &hs) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_handshake_write(hs, buf, sizeof(buf), &n) == P11N_ERR_PENDING);
+    CU_ASSERT(p11n_handshake_pending_run(p11n_handshake_pending(hs)) == P11N_ERR_TOKEN);
+    CU_ASSERT(p11n_handshake_resume(hs, buf, sizeof(buf), &n) == P11N_ERR_TOKEN && n == 0);
+    CU_ASSERT(p11n_handshake_write(hs, buf, sizeof(buf), &n) == P11N_ERR_STATE);
+    p11n_handshake_free(hs);
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &hs) == P11N_OK);
+    CU_ASSERT(p11n_handshake_write(hs, buf, sizeof(buf), &n) == P11N_ERR_PENDING);
+    p11n_handshake_free(hs);
+    /* Without the flag the same key blocks, as before. */
+    icfg.flags = 0;
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &hs) == P11N_OK);
+    CU_ASSERT(p11n_handshake_write(hs, buf, sizeof(buf), &n) == P11N_ERR_TOKEN);
+    p11n_handshake_free(hs);
+    icfg.flags = 2;
+    CU_ASSERT(p11n_handshake_initiate(&icfg, &hs) == P11N_ERR_INVALID_ARG && hs == NULL);
+    p11n_key_free(ik);
+    p11n_key_free(rk);
+}
+
 static void test_framing_errors(void)
 {
     pair p;
@@ -693,11 +843,20 @@ int main(void)
         { "x-only (token-like) keys: parity by the tag, every role", test_x_only_keys },
         { "a flipped bit in each act, x-only keys", test_bit_flips_x_only },
         { "x-only keys in the generic engine: psk, payloads, IK", test_x_only_engine },
+        { "SoftHSM2 keys, derivations delayed: token steps deferred and run elsewhere",
+          test_async_token },
+        { "a token failure in a deferred step; freed while pending", test_async_token_failure },
         { "short, long, bad version", test_framing_errors },
         { "configuration errors", test_config_errors },
         { NULL, NULL },
     };
+    t_token_setup(&T, "p11n-hs");
+    uint8_t pub[P11N_PUBKEY_LEN];
+    if (p11n_token_keygen(T.uri, "hs-init", pub) != P11N_OK ||
+        p11n_token_keygen(T.uri, "hs-resp", pub) != P11N_OK)
+        return 1;
     int rc = p11n_test_main("handshake", tests);
+    t_token_teardown(&T);
     json_decref(vectors);
     return rc;
 }
