@@ -528,25 +528,40 @@ struct tag_read {
     size_t n;
 };
 
+/* The x-only DHs of a read, asked for together: two go to the key at
+ * once (a token runs them on two sessions in parallel). */
+static int tag_x(p11n_noise *hs, const uint8_t *const peers[P11N_MAX_X_STEPS],
+    uint8_t *const xs[P11N_MAX_X_STEPS], unsigned nx)
+{
+    for (unsigned i = 0; i < nx; i++)
+        if (peers[i] == NULL)
+            return P11N_ERR_STATE;
+    if (nx == 2)
+        return p11n_key_dh_x2(hs->s, peers[0], peers[1], xs[0], xs[1]);
+    return nx == 1 ? p11n_key_dh_x(hs->s, peers[0], xs[0]) : P11N_OK;
+}
+
 /* The steps from token `start` on: our static key's DHs as x only (one
  * token operation each, its parity left to the tag), every other DH and
  * psk as its value. */
 static int tag_steps(p11n_noise *hs, int start, struct tag_read *r)
 {
+    const uint8_t *peers[P11N_MAX_X_STEPS] = { NULL, NULL };
+    uint8_t *xs[P11N_MAX_X_STEPS] = { NULL, NULL };
+    unsigned nx = 0;
     int rc = P11N_OK;
     for (const uint8_t *t = hs->proto.msg[hs->msg] + start;
         rc == P11N_OK && *t != P11N_TOK_END; t++) {
         p11n_step *st = &r->steps[r->n];
-        st->ikm = r->val[r->n];
         if (*t == P11N_TOK_PSK) {
             if (hs->psk_next >= hs->npsk)
                 return P11N_ERR_STATE;
             memcpy(r->val[r->n], hs->psk[hs->psk_next], P11N_PSKLEN);
             p11n_wipe(hs->psk[hs->psk_next++], P11N_PSKLEN);
             *st = (p11n_step){ P11N_STEP_PSK, r->val[r->n], P11N_PSKLEN };
-        } else if (is_x_dh(hs, *t)) {
-            const uint8_t *peer = dh_peer(hs, *t);
-            rc = peer == NULL ? P11N_ERR_STATE : p11n_key_dh_x(hs->s, peer, r->val[r->n]);
+        } else if (is_x_dh(hs, *t) && nx < P11N_MAX_X_STEPS) {
+            peers[nx] = dh_peer(hs, *t);
+            xs[nx++] = r->val[r->n];
             *st = (p11n_step){ P11N_STEP_X, r->val[r->n], 32 };
         } else {
             rc = compute_dh(hs, *t, r->val[r->n]);
@@ -554,7 +569,7 @@ static int tag_steps(p11n_noise *hs, int start, struct tag_read *r)
         }
         r->n++;
     }
-    return rc;
+    return rc == P11N_OK ? tag_x(hs, peers, xs, nx) : rc;
 }
 
 /* The rest of the message (from token `start`, then the payload) with

@@ -24,6 +24,10 @@ struct p11n_key_ops {
      * candidates SHA256(0x02||x) and SHA256(0x03||x) and lets the
      * message's tag decide. Same thread-safety as dh. */
     int (*dh_x)(struct p11n_key *key, const uint8_t *peer, uint8_t *x);
+    /* Optional (NULL: dh_x twice). Two dh_x at once (a token key: on two
+     * sessions in parallel), for a message that needs both. */
+    int (*dh_x2)(struct p11n_key *key, const uint8_t *peer1, const uint8_t *peer2,
+        uint8_t *x1, uint8_t *x2);
     void (*destroy)(struct p11n_key *key);
 };
 
@@ -59,6 +63,15 @@ static inline int p11n_key_has_dh_x(const struct p11n_key *key)
 static inline int p11n_key_dh_x(struct p11n_key *key, const uint8_t *peer, uint8_t *x)
 {
     return key->ops->dh_x(key, peer, x);
+}
+
+static inline int p11n_key_dh_x2(struct p11n_key *key, const uint8_t *peer1,
+    const uint8_t *peer2, uint8_t *x1, uint8_t *x2)
+{
+    if (key->ops->dh_x2 != NULL)
+        return key->ops->dh_x2(key, peer1, peer2, x1, x2);
+    int rc = key->ops->dh_x(key, peer1, x1);
+    return rc == P11N_OK ? key->ops->dh_x(key, peer2, x2) : rc;
 }
 
 static inline int p11n_key_is_slow(const struct p11n_key *key)

@@ -264,6 +264,14 @@ int p11n_token_ecdh_x(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN
     return derive_recovering(tok, peer, NULL, x, NULL);
 }
 
+int p11n_token_ecdh_x2(struct p11n_token *tok, const uint8_t p1[P11N_PUBKEY_LEN],
+    const uint8_t p2[P11N_PUBKEY_LEN], uint8_t x1[32], uint8_t x2[32])
+{
+    if (p11n_dh_secp256k1.check_pub(p1) != P11N_OK || p11n_dh_secp256k1.check_pub(p2) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    return derive_recovering(tok, p1, p2, x1, x2);
+}
+
 int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
     const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32], uint8_t *parity)
 {

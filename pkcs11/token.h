@@ -204,6 +204,11 @@ int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
 int p11n_token_ecdh_x(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
     uint8_t x[32]);
 
+/* x(k·P1) and x(k·P2) at once, on two sessions when a second can be had
+ * (a KK responder's es and ss). Errors: those of p11n_token_ecdh. */
+int p11n_token_ecdh_x2(struct p11n_token *tok, const uint8_t p1[P11N_PUBKEY_LEN],
+    const uint8_t p2[P11N_PUBKEY_LEN], uint8_t x1[32], uint8_t x2[32]);
+
 /* ---- token keys (tokenkey.c) ---- */
 
 struct p11n_key;

@@ -45,6 +45,12 @@ static int tkey_dh_x(struct p11n_key *key, const uint8_t *peer, uint8_t *x)
     return p11n_token_ecdh_x(((struct token_key *)key)->tok, peer, x);
 }
 
+static int tkey_dh_x2(struct p11n_key *key, const uint8_t *p1, const uint8_t *p2, uint8_t *x1,
+    uint8_t *x2)
+{
+    return p11n_token_ecdh_x2(((struct token_key *)key)->tok, p1, p2, x1, x2);
+}
+
 /* The remembered parity for `peer`: 1 and *bit, or 0. The lookup is on
  * the public key; the bit is only copied. */
 static int parity_get(struct token_key *tk, const uint8_t *peer, uint8_t *bit)
@@ -119,6 +125,7 @@ static const struct p11n_key_ops tkey_ops = {
     .dh = tkey_dh,
     .dh_static = tkey_dh_static,
     .dh_x = tkey_dh_x,
+    .dh_x2 = tkey_dh_x2,
     .destroy = tkey_destroy,
 };
 

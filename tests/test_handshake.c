@@ -478,7 +478,7 @@ static const struct {
     struct t_xkey_counts want;
 } x_roles[] = {
     { "KK", 1, { .dh = 0, .dh_static = 1, .dh_x = 1 } },   /* writes ss, reads se */
-    { "KK", 0, { .dh = 0, .dh_static = 0, .dh_x = 2 } },   /* reads es and ss */
+    { "KK", 0, { .dh = 0, .dh_static = 0, .dh_x = 2, .dh_x_pairs = 1 } },  /* es, ss at once */
     { "XK", 1, { .dh = 1, .dh_static = 0, .dh_x = 0 } },   /* writes se */
     { "XK", 0, { .dh = 0, .dh_static = 0, .dh_x = 1 } },   /* reads es */
 };
@@ -505,6 +505,7 @@ static void test_x_only_keys(void)
             CU_ASSERT(c.dh == x_roles[r].want.dh);
             CU_ASSERT(c.dh_static == x_roles[r].want.dh_static);
             CU_ASSERT(c.dh_x == x_roles[r].want.dh_x);
+            CU_ASSERT(c.dh_x_pairs == x_roles[r].want.dh_x_pairs);
             p11n_transport_free(ti);
             p11n_transport_free(tr);
             pair_free(&p);

@@ -291,6 +291,15 @@ static void test_dh_two_sessions_at_once(void)
     CU_ASSERT(memcmp(out, peer_dh[0], 32) == 0);
     CU_ASSERT(tok->nidle == 2);
     p11n_key_free(k);
+    /* Two x-only DHs asked for together (a KK responder's es and ss). */
+    k = load(key_uri("k1", 0));
+    tok = p11n_token_of_key(k);
+    uint8_t xa[32], xb[32], x1[32];
+    CU_ASSERT(k->ops->dh_x2(k, peer_pts[1], peer_pts[2], xa, xb) == P11N_OK);
+    CU_ASSERT(tok->nidle == 2);
+    CU_ASSERT(k->ops->dh_x(k, peer_pts[1], x1) == P11N_OK && memcmp(x1, xa, 32) == 0);
+    CU_ASSERT(k->ops->dh_x(k, peer_pts[2], x1) == P11N_OK && memcmp(x1, xb, 32) == 0);
+    p11n_key_free(k);
 }
 
 /* Failures in the middle of DH (derive refused, value unreadable, object
@@ -1054,7 +1063,8 @@ int main(void)
         { "token wanting DER points", test_dh_der_form },
         { "10000 DH from 4 threads leave no objects", test_dh_threads_leave_no_objects },
         { "DH failures leave no objects", test_dh_errors_leave_no_objects },
-        { "parity recovery on two sessions at once", test_dh_two_sessions_at_once },
+        { "parity recovery and a KK responder's es and ss on two sessions at once",
+          test_dh_two_sessions_at_once },
         { "each error, named with the URI and no PIN", test_errors },
         { "pin-source and PIN callback", test_pin_sources },
         { "configured modules, module-name, two handles", test_configured_module_and_two_handles },

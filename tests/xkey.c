@@ -40,6 +40,14 @@ static int x_dh_x(struct p11n_key *key, const uint8_t *peer, uint8_t *x)
     return P11N_OK;
 }
 
+static int x_dh_x2(struct p11n_key *key, const uint8_t *p1, const uint8_t *p2, uint8_t *x1,
+    uint8_t *x2)
+{
+    ((struct xkey *)key)->counts.dh_x_pairs++;
+    int rc = x_dh_x(key, p1, x1);
+    return rc == P11N_OK ? x_dh_x(key, p2, x2) : rc;
+}
+
 static void x_destroy(struct p11n_key *key)
 {
     p11n_wipe(key, sizeof(struct xkey));
@@ -52,6 +60,7 @@ static const struct p11n_key_ops xkey_ops = {
     .dh = x_dh,
     .dh_static = x_dh_static,
     .dh_x = x_dh_x,
+    .dh_x2 = x_dh_x2,
     .destroy = x_destroy,
 };
 

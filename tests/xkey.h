@@ -13,7 +13,8 @@
 struct t_xkey_counts {
     unsigned dh;            /* full DH (two derivations on a token) */
     unsigned dh_static;     /* full DH with a peer's static key */
-    unsigned dh_x;          /* x only (one derivation) */
+    unsigned dh_x;          /* x only (one derivation), pairs included */
+    unsigned dh_x_pairs;    /* two x-only DHs asked for at once */
 };
 
 /* From 32 private bytes, or a fresh key when priv is NULL. `mark` (may be
