@@ -242,6 +242,13 @@ int bench_token_derive_rate(const bench_opts *o, const bench_token *t, bench_sta
 int bench_count_derives(const bench_token *t, const char *faultmod, const char *pattern,
     const char *srv_label, const char *cli_label, double *first, double *steady);
 
+/* Milliseconds per handshake (both ends in one child process, no
+ * sockets) with every derivation delayed delay_ms by the fault module:
+ * o->reps handshakes after a first one between the two keys. */
+int bench_token_latency(const bench_opts *o, const bench_token *t, const char *faultmod,
+    const char *pattern, const char *srv_label, const char *cli_label, int delay_ms,
+    bench_stat *out);
+
 /* ---- the groups of rows (bench_rows.c) ---- */
 void bench_group_aead(const bench_opts *o);
 void bench_group_throughput(const bench_opts *o);

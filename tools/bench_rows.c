@@ -192,10 +192,15 @@ void bench_group_throughput(const bench_opts *o)
 typedef struct hs_costs {
     const char *pattern;
     int keygens, ecdhs, derivations;
+    /* Derivation times on the critical path of one handshake driven in
+     * one process: KK the initiator's ss (its parity known), the
+     * responder's es and ss at once, the initiator's se; XK the
+     * responder's es, the initiator's se (its two derivations at once). */
+    int critical;
 } hs_costs;
 
-static const hs_costs kk_costs = { "KK", 2, 8, 4 };
-static const hs_costs xk_costs = { "XK", 2, 6, 3 };
+static const hs_costs kk_costs = { "KK", 2, 8, 4, 3 };
+static const hs_costs xk_costs = { "XK", 2, 6, 3, 2 };
 
 static int software_pair(bench_hs_side *a, bench_hs_side *b)
 {
@@ -367,6 +372,30 @@ static void derive_count_row(const bench_token *t, const char *faultmod, const h
         .goal_text = c->derivations == 4 ? "≤ 4" : "≤ 3" });
 }
 
+/* Latency with every derivation delayed 50 ms against the derivations on
+ * the critical path times 50 ms. */
+static void latency_row(const bench_opts *o, const bench_token *t, const char *faultmod,
+    const hs_costs *c, const char *key)
+{
+    char fig[128], ref[96];
+    bench_stat ms = { .n = 0 }, floor = { .n = 0 };
+    snprintf(fig, sizeof(fig), "handshake latency %s, SoftHSM2 keys, every derivation delayed "
+        "50 ms, both ends in one process", c->pattern);
+    if (bench_token_latency(o, t, faultmod, c->pattern, "bench-local", "bench-client", 50,
+            &ms) != 0) {
+        bench_table_missing(fig, "the fault module is not built or a handshake failed");
+        bench_json_missing(key, "not measured: the fault module is not built or a handshake "
+            "failed");
+        return;
+    }
+    bench_stat_add(&floor, c->critical * 50.0);
+    bench_stat_finish(&floor);
+    snprintf(ref, sizeof(ref), "%d derivations on the critical path × 50 ms", c->critical);
+    bench_table_row(&(bench_row){ .key = key, .figure = fig, .unit = BENCH_MS, .ours = &ms,
+        .ref_name = ref, .ref = &floor, .goal = BENCH_GOAL_RATIO_MAX, .goal_x = 1.15,
+        .goal_text = "≤ 1.15× critical path" });
+}
+
 void bench_group_token(const bench_opts *o, const char *module, const char *faultmod)
 {
     bench_token stok, ctok;     /* the server's and the client's machine */
@@ -375,17 +404,13 @@ void bench_group_token(const bench_opts *o, const char *module, const char *faul
     char tok_uri[512], srv_uri[512], cli_uri[512], local_uri[512];
     uint8_t local_pub[P11N_PUBKEY_LEN];
     const hs_costs *costs[2] = { &kk_costs, &xk_costs };
-    static const char *const keys[2][2] = {
-        { "kk_token_derives_per_hs", "kk_token_vs_derive_floor" },
-        { "xk_token_derives_per_hs", "xk_token_vs_derive_floor" },
+    static const char *const keys[2][3] = {
+        { "kk_token_derives_per_hs", "kk_token_vs_derive_floor", "kk_token_latency_50ms" },
+        { "xk_token_derives_per_hs", "xk_token_vs_derive_floor", "xk_token_latency_50ms" },
     };
     int have_s = bench_token_setup(module, &stok) == 0;
     int have_c = have_s && bench_token_setup(module, &ctok) == 0;
 
-    bench_json_missing("kk_token_latency_50ms", "latency with every derivation delayed 50 ms "
-        "is not implemented yet");
-    bench_json_missing("xk_token_latency_50ms", "latency with every derivation delayed 50 ms "
-        "is not implemented yet");
     if (!have_c) {
         bench_table_missing("handshakes/s with SoftHSM2 keys", "could not create SoftHSM2 tokens");
         goto done;
@@ -427,6 +452,7 @@ void bench_group_token(const bench_opts *o, const char *module, const char *faul
         struct hs_rep h = { .pattern = costs[i]->pattern, .srv = &srv, .cli = &cli,
             .token = &ctok };
         derive_count_row(&ctok, faultmod, costs[i], keys[i][0], &h.derivations);
+        latency_row(o, &ctok, faultmod, costs[i], keys[i][2]);
         snprintf(fig, sizeof(fig), "handshakes/s %s, both keys in SoftHSM2", costs[i]->pattern);
         snprintf(ref, sizeof(ref), "derive rate / %.1f derivations", h.derivations);
         paired_row(o, keys[i][1], fig, rep_loopback, rep_derive_floor, &h, ref, 0.85,
