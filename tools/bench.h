@@ -148,6 +148,9 @@ int bench_aead_raw(const bench_opts *o, size_t size, bench_stat *out);
 /* TLS 1.3 reference: throughput per size, full mutual-auth handshakes/s. */
 int bench_tls_throughput(const bench_opts *o, size_t size, bench_stat *out);
 int bench_tls_handshakes(const bench_opts *o, bench_stat *out);
+/* The same with pinned self-signed P-256 certificates, no CA: each side
+ * accepts exactly the other's certificate (the analogue of a ceremony). */
+int bench_tls_handshakes_pinned(const bench_opts *o, bench_stat *out);
 /* The same certificates as PEM files for another program: DIR/ca.pem,
  * DIR/server.pem and DIR/client.pem (certificate, then private key). */
 int bench_tls_write_pems(const char *dir);
