@@ -34,53 +34,97 @@ static const bench_stat *raw_aead(const bench_opts *o, int i)
     return &aead_raw[i];
 }
 
+/* Adaptors from the figure functions to bench_rep_fn. */
+struct sized_fn {
+    int (*fn)(const bench_opts *o, size_t size, bench_stat *out);
+    size_t size;
+};
+
+static int rep_sized(const bench_opts *o, void *arg, bench_stat *out)
+{
+    const struct sized_fn *f = arg;
+    return f->fn(o, f->size, out);
+}
+
+struct plain_fn {
+    int (*fn)(const bench_opts *o, bench_stat *out);
+};
+
+static int rep_plain(const bench_opts *o, void *arg, bench_stat *out)
+{
+    return ((const struct plain_fn *)arg)->fn(o, out);
+}
+
+/* `row` with its figure and its reference measured in alternating
+ * repetitions (ours, ref and the per-pair ratio filled in); a missing row
+ * (and a null JSON value) if a repetition failed. 0 or -1; `ours` (may
+ * be NULL) gets the figure's values for other rows. */
+static int paired(const bench_opts *o, bench_row row, bench_rep_fn fa, void *aa,
+    bench_rep_fn fb, void *ba, bench_stat *ours)
+{
+    bench_stat a, b, ratio;
+    if (bench_interleave(o, fa, aa, fb, ba, &a, &b, &ratio) != 0) {
+        bench_table_missing(row.figure, "a repetition failed");
+        if (row.key != NULL)
+            bench_json_missing(row.key, "a repetition failed");
+        return -1;
+    }
+    row.ours = &a;
+    row.ref = &b;
+    row.ratio = &ratio;
+    bench_table_row(&row);
+    if (ours != NULL)
+        *ours = a;
+    return 0;
+}
+
 void bench_group_aead(const bench_opts *o)
 {
     for (int i = 0; i < BENCH_NSIZES; i++) {
         if (!(o->sizes & (1u << i)))
             continue;
         char fig[96];
-        bench_stat ours = { .n = 0 };
-        const bench_stat *raw = raw_aead(o, i);
+        struct sized_fn seal = { bench_p11n_seal, bench_sizes[i] };
+        struct sized_fn raw = { bench_aead_raw, bench_sizes[i] };
 
         snprintf(fig, sizeof(fig), "transport seal in memory, one core, %s", size_name(bench_sizes[i]));
-        if (bench_p11n_seal(o, bench_sizes[i], &ours) != 0) {
-            bench_table_missing(fig, "p11n_transport_seal failed");
-            continue;
-        }
-        bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_MBPS, .ours = &ours,
-            .ref_name = "raw EVP AEAD", .ref = raw, .goal = BENCH_GOAL_NONE });
+        paired(o, (bench_row){ .figure = fig, .unit = BENCH_MBPS, .ref_name = "raw EVP AEAD" },
+            rep_sized, &seal, rep_sized, &raw, NULL);
     }
-}
-
-static int rep_loop(const bench_opts *o, void *arg, bench_stat *out)
-{
-    return bench_loop_throughput(o, *(const size_t *)arg, out);
-}
-
-static int rep_tls(const bench_opts *o, void *arg, bench_stat *out)
-{
-    return bench_tls_throughput(o, *(const size_t *)arg, out);
-}
-
-static int rep_direct(const bench_opts *o, void *arg, bench_stat *out)
-{
-    return bench_p11n_throughput(o, *(const size_t *)arg, out);
 }
 
 /* The event loop against the sans-I/O transport, side by side. */
 static void loop_vs_sansio(const bench_opts *o, size_t size, const char *fig)
 {
-    bench_stat loop, direct, ratio;
-    static const char key[] = "tput_65535_loop_vs_sansio";
-    if (bench_interleave(o, rep_loop, &size, rep_direct, &size, &loop, &direct, &ratio) != 0) {
-        bench_json_missing(key, "a repetition failed");
+    struct sized_fn loop = { bench_loop_throughput, size };
+    struct sized_fn direct = { bench_p11n_throughput, size };
+    paired(o, (bench_row){ .key = "tput_65535_loop_vs_sansio", .figure = fig,
+        .unit = BENCH_MBPS, .ref_name = "sans-I/O transport, one write() per message",
+        .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 0.95, .goal_text = "≥ 0.95× sans-I/O" },
+        rep_sized, &loop, rep_sized, &direct, NULL);
+}
+
+/* The tunnel against the library and against stunnel, side by side. */
+static void tunnel_rows(const bench_opts *o, size_t size)
+{
+    static const char tfig[] = "throughput, one connection through p11noise "
+                               "tunnel client and server, 64 KiB writes";
+    struct plain_fn tun = { bench_tunnel_throughput }, stun = { bench_stunnel_throughput };
+    struct sized_fn loop = { bench_loop_throughput, size };
+    bench_stat probe = { .n = 0 };
+    bench_opts one = *o;
+    one.reps = 1;
+    paired(o, (bench_row){ .figure = tfig, .unit = BENCH_MBPS,
+        .ref_name = "event loop (p11n_send)", .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 0.8,
+        .goal_text = "≥ 0.8× the library" }, rep_plain, &tun, rep_sized, &loop, NULL);
+    if (bench_stunnel_throughput(&one, &probe) == -2) {
+        bench_table_row(&(bench_row){ .figure = tfig, .unit = BENCH_MBPS,
+            .ref_name = "stunnel, same arrangement: not installed" });
         return;
     }
-    bench_table_row(&(bench_row){ .key = key, .figure = fig, .unit = BENCH_MBPS, .ours = &loop,
-        .ref_name = "sans-I/O transport, one write() per message", .ref = &direct,
-        .ratio = &ratio, .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 0.95,
-        .goal_text = "≥ 0.95× sans-I/O" });
+    paired(o, (bench_row){ .figure = tfig, .unit = BENCH_MBPS,
+        .ref_name = "stunnel, same arrangement, TLS 1.3 CHACHA20-POLY1305" },
+        rep_plain, &tun, rep_plain, &stun, NULL);
 }
 
 void bench_group_throughput(const bench_opts *o)
@@ -91,7 +135,7 @@ void bench_group_throughput(const bench_opts *o)
         size_t size = bench_sizes[i];
         char fig[128], fig2[128];
         bench_stat loop = { .n = 0 }, direct = { .n = 0 }, tls = { .n = 0 }, plain = { .n = 0 };
-        bench_stat paired = { .n = 0 };
+        bench_stat pairs = { .n = 0 };
         const bench_stat *raw = raw_aead(o, i);
         int have_loop, have_direct, have_tls, have_plain;
         bench_row row = { .figure = fig, .unit = BENCH_MBPS, .ours = &loop };
@@ -105,8 +149,10 @@ void bench_group_throughput(const bench_opts *o)
         if (have_plain)
             bench_plot_point("plain TCP, no encryption", size, plain.median);
         /* The event loop and TLS in alternating repetitions. */
-        have_tls = have_loop = bench_interleave(o, rep_loop, &size, rep_tls, &size, &loop,
-            &tls, &paired) == 0;
+        struct sized_fn rloop = { bench_loop_throughput, size };
+        struct sized_fn rtls = { bench_tls_throughput, size };
+        have_tls = have_loop = bench_interleave(o, rep_sized, &rloop, rep_sized, &rtls, &loop,
+            &tls, &pairs) == 0;
         if (!have_loop) {
             have_tls = bench_tls_throughput(o, size, &tls) == 0;
             have_loop = bench_loop_throughput(o, size, &loop) == 0;
@@ -120,7 +166,7 @@ void bench_group_throughput(const bench_opts *o)
             bench_plot_point("p11noise event loop (p11n_send)", size, loop.median);
             row.ref_name = "TLS 1.3";
             row.ref = have_tls ? &tls : NULL;
-            row.ratio = paired.n ? &paired : NULL;
+            row.ratio = pairs.n ? &pairs : NULL;
             row.key = size == 16384 ? "tput_16384_vs_tls" : size == 65535 ? "tput_65535_vs_tls"
                 : NULL;
             if (size == 64) {
@@ -135,28 +181,13 @@ void bench_group_throughput(const bench_opts *o)
             bench_table_row(&row);
             if (size == 65535)
                 loop_vs_sansio(o, size, fig);
-            if (size == 65535)
-                bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_MBPS, .ours = &loop,
-                    .ref_name = "raw AEAD, one core", .ref = raw, .goal = BENCH_GOAL_RATIO_MIN,
-                    .goal_x = 0.6, .goal_text = "≥ 0.6× AEAD limit" });
             if (size == 65535) {
-                static const char tfig[] = "throughput, one connection through p11noise "
-                                           "tunnel client and server, 64 KiB writes";
-                bench_stat tun = { .n = 0 }, stun = { .n = 0 };
-                int have_stun = bench_stunnel_throughput(o, &stun);
-                if (bench_tunnel_throughput(o, &tun) == 0) {
-                    bench_table_row(&(bench_row){ .figure = tfig, .unit = BENCH_MBPS,
-                        .ours = &tun, .ref_name = "event loop (p11n_send)", .ref = &loop,
-                        .goal = BENCH_GOAL_RATIO_MIN, .goal_x = 0.8,
-                        .goal_text = "≥ 0.8× the library" });
-                    bench_table_row(&(bench_row){ .figure = tfig, .unit = BENCH_MBPS,
-                        .ours = &tun, .ref_name = have_stun == -2
-                            ? "stunnel, same arrangement: not installed"
-                            : "stunnel, same arrangement, TLS 1.3 CHACHA20-POLY1305",
-                        .ref = have_stun == 0 ? &stun : NULL });
-                } else {
-                    bench_table_missing(tfig, "the tunnel did not start or carry the bytes");
-                }
+                struct sized_fn raw1 = { bench_aead_raw, size };
+                paired(o, (bench_row){ .figure = fig, .unit = BENCH_MBPS,
+                    .ref_name = "raw AEAD, one core", .goal = BENCH_GOAL_RATIO_MIN,
+                    .goal_x = 0.6, .goal_text = "≥ 0.6× AEAD limit" },
+                    rep_sized, &rloop, rep_sized, &raw1, NULL);
+                tunnel_rows(o, size);
             }
             if (size == 65535 && have_plain && raw != NULL) {
                 /* Each core must both seal (or open) and move the bytes
@@ -273,6 +304,12 @@ static int rep_derive_floor(const bench_opts *o, void *arg, bench_stat *out)
     return 0;
 }
 
+static int rep_tls_chain(const bench_opts *o, void *arg, bench_stat *out)
+{
+    (void)arg;
+    return bench_tls_handshakes(o, out);
+}
+
 static int rep_tls_pinned(const bench_opts *o, void *arg, bench_stat *out)
 {
     (void)arg;
@@ -285,22 +322,14 @@ static void paired_row(const bench_opts *o, const char *key, const char *fig,
     bench_rep_fn fa, bench_rep_fn fb, void *arg, const char *ref, double goal,
     const char *goal_text)
 {
-    bench_stat a, b, ratio;
-    if (bench_interleave(o, fa, arg, fb, arg, &a, &b, &ratio) != 0) {
-        bench_table_missing(fig, "a repetition failed");
-        if (key != NULL)
-            bench_json_missing(key, "a repetition failed");
-        return;
-    }
-    bench_table_row(&(bench_row){ .key = key, .figure = fig, .unit = BENCH_PER_SEC,
-        .ours = &a, .ref_name = ref, .ref = &b, .ratio = &ratio,
+    paired(o, (bench_row){ .key = key, .figure = fig, .unit = BENCH_PER_SEC, .ref_name = ref,
         .goal = goal > 0 ? BENCH_GOAL_RATIO_MIN : BENCH_GOAL_NONE, .goal_x = goal,
-        .goal_text = goal_text });
+        .goal_text = goal_text }, fa, arg, fb, arg, NULL);
 }
 
 void bench_group_handshakes(const bench_opts *o)
 {
-    bench_stat kg = { .n = 0 }, dh = { .n = 0 }, tls = { .n = 0 };
+    bench_stat kg = { .n = 0 }, dh = { .n = 0 };
     bench_hs_side srv, cli;
     const hs_costs *costs[2] = { &kk_costs, &xk_costs };
     static const char *const keys[2][3] = {
@@ -308,7 +337,6 @@ void bench_group_handshakes(const bench_opts *o)
         { "xk_soft_vs_floor", "xk_soft_mem_vs_floor", "xk_soft_vs_tls_pinned" },
     };
     int have_ecc = bench_ecc_costs(o, &kg, &dh) == 0;
-    int have_tls = bench_tls_handshakes(o, &tls) == 0;
     int have_keys = software_pair(&srv, &cli) == 0;
 
     bench_table_row(&(bench_row){ .figure = "libsecp256k1 key generation (k·G)", .unit = BENCH_US,
@@ -319,7 +347,6 @@ void bench_group_handshakes(const bench_opts *o)
         char fig[96], fig2[112], ref[96];
         struct hs_rep h = { .pattern = costs[i]->pattern, .srv = &srv, .cli = &cli,
             .costs = costs[i] };
-        bench_stat ours = { .n = 0 };
         snprintf(fig, sizeof(fig), "handshakes/s %s, software keys", costs[i]->pattern);
         snprintf(fig2, sizeof(fig2), "handshakes/s %s, software keys, both sides in one "
             "process, no sockets", costs[i]->pattern);
@@ -330,11 +357,8 @@ void bench_group_handshakes(const bench_opts *o)
             "floor with the same traffic, no crypto, added", 0.85, "≥ 0.85× floor");
         paired_row(o, keys[i][2], fig, rep_loopback, rep_tls_pinned, &h,
             "TLS 1.3 mutual, pinned self-signed P-256", 3.0, "≥ 3× TLS pinned");
-        /* The CA-chain reference, a second one, measured apart. */
-        if (bench_p11n_handshakes(o, costs[i]->pattern, &srv, &cli, &ours) == 0)
-            bench_table_row(&(bench_row){ .figure = fig, .unit = BENCH_PER_SEC, .ours = &ours,
-                .ref_name = "TLS 1.3 mutual ECDSA P-256, CA chain (not paired)",
-                .ref = have_tls ? &tls : NULL });
+        paired_row(o, NULL, fig, rep_loopback, rep_tls_chain, &h,
+            "TLS 1.3 mutual ECDSA P-256, CA chain", 0, NULL);
     }
     if (!have_keys)
         bench_table_missing("handshakes/s, software keys", "key generation failed");
