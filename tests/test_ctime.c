@@ -455,11 +455,14 @@ static void forged_act_one(void)
 
 static void test_parity_by_tag(void)
 {
+    /* the library re-marks each tag verdict secret (lib/symmetric.c) */
+    setenv("P11N_CTIME_VERDICTS", "1", 1);
     for (int i = 0; i < TAG_ROUNDS; i++) {
         handshake_with("KK", x_only_key, 2);
         handshake_with("XK", x_only_key, 2);
     }
     forged_act_one();
+    unsetenv("P11N_CTIME_VERDICTS");
     printf("ctime: parity by the tag (x-only token DHs, candidates selected by masks), "
            "KK and XK, %d handshakes each; a forged act one\n", TAG_ROUNDS);
 }
