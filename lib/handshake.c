@@ -79,6 +79,9 @@ struct p11n_handshake {
 
     unsigned flags;             /* P11N_HS_* */
     struct p11n_handshake_op op;
+    /* What the engines are given as the local key: KK's act one derives
+     * es once for all candidates through it. */
+    struct p11n_key_memo memo;
 };
 
 static const wire_pattern *pattern_by_name(const char *name)
@@ -101,7 +104,7 @@ static int engine_new(const p11n_handshake *hs, const uint8_t *remote, p11n_nois
         return rc;
     rc = p11n_noise_set_prologue(ns, hs->prologue, hs->prologue_len);
     if (rc == P11N_OK)
-        rc = p11n_noise_set_local_static(ns, hs->local);
+        rc = p11n_noise_set_local_static(ns, (p11n_key *)&hs->memo.base);
     if (rc == P11N_OK && remote != NULL)
         rc = p11n_noise_set_remote_static(ns, remote, P11N_PUBKEY_LEN);
     if (rc == P11N_OK && hs->has_ephemeral)
@@ -174,6 +177,7 @@ static int handshake_new(const p11n_handshake_config *cfg, int initiator,
     hs->pattern = pattern;
     hs->initiator = initiator;
     hs->local = cfg->local;
+    p11n_key_memo_init(&hs->memo, cfg->local);
     hs->flags = cfg->flags;
     hs->op.hs = hs;
 
@@ -313,8 +317,18 @@ static int read_into(p11n_noise *ns, const uint8_t *msg, size_t len)
 }
 
 /* KK responder, act one: the act verifies only under the right initiator
- * key, so try each candidate on a fresh engine until one does. */
+ * key, so try each candidate on a fresh engine until one does (es comes
+ * from the token once, through the memo; ss once per candidate). */
+static int try_candidates(p11n_handshake *hs, const uint8_t *msg, size_t len);
+
 static int read_pick_initiator(p11n_handshake *hs, const uint8_t *msg, size_t len)
+{
+    int rc = try_candidates(hs, msg, len);
+    p11n_key_memo_forget(&hs->memo);
+    return rc;
+}
+
+static int try_candidates(p11n_handshake *hs, const uint8_t *msg, size_t len)
 {
     for (size_t i = 0; i < hs->nremote; i++) {
         p11n_noise *ns = hs->noise;   /* the first candidate's engine exists */
@@ -505,6 +519,7 @@ void p11n_handshake_free(p11n_handshake *hs)
     if (hs == NULL)
         return;
     p11n_noise_free(hs->noise);
+    p11n_key_memo_forget(&hs->memo);
     free(hs->prologue);
     free(hs->remote);
     p11n_wipe(hs, sizeof(*hs));

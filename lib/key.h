@@ -79,6 +79,23 @@ static inline int p11n_key_is_slow(const struct p11n_key *key)
     return key->ops->slow;
 }
 
+/* A borrowed key seen through a memo of its last x-only DH: a KK
+ * responder tries act one under each candidate initiator key, and `es`
+ * (its static key with the initiator's ephemeral) is the same for all, so
+ * the token derives it once and only `ss` once per candidate. Used by one
+ * thread at a time (the handshake's); nothing to free but the memo to
+ * forget (p11n_key_memo_forget wipes it). */
+struct p11n_key_memo {
+    struct p11n_key base;       /* what the engine is given */
+    struct p11n_key_ops ops;    /* the inner key's, dh_x through the memo */
+    struct p11n_key *inner;
+    int has;
+    uint8_t peer[P11N_MAXPUBLEN];
+    uint8_t x[32];
+};
+void p11n_key_memo_init(struct p11n_key_memo *m, struct p11n_key *inner);
+void p11n_key_memo_forget(struct p11n_key_memo *m);
+
 /* Software key from a "file:" path: one line of hex private key (2 *
  * alg->privlen digits, trailing whitespace allowed). The key's warning
  * says it is for development only. Errors: FILE_MODE (the file is

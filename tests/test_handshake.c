@@ -469,6 +469,35 @@ static void test_bit_flips_x_only(void)
     bit_flips(1, 1);
 }
 
+/* A KK responder with several candidate initiator keys derives es once
+ * and ss once per candidate tried (the token operations an
+ * unauthenticated act one may cost). */
+static void test_kk_candidates_x_only(void)
+{
+    p11n_key *k1 = fresh_key(), *k2 = fresh_key();
+    uint8_t cands[3][P11N_PUBKEY_LEN];
+    pub_of(k1, cands[0]);
+    pub_of(k2, cands[1]);
+    pair p;
+    pair_init_keys(&p, "KK", 0, 1);
+    memcpy(cands[2], p.ipub, P11N_PUBKEY_LEN);
+    p.rcfg.remote = cands;
+    p.rcfg.nremote = 3;
+    CU_ASSERT(pair_run(&p, 0, -1, NULL, NULL).rc == P11N_OK);
+    struct t_xkey_counts c = t_xkey_counts(p.rk);
+    CU_ASSERT(c.dh_x == 1 + 3);     /* es, then ss for each candidate */
+    /* None of them: the same, and the act refused as before. */
+    t_xkey_reset(p.rk);
+    pub_of(p.rk, cands[2]);
+    outcome o = pair_run(&p, 0, -1, NULL, NULL);
+    CU_ASSERT(o.rc == P11N_ERR_UNKNOWN_PEER && o.act == 1);
+    c = t_xkey_counts(p.rk);
+    CU_ASSERT(c.dh_x == 1 + 3);
+    pair_free(&p);
+    p11n_key_free(k1);
+    p11n_key_free(k2);
+}
+
 /* What each role of an x-only key must have asked for: the DHs it reads
  * after are x only (one derivation on a token), the static-static DH it
  * writes goes through dh_static, the rest through dh. */
@@ -843,6 +872,7 @@ int main(void)
         { "a flipped bit in each act", test_bit_flips },
         { "x-only (token-like) keys: parity by the tag, every role", test_x_only_keys },
         { "a flipped bit in each act, x-only keys", test_bit_flips_x_only },
+        { "KK responder candidates, x-only key: es derived once", test_kk_candidates_x_only },
         { "x-only keys in the generic engine: psk, payloads, IK", test_x_only_engine },
         { "SoftHSM2 keys, derivations delayed: token steps deferred and run elsewhere",
           test_async_token },
