@@ -44,6 +44,7 @@ static const struct {
     { P11N_ERR_PIN_FINAL_TRY, "token allows one more PIN try only: not logging in" },
     { P11N_ERR_KEY_EXTRACTABLE, "token private key is extractable or not sensitive" },
     { P11N_ERR_DUPLICATE_KEY, "public key already present under another identifier" },
+    { P11N_ERR_PENDING, "token operation pending: run it, then resume the handshake" },
     { P11N_ERR_IO, "socket error" },
     { P11N_ERR_RESOLVE, "name resolution failed" },
     { P11N_ERR_CONNECT, "connection failed" },

@@ -12,6 +12,7 @@
 
 #include "p11noise.h"
 #include "crypto.h"
+#include "key.h"
 #include "noise.h"
 #include "secure.h"
 #include "transport.h"
@@ -37,6 +38,22 @@ static const wire_pattern wire_patterns[] = {
 
 enum hs_state { HS_RUNNING, HS_DONE, HS_FINISHED, HS_FAILED };
 
+/* The largest act: XK's third. */
+#define MAX_ACT_LEN (VERSION_LEN + 66)
+
+enum op_kind { OP_NONE, OP_WRITE, OP_READ };
+
+/* A step deferred for P11N_HS_ASYNC_TOKEN: the act to read (copied), or
+ * the act written, and the step's result once it ran. */
+struct p11n_handshake_op {
+    p11n_handshake *hs;
+    enum op_kind kind;
+    int ran;
+    int rc;
+    size_t len;
+    uint8_t act[MAX_ACT_LEN];
+};
+
 struct p11n_handshake {
     const wire_pattern *pattern;
     int initiator;
@@ -59,6 +76,12 @@ struct p11n_handshake {
      * responder from act three); reported only once authenticated. */
     int has_peer;
     uint8_t peer[P11N_PUBKEY_LEN];
+
+    unsigned flags;             /* P11N_HS_* */
+    struct p11n_handshake_op op;
+    /* What the engines are given as the local key: KK's act one derives
+     * es once for all candidates through it. */
+    struct p11n_key_memo memo;
 };
 
 static const wire_pattern *pattern_by_name(const char *name)
@@ -81,7 +104,7 @@ static int engine_new(const p11n_handshake *hs, const uint8_t *remote, p11n_nois
         return rc;
     rc = p11n_noise_set_prologue(ns, hs->prologue, hs->prologue_len);
     if (rc == P11N_OK)
-        rc = p11n_noise_set_local_static(ns, hs->local);
+        rc = p11n_noise_set_local_static(ns, (p11n_key *)&hs->memo.base);
     if (rc == P11N_OK && remote != NULL)
         rc = p11n_noise_set_remote_static(ns, remote, P11N_PUBKEY_LEN);
     if (rc == P11N_OK && hs->has_ephemeral)
@@ -118,6 +141,8 @@ static int check_config(const p11n_handshake_config *cfg, const wire_pattern *p,
         return P11N_ERR_INVALID_ARG;
     if (cfg->remote == NULL && cfg->nremote > 0)
         return P11N_ERR_INVALID_ARG;
+    if ((cfg->flags & ~P11N_HS_ASYNC_TOKEN) != 0)
+        return P11N_ERR_INVALID_ARG;
     if (initiator || p->responder_picks_initiator) {
         if (cfg->nremote == 0)
             return P11N_ERR_MISSING_KEY;
@@ -152,6 +177,9 @@ static int handshake_new(const p11n_handshake_config *cfg, int initiator,
     hs->pattern = pattern;
     hs->initiator = initiator;
     hs->local = cfg->local;
+    p11n_key_memo_init(&hs->memo, cfg->local);
+    hs->flags = cfg->flags;
+    hs->op.hs = hs;
 
     const uint8_t *prologue = cfg->prologue;
     size_t prologue_len = cfg->prologue_len;
@@ -212,7 +240,7 @@ static size_t act_len(const p11n_handshake *hs)
 
 size_t p11n_handshake_want(const p11n_handshake *hs)
 {
-    if (hs == NULL || hs->state != HS_RUNNING
+    if (hs == NULL || hs->state != HS_RUNNING || hs->op.kind != OP_NONE
         || p11n_noise_action(hs->noise) != P11N_NOISE_READ)
         return 0;
     return act_len(hs);
@@ -227,19 +255,27 @@ static void after_message(p11n_handshake *hs)
     }
 }
 
-int p11n_handshake_write(p11n_handshake *hs, uint8_t *out, size_t cap, size_t *outlen)
+/* Whether this step is deferred: asked for, and it needs the token. */
+static int defer_step(const p11n_handshake *hs)
 {
-    if (outlen != NULL)
-        *outlen = 0;
-    if (hs == NULL || out == NULL || outlen == NULL)
-        return P11N_ERR_INVALID_ARG;
-    if (hs->state != HS_RUNNING || p11n_noise_action(hs->noise) != P11N_NOISE_WRITE)
-        return P11N_ERR_STATE;
-    size_t need = act_len(hs);
-    if (cap < need)
-        return P11N_ERR_BUFFER_TOO_SMALL;
+    return (hs->flags & P11N_HS_ASYNC_TOKEN) && p11n_handshake_token_step(hs);
+}
 
-    size_t n = 0;
+static int pend(p11n_handshake *hs, enum op_kind kind, const uint8_t *act, size_t len)
+{
+    hs->op.kind = kind;
+    hs->op.ran = 0;
+    hs->op.rc = P11N_ERR_PENDING;
+    hs->op.len = len;
+    if (act != NULL)
+        memcpy(hs->op.act, act, len);
+    return P11N_ERR_PENDING;
+}
+
+/* The act itself, into out (cap >= act_len checked). */
+static int write_act(p11n_handshake *hs, uint8_t *out, size_t cap, size_t *outlen)
+{
+    size_t need = act_len(hs), n = 0;
     int rc = p11n_noise_write_message(hs->noise, NULL, 0, out + VERSION_LEN,
         cap - VERSION_LEN, &n);
     if (rc != P11N_OK)
@@ -250,6 +286,23 @@ int p11n_handshake_write(p11n_handshake *hs, uint8_t *out, size_t cap, size_t *o
     *outlen = need;
     after_message(hs);
     return P11N_OK;
+}
+
+int p11n_handshake_write(p11n_handshake *hs, uint8_t *out, size_t cap, size_t *outlen)
+{
+    if (outlen != NULL)
+        *outlen = 0;
+    if (hs == NULL || out == NULL || outlen == NULL)
+        return P11N_ERR_INVALID_ARG;
+    if (hs->op.kind != OP_NONE)
+        return P11N_ERR_PENDING;
+    if (hs->state != HS_RUNNING || p11n_noise_action(hs->noise) != P11N_NOISE_WRITE)
+        return P11N_ERR_STATE;
+    if (cap < act_len(hs))
+        return P11N_ERR_BUFFER_TOO_SMALL;
+    if (defer_step(hs))
+        return pend(hs, OP_WRITE, NULL, 0);
+    return write_act(hs, out, cap, outlen);
 }
 
 /* Read a Noise message with an empty payload into `ns`. */
@@ -264,8 +317,18 @@ static int read_into(p11n_noise *ns, const uint8_t *msg, size_t len)
 }
 
 /* KK responder, act one: the act verifies only under the right initiator
- * key, so try each candidate on a fresh engine until one does. */
+ * key, so try each candidate on a fresh engine until one does (es comes
+ * from the token once, through the memo; ss once per candidate). */
+static int try_candidates(p11n_handshake *hs, const uint8_t *msg, size_t len);
+
 static int read_pick_initiator(p11n_handshake *hs, const uint8_t *msg, size_t len)
+{
+    int rc = try_candidates(hs, msg, len);
+    p11n_key_memo_forget(&hs->memo);
+    return rc;
+}
+
+static int try_candidates(p11n_handshake *hs, const uint8_t *msg, size_t len)
 {
     for (size_t i = 0; i < hs->nremote; i++) {
         p11n_noise *ns = hs->noise;   /* the first candidate's engine exists */
@@ -300,23 +363,9 @@ static int peer_allowed(const p11n_handshake *hs, const uint8_t pub[P11N_PUBKEY_
     return found;
 }
 
-int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in, size_t len)
+/* The act's Noise message (framing checked), then the peer's key. */
+static int read_act(p11n_handshake *hs, const uint8_t *msg, size_t msglen)
 {
-    if (hs == NULL || (in == NULL && len > 0))
-        return P11N_ERR_INVALID_ARG;
-    if (hs->state != HS_RUNNING || p11n_noise_action(hs->noise) != P11N_NOISE_READ)
-        return P11N_ERR_STATE;
-
-    size_t need = act_len(hs);
-    if (len < need)
-        return fail(hs, P11N_ERR_SHORT_MESSAGE);
-    if (len > need)
-        return fail(hs, P11N_ERR_LONG_MESSAGE);
-    if (in[0] != WIRE_VERSION)
-        return fail(hs, P11N_ERR_BAD_VERSION);
-
-    const uint8_t *msg = in + VERSION_LEN;
-    size_t msglen = len - VERSION_LEN;
     int rc;
     if (!hs->initiator && hs->pattern->responder_picks_initiator && !hs->picked)
         rc = read_pick_initiator(hs, msg, msglen);
@@ -337,6 +386,81 @@ int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in, size_t len)
     }
     after_message(hs);
     return P11N_OK;
+}
+
+int p11n_handshake_read(p11n_handshake *hs, const uint8_t *in, size_t len)
+{
+    if (hs == NULL || (in == NULL && len > 0))
+        return P11N_ERR_INVALID_ARG;
+    if (hs->op.kind != OP_NONE)
+        return P11N_ERR_PENDING;
+    if (hs->state != HS_RUNNING || p11n_noise_action(hs->noise) != P11N_NOISE_READ)
+        return P11N_ERR_STATE;
+
+    /* Framing is checked at once, deferred or not: no token work. */
+    size_t need = act_len(hs);
+    if (len < need)
+        return fail(hs, P11N_ERR_SHORT_MESSAGE);
+    if (len > need)
+        return fail(hs, P11N_ERR_LONG_MESSAGE);
+    if (in[0] != WIRE_VERSION)
+        return fail(hs, P11N_ERR_BAD_VERSION);
+    if (defer_step(hs) && len <= MAX_ACT_LEN)
+        return pend(hs, OP_READ, in, len);
+    return read_act(hs, in + VERSION_LEN, len - VERSION_LEN);
+}
+
+p11n_handshake_op *p11n_handshake_pending(p11n_handshake *hs)
+{
+    return hs != NULL && hs->op.kind != OP_NONE && !hs->op.ran ? &hs->op : NULL;
+}
+
+int p11n_handshake_pending_run(p11n_handshake_op *op)
+{
+    if (op == NULL)
+        return P11N_ERR_INVALID_ARG;
+    if (op->kind == OP_NONE || op->ran)
+        return P11N_ERR_STATE;
+    p11n_handshake *hs = op->hs;
+    if (op->kind == OP_WRITE)
+        op->rc = write_act(hs, op->act, sizeof(op->act), &op->len);
+    else
+        op->rc = read_act(hs, op->act + VERSION_LEN, op->len - VERSION_LEN);
+    op->ran = 1;
+    return op->rc;
+}
+
+int p11n_handshake_resume(p11n_handshake *hs, uint8_t *out, size_t cap, size_t *outlen)
+{
+    if (outlen != NULL)
+        *outlen = 0;
+    if (hs == NULL)
+        return P11N_ERR_INVALID_ARG;
+    struct p11n_handshake_op *op = &hs->op;
+    if (op->kind == OP_NONE)
+        return P11N_ERR_STATE;
+    if (!op->ran)
+        return P11N_ERR_PENDING;
+    int rc = op->rc;
+    if (op->kind == OP_WRITE && rc == P11N_OK) {
+        if (out == NULL || outlen == NULL)
+            return P11N_ERR_INVALID_ARG;
+        if (cap < op->len)
+            return P11N_ERR_BUFFER_TOO_SMALL;
+        memcpy(out, op->act, op->len);
+        *outlen = op->len;
+    }
+    p11n_wipe(op->act, sizeof(op->act));
+    op->kind = OP_NONE;
+    op->ran = 0;
+    return rc;
+}
+
+int p11n_handshake_token_step(const p11n_handshake *hs)
+{
+    if (hs == NULL || hs->state != HS_RUNNING || hs->noise == NULL)
+        return 0;
+    return p11n_key_is_slow(hs->local) && p11n_noise_next_uses_static(hs->noise);
 }
 
 int p11n_handshake_done(const p11n_handshake *hs)
@@ -395,6 +519,7 @@ void p11n_handshake_free(p11n_handshake *hs)
     if (hs == NULL)
         return;
     p11n_noise_free(hs->noise);
+    p11n_key_memo_forget(&hs->memo);
     free(hs->prologue);
     free(hs->remote);
     p11n_wipe(hs, sizeof(*hs));

@@ -299,31 +299,85 @@ P11N_API size_t p11n_noise_message_len(const p11n_noise *hs, size_t payload_len)
     return len + payload_len + (has_key ? P11N_TAG_LEN : 0);
 }
 
-/* MixKey(DH(local, remote)) for ee, es, se, ss. */
-static int mix_dh(p11n_noise *hs, uint8_t tok)
+/* Which key of ours (P11N_PRE_E or _S) a DH token uses, and the peer's
+ * key (NULL if we do not have it). */
+static uint8_t dh_local(const p11n_noise *hs, uint8_t tok)
 {
-    uint8_t local = hs->initiator ? dh_keys[tok].initiator : dh_keys[tok].responder;
+    return hs->initiator ? dh_keys[tok].initiator : dh_keys[tok].responder;
+}
+
+static const uint8_t *dh_peer(const p11n_noise *hs, uint8_t tok)
+{
     uint8_t remote = hs->initiator ? dh_keys[tok].responder : dh_keys[tok].initiator;
-    const uint8_t *peer = NULL;
     if (remote == P11N_PRE_E && hs->has_re)
-        peer = hs->re;
-    else if (remote == P11N_PRE_S && hs->has_rs)
-        peer = hs->rs;
+        return hs->re;
+    if (remote == P11N_PRE_S && hs->has_rs)
+        return hs->rs;
+    return NULL;
+}
+
+/* DH(local, remote) for ee, es, se, ss into out (dhlen bytes). A DH of
+ * two static keys goes through dh_static: the same for every handshake
+ * with this peer, so a token key may remember its parity. */
+static int compute_dh(p11n_noise *hs, uint8_t tok, uint8_t *out)
+{
+    uint8_t local = dh_local(hs, tok);
+    const uint8_t *peer = dh_peer(hs, tok);
     /* The tables and start() guarantee both keys; this guards the tables. */
     if (peer == NULL || (local == P11N_PRE_E && !hs->has_e) ||
         (local == P11N_PRE_S && hs->s == NULL))
         return P11N_ERR_STATE;
-
-    uint8_t dh[P11N_MAXDHLEN];
-    int rc;
     if (local == P11N_PRE_E)
-        rc = hs->proto.dh->dh(hs->e_priv, peer, dh);
-    else
-        rc = p11n_key_dh(hs->s, peer, dh);
+        return hs->proto.dh->dh(hs->e_priv, peer, out);
+    if (peer == hs->rs)
+        return p11n_key_dh_static(hs->s, peer, out);
+    return p11n_key_dh(hs->s, peer, out);
+}
+
+/* MixKey(DH(local, remote)) for ee, es, se, ss. */
+static int mix_dh(p11n_noise *hs, uint8_t tok)
+{
+    uint8_t dh[P11N_MAXDHLEN];
+    int rc = compute_dh(hs, tok, dh);
     if (rc == P11N_OK)
         rc = p11n_ss_mix_key(&hs->ss, dh, hs->proto.dh->dhlen);
     p11n_wipe(dh, sizeof(dh));
     return rc;
+}
+
+static int is_dh_token(uint8_t tok)
+{
+    return tok == P11N_TOK_EE || tok == P11N_TOK_ES || tok == P11N_TOK_SE ||
+        tok == P11N_TOK_SS;
+}
+
+/* A DH we would do with our static key through dh_x (one derivation,
+ * x only). */
+static int is_x_dh(const p11n_noise *hs, uint8_t tok)
+{
+    return is_dh_token(tok) && dh_local(hs, tok) == P11N_PRE_S && hs->s != NULL &&
+        p11n_key_has_dh_x(hs->s);
+}
+
+/* Reading: the index in the current message from which the tag can pick
+ * the parity of our static key's DHs, or -1. From the first such DH on,
+ * every token must only mix a key (DH or psk) -- nothing is decrypted
+ * before the payload -- and at most P11N_MAX_X_STEPS DHs are x only. */
+static int x_start(const p11n_noise *hs)
+{
+    const uint8_t *toks = hs->proto.msg[hs->msg];
+    int start = -1;
+    unsigned nx = 0;
+    for (int i = 0; toks[i] != P11N_TOK_END; i++) {
+        if (start < 0 && !is_x_dh(hs, toks[i]))
+            continue;
+        if (start < 0)
+            start = i;
+        if (!is_dh_token(toks[i]) && toks[i] != P11N_TOK_PSK)
+            return -1;
+        nx += is_x_dh(hs, toks[i]);
+    }
+    return nx <= P11N_MAX_X_STEPS ? start : -1;
 }
 
 static int mix_psk(p11n_noise *hs)
@@ -421,11 +475,14 @@ P11N_API int p11n_noise_write_message(p11n_noise *hs, const uint8_t *payload,
     return P11N_OK;
 }
 
-static int read_tokens(p11n_noise *hs, const uint8_t *msg, size_t len, size_t *pos)
+/* The current message's tokens before index `stop` (-1: all). */
+static int read_tokens(p11n_noise *hs, const uint8_t *msg, size_t len, size_t *pos, int stop)
 {
     const p11n_dh_alg *dh = hs->proto.dh;
     int rc = P11N_OK;
-    for (const uint8_t *t = hs->proto.msg[hs->msg]; rc == P11N_OK && *t != P11N_TOK_END; t++) {
+    const uint8_t *toks = hs->proto.msg[hs->msg];
+    for (const uint8_t *t = toks; rc == P11N_OK && *t != P11N_TOK_END &&
+        (stop < 0 || t - toks < stop); t++) {
         switch (*t) {
         case P11N_TOK_E:
             if (len - *pos < dh->publen)
@@ -464,6 +521,93 @@ static int read_tokens(p11n_noise *hs, const uint8_t *msg, size_t len, size_t *p
     return rc;
 }
 
+/* Scratch of a read by the tag: the inputs of every remaining step. */
+struct tag_read {
+    p11n_step steps[P11N_MAX_TOKENS];
+    uint8_t val[P11N_MAX_TOKENS][P11N_MAXDHLEN];
+    size_t n;
+};
+
+/* The x-only DHs of a read, asked for together: two go to the key at
+ * once (a token runs them on two sessions in parallel). */
+static int tag_x(p11n_noise *hs, const uint8_t *const peers[P11N_MAX_X_STEPS],
+    uint8_t *const xs[P11N_MAX_X_STEPS], unsigned nx)
+{
+    for (unsigned i = 0; i < nx; i++)
+        if (peers[i] == NULL)
+            return P11N_ERR_STATE;
+    if (nx == 2)
+        return p11n_key_dh_x2(hs->s, peers[0], peers[1], xs[0], xs[1]);
+    return nx == 1 ? p11n_key_dh_x(hs->s, peers[0], xs[0]) : P11N_OK;
+}
+
+/* The steps from token `start` on: our static key's DHs as x only (one
+ * token operation each, its parity left to the tag), every other DH and
+ * psk as its value. */
+static int tag_steps(p11n_noise *hs, int start, struct tag_read *r)
+{
+    const uint8_t *peers[P11N_MAX_X_STEPS] = { NULL, NULL };
+    uint8_t *xs[P11N_MAX_X_STEPS] = { NULL, NULL };
+    unsigned nx = 0;
+    int rc = P11N_OK;
+    for (const uint8_t *t = hs->proto.msg[hs->msg] + start;
+        rc == P11N_OK && *t != P11N_TOK_END; t++) {
+        p11n_step *st = &r->steps[r->n];
+        if (*t == P11N_TOK_PSK) {
+            if (hs->psk_next >= hs->npsk)
+                return P11N_ERR_STATE;
+            memcpy(r->val[r->n], hs->psk[hs->psk_next], P11N_PSKLEN);
+            p11n_wipe(hs->psk[hs->psk_next++], P11N_PSKLEN);
+            *st = (p11n_step){ P11N_STEP_PSK, r->val[r->n], P11N_PSKLEN };
+        } else if (is_x_dh(hs, *t) && nx < P11N_MAX_X_STEPS) {
+            peers[nx] = dh_peer(hs, *t);
+            xs[nx++] = r->val[r->n];
+            *st = (p11n_step){ P11N_STEP_X, r->val[r->n], 32 };
+        } else {
+            rc = compute_dh(hs, *t, r->val[r->n]);
+            *st = (p11n_step){ P11N_STEP_DH, r->val[r->n], hs->proto.dh->dhlen };
+        }
+        r->n++;
+    }
+    return rc == P11N_OK ? tag_x(hs, peers, xs, nx) : rc;
+}
+
+/* The rest of the message (from token `start`, then the payload) with
+ * the parity of our token DHs picked by the payload's tag. */
+static int read_by_tag(p11n_noise *hs, int start, const uint8_t *rest, size_t len,
+    uint8_t *payload, size_t cap)
+{
+    struct tag_read *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return P11N_ERR_NOMEM;
+    int rc = tag_steps(hs, start, r);
+    if (rc == P11N_OK && len < P11N_TAG_LEN)
+        rc = P11N_ERR_SHORT_MESSAGE;
+    if (rc == P11N_OK && len - P11N_TAG_LEN > cap)
+        rc = P11N_ERR_BUFFER_TOO_SMALL;
+    uint8_t empty;
+    if (rc == P11N_OK)
+        rc = p11n_ss_read_candidates(&hs->ss, r->steps, r->n, rest, len,
+            payload != NULL ? payload : &empty);
+    p11n_wipe(r, sizeof(*r));
+    free(r);
+    return rc;
+}
+
+/* The payload, read as usual: DecryptAndHash of what is left. */
+static int read_payload(p11n_noise *hs, const uint8_t *rest, size_t len,
+    uint8_t *payload, size_t cap)
+{
+    size_t overhead = p11n_cs_overhead(&hs->ss.cs);
+    if (len < overhead)
+        return P11N_ERR_SHORT_MESSAGE;
+    if (len - overhead > cap)
+        return P11N_ERR_BUFFER_TOO_SMALL;
+    /* the AEAD wants a destination even for an empty plaintext */
+    uint8_t empty;
+    return p11n_ss_decrypt_and_hash(&hs->ss, rest, len, payload != NULL ? payload : &empty);
+}
+
 P11N_API int p11n_noise_read_message(p11n_noise *hs, const uint8_t *msg, size_t len,
     uint8_t *payload, size_t cap, size_t *payload_len)
 {
@@ -483,23 +627,19 @@ P11N_API int p11n_noise_read_message(p11n_noise *hs, const uint8_t *msg, size_t 
     }
 
     size_t pos = 0;
-    rc = read_tokens(hs, msg, len, &pos);
-    size_t rest = len - pos, overhead = p11n_cs_overhead(&hs->ss.cs);
-    if (rc == P11N_OK && rest < overhead)
-        rc = P11N_ERR_SHORT_MESSAGE;
-    if (rc == P11N_OK && rest - overhead > cap)
-        rc = P11N_ERR_BUFFER_TOO_SMALL;
-    if (rc == P11N_OK) {
-        /* the AEAD wants a destination even for an empty plaintext */
-        uint8_t empty;
-        rc = p11n_ss_decrypt_and_hash(&hs->ss, len > 0 ? msg + pos : msg, rest,
-            payload != NULL ? payload : &empty);
-    }
+    int start = x_start(hs);
+    rc = read_tokens(hs, msg, len, &pos, start);
+    /* msg may be NULL only when len is 0 */
+    const uint8_t *rest = len > 0 ? msg + pos : msg;
+    if (rc == P11N_OK && start >= 0)
+        rc = read_by_tag(hs, start, rest, len - pos, payload, cap);
+    else if (rc == P11N_OK)
+        rc = read_payload(hs, rest, len - pos, payload, cap);
     if (rc != P11N_OK) {
         p11n_wipe(payload, cap);
         return fail(hs, rc);
     }
-    *payload_len = rest - overhead;
+    *payload_len = len - pos - p11n_cs_overhead(&hs->ss.cs);
     advance(hs);
     return P11N_OK;
 }
@@ -609,6 +749,16 @@ P11N_API int p11n_noise_split(p11n_noise *hs, p11n_cipher **send, p11n_cipher **
 const p11n_protocol *p11n_noise_protocol(const p11n_noise *hs)
 {
     return &hs->proto;
+}
+
+int p11n_noise_next_uses_static(const p11n_noise *hs)
+{
+    if (hs == NULL || hs->state != HS_RUNNING)
+        return 0;
+    for (const uint8_t *t = hs->proto.msg[hs->msg]; *t != P11N_TOK_END; t++)
+        if (is_dh_token(*t) && dh_local(hs, *t) == P11N_PRE_S)
+            return 1;
+    return 0;
 }
 
 int p11n_noise_is_initiator(const p11n_noise *hs)

@@ -1,6 +1,6 @@
 /*
- * The static-key handle: the Noise engine calls key->ops->dh() and never
- * sees private key bytes. Software keys (lib/key.c) and PKCS#11 token keys
+ * The static-key handle: the Noise engine calls key->ops->dh() (or, for
+ * a token key, dh_x / dh_static) and never sees private key bytes. Software keys (lib/key.c) and PKCS#11 token keys
  * (pkcs11/) embed struct p11n_key first.
  */
 #ifndef P11N_KEY_H
@@ -14,6 +14,20 @@ struct p11n_key_ops {
     /* out = DH(k, peer), dhlen bytes. peer is publen bytes, already
      * validated with alg->check_pub. Must be thread-safe for token keys. */
     int (*dh)(struct p11n_key *key, const uint8_t *peer, uint8_t *out);
+    /* Optional (NULL: use dh). The same DH with a peer's *static* key:
+     * the backend may remember one fact per peer that makes the next
+     * call cheaper (a token key: the y parity of k·P, one bit). */
+    int (*dh_static)(struct p11n_key *key, const uint8_t *peer, uint8_t *out);
+    /* Optional (NULL: the engine uses dh). x(k·P) only, 32 bytes, for a
+     * secp256k1 key whose full DH costs more than that (a token key: one
+     * derivation instead of two). The engine then carries both
+     * candidates SHA256(0x02||x) and SHA256(0x03||x) and lets the
+     * message's tag decide. Same thread-safety as dh. */
+    int (*dh_x)(struct p11n_key *key, const uint8_t *peer, uint8_t *x);
+    /* Optional (NULL: dh_x twice). Two dh_x at once (a token key: on two
+     * sessions in parallel), for a message that needs both. */
+    int (*dh_x2)(struct p11n_key *key, const uint8_t *peer1, const uint8_t *peer2,
+        uint8_t *x1, uint8_t *x2);
     void (*destroy)(struct p11n_key *key);
 };
 
@@ -33,10 +47,54 @@ static inline int p11n_key_dh(struct p11n_key *key, const uint8_t *peer, uint8_t
     return key->ops->dh(key, peer, out);
 }
 
+static inline int p11n_key_dh_static(struct p11n_key *key, const uint8_t *peer,
+    uint8_t *out)
+{
+    if (key->ops->dh_static != NULL)
+        return key->ops->dh_static(key, peer, out);
+    return key->ops->dh(key, peer, out);
+}
+
+static inline int p11n_key_has_dh_x(const struct p11n_key *key)
+{
+    return key->ops->dh_x != NULL;
+}
+
+static inline int p11n_key_dh_x(struct p11n_key *key, const uint8_t *peer, uint8_t *x)
+{
+    return key->ops->dh_x(key, peer, x);
+}
+
+static inline int p11n_key_dh_x2(struct p11n_key *key, const uint8_t *peer1,
+    const uint8_t *peer2, uint8_t *x1, uint8_t *x2)
+{
+    if (key->ops->dh_x2 != NULL)
+        return key->ops->dh_x2(key, peer1, peer2, x1, x2);
+    int rc = key->ops->dh_x(key, peer1, x1);
+    return rc == P11N_OK ? key->ops->dh_x(key, peer2, x2) : rc;
+}
+
 static inline int p11n_key_is_slow(const struct p11n_key *key)
 {
     return key->ops->slow;
 }
+
+/* A borrowed key seen through a memo of its last x-only DH: a KK
+ * responder tries act one under each candidate initiator key, and `es`
+ * (its static key with the initiator's ephemeral) is the same for all, so
+ * the token derives it once and only `ss` once per candidate. Used by one
+ * thread at a time (the handshake's); nothing to free but the memo to
+ * forget (p11n_key_memo_forget wipes it). */
+struct p11n_key_memo {
+    struct p11n_key base;       /* what the engine is given */
+    struct p11n_key_ops ops;    /* the inner key's, dh_x through the memo */
+    struct p11n_key *inner;
+    int has;
+    uint8_t peer[P11N_MAXPUBLEN];
+    uint8_t x[32];
+};
+void p11n_key_memo_init(struct p11n_key_memo *m, struct p11n_key *inner);
+void p11n_key_memo_forget(struct p11n_key_memo *m);
 
 /* Software key from a "file:" path: one line of hex private key (2 *
  * alg->privlen digits, trailing whitespace allowed). The key's warning

@@ -140,6 +140,33 @@ int p11n_ss_decrypt_and_hash(p11n_symmetric *ss, const uint8_t *in, size_t len,
 int p11n_ss_split(p11n_symmetric *ss, uint8_t k1[P11N_KEYLEN], uint8_t k2[P11N_KEYLEN]);
 void p11n_ss_clear(p11n_symmetric *ss);
 
+/* The rest of a message read after a token DH that gave x only (the
+ * parity by the tag): each step mixes one value into the state, and
+ * P11N_STEP_X stands for two candidates, SHA256(0x02||x) or
+ * SHA256(0x03||x). Every combination is replayed from the state as it
+ * is, each decrypts the payload; exactly one must verify. */
+enum p11n_step_kind {
+    P11N_STEP_DH,       /* MixKey(ikm), ikm: ikmlen bytes */
+    P11N_STEP_X,        /* MixKey(candidate), ikm: 32-byte x */
+    P11N_STEP_PSK       /* MixKeyAndHash(ikm), ikm: P11N_PSKLEN bytes */
+};
+typedef struct p11n_step {
+    uint8_t kind;
+    const uint8_t *ikm;
+    size_t ikmlen;
+} p11n_step;
+/* At most this many P11N_STEP_X in one message (4 combinations). */
+#define P11N_MAX_X_STEPS 2
+
+/* Runs the steps and DecryptAndHash(in, len) into out (len - 16 bytes)
+ * for every combination of candidates, in constant time: no early exit,
+ * no branch or memory index on which combination verified; the state and
+ * out take the one that verified by masked copies. Errors: BAD_TAG (none
+ * or more than one verified: out wiped, the state unusable), SHORT_MESSAGE,
+ * INVALID_ARG (too many X steps), CRYPTO, NOMEM. */
+int p11n_ss_read_candidates(p11n_symmetric *ss, const p11n_step *steps, size_t nsteps,
+    const uint8_t *in, size_t len, uint8_t *out);
+
 /* ---- HandshakeState (lib/handshake_state.c) ---- */
 
 /* CONTRACT: after the last handshake message, instead of p11n_noise_split:
@@ -150,6 +177,9 @@ int p11n_noise_split_keys(p11n_noise *hs, uint8_t *ck, uint8_t k1[P11N_KEYLEN],
     uint8_t k2[P11N_KEYLEN]);
 /* CONTRACT: the parsed protocol of a handshake. */
 const p11n_protocol *p11n_noise_protocol(const p11n_noise *hs);
+/* CONTRACT: 1 if the next message (ours to write or to read) has a DH
+ * with our static key. */
+int p11n_noise_next_uses_static(const p11n_noise *hs);
 /* CONTRACT: 1 if this side is the initiator. */
 int p11n_noise_is_initiator(const p11n_noise *hs);
 

@@ -114,6 +114,7 @@ typedef enum p11n_err {
     P11N_ERR_PIN_FINAL_TRY = -56,  /* token says one more wrong PIN locks it: not trying */
     P11N_ERR_KEY_EXTRACTABLE = -57,/* private key is extractable or not sensitive */
     P11N_ERR_DUPLICATE_KEY = -58,  /* public key already present under another identifier */
+    P11N_ERR_PENDING = -59,        /* a token operation must run first: p11n_handshake_pending() */
 
     /* network */
     P11N_ERR_IO = -70,             /* socket error (see log for errno) */
@@ -406,7 +407,15 @@ typedef struct p11n_handshake_config {
     const uint8_t (*remote)[P11N_PUBKEY_LEN];
     size_t nremote;
     const uint8_t *test_ephemeral;/* fixed ephemeral private key: vectors only */
+    unsigned flags;               /* P11N_HS_* */
 } p11n_handshake_config;
+
+/* A step that needs the token (p11n_handshake_token_step() is 1) does not
+ * block: p11n_handshake_write/read return P11N_ERR_PENDING, the caller
+ * runs p11n_handshake_pending_run() on any thread, then resumes with
+ * p11n_handshake_resume(). Steps without token work never return
+ * PENDING. Without the flag every step blocks on the token. */
+#define P11N_HS_ASYNC_TOKEN 1u
 
 /** Start a handshake as initiator / responder. The config is copied (keys
  *  stay borrowed). Errors: INVALID_ARG, UNSUPPORTED, MISSING_KEY,
@@ -421,7 +430,7 @@ P11N_API P11N_WARN_UNUSED int p11n_handshake_respond(const p11n_handshake_config
 P11N_API size_t p11n_handshake_want(const p11n_handshake *hs);
 
 /** Write our next act into `out`. Errors: STATE, BUFFER_TOO_SMALL, token
- *  and DH errors. */
+ *  and DH errors; PENDING with P11N_HS_ASYNC_TOKEN (see there). */
 P11N_API P11N_WARN_UNUSED int p11n_handshake_write(p11n_handshake *hs, uint8_t *out,
     size_t cap, size_t *outlen);
 
@@ -438,6 +447,35 @@ P11N_API P11N_WARN_UNUSED int p11n_handshake_read(p11n_handshake *hs, const uint
 
 /** 1 when the handshake has completed, 0 otherwise. */
 P11N_API int p11n_handshake_done(const p11n_handshake *hs);
+
+typedef struct p11n_handshake_op p11n_handshake_op;
+
+/** After P11N_ERR_PENDING: the operation to run (owned by the handshake,
+ *  valid until it is resumed or freed); NULL when nothing is pending. */
+P11N_API p11n_handshake_op *p11n_handshake_pending(p11n_handshake *hs);
+
+/** Runs the pending step -- its token operations and the rest of the act
+ *  -- on the calling thread, blocking on the token. Any thread may call it
+ *  once per PENDING; the caller must not touch the handshake meanwhile and
+ *  must order the run before p11n_handshake_resume (a queue, a pipe, a
+ *  join). Returns the step's result (also returned by the resume);
+ *  INVALID_ARG for NULL, STATE if it already ran. */
+P11N_API int p11n_handshake_pending_run(p11n_handshake_op *op);
+
+/** Completes the call that returned PENDING, as it would have returned:
+ *  for a write the act goes to `out` (`cap` bytes, *outlen its length);
+ *  for a read out/outlen may be NULL and *outlen is 0. PENDING while the
+ *  operation has not run; BUFFER_TOO_SMALL leaves it pending; STATE when
+ *  nothing is pending. */
+P11N_API P11N_WARN_UNUSED int p11n_handshake_resume(p11n_handshake *hs, uint8_t *out,
+    size_t cap, size_t *outlen);
+
+/** 1 when the next p11n_handshake_write or p11n_handshake_read will use a
+ *  slow (token) local key, so an event loop runs it off its own thread;
+ *  0 when it needs no token operation (KK responder act 2, XK initiator
+ *  act 1, XK responder acts 2 and 3, everything once done), so it can run
+ *  in place. A KK responder's act 1 counts as token work. */
+P11N_API int p11n_handshake_token_step(const p11n_handshake *hs);
 
 /** The authenticated peer's static key (33 bytes), once the handshake is
  *  done (p11n_handshake_done() is 1): it is authenticated only then.

@@ -228,8 +228,22 @@ static void solve_y(const fe *xk, const fe *yk, const fe *x1, const fe *x2, fe *
     p11n_wipe(&num, sizeof(num));
 }
 
-int p11n_secp256k1_dh_from_x(const uint8_t k[33], const uint8_t x1[32],
-    const uint8_t x2[32], uint8_t out[32])
+int p11n_secp256k1_dh_of_x(const uint8_t x[32], unsigned parity, uint8_t out[32])
+{
+    if (x == NULL || out == NULL)
+        return P11N_ERR_INVALID_ARG;
+    uint8_t point[33];
+    /* arithmetic, not a branch: the parity is secret */
+    point[0] = (uint8_t)(0x02 | (parity & 1));
+    memcpy(point + 1, x, 32);
+    p11n_iov iov = { point, sizeof(point) };
+    int rc = p11n_hash(&p11n_hash_sha256, &iov, 1, out) == P11N_OK ? P11N_OK : P11N_ERR_CRYPTO;
+    p11n_wipe(point, sizeof(point));
+    return rc;
+}
+
+int p11n_secp256k1_dh_from_x_parity(const uint8_t k[33], const uint8_t x1[32],
+    const uint8_t x2[32], uint8_t out[32], uint8_t *parity)
 {
     if (k == NULL || x1 == NULL || x2 == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
@@ -244,18 +258,22 @@ int p11n_secp256k1_dh_from_x(const uint8_t k[33], const uint8_t x1[32],
     /* Whether the token's outputs fit K is public: a mismatch fails the
      * handshake with an error. The parity itself stays secret. */
     p11n_declassify(&ok, sizeof(ok));
-    uint8_t point[33];
-    point[0] = (uint8_t)(0x02 | (y.v[0] & 1));
-    memcpy(point + 1, x1, 32);
+    unsigned bit = (unsigned)(y.v[0] & 1);
     if (ok == 0)
         rc = P11N_ERR_BAD_PUBKEY;
-    else {
-        p11n_iov iov = { point, sizeof(point) };
-        rc = p11n_hash(&p11n_hash_sha256, &iov, 1, out) == P11N_OK ? P11N_OK : P11N_ERR_CRYPTO;
-    }
-    p11n_wipe(point, sizeof(point));
+    else
+        rc = p11n_secp256k1_dh_of_x(x1, bit, out);
+    if (rc == P11N_OK && parity != NULL)
+        *parity = (uint8_t)bit;
+    bit = 0;
     p11n_wipe(&a, sizeof(a));
     p11n_wipe(&b, sizeof(b));
     p11n_wipe(&y, sizeof(y));
     return rc;
+}
+
+int p11n_secp256k1_dh_from_x(const uint8_t k[33], const uint8_t x1[32],
+    const uint8_t x2[32], uint8_t out[32])
+{
+    return p11n_secp256k1_dh_from_x_parity(k, x1, x2, out, NULL);
 }

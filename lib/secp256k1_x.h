@@ -15,4 +15,16 @@
 int p11n_secp256k1_dh_from_x(const uint8_t k[33], const uint8_t x1[32],
     const uint8_t x2[32], uint8_t out[32]);
 
+/* The same, and *parity (may be NULL) gets the y parity of A (0 or 1):
+ * a secret bit, which a caller may keep for a static peer (the same for
+ * every handshake with it) and then need only x1. */
+int p11n_secp256k1_dh_from_x_parity(const uint8_t k[33], const uint8_t x1[32],
+    const uint8_t x2[32], uint8_t out[32], uint8_t *parity);
+
+/* SHA256(0x02 + parity || x): the Noise DH of the point with x-coordinate
+ * x and y parity `parity` (0 or 1), in constant time. Both values are
+ * candidates when only x is known (the engine's parity by the tag).
+ * Errors: INVALID_ARG, CRYPTO. */
+int p11n_secp256k1_dh_of_x(const uint8_t x[32], unsigned parity, uint8_t out[32]);
+
 #endif

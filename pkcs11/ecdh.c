@@ -5,6 +5,7 @@
  * the key's public point: of the two points with x-coordinate x(k·P),
  * exactly one plus K has that x-coordinate.
  */
+#include <pthread.h>
 #include <string.h>
 
 #include "ckr.h"
@@ -150,9 +151,9 @@ int p11n_token_derive_x(struct p11n_token *tok, CK_OBJECT_HANDLE key,
 /* SHA256(compressed(k·P)) from x1 = x(k·P) and x2 = x(k·P + kadj), in
  * constant time: x1 and x2 are the DH secret (lib/secp256k1_x.c). */
 static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUBKEY_LEN],
-    const uint8_t x1[32], const uint8_t x2[32], uint8_t out[32])
+    const uint8_t x1[32], const uint8_t x2[32], uint8_t out[32], uint8_t *parity)
 {
-    int err = p11n_secp256k1_dh_from_x(kadj, x1, x2, out);
+    int err = p11n_secp256k1_dh_from_x_parity(kadj, x1, x2, out, parity);
     if (err == P11N_ERR_BAD_PUBKEY)
         /* Only possible when K is not k·G. */
         err = p11n_token_errorf(P11N_ERR_TOKEN, tok->uri,
@@ -160,9 +161,59 @@ static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUB
     return err;
 }
 
-/* x1 = x(k·P) and x2 = x(k·Q) on one session of the current generation. */
+/* The second derivation of a pair, on its own session and thread. */
+struct side_job {
+    struct p11n_token *tok;
+    struct p11n_token_use u;
+    const uint8_t *q;
+    uint8_t *x;
+    int err;
+};
+
+static void *side_run(void *arg)
+{
+    struct side_job *j = arg;
+    j->err = derive_on(j->tok, &j->u, j->q, j->x);
+    return NULL;
+}
+
+/* x2 = x(k·Q) while the caller derives x1: on a second session, from a
+ * second thread, so a token that works on sessions in parallel takes
+ * one derivation's time for both. 1 if started (join with side_join). */
+static int side_start(struct p11n_token *tok, struct side_job *j, pthread_t *th,
+    const uint8_t *q, uint8_t *x2)
+{
+    *j = (struct side_job){ .tok = tok, .q = q, .x = x2,
+        .u = { .s = CK_INVALID_HANDLE, .rv = CKR_OK } };
+    if (p11n_token_use_begin(tok, &j->u) != P11N_OK) {
+        p11n_token_error_clear();
+        return 0;
+    }
+    if (pthread_create(th, NULL, side_run, j) != 0) {
+        p11n_token_use_end(tok, &j->u);
+        return 0;
+    }
+    return 1;
+}
+
+/* The side job's outcome folded into the caller's: its error is recorded
+ * again on this thread (token errors are per thread). */
+static int side_join(struct p11n_token *tok, struct side_job *j, pthread_t th,
+    struct p11n_token_use *u, int err)
+{
+    pthread_join(th, NULL);
+    if (err == P11N_OK && j->err != P11N_OK) {
+        err = j->u.rv != CKR_OK ? p11n_token_fail(tok, "C_DeriveKey", j->u.rv) : j->err;
+        u->rv = j->u.rv;
+    }
+    p11n_token_use_end(tok, &j->u);
+    return err;
+}
+
+/* x1 = x(k·P) and, unless q is NULL, x2 = x(k·Q) (on a second session at
+ * the same time when one can be had), in the current generation. */
 static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
-    const uint8_t q[P11N_PUBKEY_LEN], uint8_t x1[32], uint8_t x2[32], unsigned *gen, int *lost)
+    const uint8_t *q, uint8_t x1[32], uint8_t x2[32], unsigned *gen, int *lost)
 {
     struct p11n_token_use u = { .s = CK_INVALID_HANDLE, .rv = CKR_OK };
     *lost = 0;
@@ -173,8 +224,13 @@ static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LE
         *gen = u.gen;
         return err;
     }
+    struct side_job side;
+    pthread_t th;
+    int parallel = q != NULL && side_start(tok, &side, &th, q, x2);
     err = derive_on(tok, &u, peer, x1);
-    if (err == P11N_OK)
+    if (parallel)
+        err = side_join(tok, &side, th, &u, err);
+    else if (err == P11N_OK && q != NULL)
         err = derive_on(tok, &u, q, x2);
     *lost = err != P11N_OK && p11n_ckr_lost(u.rv);
     *gen = u.gen;
@@ -182,11 +238,43 @@ static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LE
     return err;
 }
 
-int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
-    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32])
+/* derive_pair, and once more after recovering when the token lost our
+ * sessions. */
+static int derive_recovering(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
+    const uint8_t *q, uint8_t x1[32], uint8_t x2[32])
+{
+    unsigned gen;
+    int lost;
+    int err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
+    if (lost) {
+        err = p11n_token_recover(tok, gen);
+        if (err == P11N_OK)
+            err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
+    }
+    return err;
+}
+
+int p11n_token_ecdh_x(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
+    uint8_t x[32])
 {
     /* An off-curve point makes tokens fail in unhelpful ways (SoftHSM:
      * CKR_GENERAL_ERROR): refuse it here. */
+    if (p11n_dh_secp256k1.check_pub(peer) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    return derive_recovering(tok, peer, NULL, x, NULL);
+}
+
+int p11n_token_ecdh_x2(struct p11n_token *tok, const uint8_t p1[P11N_PUBKEY_LEN],
+    const uint8_t p2[P11N_PUBKEY_LEN], uint8_t x1[32], uint8_t x2[32])
+{
+    if (p11n_dh_secp256k1.check_pub(p1) != P11N_OK || p11n_dh_secp256k1.check_pub(p2) != P11N_OK)
+        return P11N_ERR_BAD_PUBKEY;
+    return derive_recovering(tok, p1, p2, x1, x2);
+}
+
+int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32], uint8_t *parity)
+{
     if (p11n_dh_secp256k1.check_pub(peer) != P11N_OK)
         return P11N_ERR_BAD_PUBKEY;
     uint8_t q[P11N_PUBKEY_LEN], kadj[P11N_PUBKEY_LEN];
@@ -202,17 +290,9 @@ int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
     }
 
     uint8_t x1[32], x2[32];
-    unsigned gen;
-    int lost;
-    int err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
-    /* The token lost our sessions: come back and try once more. */
-    if (lost) {
-        err = p11n_token_recover(tok, gen);
-        if (err == P11N_OK)
-            err = derive_pair(tok, peer, q, x1, x2, &gen, &lost);
-    }
+    int err = derive_recovering(tok, peer, q, x1, x2);
     if (err == P11N_OK)
-        err = pick_parity(tok, kadj, x1, x2, out);
+        err = pick_parity(tok, kadj, x1, x2, out, parity);
     p11n_wipe(x1, sizeof(x1));
     p11n_wipe(x2, sizeof(x2));
     return err;

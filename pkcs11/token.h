@@ -192,11 +192,22 @@ int p11n_token_derive_x(struct p11n_token *tok, CK_OBJECT_HANDLE key,
 
 /* SHA256(compressed(k·P)) for the token's key (tok->key) where K = k·G
  * is its public point: two derivations (P and P ± G) recover the y
- * parity. When the token has lost its sessions, recovers and tries once
- * more. Errors: BAD_PUBKEY, those of p11n_token_use_begin and
- * p11n_token_recover, TOKEN. */
+ * parity; *parity (may be NULL) gets it (a secret bit). When the token
+ * has lost its sessions, recovers and tries once more. Errors:
+ * BAD_PUBKEY, those of p11n_token_use_begin and p11n_token_recover,
+ * TOKEN. */
 int p11n_token_ecdh(struct p11n_token *tok, const uint8_t K[P11N_PUBKEY_LEN],
-    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32]);
+    const uint8_t peer[P11N_PUBKEY_LEN], uint8_t out[32], uint8_t *parity);
+
+/* x(k·P) for the token's key: one derivation, with recovery as above.
+ * Errors: those of p11n_token_ecdh. */
+int p11n_token_ecdh_x(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LEN],
+    uint8_t x[32]);
+
+/* x(k·P1) and x(k·P2) at once, on two sessions when a second can be had
+ * (a KK responder's es and ss). Errors: those of p11n_token_ecdh. */
+int p11n_token_ecdh_x2(struct p11n_token *tok, const uint8_t p1[P11N_PUBKEY_LEN],
+    const uint8_t p2[P11N_PUBKEY_LEN], uint8_t x1[32], uint8_t x2[32]);
 
 /* ---- token keys (tokenkey.c) ---- */
 

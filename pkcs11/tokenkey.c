@@ -1,12 +1,17 @@
 /* A static key whose private half lives in a PKCS#11 token: the same
  * handle as a software key, with dh() done by the token. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "key.h"
+#include "secp256k1_x.h"
 #include "secure.h"
 #include "token.h"
+
+/* Peers whose static-static parity a key remembers (34 bytes each). */
+#define P11N_PARITY_CACHE 256
 
 struct token_key {
     struct p11n_key base;       /* first: the engine sees only this */
@@ -16,18 +21,92 @@ struct token_key {
     char *text;
     unsigned flags;             /* P11N_KEY_DEV_ALLOW_EXTRACTABLE */
     char warning[512];          /* base.warning points here when not empty */
+    /* The y parity of k·P for peers' static keys P: the bit only, never
+     * the DH value. A static-static DH is the same in every handshake
+     * with that peer, so once the bit is known each one costs a single
+     * derivation. Bounded; the oldest entry makes room. */
+    pthread_mutex_t lock;
+    struct parity_entry {
+        uint8_t peer[P11N_PUBKEY_LEN];
+        uint8_t bit;
+    } parity[P11N_PARITY_CACHE];
+    size_t nparity, next_parity;
 };
 
 /* Thread-safe: each call borrows its own session from the token's pool. */
 static int tkey_dh(struct p11n_key *key, const uint8_t *peer, uint8_t *out)
 {
     struct token_key *tk = (struct token_key *)key;
-    return p11n_token_ecdh(tk->tok, key->pub, peer, out);
+    return p11n_token_ecdh(tk->tok, key->pub, peer, out, NULL);
+}
+
+static int tkey_dh_x(struct p11n_key *key, const uint8_t *peer, uint8_t *x)
+{
+    return p11n_token_ecdh_x(((struct token_key *)key)->tok, peer, x);
+}
+
+static int tkey_dh_x2(struct p11n_key *key, const uint8_t *p1, const uint8_t *p2, uint8_t *x1,
+    uint8_t *x2)
+{
+    return p11n_token_ecdh_x2(((struct token_key *)key)->tok, p1, p2, x1, x2);
+}
+
+/* The remembered parity for `peer`: 1 and *bit, or 0. The lookup is on
+ * the public key; the bit is only copied. */
+static int parity_get(struct token_key *tk, const uint8_t *peer, uint8_t *bit)
+{
+    int found = 0;
+    pthread_mutex_lock(&tk->lock);
+    for (size_t i = 0; i < tk->nparity && !found; i++)
+        if (memcmp(tk->parity[i].peer, peer, P11N_PUBKEY_LEN) == 0) {
+            *bit = tk->parity[i].bit;
+            found = 1;
+        }
+    pthread_mutex_unlock(&tk->lock);
+    return found;
+}
+
+static void parity_put(struct token_key *tk, const uint8_t *peer, uint8_t bit)
+{
+    uint8_t old;
+    if (parity_get(tk, peer, &old))
+        return;
+    pthread_mutex_lock(&tk->lock);
+    struct parity_entry *e = &tk->parity[tk->next_parity];
+    memcpy(e->peer, peer, P11N_PUBKEY_LEN);
+    e->bit = bit;
+    tk->next_parity = (tk->next_parity + 1) % P11N_PARITY_CACHE;
+    if (tk->nparity < P11N_PARITY_CACHE)
+        tk->nparity++;
+    pthread_mutex_unlock(&tk->lock);
+}
+
+/* DH with a peer's static key: one derivation once the parity is known,
+ * else the two-derivation recovery, which teaches it. */
+static int tkey_dh_static(struct p11n_key *key, const uint8_t *peer, uint8_t *out)
+{
+    struct token_key *tk = (struct token_key *)key;
+    uint8_t bit = 0, x[32];
+    int err;
+    if (parity_get(tk, peer, &bit)) {
+        err = p11n_token_ecdh_x(tk->tok, peer, x);
+        if (err == P11N_OK)
+            err = p11n_secp256k1_dh_of_x(x, bit, out);
+        p11n_wipe(x, sizeof(x));
+    } else {
+        err = p11n_token_ecdh(tk->tok, key->pub, peer, out, &bit);
+        if (err == P11N_OK)
+            parity_put(tk, peer, bit);
+    }
+    p11n_wipe(&bit, sizeof(bit));
+    return err;
 }
 
 static void tkey_free(struct token_key *tk)
 {
     p11n_token_close(tk->tok);
+    pthread_mutex_destroy(&tk->lock);
+    p11n_wipe(tk->parity, sizeof(tk->parity));
     if (tk->text != NULL) {
         p11n_wipe(tk->text, strlen(tk->text));
         free(tk->text);
@@ -44,6 +123,9 @@ static const struct p11n_key_ops tkey_ops = {
     .kind = "pkcs11",
     .slow = 1,
     .dh = tkey_dh,
+    .dh_static = tkey_dh_static,
+    .dh_x = tkey_dh_x,
+    .dh_x2 = tkey_dh_x2,
     .destroy = tkey_destroy,
 };
 
@@ -337,6 +419,7 @@ static int token_key_open(const char *text, unsigned flags, struct p11n_key **ou
         goto out;
     }
     tk->flags = flags;
+    pthread_mutex_init(&tk->lock, NULL);
     err = p11n_token_open(uri, safe, P11N_TOKEN_LOGIN, &tk->tok);
     CK_OBJECT_HANDLE priv = CK_INVALID_HANDLE;
     if (err == P11N_OK)

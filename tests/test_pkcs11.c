@@ -266,7 +266,39 @@ static void test_dh_threads_leave_no_objects(void)
     /* Counted while every pooled session is still open: session objects
      * left behind would show. */
     CU_ASSERT(t_token_objects(tok) == before);
-    CU_ASSERT(tok->nidle >= 1 && tok->nidle <= NTHREADS);
+    /* A full DH holds two sessions at once (its two derivations run in
+     * parallel). */
+    CU_ASSERT(tok->nidle >= 1 && tok->nidle <= 2 * NTHREADS);
+    p11n_key_free(k);
+}
+
+/* A DH that needs the parity recovery runs its two derivations on two
+ * sessions at the same time: from one thread, the pool that held one
+ * session after loading holds two afterwards (one after the one-derivation
+ * DH, which needs no second). */
+static void test_dh_two_sessions_at_once(void)
+{
+    p11n_key *k = load(key_uri("k1", 0));
+    struct p11n_token *tok = p11n_token_of_key(k);
+    CU_ASSERT_FATAL(tok != NULL);
+    CU_ASSERT(tok->nidle == 1);
+    make_points();
+    uint8_t x[32], out[32];
+    CU_ASSERT(k->ops->dh_x(k, peer_pts[0], x) == P11N_OK);
+    CU_ASSERT(memcmp(x, peer_dh[0], 32) != 0);   /* x itself, not the hash */
+    CU_ASSERT(tok->nidle == 1);
+    CU_ASSERT(p11n_key_dh(k, peer_pts[0], out) == P11N_OK);
+    CU_ASSERT(memcmp(out, peer_dh[0], 32) == 0);
+    CU_ASSERT(tok->nidle == 2);
+    p11n_key_free(k);
+    /* Two x-only DHs asked for together (a KK responder's es and ss). */
+    k = load(key_uri("k1", 0));
+    tok = p11n_token_of_key(k);
+    uint8_t xa[32], xb[32], x1[32];
+    CU_ASSERT(k->ops->dh_x2(k, peer_pts[1], peer_pts[2], xa, xb) == P11N_OK);
+    CU_ASSERT(tok->nidle == 2);
+    CU_ASSERT(k->ops->dh_x(k, peer_pts[1], x1) == P11N_OK && memcmp(x1, xa, 32) == 0);
+    CU_ASSERT(k->ops->dh_x(k, peer_pts[2], x1) == P11N_OK && memcmp(x1, xb, 32) == 0);
     p11n_key_free(k);
 }
 
@@ -967,6 +999,82 @@ static void test_bolt8_with_token_key(void)
 
 /* Seed the token: the test keys, a key without CKA_DERIVE, a P-256 key, a
  * key without its public half, and the two BOLT #8 static keys. */
+/* ---- token derivations per handshake, counted at the PKCS#11 boundary ---- */
+
+/* One whole sans-I/O handshake between two keys. */
+static void one_handshake(const char *pattern, p11n_key *ik, p11n_key *rk)
+{
+    uint8_t ipub[P11N_PUBKEY_LEN], rpub[P11N_PUBKEY_LEN];
+    size_t n = 0;
+    CU_ASSERT_FATAL(p11n_key_public(ik, ipub, sizeof(ipub), &n) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_key_public(rk, rpub, sizeof(rpub), &n) == P11N_OK);
+    p11n_handshake_config icfg = { .pattern = pattern, .local = ik,
+        .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rpub, .nremote = 1 };
+    p11n_handshake_config rcfg = { .pattern = pattern, .local = rk,
+        .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])ipub, .nremote = 1 };
+    p11n_handshake *side[2] = { NULL, NULL };
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &side[0]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_handshake_respond(&rcfg, &side[1]) == P11N_OK);
+    /* Which steps use the token (writer, reader per act): only those go
+     * to a worker thread. */
+    static const int kk_token[3][2] = { { 1, 1 }, { 0, 1 } };
+    static const int xk_token[3][2] = { { 0, 1 }, { 0, 0 }, { 1, 0 } };
+    const int (*token)[2] = strcmp(pattern, "KK") == 0 ? kk_token : xk_token;
+    for (int act = 0; !p11n_handshake_done(side[0]) || !p11n_handshake_done(side[1]); act++) {
+        CU_ASSERT_FATAL(act < 3);
+        CU_ASSERT(p11n_handshake_token_step(side[act % 2]) == token[act][0]);
+        CU_ASSERT(p11n_handshake_token_step(side[(act + 1) % 2]) == token[act][1]);
+        uint8_t buf[128];
+        CU_ASSERT_FATAL(p11n_handshake_write(side[act % 2], buf, sizeof(buf), &n) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_read(side[(act + 1) % 2], buf, n) == P11N_OK);
+    }
+    p11n_handshake_free(side[0]);
+    p11n_handshake_free(side[1]);
+}
+
+/* C_DeriveKey calls through tests/faultmod.so from loading both keys
+ * to freeing them (the module writes its counters at C_Finalize), with
+ * `count` handshakes between: the initiator's key is "bolt8-init", the
+ * responder's "bolt8-resp", both on the token. */
+static unsigned long derives_for(const char *pattern, int count)
+{
+    char path[600];
+    snprintf(path, sizeof(path), "%s/derive-counts", T.dir);
+    remove(path);
+    setenv("P11N_FAULT_COUNTS", path, 1);
+    p11n_key *ik = NULL, *rk = NULL;
+    CU_ASSERT_FATAL(p11n_key_load(key_uri("bolt8-init", 1), &ik) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_key_load(key_uri("bolt8-resp", 1), &rk) == P11N_OK);
+    for (int i = 0; i < count; i++)
+        one_handshake(pattern, ik, rk);
+    p11n_key_free(ik);
+    p11n_key_free(rk);
+    unsetenv("P11N_FAULT_COUNTS");
+    unsigned long derives = 0, calls;
+    char name[64];
+    FILE *f = fopen(path, "r");
+    CU_ASSERT_FATAL(f != NULL);
+    while (fscanf(f, "%63s %lu", name, &calls) == 2)
+        if (strcmp(name, "C_DeriveKey") == 0)
+            derives = calls;
+    fclose(f);
+    return derives;
+}
+
+/* KK: the initiator's ss costs two derivations the first time (recovering
+ * its parity), one afterwards; its se and the responder's es and ss one
+ * each (parity by the tag): 5, then 4. XK: the initiator's se two, the
+ * responder's es one: 3. Loading costs each key one (its self-check). */
+static void test_derivations_per_handshake(void)
+{
+    unsigned long load = derives_for("KK", 0);
+    CU_ASSERT(load == 2);
+    CU_ASSERT(derives_for("KK", 1) - load == 5);
+    CU_ASSERT(derives_for("KK", 3) - load == 5 + 4 + 4);
+    CU_ASSERT(derives_for("XK", 1) - load == 3);
+    CU_ASSERT(derives_for("XK", 3) - load == 3 * 3);
+}
+
 static void seed_token(void)
 {
     static const char *hex11 = "1111111111111111111111111111111111111111111111111111111111111111";
@@ -999,11 +1107,15 @@ int main(void)
         { "token wanting DER points", test_dh_der_form },
         { "10000 DH from 4 threads leave no objects", test_dh_threads_leave_no_objects },
         { "DH failures leave no objects", test_dh_errors_leave_no_objects },
+        { "parity recovery and a KK responder's es and ss on two sessions at once",
+          test_dh_two_sessions_at_once },
         { "each error, named with the URI and no PIN", test_errors },
         { "pin-source and PIN callback", test_pin_sources },
         { "configured modules, module-name, two handles", test_configured_module_and_two_handles },
         { "file: keys", test_file_key },
         { "BOLT #8 vectors with the static key in SoftHSM2", test_bolt8_with_token_key },
+        { "token derivations per handshake: KK 4 (5 the first time), XK 3",
+          test_derivations_per_handshake },
         { "extractable or non-sensitive key refused unless allowed", test_extractable_refused },
         { "public-key object: PIN-protected preferred, else a warning",
           test_public_key_object_trust },

@@ -53,12 +53,14 @@ enum bench_unit {
     BENCH_PER_SEC,      /* operations per second */
     BENCH_MS,           /* milliseconds */
     BENCH_US,           /* microseconds */
-    BENCH_KIB           /* KiB */
+    BENCH_KIB,          /* KiB */
+    BENCH_COUNT         /* a plain count (derivations) */
 };
 
 /* One line of the result table. `ours` or `ref` may be NULL (not measured
  * or no reference); `note` is appended to the reference cell. */
 typedef struct bench_row {
+    const char *key;        /* stable key for --json (bench_json.c), or NULL */
     const char *figure;
     enum bench_unit unit;
     const bench_stat *ours;
@@ -67,7 +69,37 @@ typedef struct bench_row {
     enum bench_goal_kind goal;
     double goal_x;
     const char *goal_text;
+    /* Per-pair ratios ours/ref measured in alternating repetitions
+     * (bench_interleave): when set, the ratio column is their median
+     * (min–max) instead of the ratio of the two medians. */
+    const bench_stat *ratio;
 } bench_row;
+
+/* ---- side by side (bench_json.c) ---- */
+
+/* One repetition of a figure into out (bench_stat_add, no finish); 0 or -1. */
+typedef int (*bench_rep_fn)(const bench_opts *o, void *arg, bench_stat *out);
+
+/* A and B in alternating repetitions within this run (A, B, A, B, ...,
+ * o->reps pairs), so drift of the machine's speed hits both alike: a and
+ * b get their values, ratio the per-pair a/b. 0, or -1 if either failed. */
+int bench_interleave(const bench_opts *o, bench_rep_fn fa, void *aa, bench_rep_fn fb,
+    void *ba, bench_stat *a, bench_stat *b, bench_stat *ratio);
+
+/* --json: one JSON object per line instead of the Markdown table; every
+ * row with a key is printed, and bench_json_finish prints each stable key
+ * not printed yet with "value": null and a note. */
+void bench_json_enable(void);
+int bench_json_enabled(void);
+/* A keyed figure that could not be measured: value null, the reason. */
+void bench_json_missing(const char *key, const char *note);
+/* A keyed figure that is a plain number (no reference). */
+void bench_json_value(const char *key, const char *figure, double value, const char *unit,
+    const char *note);
+void bench_json_finish(void);
+/* The table's row as JSON (bench_table_row calls it in --json mode); met
+ * is 1, 0 or -1 (not judged). */
+void bench_json_row(const bench_row *r, const char *unit, double ratio, int met);
 
 void bench_table_begin(void);
 void bench_table_row(const bench_row *r);
@@ -116,6 +148,9 @@ int bench_aead_raw(const bench_opts *o, size_t size, bench_stat *out);
 /* TLS 1.3 reference: throughput per size, full mutual-auth handshakes/s. */
 int bench_tls_throughput(const bench_opts *o, size_t size, bench_stat *out);
 int bench_tls_handshakes(const bench_opts *o, bench_stat *out);
+/* The same with pinned self-signed P-256 certificates, no CA: each side
+ * accepts exactly the other's certificate (the analogue of a ceremony). */
+int bench_tls_handshakes_pinned(const bench_opts *o, bench_stat *out);
 /* The same certificates as PEM files for another program: DIR/ca.pem,
  * DIR/server.pem and DIR/client.pem (certificate, then private key). */
 int bench_tls_write_pems(const char *dir);
@@ -183,6 +218,8 @@ int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
 /* Both ends in this process, no sockets (the library's own cost). With
  * token keys both must be on one token: a process sees one SoftHSM2
  * configuration. */
+/* One handshake with both ends driven in this process; 0 or -1. */
+int bench_hs_in_memory(const p11n_handshake_config *ci, const p11n_handshake_config *cr);
 int bench_p11n_handshakes_local(const bench_opts *o, const char *pattern,
     const bench_hs_side *server, const bench_hs_side *client, bench_stat *out);
 
@@ -201,11 +238,25 @@ int bench_token_keygen(const char *token_uri, const char *label, uint8_t pub[P11
 /* The token's own derivations per second, one session. */
 int bench_token_derive_rate(const bench_opts *o, const bench_token *t, bench_stat *out);
 
+/* Token derivations (C_DeriveKey calls, counted by the fault module
+ * `faultmod` in front of the token's module) per handshake in one process,
+ * keys srv_label and cli_label on token t: *first for the first handshake
+ * between the two keys, *steady for each later one. */
+int bench_count_derives(const bench_token *t, const char *faultmod, const char *pattern,
+    const char *srv_label, const char *cli_label, double *first, double *steady);
+
+/* Milliseconds per handshake (both ends in one child process, no
+ * sockets) with every derivation delayed delay_ms by the fault module:
+ * o->reps handshakes after a first one between the two keys. */
+int bench_token_latency(const bench_opts *o, const bench_token *t, const char *faultmod,
+    const char *pattern, const char *srv_label, const char *cli_label, int delay_ms,
+    bench_stat *out);
+
 /* ---- the groups of rows (bench_rows.c) ---- */
 void bench_group_aead(const bench_opts *o);
 void bench_group_throughput(const bench_opts *o);
 void bench_group_handshakes(const bench_opts *o);
-void bench_group_token(const bench_opts *o, const char *module);
+void bench_group_token(const bench_opts *o, const char *module, const char *faultmod);
 /* bench_conns.c */
 void bench_group_conns(const bench_opts *o);
 void bench_group_slowtoken(const bench_opts *o, const char *module, const char *faultmod);

@@ -161,7 +161,7 @@ done:
 
 /* One handshake with both ends driven here: what the library itself costs,
  * without connections, round trips or process wake-ups. */
-static int hs_in_memory(const p11n_handshake_config *ci, const p11n_handshake_config *cr)
+int bench_hs_in_memory(const p11n_handshake_config *ci, const p11n_handshake_config *cr)
 {
     p11n_handshake *hi = NULL, *hr = NULL;
     uint8_t buf[128];
@@ -201,13 +201,13 @@ int bench_p11n_handshakes_local(const bench_opts *o, const char *pattern,
     cr = ci;
     cr.local = skey;
     cr.remote = &client->pub;
-    if (hs_in_memory(&ci, &cr) != 0)
+    if (bench_hs_in_memory(&ci, &cr) != 0)
         goto done;
     for (int r = 0; r < o->reps; r++) {
         double t0 = bench_now(), t;
         long n = 0;
         do {
-            if (hs_in_memory(&ci, &cr) != 0)
+            if (bench_hs_in_memory(&ci, &cr) != 0)
                 goto done;
             n++;
             t = bench_now() - t0;

@@ -44,9 +44,9 @@ static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
 }
 
 /* A certificate for `key` named `cn`, signed by `ca_key` (self-signed when
- * `ca` is NULL). */
-static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key,
-    int serial)
+ * `ca` is NULL): a leaf for TLS, or (ca NULL, leaf 0) a CA. */
+static X509 *make_cert_as(const char *cn, EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key,
+    int serial, int leaf)
 {
     X509 *cert = X509_new();
     X509_NAME *name;
@@ -63,14 +63,20 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key
                (const unsigned char *)cn, -1, -1, 0) != 1
         || X509_set_issuer_name(cert, ca ? X509_get_subject_name(ca) : name) != 1
         || !add_ext(cert, ca ? ca : cert, NID_basic_constraints,
-               ca ? "critical,CA:FALSE" : "critical,CA:TRUE")
+               leaf ? "critical,CA:FALSE" : "critical,CA:TRUE")
         || !add_ext(cert, ca ? ca : cert, NID_key_usage,
-               ca ? "critical,digitalSignature" : "critical,keyCertSign")
+               leaf ? "critical,digitalSignature" : "critical,keyCertSign")
         || X509_sign(cert, ca_key, EVP_sha256()) == 0) {
         X509_free(cert);
         return NULL;
     }
     return cert;
+}
+
+static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key,
+    int serial)
+{
+    return make_cert_as(cn, key, ca, ca_key, serial, ca != NULL);
 }
 
 static SSL_CTX *make_ctx(int server, X509 *ca, X509 *cert, EVP_PKEY *key)
@@ -94,6 +100,44 @@ static SSL_CTX *make_ctx(int server, X509 *ca, X509 *cert, EVP_PKEY *key)
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
+    return ctx;
+}
+
+/* ---- pinned self-signed certificates: the analogue of a ceremony ---- */
+
+/* Each process holds both contexts; the certificate each side pins. */
+static X509 *pin_of_server, *pin_of_client;
+
+/* No chain: the peer's certificate must be exactly the pinned one (its
+ * self-signature is what the chain check complains about, and ignored). */
+static int pin_verify(int preverify_ok, X509_STORE_CTX *x)
+{
+    (void)preverify_ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
+    X509 *cert = X509_STORE_CTX_get_current_cert(x);
+    X509 *pin = ssl != NULL && SSL_is_server(ssl) ? pin_of_client : pin_of_server;
+    return X509_STORE_CTX_get_error_depth(x) == 0 && cert != NULL && pin != NULL &&
+        X509_cmp(cert, pin) == 0;
+}
+
+static SSL_CTX *make_pinned_ctx(int server, X509 *cert, EVP_PKEY *key)
+{
+    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
+    if (ctx == NULL)
+        return NULL;
+    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1
+        || SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1
+        || SSL_CTX_set_ciphersuites(ctx, "TLS_CHACHA20_POLY1305_SHA256") != 1
+        || SSL_CTX_use_certificate(ctx, cert) != 1
+        || SSL_CTX_use_PrivateKey(ctx, key) != 1
+        || SSL_CTX_check_private_key(ctx) != 1) {
+        SSL_CTX_free(ctx);
+        return NULL;
+    }
+    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
+    SSL_CTX_set_num_tickets(ctx, 0);
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, pin_verify);
     return ctx;
 }
 
@@ -148,6 +192,27 @@ static int world_init(tls_world *w)
     w->server = make_ctx(1, p.ca, p.s_cert, p.s_key);
     w->client = make_ctx(0, p.ca, p.c_cert, p.c_key);
     pki_free(&p);
+    if (w->server != NULL && w->client != NULL)
+        return 0;
+    world_free(w);
+    return -1;
+}
+
+/* A self-signed P-256 leaf per side, each pinned by the other. */
+static int world_init_pinned(tls_world *w)
+{
+    EVP_PKEY *sk = p256_key(), *ck = p256_key();
+    memset(w, 0, sizeof(*w));
+    X509_free(pin_of_server);
+    X509_free(pin_of_client);
+    pin_of_server = sk != NULL ? make_cert_as("bench server", sk, NULL, sk, 2, 1) : NULL;
+    pin_of_client = ck != NULL ? make_cert_as("bench client", ck, NULL, ck, 3, 1) : NULL;
+    if (pin_of_server != NULL && pin_of_client != NULL) {
+        w->server = make_pinned_ctx(1, pin_of_server, sk);
+        w->client = make_pinned_ctx(0, pin_of_client, ck);
+    }
+    EVP_PKEY_free(sk);
+    EVP_PKEY_free(ck);
     if (w->server != NULL && w->client != NULL)
         return 0;
     world_free(w);
@@ -344,7 +409,7 @@ static int hs_one(SSL_CTX *ctx, uint16_t port)
     return rc;
 }
 
-int bench_tls_handshakes(const bench_opts *o, bench_stat *out)
+static int tls_handshakes(const bench_opts *o, int pinned, bench_stat *out)
 {
     tls_world w;
     struct tput_server srv = { .w = &w };
@@ -352,7 +417,7 @@ int bench_tls_handshakes(const bench_opts *o, bench_stat *out)
     pid_t pid = -1;
     int rc = -1;
 
-    if (world_init(&w) != 0)
+    if ((pinned ? world_init_pinned(&w) : world_init(&w)) != 0)
         return -1;
     srv.lfd = bench_listen(&port, 64);
     if (srv.lfd < 0)
@@ -379,4 +444,14 @@ done:
     bench_child_stop(pid);
     world_free(&w);
     return rc;
+}
+
+int bench_tls_handshakes(const bench_opts *o, bench_stat *out)
+{
+    return tls_handshakes(o, 0, out);
+}
+
+int bench_tls_handshakes_pinned(const bench_opts *o, bench_stat *out)
+{
+    return tls_handshakes(o, 1, out);
 }

@@ -76,6 +76,7 @@ static const char *unit_name(enum bench_unit u)
     case BENCH_MS: return "ms";
     case BENCH_US: return "µs";
     case BENCH_KIB: return "KiB";
+    case BENCH_COUNT: return "";
     }
     return "";
 }
@@ -114,6 +115,8 @@ static void fmt_stat(char *out, size_t cap, const bench_stat *s, enum bench_unit
 
 void bench_table_begin(void)
 {
+    if (bench_json_enabled())
+        return;
     printf("| figure | p11noise | reference | ratio | goal | met? |\n");
     printf("| --- | --- | --- | --- | --- | --- |\n");
     fflush(stdout);
@@ -127,7 +130,12 @@ void bench_table_row(const bench_row *r)
 
     fmt_stat(ours, sizeof(ours), r->ours, r->unit);
     fmt_stat(ref, sizeof(ref), r->ref, r->unit);
-    if (r->ours && r->ours->n && r->ref && r->ref->n && r->ref->median != 0) {
+    if (r->ratio != NULL && r->ratio->n) {
+        /* measured side by side: the median of the per-pair ratios */
+        rv = r->ratio->median;
+        snprintf(ratio, sizeof(ratio), "%.2f× (%.2f–%.2f, paired)", rv, r->ratio->lo,
+            r->ratio->hi);
+    } else if (r->ours && r->ours->n && r->ref && r->ref->n && r->ref->median != 0) {
         rv = r->ours->median / r->ref->median;
         snprintf(ratio, sizeof(ratio), "%.2f×", rv);
     }
@@ -143,6 +151,10 @@ void bench_table_row(const bench_row *r)
             met = ok ? "yes" : "**no**";
         }
     }
+    if (bench_json_enabled()) {
+        bench_json_row(r, unit_name(r->unit), rv, met[0] == 'y' ? 1 : met[0] == '*' ? 0 : -1);
+        return;
+    }
     printf("| %s | %s | %s%s%s | %s | %s | %s |\n", r->figure, ours,
         r->ref_name ? r->ref_name : "", r->ref_name && r->ref ? ": " : "",
         r->ref ? ref : (r->ref_name ? "" : "—"), ratio,
@@ -152,6 +164,8 @@ void bench_table_row(const bench_row *r)
 
 void bench_table_missing(const char *figure, const char *why)
 {
+    if (bench_json_enabled())
+        return;
     printf("| %s | not measured: %s | — | — | — | — |\n", figure, why);
     fflush(stdout);
 }

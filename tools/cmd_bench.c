@@ -1,9 +1,12 @@
 /*
- * p11noise bench [--quick] [--rows LIST] [--sizes LIST] [--reps N] [--seconds S]
+ * p11noise bench [--quick] [--json] [--rows LIST] [--sizes LIST] [--reps N] [--seconds S]
  *                [--plot-data FILE] [--softhsm-module PATH] [--fault-module PATH]
  *
  * Prints the machine and a Markdown table: every p11noise figure next to
- * references measured in the same run, with the ratio and the goal.
+ * references measured in the same run, with the ratio and the goal. With
+ * --json, one JSON object per line for each figure with a stable key
+ * (tools/bench_json.c), and a null value with a note for those not
+ * measured.
  */
 #include <openssl/crypto.h>
 #include <openssl/opensslv.h>
@@ -49,7 +52,7 @@ static const struct {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: p11noise bench [--quick] [--rows LIST] [--sizes LIST] [--reps N] [--seconds S]\n"
+    fprintf(f, "usage: p11noise bench [--quick] [--json] [--rows LIST] [--sizes LIST] [--reps N] [--seconds S]\n"
                "                      [--plot-data FILE] [--softhsm-module PATH] [--fault-module PATH]\n"
                "LIST is a comma-separated choice of (default: all):\n");
     for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++)
@@ -128,12 +131,13 @@ static void print_machine(const bench_opts *o)
     fflush(stdout);
 }
 
-enum { B_QUICK = 1, B_VERBOSE, B_ROWS, B_SIZES, B_REPS, B_SECONDS, B_PLOT, B_FAULTMOD, B_SOFTHSM };
+enum { B_QUICK = 1, B_VERBOSE, B_ROWS, B_SIZES, B_REPS, B_SECONDS, B_PLOT, B_FAULTMOD, B_SOFTHSM,
+    B_JSON };
 static const struct cli_opt bench_opts_table[] = {
     { "--quick", B_QUICK, 0 }, { "-v", B_VERBOSE, 0 }, { "--rows", B_ROWS, 1 },
     { "--sizes", B_SIZES, 1 }, { "--reps", B_REPS, 1 }, { "--seconds", B_SECONDS, 1 },
     { "--plot-data", B_PLOT, 1 }, { "--fault-module", B_FAULTMOD, 1 },
-    { "--softhsm-module", B_SOFTHSM, 1 }, { NULL, 0, 0 },
+    { "--softhsm-module", B_SOFTHSM, 1 }, { "--json", B_JSON, 0 }, { NULL, 0, 0 },
 };
 
 int cmd_bench(int argc, char **argv)
@@ -179,6 +183,8 @@ int cmd_bench(int argc, char **argv)
             faultmod = v;
         else if (id == B_SOFTHSM)
             module = v;
+        else if (id == B_JSON)
+            bench_json_enable();
     }
     if (o.quick) {
         o.reps = 3;
@@ -193,7 +199,8 @@ int cmd_bench(int argc, char **argv)
         return 1;
     }
 
-    print_machine(&o);
+    if (!bench_json_enabled())
+        print_machine(&o);
     bench_table_begin();
     if (rows & ROW_AEAD)
         bench_group_aead(&o);
@@ -202,13 +209,16 @@ int cmd_bench(int argc, char **argv)
     if (rows & ROW_HS)
         bench_group_handshakes(&o);
     if (rows & ROW_TOKEN)
-        bench_group_token(&o, module);
+        bench_group_token(&o, module, faultmod);
     if (rows & ROW_CONNS)
         bench_group_conns(&o);
     if (rows & ROW_SLOW)
         bench_group_slowtoken(&o, module, faultmod);
     bench_plot_close();
     bench_table_summary(&judged, &met);
-    printf("\n%d of %d goals met.\n", met, judged);
+    if (bench_json_enabled())
+        bench_json_finish();
+    else
+        printf("\n%d of %d goals met.\n", met, judged);
     return 0;
 }
