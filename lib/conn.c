@@ -126,8 +126,10 @@ static void close_socket(p11n_conn *c)
     c->fd = -1;
 }
 
-/* Drop everything an attempt holds. A handshake a worker is running stays
- * with the worker; p11n_conn_job_done frees it. */
+static void job_orphan(p11n_conn *c);
+
+/* Drop everything an attempt holds. A handshake step a worker is running
+ * is the job's: it is orphaned, and frees itself when it comes back. */
 static void conn_release(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
@@ -136,10 +138,9 @@ static void conn_release(p11n_conn *c)
     p11n_timer_cancel(ctx, &c->idle);
     p11n_resolve_cancel(c);
     p11n_proxy_end(c);
-    if (!c->job_pending) {
-        p11n_handshake_free(c->hs);
-        c->hs = NULL;
-    }
+    job_orphan(c);
+    p11n_handshake_free(c->hs);
+    c->hs = NULL;
     p11n_transport_free(c->t);
     c->t = NULL;
     uncount_handshake(c);
@@ -218,7 +219,6 @@ void p11n_conn_free(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
     conn_release(c);
-    p11n_handshake_free(c->hs);
     flushq_remove(c);
     readq_remove(c);
     trimq_remove(c);
@@ -232,7 +232,6 @@ void p11n_conn_free(p11n_conn *c)
         p11n_listener_unref(c->listener);
     p11n_timers_release(ctx, 2);
     free(c->wbuf);
-    free(c->job_text);
     free(c->prologue);
     free(c->host);
     p11n_proxy_clear(&c->proxy);
@@ -241,18 +240,11 @@ void p11n_conn_free(p11n_conn *c)
 
 void p11n_conn_free_dead(p11n_ctx *ctx)
 {
-    p11n_conn *keep = NULL;
     while (ctx->dead != NULL) {
         p11n_conn *c = ctx->dead;
         ctx->dead = c->next_dead;
-        if (c->job_pending) {
-            c->next_dead = keep;  /* freed once its worker returns */
-            keep = c;
-        } else {
-            p11n_conn_free(c);
-        }
+        p11n_conn_free(c);
     }
-    ctx->dead = keep;
 }
 
 /* ---- ending ---- */
@@ -364,7 +356,7 @@ static void update_events(p11n_conn *c)
         ev = POLLIN;
         break;
     case P11N_CS_HANDSHAKE:
-        if (!c->job_pending && c->act_want > 0)
+        if (c->job == NULL && c->act_want > 0)
             ev = POLLIN;
         break;
     case P11N_CS_ESTABLISHED:
@@ -568,6 +560,39 @@ void p11n_conn_trim(void *ctxp)
 
 /* ---- handshake ---- */
 
+enum { P11N_JOB_WRITE = 1, P11N_JOB_READ = 2 };
+
+/* One handshake step on a worker thread. */
+typedef struct hs_job {
+    p11n_job base;
+    p11n_ctx *ctx;                /* for the log line of an orphan */
+    unsigned long id;             /* the connection's, likewise */
+    int op;                       /* P11N_JOB_WRITE or _READ */
+    p11n_handshake *hs;           /* the job's until it is done */
+    uint8_t act[P11N_MAX_ACT];    /* write: the act made; read: the act to take */
+    size_t act_len;
+} hs_job;
+
+/* Worker thread: sees the job alone, never the connection. */
+static void job_run(p11n_job *base)
+{
+    hs_job *job = (hs_job *)base;
+    if (job->op == P11N_JOB_WRITE)
+        base->rc = p11n_handshake_write(job->hs, job->act, sizeof(job->act), &job->act_len);
+    else
+        base->rc = p11n_handshake_read(job->hs, job->act, job->act_len);
+}
+
+/* The connection goes on without its step in flight: the job frees what
+ * it holds when it comes back. */
+static void job_orphan(p11n_conn *c)
+{
+    if (c->job == NULL)
+        return;
+    c->job->owner = NULL;
+    c->job = NULL;
+}
+
 static int hs_create(p11n_conn *c)
 {
     p11n_handshake_config cfg = {
@@ -706,14 +731,33 @@ static int key_is_slow(const p11n_conn *c)
     return p11n_key_is_slow((const struct p11n_key *)c->key);
 }
 
+static void job_done(p11n_job *base);
+
+/* Hand the next step to a worker: the job takes the handshake and the
+ * act bytes, and gives them back in job_done. */
 static int hs_offload(p11n_conn *c, int op)
 {
-    int rc = p11n_worker_submit(c, op);
+    hs_job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory handing the handshake to a worker");
+        return P11N_ERR_NOMEM;
+    }
+    job->base = (p11n_job){ .run = job_run, .done = job_done, .owner = c };
+    job->ctx = c->ctx;
+    job->id = c->id;
+    job->op = op;
+    job->hs = c->hs;
+    memcpy(job->act, c->act, c->act_len);
+    job->act_len = c->act_len;
+    int rc = p11n_worker_submit(c->ctx, &job->base);
     if (rc != P11N_OK) {
+        free(job);
         p11n_conn_end(c, rc, rc == P11N_ERR_LIMIT ? "token operation queue full"
                                              : "cannot hand the handshake to a worker");
         return rc;
     }
+    c->hs = NULL;
+    c->job = &job->base;
     update_events(c);
     return P11N_OK;
 }
@@ -790,47 +834,53 @@ static void hs_read(p11n_conn *c)
 /* A worker's step failed: the token's own account of it (the call and
  * its CKR_ name), copied by the worker, goes into the log line and the
  * `closed` text. */
-static void job_fail(p11n_conn *c, const char *why)
+static void job_fail(p11n_conn *c, int op, int rc, const char *why)
 {
-    const char *what = c->job_op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected";
-    if (why == NULL) {
-        hs_fail(c, what, c->job_rc);
+    const char *what = op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected";
+    if (why[0] == '\0') {
+        hs_fail(c, what, rc);
         return;
     }
-    char text[2 * TEXT_LEN + 200];
+    char text[TEXT_LEN + P11N_JOB_TEXT + 40];
     snprintf(text, sizeof(text), "handshake %s: %s", what, why);
-    p11n_conn_end(c, c->job_rc, text);
+    p11n_conn_end(c, rc, text);
 }
 
-static void job_step_done(p11n_conn *c, const char *why)
+/* Loop thread: the step is back. An orphaned one only frees what it
+ * holds; otherwise the connection takes the handshake back and goes on. */
+static void job_done(p11n_job *base)
 {
-    if (c->state != P11N_CS_HANDSHAKE) {
-        /* The connection ended while the worker ran. */
-        p11n_handshake_free(c->hs);
-        c->hs = NULL;
+    hs_job *job = (hs_job *)base;
+    p11n_conn *c = base->owner;
+    if (c == NULL) {
+        p11n_log(job->ctx, P11N_LOG_DEBUG, "conn #%lu: a worker finished a handshake step "
+            "of an attempt that has ended: dropped", job->id);
+        p11n_handshake_free(job->hs);
+        p11n_wipe(job, sizeof(*job));
+        free(job);
         return;
     }
+    c->job = NULL;
+    c->hs = job->hs;
+    memcpy(c->act, job->act, job->act_len);
+    c->act_len = job->act_len;
+    int op = job->op, rc = base->rc;
+    char why[P11N_JOB_TEXT];
+    memcpy(why, base->text, sizeof(why));
+    p11n_wipe(job, sizeof(*job));
+    free(job);
     p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: worker finished a handshake %s: %s", c->id,
-        c->job_op == P11N_JOB_WRITE ? "write" : "read", p11n_strerror(c->job_rc));
-    if (c->job_rc != P11N_OK) {
-        job_fail(c, why);
+        op == P11N_JOB_WRITE ? "write" : "read", p11n_strerror(rc));
+    if (rc != P11N_OK) {
+        job_fail(c, op, rc, why);
         return;
     }
-    if (c->job_op == P11N_JOB_WRITE) {
+    if (op == P11N_JOB_WRITE) {
         hs_sent(c);
         if (c->state != P11N_CS_HANDSHAKE)
             return;
     }
     hs_step(c);
-}
-
-void p11n_conn_job_done(p11n_conn *c)
-{
-    c->job_pending = 0;
-    char *why = c->job_text;
-    c->job_text = NULL;
-    job_step_done(c, why);
-    free(why);
 }
 
 /* ---- established ---- */
@@ -1110,7 +1160,7 @@ static void on_io(void *obj, int fd, short revents)
             conn_flush(c);
         if (c->state != P11N_CS_HANDSHAKE)
             return;
-        if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && !c->job_pending)
+        if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && c->job == NULL)
             hs_read(c);
         else if ((revents & (POLLHUP | POLLERR)) && !(revents & POLLIN))
             p11n_conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");
@@ -1153,11 +1203,6 @@ static void on_timer(void *obj)
         attempt_start(c);
         return;
     case P11N_CS_BACKOFF:
-        if (c->job_pending) {
-            /* The old attempt's worker still holds the act buffer. */
-            p11n_timer_arm(ctx, &c->timer, ctx->now + 50);
-            return;
-        }
         c->state = P11N_CS_START;
         attempt_start(c);
         return;

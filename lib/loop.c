@@ -158,17 +158,11 @@ static void timers_fire(p11n_ctx *ctx)
     }
 }
 
-/* Work settle() can do now. A dead connection whose worker still runs
- * is not such work: it waits for the wake-up fd, and counting it would
- * make the loop spin for as long as the token operation takes. */
+/* Work settle() can do now. A token step still running is not such
+ * work: its job comes back through the wake-up fd. */
 static int settle_pending(const p11n_ctx *ctx)
 {
-    if (ctx->flushq != NULL || ctx->readq != NULL)
-        return 1;
-    for (const p11n_conn *c = ctx->dead; c != NULL; c = c->next_dead)
-        if (!c->job_pending)
-            return 1;
-    return 0;
+    return ctx->flushq != NULL || ctx->readq != NULL || ctx->dead != NULL;
 }
 
 static int next_timeout(const p11n_ctx *ctx, int timeout_ms)
@@ -305,11 +299,12 @@ void p11n_ctx_free(p11n_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    /* Workers first: after this no job touches a connection. */
-    p11n_workers_free(ctx);
     ctx->dead = NULL; /* dead connections are still on ctx->conns */
     while (ctx->conns != NULL)
         p11n_conn_free(ctx->conns);
+    /* Every job is orphaned now; the threads stop and the jobs left
+     * free what they hold. */
+    p11n_workers_free(ctx);
     while (ctx->listeners != NULL)
         p11n_listener_free(ctx->listeners);
     p11n_resolver_free(ctx);

@@ -3,9 +3,10 @@
  * resolve.c, worker.c and peers.c. Nothing here is exported.
  *
  * Ownership: the context owns every listener and connection. Connections
- * are never freed while a callback or a worker may still see them: a
- * finished connection goes on the context's dead list and is freed at the
- * end of the loop iteration (or when its worker job returns).
+ * are never freed while a callback may still see them: a finished
+ * connection goes on the context's dead list and is freed at the end of
+ * the loop iteration. No worker ever sees a connection: a job owns what
+ * it works on, and a connection that goes away orphans its job.
  */
 #ifndef P11N_NET_H
 #define P11N_NET_H
@@ -141,7 +142,6 @@ struct p11n_conn {
     unsigned in_flushq : 1;
     unsigned want_writable : 1;   /* p11n_send said WOULD_BLOCK */
     unsigned app_closed : 1;      /* p11n_close called: no reconnect */
-    unsigned job_pending : 1;     /* a worker owns hs and act[] */
     unsigned counted : 1;         /* counted in ctx/listener handshakes_in */
     unsigned wrote : 1;           /* wrote since the last trim */
     unsigned partial : 1;         /* decoder holds part of a frame */
@@ -184,10 +184,8 @@ struct p11n_conn {
     uint8_t act[P11N_MAX_ACT];
     size_t act_len;               /* bytes of act[] in use */
     size_t act_want;              /* bytes the act being read needs */
-    int job_op, job_rc;           /* worker job and its result */
-    char *job_text;               /* owned; why the job failed, in the token's words
-                                     (the call and its CKR_ name), or NULL */
-    p11n_conn *next_job;
+    struct p11n_job *job;         /* a handshake step on a worker: it holds hs and
+                                     the act until it comes back */
 
     p11n_transport *t;
 
@@ -270,7 +268,6 @@ void p11n_addr_text(const struct sockaddr *sa, char out[P11N_ADDRSTR]);
 /* "KK" or NULL -> 0, "XK" -> 1, else UNSUPPORTED. */
 int p11n_pattern_is_xk(const char *pattern, int *xk);
 int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa);
-void p11n_conn_job_done(p11n_conn *c);
 void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
     const struct sockaddr_storage *addrs, size_t n);
 void p11n_conn_flush_all(p11n_ctx *ctx);
@@ -328,12 +325,32 @@ void p11n_resolve_cancel(p11n_conn *c);
 void p11n_resolver_free(p11n_ctx *ctx);
 
 /* ---- worker.c ---- */
-enum { P11N_JOB_WRITE = 1, P11N_JOB_READ = 2 };
-/* Hand c's next handshake step to a worker. Errors: LIMIT (queue full),
- * NOMEM, IO (thread creation). */
-int p11n_worker_submit(p11n_conn *c, int op);
-/* Run on wake-up: complete finished jobs. */
+/* Room for the token's account of a failed job (p11n_token_last_error). */
+#define P11N_JOB_TEXT 256
+
+/* A piece of blocking work: run() on a worker thread, done() back on the
+ * loop thread. From submit until done() the job owns its inputs (the
+ * submitter hands them over and keeps only the job pointer), so nothing
+ * the worker touches is shared. A submitter that goes away first orphans
+ * its job (owner = NULL) and forgets it; done() then only frees it. The
+ * pool never looks at owner: it is the submitter's, on the loop thread. */
+typedef struct p11n_job p11n_job;
+struct p11n_job {
+    void (*run)(p11n_job *job);     /* worker thread; sets rc */
+    void (*done)(p11n_job *job);    /* loop thread; frees the job */
+    void *owner;                    /* loop thread only; NULL: orphaned */
+    int rc;
+    char text[P11N_JOB_TEXT];       /* rc != OK: the token's words, or "" */
+    p11n_job *next;                 /* the pool's queues */
+};
+
+/* Queue a job (threads start on first use). Errors (the job stays the
+ * caller's): LIMIT (max_token_ops queued), NOMEM, IO (no thread). */
+int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job);
+/* Run on wake-up: call done() of finished jobs, oldest first. */
 void p11n_worker_collect(p11n_ctx *ctx);
+/* Stop the threads; jobs not yet collected are orphaned and done()
+ * frees them. */
 void p11n_workers_free(p11n_ctx *ctx);
 
 /* ---- peers.c ---- */

@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "crypto.h"
 #include "netutil.h"
@@ -322,6 +326,100 @@ static void test_close_during_token_step(void)
     p11n_key_free(ckey);
 }
 
+/* A listening socket on 127.0.0.1 that resets the first connection it
+ * accepts once the client has logged it as connected (before that, the
+ * reset could end the connect itself), and holds the others open. */
+typedef struct resetter {
+    int lfd;
+    int fds[64];
+    size_t n, reset;
+} resetter;
+
+static uint16_t resetter_open(resetter *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    CU_ASSERT_FATAL(r->lfd >= 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sa);
+    CU_ASSERT_FATAL(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CU_ASSERT_FATAL(listen(r->lfd, 16) == 0);
+    CU_ASSERT_FATAL(getsockname(r->lfd, (struct sockaddr *)&sa, &len) == 0);
+    return ntohs(sa.sin_port);
+}
+
+static void resetter_step(resetter *r, size_t connected)
+{
+    int fd;
+    while (r->n < 64 && (fd = accept(r->lfd, NULL, NULL)) >= 0)
+        r->fds[r->n++] = fd;
+    for (; r->reset < r->n && r->reset < connected && r->reset < 1; r->reset++) {
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        setsockopt(r->fds[r->reset], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(r->fds[r->reset]);
+    }
+}
+
+static void resetter_close(resetter *r)
+{
+    for (; r->reset < r->n; r->reset++)
+        close(r->fds[r->reset]);
+    close(r->lfd);
+}
+
+/* An attempt that ends while its token step runs leaves the step to its
+ * worker: the reconnect starts at once, its own step runs on another
+ * worker, and the old one is dropped when it comes back. The first
+ * derivation of the handshakes takes 3 s, the later ones none. */
+static void test_reconnect_during_token_step(void)
+{
+    setenv("P11N_FAULT", "C_DeriveKey:delay@2=3000", 1);
+    p11n_key *ckey = load(key_uri("client", 1));
+    unsetenv("P11N_FAULT");
+    p11n_key *skey = soft_key(SERVER_PRIV);
+    uint8_t spub[33];
+    pub_of(skey, spub);
+    char spubhex[67];
+    p11n_hex_encode(spub, 33, spubhex);
+    p11n_ctx *cli = ctx_make("rcli", 0);
+    resetter r;
+    uint16_t port = resetter_open(&r);
+
+    size_t mark = t_log_mark();
+    side s = { 0 };
+    p11n_connect_options co = { 0 };
+    co.ch.key = ckey;
+    co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = &s };
+    co.reconnect = 1;
+    co.backoff_min_ms = co.backoff_max_ms = 1;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, spubhex, &co, &c) == P11N_OK);
+    const char *later = "worker finished a handshake write";
+    const char *orphan = "of an attempt that has ended: dropped";
+    time_t guard = time(NULL) + 60;
+    while (t_log_count(mark, later) == 0 && t_log_count(mark, orphan) == 0
+        && time(NULL) < guard) {
+        resetter_step(&r, t_log_count(mark, "connected to"));
+        pump(cli, NULL);
+    }
+    /* A later attempt's step came back before the first one's. */
+    CU_ASSERT(s.closed >= 1);
+    CU_ASSERT(t_log_count(mark, later) >= 1);
+    CU_ASSERT(t_log_count(mark, orphan) == 0);
+    while (t_log_count(mark, orphan) == 0 && time(NULL) < guard) {
+        resetter_step(&r, t_log_count(mark, "connected to"));
+        pump(cli, NULL);
+    }
+    CU_ASSERT(t_log_count(mark, orphan) >= 1);
+    p11n_close(c);
+    pump(cli, NULL);
+    p11n_ctx_free(cli);
+    resetter_close(&r);
+    p11n_key_free(skey);
+    p11n_key_free(ckey);
+}
+
 /* ---- a token pulled out during a stream of handshakes ---- */
 
 /* How long the token stays out: long enough for several handshakes to
@@ -514,6 +612,8 @@ int main(void)
         { "token keys on both sides, peers from the token", test_token_keys_kk },
         { "slow token: messages flow during a handshake; queue limit", test_slow_token },
         { "closed during a token step: the loop waits, no spin", test_close_during_token_step },
+        { "reconnect during a token step: no wait for the old step",
+            test_reconnect_during_token_step },
         { "token pulled out during KK handshakes, token initiates", test_removed_kk_initiator },
         { "token pulled out during KK handshakes, token responds", test_removed_kk_responder },
         { "token pulled out during XK handshakes, token initiates", test_removed_xk_initiator },

@@ -575,10 +575,14 @@ static void test_planted_object_ignored(void)
         side m, a;
         dial(cli, port, "server", patterns[i], keys[K_B], &m);
         PUMP_UNTIL(m.closed == 1 && sv.failed.closed == 1);
-        CU_ASSERT(m.established == 0 && sv.n == 0);
+        /* An XK initiator's side completes with act three, before the
+         * responder checks its key: only the server's count tells. */
+        CU_ASSERT(sv.n == 0);
+        if (strcmp(patterns[i], "KK") == 0)
+            CU_ASSERT(m.established == 0);
         dial(cli, port, "server", patterns[i], keys[K_A], &a);
-        PUMP_UNTIL(a.established == 1);
-        CU_ASSERT(sv.n == 1 && strcmp(sv.conns[0].peer, "a") == 0);
+        PUMP_UNTIL(a.established == 1 && sv.n == 1);
+        CU_ASSERT(strcmp(sv.conns[0].peer, "a") == 0);
         p11n_close(a.conn);
         PUMP_UNTIL(a.closed >= 1 && a.final == 1);
         p11n_listener_close(l);
@@ -626,7 +630,7 @@ static void test_revoked_while_handshaking(void)
     side s;
     dial(cli, port, hexes[K_SRV], "KK", keys[K_A], &s);
     /* Act one is with a worker (the token is slow). */
-    PUMP_UNTIL(srv->conns != NULL && srv->conns->job_pending);
+    PUMP_UNTIL(srv->conns != NULL && srv->conns->job != NULL);
     CU_ASSERT(p11n_peer_remove(srv, "a") == P11N_OK);
     PUMP_UNTIL(sv.failed.closed == 1 && s.closed == 1);
     CU_ASSERT(sv.n == 0 && s.established == 0);
