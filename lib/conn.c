@@ -136,7 +136,8 @@ static void conn_release(p11n_conn *c)
     close_socket(c);
     p11n_timer_cancel(ctx, &c->timer);
     p11n_timer_cancel(ctx, &c->idle);
-    p11n_resolve_cancel(c);
+    p11n_resolve_cancel(c->req);
+    c->req = NULL;
     p11n_proxy_end(c);
     job_orphan(c);
     p11n_handshake_free(c->hs);
@@ -977,6 +978,9 @@ void p11n_conn_read_kept(p11n_ctx *ctx)
 
 /* ---- outgoing attempts ---- */
 
+static void resolved(void *arg, int rc, const char *text,
+    const struct sockaddr_storage *addrs, size_t n);
+
 static void attempt_start(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
@@ -997,28 +1001,30 @@ static void attempt_start(p11n_conn *c)
         s4->sin_family = AF_INET;
         s4->sin_port = htons(port);
         c->state = P11N_CS_RESOLVING;
-        p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
+        resolved(c, P11N_OK, NULL, &ss, 1);
         return;
     }
     if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
         s6->sin6_family = AF_INET6;
         s6->sin6_port = htons(port);
         c->state = P11N_CS_RESOLVING;
-        p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
+        resolved(c, P11N_OK, NULL, &ss, 1);
         return;
     }
     c->state = P11N_CS_RESOLVING;
     p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
     p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu resolving %s", c->id, host);
-    int rc = p11n_resolve_start(c);
+    int rc = p11n_resolve_start(ctx, host, port, resolved, c, &c->req);
     if (rc != P11N_OK)
         p11n_conn_end(c, rc, "cannot start resolving the host name");
 }
 
-void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
+static void resolved(void *arg, int rc, const char *text,
     const struct sockaddr_storage *addrs, size_t n)
 {
+    p11n_conn *c = arg;
     p11n_ctx *ctx = c->ctx;
+    c->req = NULL;
     p11n_timer_cancel(ctx, &c->timer);
     if (rc != P11N_OK || n == 0) {
         char t[TEXT_LEN];

@@ -175,7 +175,7 @@ struct p11n_conn {
     struct sockaddr_storage *addrs;
     size_t naddrs, addr_i;
     int last_err;                 /* errno of the last address that failed */
-    struct p11n_resolve_req *req; /* c-ares query in flight */
+    struct p11n_resolve_req *req; /* name query in flight */
     p11n_proxy proxy;             /* dialled instead of host:port when set */
     struct p11n_socks5 *socks;    /* during P11N_CS_PROXY only */
 
@@ -268,8 +268,6 @@ void p11n_addr_text(const struct sockaddr *sa, char out[P11N_ADDRSTR]);
 /* "KK" or NULL -> 0, "XK" -> 1, else UNSUPPORTED. */
 int p11n_pattern_is_xk(const char *pattern, int *xk);
 int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa);
-void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
-    const struct sockaddr_storage *addrs, size_t n);
 void p11n_conn_flush_all(p11n_ctx *ctx);
 /* Deliver the messages kept for connections whose reading resumed. */
 void p11n_conn_read_kept(p11n_ctx *ctx);
@@ -313,15 +311,25 @@ void p11n_listener_unref(p11n_listener *l);
 void p11n_listener_free(p11n_listener *l);
 
 /* ---- resolve.c ---- */
+/* The answer to one query: rc OK with n >= 1 addresses (port filled in),
+ * or rc RESOLVE with text saying why (valid during the call only, like
+ * addrs). */
+typedef void (*p11n_resolve_fn)(void *arg, int rc, const char *text,
+    const struct sockaddr_storage *addrs, size_t n);
+typedef struct p11n_resolve_req p11n_resolve_req;
 /* Create the context's c-ares channel now (else on first use). Errors:
  * INVALID_ARG (opt.dns_servers malformed), NOMEM, RESOLVE. */
 int p11n_resolver_open(p11n_ctx *ctx);
-/* Start resolving c->host; the answer comes through p11n_conn_resolved,
- * possibly before this returns (names from /etc/hosts): the caller must
- * not touch c after a P11N_OK. Errors (no callback then): NOMEM, RESOLVE. */
-int p11n_resolve_start(p11n_conn *c);
-/* Forget a query: its answer will be dropped. */
-void p11n_resolve_cancel(p11n_conn *c);
+/* Resolve host for a TCP connection to port; fn(arg, ...) gets the
+ * answer once, on the loop thread. *out is the pending request, to hand
+ * to p11n_resolve_cancel; it is NULL when the answer came before this
+ * returned (names from /etc/hosts), and fn has then run. Errors (fn is
+ * not called): NOMEM, RESOLVE. */
+int p11n_resolve_start(p11n_ctx *ctx, const char *host, uint16_t port, p11n_resolve_fn fn,
+    void *arg, p11n_resolve_req **out);
+/* Forget a pending request (NULL: nothing): fn is never called for it.
+ * The caller drops its pointer, which is then no longer valid. */
+void p11n_resolve_cancel(p11n_resolve_req *req);
 void p11n_resolver_free(p11n_ctx *ctx);
 
 /* ---- worker.c ---- */

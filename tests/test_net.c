@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include "crypto.h"
+#include "net.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "proxyutil.h"
@@ -445,6 +446,59 @@ static void test_dns_every_address(void)
     ctx_drop_all();
     t_dns_stop(&d);
     CU_ASSERT(d.queries >= 2); /* A and AAAA asked of the server */
+}
+
+/* The resolver alone, as any caller sees it: a host, a port and a
+ * callback; a cancelled request never calls back, an unknown name says
+ * why. */
+typedef struct answer {
+    int calls, rc;
+    size_t n;
+    uint16_t port;
+    char text[120];
+} answer;
+
+static void on_answer(void *arg, int rc, const char *text, const struct sockaddr_storage *addrs,
+    size_t n)
+{
+    answer *a = arg;
+    a->calls++;
+    a->rc = rc;
+    a->n = n;
+    snprintf(a->text, sizeof(a->text), "%s", text != NULL ? text : "");
+    if (n > 0)
+        a->port = ntohs(((const struct sockaddr_in *)&addrs[0])->sin_port);
+}
+
+static int answered(void *arg)
+{
+    return ((const answer *)arg)[0].calls > 0 && ((const answer *)arg)[2].calls > 0;
+}
+
+static void test_resolver_requests(void)
+{
+    t_dns d;
+    CU_ASSERT_FATAL(t_dns_start(&d, DNS_NAME, "127.0.0.1", "::1", 0) == 0);
+    p11n_ctx *cli = ctx_dns("dns", &d);
+    answer a[3];
+    memset(a, 0, sizeof(a));
+    p11n_resolve_req *req[3];
+    CU_ASSERT_FATAL(p11n_resolve_start(cli, DNS_NAME, 4711, on_answer, &a[0], &req[0]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_resolve_start(cli, DNS_NAME, 4712, on_answer, &a[1], &req[1]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_resolve_start(cli, "nosuch.p11n.test", 1, on_answer, &a[2], &req[2])
+        == P11N_OK);
+    CU_ASSERT(req[0] != NULL && req[1] != NULL && req[2] != NULL);
+    p11n_resolve_cancel(req[1]);
+    CU_ASSERT(pump_until(answered, a));
+    CU_ASSERT(a[0].calls == 1 && a[0].rc == P11N_OK && a[0].n == 2 && a[0].port == 4711);
+    CU_ASSERT(a[2].calls == 1 && a[2].rc == P11N_ERR_RESOLVE && a[2].n == 0);
+    CU_ASSERT(a[2].text[0] != '\0');
+    /* The cancelled query's answer (from the same server) is dropped,
+     * as is whatever is still pending when the context goes. */
+    pump_once(10);
+    CU_ASSERT(a[1].calls == 0);
+    ctx_drop_all();
+    t_dns_stop(&d);
 }
 
 /* The server ignores the first query: the answer only comes if c-ares'
@@ -1321,6 +1375,7 @@ int main(void)
         { "KK to localhost through c-ares", test_kk_localhost_cares },
         { "DNS: every address tried in turn", test_dns_every_address },
         { "DNS: retransmission and unknown names", test_dns_retransmit },
+        { "resolver: callbacks, cancelled requests, unknown names", test_resolver_requests },
         { "write queue: would-block, writable, close flushes", test_write_queue },
         { "many connections, every byte checked", test_many_connections },
         { "hostile peers", test_hostile_peers },
