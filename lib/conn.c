@@ -1,8 +1,10 @@
 /*
  * One connection's state machine:
  *
- *   START -> RESOLVING -> CONNECTING -> (PROXY) -> HANDSHAKE -> ESTABLISHED
- *                                                                -> CLOSING
+ *   START -> DIALING -> HANDSHAKE -> ESTABLISHED -> CLOSING
+ *
+ * DIALING is the dialer's (dialer.h): resolving, trying each address and
+ * the proxy phase, until it hands over a connected socket.
  * Any state may end (conn_end): the connection then goes DEAD, or BACKOFF
  * when it reconnects, and from BACKOFF back to START.
  *
@@ -25,11 +27,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
 #include "crypto.h"
+#include "dialer.h"
 #include "key.h"
 #include "log.h"
 #include "secure.h"
@@ -41,7 +43,6 @@
 #define TEXT_LEN 160
 
 static void hs_step(p11n_conn *c);
-static void try_next_address(p11n_conn *c);
 static void on_io(void *obj, int fd, short revents);
 static void on_timer(void *obj);
 static void on_idle(void *obj);
@@ -60,8 +61,7 @@ int p11n_pattern_is_xk(const char *pattern, int *xk)
 static const char *state_name(enum p11n_conn_state s)
 {
     static const char *const names[] = {
-        [P11N_CS_START] = "starting", [P11N_CS_RESOLVING] = "resolving",
-        [P11N_CS_CONNECTING] = "connecting", [P11N_CS_PROXY] = "proxy negotiation",
+        [P11N_CS_START] = "starting", [P11N_CS_DIALING] = "dialing",
         [P11N_CS_HANDSHAKE] = "handshake", [P11N_CS_ESTABLISHED] = "established",
         [P11N_CS_CLOSING] = "closing", [P11N_CS_BACKOFF] = "backoff", [P11N_CS_DEAD] = "dead",
     };
@@ -136,21 +136,14 @@ static void conn_release(p11n_conn *c)
     close_socket(c);
     p11n_timer_cancel(ctx, &c->timer);
     p11n_timer_cancel(ctx, &c->idle);
-    p11n_resolve_cancel(c->req);
-    c->req = NULL;
-    p11n_proxy_end(c);
+    p11n_dial_cancel(c->dialer);
+    c->dialer = NULL;
     job_orphan(c);
     p11n_handshake_free(c->hs);
     c->hs = NULL;
     p11n_transport_free(c->t);
     c->t = NULL;
     uncount_handshake(c);
-    free(c->addrs);
-    c->addrs = NULL;
-    c->naddrs = c->addr_i = 0;
-    if (c->wipe_wbuf)
-        p11n_wipe(c->wbuf, c->wcap);
-    c->wipe_wbuf = 0;
     c->wpos = c->wlen = 0;
     c->partial = 0;
     c->want_writable = 0;
@@ -350,12 +343,6 @@ static void update_events(p11n_conn *c)
         return;
     short ev = 0;
     switch (c->state) {
-    case P11N_CS_CONNECTING:
-        ev = POLLOUT;
-        break;
-    case P11N_CS_PROXY:
-        ev = POLLIN;
-        break;
     case P11N_CS_HANDSHAKE:
         if (c->job == NULL && c->act_want > 0)
             ev = POLLIN;
@@ -402,17 +389,9 @@ static int wbuf_reserve(p11n_conn *c, size_t need)
     size_t cap = c->wcap ? c->wcap : WBUF_MIN;
     while (cap - c->wlen < need)
         cap *= 2;
-    uint8_t *b;
-    if (c->wipe_wbuf) {
-        /* realloc would free the old block with the credentials in it */
-        if ((b = malloc(cap)) == NULL)
-            return P11N_ERR_NOMEM;
-        memcpy(b, c->wbuf, c->wlen);
-        p11n_wipe(c->wbuf, c->wcap);
-        free(c->wbuf);
-    } else if ((b = realloc(c->wbuf, cap)) == NULL) {
+    uint8_t *b = realloc(c->wbuf, cap);
+    if (b == NULL)
         return P11N_ERR_NOMEM;
-    }
     c->wbuf = b;
     c->wcap = cap;
     trimq_add(c);
@@ -474,16 +453,6 @@ static void drain_read(p11n_conn *c)
         end_errno(c, "recv while closing", errno);
 }
 
-/* Everything queued was sent. Proxy credentials sent through the queue
- * do not stay in the buffer. */
-static void wbuf_drained(p11n_conn *c)
-{
-    if (c->wipe_wbuf) {
-        p11n_wipe(c->wbuf, c->wcap);  /* wcap: compaction may have left copies */
-        c->wipe_wbuf = 0;
-    }
-    c->wpos = c->wlen = 0;
-}
 
 /* Write the queue; one send() per call while the socket takes it. */
 static void conn_flush(p11n_conn *c)
@@ -505,7 +474,7 @@ static void conn_flush(p11n_conn *c)
         c->wpos += (size_t)n;
         c->wrote = 1;
     }
-    wbuf_drained(c);
+    c->wpos = c->wlen = 0;
     update_events(c);
     if (c->state == P11N_CS_CLOSING) {
         finish_close(c);
@@ -978,8 +947,25 @@ void p11n_conn_read_kept(p11n_ctx *ctx)
 
 /* ---- outgoing attempts ---- */
 
-static void resolved(void *arg, int rc, const char *text,
-    const struct sockaddr_storage *addrs, size_t n);
+/* The dialer is done: a connected (tunnelled) socket to handshake on, or
+ * the attempt's end. */
+static void dialed(void *arg, int rc, const char *text, int fd, const char *addr)
+{
+    p11n_conn *c = arg;
+    c->dialer = NULL;
+    if (rc != P11N_OK) {
+        p11n_conn_end(c, rc, text);
+        return;
+    }
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    if (p11n_io_add(c->ctx, fd, 0, on_io, c) != P11N_OK) {
+        close(fd);
+        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
+        return;
+    }
+    c->fd = fd;
+    p11n_conn_handshake_begin(c);
+}
 
 static void attempt_start(p11n_conn *c)
 {
@@ -988,161 +974,14 @@ static void attempt_start(p11n_conn *c)
     c->msgs_in = c->msgs_out = c->bytes_in = c->bytes_out = 0;
     c->addr[0] = '\0';
     c->peer[0] = '\0';
-    c->last_err = 0;
-
-    /* Numeric addresses skip the resolver. */
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    const char *host = p11n_conn_dial_host(c);
-    uint16_t port = p11n_conn_dial_port(c);
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons(port);
-        c->state = P11N_CS_RESOLVING;
-        resolved(c, P11N_OK, NULL, &ss, 1);
-        return;
-    }
-    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(port);
-        c->state = P11N_CS_RESOLVING;
-        resolved(c, P11N_OK, NULL, &ss, 1);
-        return;
-    }
-    c->state = P11N_CS_RESOLVING;
-    p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
-    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu resolving %s", c->id, host);
-    int rc = p11n_resolve_start(ctx, host, port, resolved, c, &c->req);
+    c->state = P11N_CS_DIALING;
+    char who[32];
+    snprintf(who, sizeof(who), "conn #%lu", c->id);
+    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu: dialing %s:%u for peer %s (%s)", c->id, c->host,
+        c->port, c->peer_name, c->xk ? "XK" : "KK");
+    int rc = p11n_dial_start(ctx, who, c->host, c->port, &c->proxy, dialed, c, &c->dialer);
     if (rc != P11N_OK)
-        p11n_conn_end(c, rc, "cannot start resolving the host name");
-}
-
-static void resolved(void *arg, int rc, const char *text,
-    const struct sockaddr_storage *addrs, size_t n)
-{
-    p11n_conn *c = arg;
-    p11n_ctx *ctx = c->ctx;
-    c->req = NULL;
-    p11n_timer_cancel(ctx, &c->timer);
-    if (rc != P11N_OK || n == 0) {
-        char t[TEXT_LEN];
-        snprintf(t, sizeof(t), "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "",
-            p11n_conn_dial_host(c), text ? text : "no address");
-        p11n_conn_end(c, c->proxy.host ? P11N_ERR_SOCKS_UNREACHABLE : P11N_ERR_RESOLVE, t);
-        return;
-    }
-    if (n > P11N_MAX_ADDRS)
-        n = P11N_MAX_ADDRS;
-    c->addrs = malloc(n * sizeof(*addrs));
-    if (c->addrs == NULL) {
-        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
-        return;
-    }
-    memcpy(c->addrs, addrs, n * sizeof(*addrs));
-    c->naddrs = n;
-    c->addr_i = 0;
-    if (p11n_log_on(ctx, P11N_LOG_INFO)) {
-        char list[P11N_ADDRSTR * 4] = "";
-        size_t used = 0;
-        for (size_t i = 0; i < n && i < 4; i++) {
-            char a[P11N_ADDRSTR];
-            p11n_addr_text((const struct sockaddr *)&addrs[i], a);
-            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? " " : "", a);
-            if (used >= sizeof(list))
-                break;
-        }
-        char via[P11N_ADDRSTR + 40] = "direct";
-        if (c->proxy.host != NULL)
-            snprintf(via, sizeof(via), "via SOCKS5 proxy %s:%u", c->proxy.host, c->proxy.port);
-        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu to %s:%u (peer %s, %s, %s): %zu address%s%s: %s%s",
-            c->id, c->host, c->port, c->peer_name, c->xk ? "XK" : "KK", via, n,
-            n == 1 ? "" : "es", c->proxy.host ? " of the proxy" : "", list, n > 4 ? " ..." : "");
-    }
-    try_next_address(c);
-}
-
-static socklen_t sa_len(const struct sockaddr_storage *ss)
-{
-    return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
-
-static void connected(p11n_conn *c)
-{
-    p11n_ctx *ctx = c->ctx;
-    p11n_timer_cancel(ctx, &c->timer);
-    free(c->addrs);
-    c->addrs = NULL;
-    c->naddrs = c->addr_i = 0;
-    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu connected to %s%s", c->id,
-        c->proxy.host ? "the SOCKS5 proxy at " : "", c->addr);
-    if (c->proxy.host != NULL)
-        p11n_proxy_begin(c);  /* ends in p11n_conn_handshake_begin */
-    else
-        p11n_conn_handshake_begin(c);
-}
-
-static void try_next_address(p11n_conn *c)
-{
-    p11n_ctx *ctx = c->ctx;
-    while (c->addr_i < c->naddrs) {
-        const struct sockaddr_storage *ss = &c->addrs[c->addr_i++];
-        p11n_addr_text((const struct sockaddr *)ss, c->addr);
-        int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            c->last_err = errno;
-            p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: socket for %s: %s", c->id, c->addr,
-                strerror(c->last_err));
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        int r = connect(fd, (const struct sockaddr *)ss, sa_len(ss));
-        if (r < 0 && errno != EINPROGRESS) {
-            c->last_err = errno;
-            p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: %s", c->id, c->addr,
-                strerror(c->last_err));
-            close(fd);
-            continue;
-        }
-        if (p11n_io_add(ctx, fd, POLLOUT, on_io, c) != P11N_OK) {
-            close(fd);
-            p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
-            return;
-        }
-        c->fd = fd;
-        c->state = P11N_CS_CONNECTING;
-        p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu trying %s", c->id, c->addr);
-        if (r == 0) {
-            connected(c);
-            return;
-        }
-        p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
-        return;
-    }
-    char text[TEXT_LEN];
-    snprintf(text, sizeof(text), "every address of %s%s:%u failed (last: %s)",
-        c->proxy.host ? "the SOCKS5 proxy " : "", p11n_conn_dial_host(c), p11n_conn_dial_port(c),
-        c->last_err ? strerror(c->last_err) : "timed out");
-    p11n_conn_end(c, c->proxy.host ? P11N_ERR_SOCKS_UNREACHABLE : P11N_ERR_CONNECT, text);
-}
-
-static void connect_done(p11n_conn *c)
-{
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err == 0) {
-        connected(c);
-        return;
-    }
-    p11n_log(c->ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: %s", c->id, c->addr,
-        strerror(err));
-    close_socket(c);
-    c->last_err = err;
-    try_next_address(c);
+        p11n_conn_end(c, rc, "out of memory starting a connection attempt");
 }
 
 /* ---- event and timer dispatch ---- */
@@ -1152,15 +991,6 @@ static void on_io(void *obj, int fd, short revents)
     (void)fd;
     p11n_conn *c = obj;
     switch (c->state) {
-    case P11N_CS_CONNECTING:
-        connect_done(c);
-        return;
-    case P11N_CS_PROXY:
-        if (revents & POLLOUT)
-            conn_flush(c);
-        if (c->state == P11N_CS_PROXY && (revents & (POLLIN | POLLHUP | POLLERR)))
-            p11n_proxy_read(c);
-        return;
     case P11N_CS_HANDSHAKE:
         if (revents & POLLOUT)
             conn_flush(c);
@@ -1211,21 +1041,6 @@ static void on_timer(void *obj)
     case P11N_CS_BACKOFF:
         c->state = P11N_CS_START;
         attempt_start(c);
-        return;
-    case P11N_CS_RESOLVING:
-        snprintf(text, sizeof(text), "resolving %s took over %u ms", c->host,
-            ctx->opt.connect_timeout_ms);
-        p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
-        return;
-    case P11N_CS_CONNECTING:
-        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: no answer in %u ms", c->id,
-            c->addr, ctx->opt.connect_timeout_ms);
-        c->last_err = ETIMEDOUT;
-        close_socket(c);
-        try_next_address(c);
-        return;
-    case P11N_CS_PROXY:
-        p11n_proxy_timeout(c);
         return;
     case P11N_CS_HANDSHAKE:
         snprintf(text, sizeof(text), "handshake act not received within %u ms (%zu of %zu bytes)",

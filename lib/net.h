@@ -71,7 +71,6 @@ typedef struct p11n_fdset {
 
 struct p11n_workers;
 struct p11n_resolver;
-struct p11n_socks5;
 
 /* A SOCKS5 proxy: host NULL means none. The password is wiped on clear. */
 typedef struct p11n_proxy {
@@ -118,9 +117,7 @@ struct p11n_ctx {
 
 enum p11n_conn_state {
     P11N_CS_START,        /* waiting for the loop to begin an attempt */
-    P11N_CS_RESOLVING,
-    P11N_CS_CONNECTING,
-    P11N_CS_PROXY,        /* SOCKS5 negotiation: between connect and handshake */
+    P11N_CS_DIALING,      /* the dialer: resolve, connect, proxy phase */
     P11N_CS_HANDSHAKE,
     P11N_CS_ESTABLISHED,
     P11N_CS_CLOSING,      /* graceful: flushing queued messages */
@@ -164,7 +161,6 @@ struct p11n_conn {
     char peer_name[2 * P11N_PUBKEY_LEN + 1]; /* outgoing: the peer asked for */
     unsigned by_key : 1;          /* outgoing: named by key (hex), so not bound to the store:
                                      store changes never revoke it */
-    unsigned wipe_wbuf : 1;       /* the write queue held proxy credentials */
     p11n_listener *listener;      /* incoming: holds a reference */
 
     /* outgoing */
@@ -172,12 +168,8 @@ struct p11n_conn {
     uint16_t port;
     int reconnect;
     unsigned backoff_min, backoff_max, failures;
-    struct sockaddr_storage *addrs;
-    size_t naddrs, addr_i;
-    int last_err;                 /* errno of the last address that failed */
-    struct p11n_resolve_req *req; /* name query in flight */
     p11n_proxy proxy;             /* dialled instead of host:port when set */
-    struct p11n_socks5 *socks;    /* during P11N_CS_PROXY only */
+    struct p11n_dialer *dialer;   /* during P11N_CS_DIALING */
 
     /* handshake */
     p11n_handshake *hs;
@@ -275,17 +267,6 @@ void p11n_conn_free_dead(p11n_ctx *ctx);
 void p11n_conn_free(p11n_conn *c);
 void p11n_conn_trim(void *ctxp);
 
-/* What an outgoing attempt dials: the proxy, or the target itself. */
-static inline const char *p11n_conn_dial_host(const p11n_conn *c)
-{
-    return c->proxy.host != NULL ? c->proxy.host : c->host;
-}
-
-static inline uint16_t p11n_conn_dial_port(const p11n_conn *c)
-{
-    return c->proxy.host != NULL ? c->proxy.port : c->port;
-}
-
 /* End the attempt or connection (logs, releases, calls `closed`). */
 void p11n_conn_end(p11n_conn *c, int reason, const char *text);
 /* Connected (and through any proxy): start the Noise handshake. */
@@ -299,12 +280,6 @@ int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len);
 int p11n_proxy_parse(const char *spec, p11n_proxy *out);
 int p11n_proxy_copy(const p11n_proxy *in, p11n_proxy *out);
 void p11n_proxy_clear(p11n_proxy *px);
-/* The SOCKS5 phase: begin once connected to the proxy, read on POLLIN,
- * timeout from the connection timer, end on release. */
-void p11n_proxy_begin(p11n_conn *c);
-void p11n_proxy_read(p11n_conn *c);
-void p11n_proxy_timeout(p11n_conn *c);
-void p11n_proxy_end(p11n_conn *c);
 
 /* ---- listener.c ---- */
 void p11n_listener_unref(p11n_listener *l);

@@ -22,6 +22,7 @@
 #include <sys/socket.h>
 
 #include "crypto.h"
+#include "dialer.h"
 #include "net.h"
 #include "netutil.h"
 #include "p11noise.h"
@@ -499,6 +500,78 @@ static void test_resolver_requests(void)
     CU_ASSERT(a[1].calls == 0);
     ctx_drop_all();
     t_dns_stop(&d);
+}
+
+/* The dialer alone: a host, a port and a callback; the socket comes
+ * back connected and unwatched, a refused port says so, a cancelled
+ * attempt never calls back. */
+typedef struct dialed {
+    int calls, rc, fd;
+    char text[200], addr[P11N_ADDRSTR];
+} dialed;
+
+static void on_dialed(void *arg, int rc, const char *text, int fd, const char *addr)
+{
+    dialed *d = arg;
+    d->calls++;
+    d->rc = rc;
+    d->fd = fd;
+    snprintf(d->text, sizeof(d->text), "%s", text != NULL ? text : "");
+    snprintf(d->addr, sizeof(d->addr), "%s", addr);
+}
+
+static int both_dialed(void *arg)
+{
+    const dialed *d = arg;
+    return d[0].calls > 0 && d[1].calls > 0;
+}
+
+static void test_dialer(void)
+{
+    p11n_ctx *cli = ctx_make("dial", 0);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sa);
+    CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 4) == 0);
+    CU_ASSERT_FATAL(getsockname(lfd, (struct sockaddr *)&sa, &len) == 0);
+    uint16_t open_port = ntohs(sa.sin_port);
+    /* A port nobody listens on: bound, never listening. */
+    int cfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sb = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    len = sizeof(sb);
+    CU_ASSERT_FATAL(bind(cfd, (struct sockaddr *)&sb, sizeof(sb)) == 0);
+    CU_ASSERT_FATAL(getsockname(cfd, (struct sockaddr *)&sb, &len) == 0);
+
+    dialed d[3];
+    memset(d, 0, sizeof(d));
+    p11n_dialer *dl[3];
+    CU_ASSERT_FATAL(p11n_dial_start(cli, "test #1", "127.0.0.1", open_port, NULL, on_dialed,
+        &d[0], &dl[0]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_dial_start(cli, "test #2", "127.0.0.1", ntohs(sb.sin_port), NULL,
+        on_dialed, &d[1], &dl[1]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_dial_start(cli, "test #3", "127.0.0.1", open_port, NULL, on_dialed,
+        &d[2], &dl[2]) == P11N_OK);
+    CU_ASSERT(d[0].calls == 0 && d[1].calls == 0); /* never inside start */
+    p11n_dial_cancel(dl[2]);
+    CU_ASSERT(pump_until(both_dialed, d));
+    CU_ASSERT(d[0].calls == 1 && d[0].rc == P11N_OK && d[0].fd >= 0);
+    char want[P11N_ADDRSTR];
+    snprintf(want, sizeof(want), "127.0.0.1:%u", open_port);
+    CU_ASSERT(strcmp(d[0].addr, want) == 0);
+    /* The socket is the caller's: it carries bytes to the listener. */
+    int afd = accept(lfd, NULL, NULL);
+    CU_ASSERT(afd >= 0 && send(d[0].fd, "x", 1, 0) == 1);
+    char got = 0;
+    CU_ASSERT(recv(afd, &got, 1, 0) == 1 && got == 'x');
+    CU_ASSERT(d[1].calls == 1 && d[1].rc == P11N_ERR_CONNECT && d[1].fd == -1);
+    CU_ASSERT(strstr(d[1].text, "Connection refused") != NULL);
+    pump_once(10);
+    CU_ASSERT(d[2].calls == 0);
+    close(afd);
+    close(d[0].fd);
+    close(cfd);
+    close(lfd);
+    ctx_drop_all();
 }
 
 /* The server ignores the first query: the answer only comes if c-ares'
@@ -1376,6 +1449,7 @@ int main(void)
         { "DNS: every address tried in turn", test_dns_every_address },
         { "DNS: retransmission and unknown names", test_dns_retransmit },
         { "resolver: callbacks, cancelled requests, unknown names", test_resolver_requests },
+        { "dialer: a connected socket, a refused port, a cancelled attempt", test_dialer },
         { "write queue: would-block, writable, close flushes", test_write_queue },
         { "many connections, every byte checked", test_many_connections },
         { "hostile peers", test_hostile_peers },

@@ -439,10 +439,9 @@ static const char *long_pass(void)
     return pass;
 }
 
-/* The SOCKS5 username/password request went through the connection's
- * write queue: once sent, its bytes are gone from the buffer (checked
- * when the handshake completes, the queue having been reused for act
- * one, which covers only the start of the old request). */
+/* The SOCKS5 username/password request is sent from the dialer's SOCKS5
+ * state, wiped as it goes: no byte of it is in the connection's write
+ * queue when the handshake completes. */
 static int wbuf_has_secret;
 static void proxy_up(p11n_conn *c, const char *peer, void *arg)
 {
@@ -676,7 +675,7 @@ int main(void)
         { "a handshake towards a replaced key fails at once", test_handshake_in_progress },
         { "a reconnect by identifier after its removal", test_reconnect_after_removal },
         { "a key's warning is logged once", test_key_warning_once },
-        { "SOCKS5 credentials leave the write queue once sent", test_proxy_credentials_wiped },
+        { "SOCKS5 credentials never reach the write queue", test_proxy_credentials_wiped },
         { "reload from the token revokes removed and replaced peers", test_reload_from_token },
         { "an object planted without the PIN is ignored and its key refused",
           test_planted_object_ignored },
