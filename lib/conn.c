@@ -30,6 +30,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include "channel.h"
 #include "crypto.h"
 #include "dialer.h"
 #include "key.h"
@@ -47,17 +48,6 @@ static void on_io(void *obj, int fd, short revents);
 static void on_timer(void *obj);
 static void on_idle(void *obj);
 
-int p11n_pattern_is_xk(const char *pattern, int *xk)
-{
-    if (pattern == NULL || strcmp(pattern, "KK") == 0)
-        *xk = 0;
-    else if (strcmp(pattern, "XK") == 0)
-        *xk = 1;
-    else
-        return P11N_ERR_UNSUPPORTED;
-    return P11N_OK;
-}
-
 static const char *state_name(enum p11n_conn_state s)
 {
     static const char *const names[] = {
@@ -70,27 +60,21 @@ static const char *state_name(enum p11n_conn_state s)
 
 /* ---- creation and release ---- */
 
-static p11n_conn *conn_new(p11n_ctx *ctx, const p11n_callbacks *cb, p11n_key *key, int xk,
-    const uint8_t *prologue, size_t prologue_len)
+/* A connection on channel `ch` (a reference is taken). */
+static p11n_conn *conn_new(p11n_ctx *ctx, p11n_channel *ch)
 {
     if (p11n_timers_reserve(ctx, 2) != P11N_OK)
         return NULL;
     p11n_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        goto fail;
-    if (prologue != NULL) {
-        /* +1: a zero-length prologue still needs a non-NULL pointer */
-        if ((c->prologue = malloc(prologue_len + 1)) == NULL)
-            goto fail;
-        memcpy(c->prologue, prologue, prologue_len);
-        c->prologue_len = prologue_len;
+    if (c == NULL) {
+        p11n_timers_release(ctx, 2);
+        return NULL;
     }
     c->ctx = ctx;
     c->id = ++ctx->next_id;
     c->fd = -1;
-    c->cb = *cb;
-    c->key = key;
-    c->xk = xk;
+    c->ch = p11n_channel_ref(ch);
+    c->arg = ch->cb.arg;
     p11n_timer_init(&c->timer, on_timer, c);
     p11n_timer_init(&c->idle, on_idle, c);
     c->next = ctx->conns;
@@ -99,12 +83,6 @@ static p11n_conn *conn_new(p11n_ctx *ctx, const p11n_callbacks *cb, p11n_key *ke
     ctx->conns = c;
     c->started = c->last_active = ctx->now;
     return c;
-fail:
-    if (c != NULL)
-        free(c->prologue);
-    free(c);
-    p11n_timers_release(ctx, 2);
-    return NULL;
 }
 
 static void uncount_handshake(p11n_conn *c)
@@ -226,7 +204,7 @@ void p11n_conn_free(p11n_conn *c)
         p11n_listener_unref(c->listener);
     p11n_timers_release(ctx, 2);
     free(c->wbuf);
-    free(c->prologue);
+    p11n_channel_unref(c->ch);
     free(c->host);
     p11n_proxy_clear(&c->proxy);
     free(c);
@@ -319,8 +297,8 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
             c->host, c->port, delay);
     }
     ctx->app_calls++;
-    if (c->cb.closed != NULL)
-        c->cb.closed(c, reason, text, final, c->cb.arg);
+    if (c->ch->cb.closed != NULL)
+        c->ch->cb.closed(c, reason, text, final, c->arg);
 }
 
 static void end_errno(p11n_conn *c, const char *what, int err)
@@ -481,8 +459,8 @@ static void conn_flush(p11n_conn *c)
     } else if (c->want_writable && c->state == P11N_CS_ESTABLISHED) {
         c->want_writable = 0;
         c->ctx->app_calls++;
-        if (c->cb.writable != NULL)
-            c->cb.writable(c, c->cb.arg);
+        if (c->ch->cb.writable != NULL)
+            c->ch->cb.writable(c, c->arg);
     }
 }
 
@@ -566,16 +544,16 @@ static void job_orphan(p11n_conn *c)
 static int hs_create(p11n_conn *c)
 {
     p11n_handshake_config cfg = {
-        .pattern = c->xk ? "XK" : "KK",
-        .prologue = c->prologue,
-        .prologue_len = c->prologue_len,
-        .local = c->key,
+        .pattern = c->ch->wire->name,
+        .prologue = c->ch->prologue,
+        .prologue_len = c->ch->prologue_len,
+        .local = c->ch->key,
     };
     if (c->incoming) {
         /* KK: the candidates in the store now; XK: any key, checked
          * against the store when the handshake ends (hs_complete). */
         uint8_t cand[P11N_MAX_KK_CANDIDATES][P11N_PUBKEY_LEN];
-        if (!c->xk) {
+        if (c->ch->wire->responder_chooses) {
             cfg.nremote = p11n_trust_candidates(c, cand);
             if (cfg.nremote == 0)
                 return P11N_ERR_UNKNOWN_PEER;
@@ -687,18 +665,18 @@ static void hs_complete(p11n_conn *c)
     char where[2 * P11N_ADDRSTR + 300];
     conn_where(c, where, sizeof(where));
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu %s %s: handshake complete (%s %s), peer %s, %llu ms",
-        c->id, c->incoming ? "from" : "to", where, c->xk ? "XK" : "KK",
+        c->id, c->incoming ? "from" : "to", where, c->ch->wire->name,
         c->incoming ? "responder" : "initiator", c->peer,
         (unsigned long long)(ctx->now - c->started));
     update_events(c);
     ctx->app_calls++;
-    if (c->cb.established != NULL)
-        c->cb.established(c, c->peer, c->cb.arg);
+    if (c->ch->cb.established != NULL)
+        c->ch->cb.established(c, c->peer, c->arg);
 }
 
 static int key_is_slow(const p11n_conn *c)
 {
-    return p11n_key_is_slow((const struct p11n_key *)c->key);
+    return p11n_key_is_slow((const struct p11n_key *)c->ch->key);
 }
 
 static void job_done(p11n_job *base);
@@ -756,8 +734,8 @@ static void hs_step(p11n_conn *c)
                 return;
             continue;
         }
-        if (want > sizeof(c->act)) {
-            p11n_conn_end(c, P11N_ERR_STATE, "handshake asks for an act larger than any pattern's");
+        if (want > c->ch->wire->max_act) {
+            p11n_conn_end(c, P11N_ERR_STATE, "handshake asks for an act larger than its pattern's");
             return;
         }
         c->act_want = want;
@@ -880,8 +858,8 @@ static size_t deliver(p11n_conn *c, const uint8_t *in, size_t n)
         c->msgs_in++;
         c->bytes_in += len;
         c->ctx->app_calls++;
-        if (c->cb.message != NULL)
-            c->cb.message(c, msg, len, c->cb.arg);
+        if (c->ch->cb.message != NULL)
+            c->ch->cb.message(c, msg, len, c->arg);
         if (c->state != P11N_CS_ESTABLISHED)
             return n; /* closed or ended by the callback */
     }
@@ -978,7 +956,7 @@ static void attempt_start(p11n_conn *c)
     char who[32];
     snprintf(who, sizeof(who), "conn #%lu", c->id);
     p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu: dialing %s:%u for peer %s (%s)", c->id, c->host,
-        c->port, c->peer_name, c->xk ? "XK" : "KK");
+        c->port, c->peer_name, c->ch->wire->name);
     int rc = p11n_dial_start(ctx, who, c->host, c->port, &c->proxy, dialed, c, &c->dialer);
     if (rc != P11N_OK)
         p11n_conn_end(c, rc, "out of memory starting a connection attempt");
@@ -1096,7 +1074,7 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
         close(fd);
         return P11N_ERR_LIMIT;
     }
-    p11n_conn *c = conn_new(ctx, &l->cb, l->key, l->xk, l->prologue, l->prologue_len);
+    p11n_conn *c = conn_new(ctx, l->ch);
     if (c == NULL) {
         p11n_log(ctx, P11N_LOG_ERROR, "incoming from %s on %s dropped: out of memory", addr,
             l->addr);
@@ -1120,7 +1098,7 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     ctx->handshakes_in++;
     l->handshakes++;
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
-        l->xk ? "XK" : "KK");
+        l->ch->wire->name);
     p11n_conn_handshake_begin(c);
     return P11N_OK;
 }
@@ -1157,12 +1135,12 @@ int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port, const char *pee
         || opts == NULL || opts->ch.key == NULL || out == NULL
         || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))
         return P11N_ERR_INVALID_ARG;
-    int xk;
-    int rc = p11n_pattern_is_xk(opts->ch.pattern, &xk);
+    p11n_channel *ch;
+    int rc = p11n_channel_new(&opts->ch, &ch);
     if (rc != P11N_OK)
         return rc;
-    p11n_conn *c = conn_new(ctx, &opts->ch.cb, opts->ch.key, xk, opts->ch.prologue,
-        opts->ch.prologue_len);
+    p11n_conn *c = conn_new(ctx, ch);
+    p11n_channel_unref(ch);  /* the connection's reference alone */
     if (c == NULL)
         return P11N_ERR_NOMEM;
     p11n_log_key_warning(ctx, opts->ch.key);
@@ -1267,6 +1245,6 @@ int p11n_conn_pause_read(p11n_conn *c, int pause)
 void p11n_conn_set_arg(p11n_conn *c, void *arg)
 {
     if (c != NULL)
-        c->cb.arg = arg;
+        c->arg = arg;
 }
 

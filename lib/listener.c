@@ -71,13 +71,13 @@ static int load_ids(p11n_listener *l, const p11n_listen_options *o)
     p11n_ctx *ctx = l->ctx;
     size_t n = o->npeers;
     if (n == 0) {
-        if (l->xk)
+        if (!l->ch->wire->responder_chooses)
             return P11N_OK;
         if (ctx->npeers == 0)
             return P11N_ERR_INVALID_ARG;  /* KK: no candidate at all */
         return ctx->npeers > P11N_MAX_KK_CANDIDATES ? P11N_ERR_LIMIT : P11N_OK;
     }
-    if (!l->xk && n > P11N_MAX_KK_CANDIDATES)
+    if (l->ch->wire->responder_chooses && n > P11N_MAX_KK_CANDIDATES)
         return P11N_ERR_LIMIT;
     l->ids = calloc(n, sizeof(*l->ids));
     if (l->ids == NULL)
@@ -175,19 +175,10 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
     l->ctx = ctx;
     l->fd = -1;
     p11n_timer_init(&l->pause, on_resume, l);
-    l->key = opts->ch.key;
-    l->cb = opts->ch.cb;
     l->max_handshakes = opts->max_handshakes ? opts->max_handshakes : ctx->opt.max_handshakes;
-    int rc = p11n_pattern_is_xk(opts->ch.pattern, &l->xk);
+    int rc = p11n_channel_new(&opts->ch, &l->ch);
     if (rc != P11N_OK)
         goto fail;
-    if (opts->ch.prologue != NULL) {
-        rc = P11N_ERR_NOMEM;
-        if ((l->prologue = malloc(opts->ch.prologue_len + 1)) == NULL)
-            goto fail;
-        memcpy(l->prologue, opts->ch.prologue, opts->ch.prologue_len);
-        l->prologue_len = opts->ch.prologue_len;
-    }
     if ((rc = load_ids(l, opts)) != P11N_OK)
         goto fail;
     if ((rc = open_socket(l, &ss, sslen)) != P11N_OK)
@@ -198,18 +189,18 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
     ctx->listeners = l;
     if (l->nids == 0)
         p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, accepting any peer in the store)",
-            l->addr, l->xk ? "XK" : "KK");
+            l->addr, l->ch->wire->name);
     else
         p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, %zu accepted peer%s)", l->addr,
-            l->xk ? "XK" : "KK", l->nids, l->nids == 1 ? "" : "s");
-    p11n_log_key_warning(ctx, l->key);
+            l->ch->wire->name, l->nids, l->nids == 1 ? "" : "s");
+    p11n_log_key_warning(ctx, l->ch->key);
     *out = l;
     return P11N_OK;
 fail:
     if (l->fd >= 0)
         close(l->fd);
     free(l->ids);
-    free(l->prologue);
+    p11n_channel_unref(l->ch);
     free(l);
     p11n_timers_release(ctx, 1);
     return rc;
@@ -242,7 +233,7 @@ void p11n_listener_free(p11n_listener *l)
     if (l->refs > 0)
         return;
     free(l->ids);
-    free(l->prologue);
+    p11n_channel_unref(l->ch);
     free(l);
 }
 

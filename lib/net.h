@@ -17,10 +17,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "channel.h"
 #include "p11noise.h"
 
-/* Largest handshake act on the wire (XK act three). */
-#define P11N_MAX_ACT 66
 /* Every read from an established socket goes into one buffer shared by
  * the whole context: per-connection memory stays small, and the decoder
  * copies only partial frames. */
@@ -148,13 +147,10 @@ struct p11n_conn {
     unsigned peer_eof : 1;        /* closing: the peer's end of stream was read */
     unsigned shut_wr : 1;         /* closing: flushed, our side shut down, lingering */
 
-    p11n_callbacks cb;
+    struct p11n_channel *ch;      /* key, pattern, prologue, callbacks: a reference */
+    void *arg;                    /* the callbacks' argument (p11n_conn_set_arg) */
 
     /* handshake setup */
-    p11n_key *key;
-    int xk;
-    uint8_t *prologue;            /* owned */
-    size_t prologue_len;
     uint8_t remote[P11N_PUBKEY_LEN]; /* outgoing: the key dialled; then the authenticated key */
     char peer[2 * P11N_PUBKEY_LEN + 1]; /* authenticated peer: identifier or hex; "" before */
     char peer_id[P11N_MAX_IDENTIFIER + 1]; /* its identifier in the store; "" if none */
@@ -208,11 +204,7 @@ struct p11n_listener {
     uint16_t port;
     char addr[P11N_ADDRSTR];
     p11n_timer pause;             /* accepting resumes (after EMFILE and the like) */
-    p11n_key *key;
-    int xk;
-    uint8_t *prologue;
-    size_t prologue_len;
-    p11n_callbacks cb;
+    struct p11n_channel *ch;      /* shared with the accepted connections */
     /* Accepted initiators by identifier (none: everyone in the store),
      * resolved to keys in the store as each handshake needs them, so
      * that a removed or replaced key is refused from the next one on. */
@@ -257,8 +249,6 @@ void p11n_wake(p11n_ctx *ctx);
 void p11n_addr_text(const struct sockaddr *sa, char out[P11N_ADDRSTR]);
 
 /* ---- conn.c ---- */
-/* "KK" or NULL -> 0, "XK" -> 1, else UNSUPPORTED. */
-int p11n_pattern_is_xk(const char *pattern, int *xk);
 int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa);
 void p11n_conn_flush_all(p11n_ctx *ctx);
 /* Deliver the messages kept for connections whose reading resumed. */

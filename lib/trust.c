@@ -88,7 +88,7 @@ int p11n_trust_authorize(p11n_conn *c)
         /* A KK key was a candidate when the handshake began: it has left
          * the store since. An XK key is seen for the first time here. */
         if (e == NULL)
-            return c->xk ? P11N_ERR_UNKNOWN_PEER : P11N_ERR_REVOKED;
+            return c->ch->wire->responder_chooses ? P11N_ERR_REVOKED : P11N_ERR_UNKNOWN_PEER;
     } else if (!c->by_key) {
         e = p11n_peer_by_id(c->ctx, c->peer_name);
         if (e == NULL || !same_key(e->pub, c->remote))

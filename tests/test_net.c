@@ -502,6 +502,43 @@ static void test_resolver_requests(void)
     t_dns_stop(&d);
 }
 
+/* The network layer's pattern table against the engine: each pattern's
+ * largest act, run through a whole handshake, is the table's max_act,
+ * and the act buffer holds every pattern's. */
+static void test_wire_table(void)
+{
+    keys_setup();
+    static const char *const names[] = { "KK", "XK" };
+    for (size_t i = 0; i < 2; i++) {
+        const p11n_wire *w = p11n_wire_by_name(names[i]);
+        CU_ASSERT_FATAL(w != NULL && strcmp(w->name, names[i]) == 0);
+        CU_ASSERT(w->max_act <= P11N_MAX_ACT);
+        p11n_handshake_config ic = { .pattern = names[i], .local = keys[K_CLIENT],
+            .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_SERVER], .nremote = 1 };
+        p11n_handshake_config rc = { .pattern = names[i], .local = keys[K_SERVER],
+            .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_CLIENT], .nremote = 1 };
+        p11n_handshake *hs[2] = { NULL, NULL };
+        CU_ASSERT_FATAL(p11n_handshake_initiate(&ic, &hs[0]) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_respond(&rc, &hs[1]) == P11N_OK);
+        size_t largest = 0;
+        for (int turn = 0, steps = 0; !p11n_handshake_done(hs[turn]) && steps < 4; steps++) {
+            uint8_t act[128];
+            size_t len = 0;
+            CU_ASSERT_FATAL(p11n_handshake_write(hs[turn], act, sizeof(act), &len) == P11N_OK);
+            CU_ASSERT_FATAL(p11n_handshake_read(hs[!turn], act, len) == P11N_OK);
+            largest = len > largest ? len : largest;
+            if (p11n_handshake_want(hs[turn]) > 0)
+                turn = !turn;
+        }
+        CU_ASSERT(p11n_handshake_done(hs[0]) && p11n_handshake_done(hs[1]));
+        CU_ASSERT(largest == w->max_act);
+        p11n_handshake_free(hs[0]);
+        p11n_handshake_free(hs[1]);
+    }
+    CU_ASSERT(p11n_wire_by_name(NULL) == p11n_wire_by_name("KK"));
+    CU_ASSERT(p11n_wire_by_name("NN") == NULL);
+}
+
 /* The dialer alone: a host, a port and a callback; the socket comes
  * back connected and unwatched, a refused port says so, a cancelled
  * attempt never calls back. */
@@ -1450,6 +1487,7 @@ int main(void)
         { "DNS: retransmission and unknown names", test_dns_retransmit },
         { "resolver: callbacks, cancelled requests, unknown names", test_resolver_requests },
         { "dialer: a connected socket, a refused port, a cancelled attempt", test_dialer },
+        { "wire patterns: the table's largest acts are the engine's", test_wire_table },
         { "write queue: would-block, writable, close flushes", test_write_queue },
         { "many connections, every byte checked", test_many_connections },
         { "hostile peers", test_hostile_peers },
