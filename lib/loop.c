@@ -22,7 +22,6 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/eventfd.h>
 
 #include "log.h"
 #include "secure.h"
@@ -181,24 +180,16 @@ static int next_timeout(const p11n_ctx *ctx, int timeout_ms)
     return timeout_ms;
 }
 
-/* ---- wake-up fd ---- */
+/* ---- wake-up (the backend's fd) ---- */
 
 void p11n_wake(p11n_ctx *ctx)
 {
-    uint64_t one = 1;
-    /* EAGAIN means the counter is already non-zero: the loop will wake. */
-    ssize_t r = write(ctx->wakefd, &one, sizeof(one));
-    (void)r;
+    p11n_fdset_wake(ctx);
 }
 
-static void on_wake(void *obj, int fd, short revents)
+static void on_wake(void *obj)
 {
-    (void)fd;
     p11n_ctx *ctx = obj;
-    uint64_t v;
-    ssize_t r = read(ctx->wakefd, &v, sizeof(v));
-    (void)r;
-    (void)revents;
     p11n_worker_collect(ctx);
 }
 
@@ -255,8 +246,6 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
         return P11N_ERR_NOMEM;
     ctx->opt = o;
     ctx->opt.token_uri = NULL;
-    ctx->wakefd = -1;
-    ctx->fds.epfd = -1;
     int rc = P11N_ERR_NOMEM;
     if (o.token_uri != NULL && (ctx->opt.token_uri = strdup(o.token_uri)) == NULL)
         goto fail;
@@ -272,14 +261,7 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     if ((rc = p11n_timers_reserve(ctx, 1)) != P11N_OK) /* trim */
         goto fail;
     ctx->opt.loop = pick_backend(ctx, o.loop);
-    if ((rc = p11n_fdset_init(ctx, ctx->opt.loop)) != P11N_OK)
-        goto fail;
-    ctx->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (ctx->wakefd < 0) {
-        rc = P11N_ERR_IO;
-        goto fail;
-    }
-    if ((rc = p11n_io_add(ctx, ctx->wakefd, POLLIN, on_wake, ctx)) != P11N_OK)
+    if ((rc = p11n_fdset_init(ctx, ctx->opt.loop, on_wake, ctx)) != P11N_OK)
         goto fail;
     ctx->now = p11n_now_ms();
     p11n_timer_init(&ctx->trim, p11n_conn_trim, ctx);
@@ -309,8 +291,6 @@ void p11n_ctx_free(p11n_ctx *ctx)
         p11n_listener_free(ctx->listeners);
     p11n_resolver_free(ctx);
     p11n_peers_free(ctx);
-    if (ctx->wakefd >= 0)
-        close(ctx->wakefd);
     p11n_fdset_free(ctx);
     free(ctx->rbuf);
     free(ctx->heap);

@@ -52,20 +52,17 @@ typedef struct p11n_io {
 #define P11N_HAVE_EPOLL 1
 #endif
 
-/* The watched fds and the backend that waits on them. */
+/* The watched fds and the backend that waits on them (backend.h). */
 typedef struct p11n_fdset {
-    int backend;                  /* P11N_LOOP_POLL or P11N_LOOP_EPOLL */
+    p11n_ctx *ctx;                /* for log lines */
+    const struct p11n_backend_ops *ops;
+    void *be;                     /* the backend's state */
     p11n_io *byfd;                /* indexed by fd */
     size_t capbyfd;
     size_t count;                 /* fds watched */
     uint32_t gen;
-    /* poll: the array handed to poll(); removed entries are holes (fd -1) */
-    struct pollfd *pfd;
-    size_t nfd, capfd, holes;
-    /* epoll */
-    int epfd;
-    void *ev;                     /* struct epoll_event[]: the last wait's results */
-    int nev;
+    p11n_timer_fn on_wake;        /* called on the loop thread after p11n_wake */
+    void *wake_obj;
 } p11n_fdset;
 
 struct p11n_workers;
@@ -89,7 +86,6 @@ struct p11n_ctx {
     size_t ntimers;               /* timers that exist: heap slots reserved */
     uint64_t now;
 
-    int wakefd;                   /* eventfd: p11n_stop and worker completions */
     volatile sig_atomic_t stopping;
 
     uint8_t *rbuf;                /* P11N_READ_CHUNK bytes */
@@ -220,8 +216,12 @@ int p11n_io_add(p11n_ctx *ctx, int fd, short events, p11n_io_fn fn, void *obj);
 void p11n_io_set(p11n_ctx *ctx, int fd, short events);
 /* Stop watching fd; call before closing it. */
 void p11n_io_del(p11n_ctx *ctx, int fd);
-/* Errors: IO, NOMEM, UNSUPPORTED (no epoll on this system). */
-int p11n_fdset_init(p11n_ctx *ctx, int backend);
+/* The backend (P11N_LOOP_POLL or _EPOLL) with its wake-up fd, which
+ * calls on_wake(obj) on the loop thread after p11n_fdset_wake. Errors:
+ * IO, NOMEM, UNSUPPORTED (no epoll on this system). */
+int p11n_fdset_init(p11n_ctx *ctx, int backend, p11n_timer_fn on_wake, void *obj);
+/* Any thread. */
+void p11n_fdset_wake(p11n_ctx *ctx);
 void p11n_fdset_free(p11n_ctx *ctx);
 /* Wait up to timeout_ms and keep the results; dispatch hands them to the
  * fds' callbacks. Errors: IO. */
