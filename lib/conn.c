@@ -20,7 +20,7 @@
  * until its end of stream: a socket closed with unread bytes sends a
  * reset, which can destroy the messages the peer has not read yet.
  */
-#include "net.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -33,6 +33,7 @@
 #include "channel.h"
 #include "crypto.h"
 #include "dialer.h"
+#include "worker.h"
 #include "key.h"
 #include "log.h"
 #include "secure.h"
@@ -42,6 +43,8 @@
 #define DEF_BACKOFF_MAX_MS 30000
 #define WBUF_MIN (16 * 1024)
 #define TEXT_LEN 160
+/* How often idle connections give their buffers back. */
+#define TRIM_INTERVAL_MS 1000
 
 static void hs_step(p11n_conn *c);
 static void on_io(void *obj, int fd, short revents);
@@ -63,7 +66,7 @@ static const char *state_name(enum p11n_conn_state s)
 /* A connection on channel `ch` (a reference is taken). */
 static p11n_conn *conn_new(p11n_ctx *ctx, p11n_channel *ch)
 {
-    if (p11n_timers_reserve(ctx, 2) != P11N_OK)
+    if (p11n_conn_layer_attach(ctx) != P11N_OK || p11n_timers_reserve(ctx, 2) != P11N_OK)
         return NULL;
     p11n_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
@@ -210,7 +213,7 @@ void p11n_conn_free(p11n_conn *c)
     free(c);
 }
 
-void p11n_conn_free_dead(p11n_ctx *ctx)
+static void free_dead(p11n_ctx *ctx)
 {
     while (ctx->dead != NULL) {
         p11n_conn *c = ctx->dead;
@@ -464,7 +467,7 @@ static void conn_flush(p11n_conn *c)
     }
 }
 
-void p11n_conn_flush_all(p11n_ctx *ctx)
+static void flush_all(p11n_ctx *ctx)
 {
     /* Take the list: connections queued by callbacks during this pass are
      * written in the next one, so a writer cannot starve the loop. */
@@ -483,7 +486,7 @@ void p11n_conn_flush_all(p11n_ctx *ctx)
  * interval, and the receive buffers of those with no traffic for as long:
  * an idle connection then holds no large buffer. A timer runs between
  * reads, so no message pointer from the decoder is in use. */
-void p11n_conn_trim(void *ctxp)
+static void trim_idle(void *ctxp)
 {
     p11n_ctx *ctx = ctxp;
     p11n_conn *next;
@@ -503,7 +506,7 @@ void p11n_conn_trim(void *ctxp)
         if (c->wbuf == NULL && (c->t == NULL || idle) && !c->partial)
             trimq_remove(c);
     }
-    p11n_timer_arm(ctx, &ctx->trim, ctx->now + 1000);
+    p11n_timer_arm(ctx, &ctx->trim, ctx->now + TRIM_INTERVAL_MS);
 }
 
 /* ---- handshake ---- */
@@ -898,7 +901,7 @@ static void conn_read(p11n_conn *c)
     update_events(c);
 }
 
-void p11n_conn_read_kept(p11n_ctx *ctx)
+static void read_kept(p11n_ctx *ctx)
 {
     /* Take the list: a connection paused and resumed again by a callback
      * waits for the next pass. */
@@ -1100,6 +1103,49 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
         l->ch->wire->name);
     p11n_conn_handshake_begin(c);
+    return P11N_OK;
+}
+
+/* ---- the loop's hooks ---- */
+
+static void settle(p11n_ctx *ctx)
+{
+    read_kept(ctx);
+    flush_all(ctx);
+    free_dead(ctx);
+}
+
+static int settle_pending(const p11n_ctx *ctx)
+{
+    return ctx->flushq != NULL || ctx->readq != NULL || ctx->dead != NULL;
+}
+
+static void teardown(p11n_ctx *ctx)
+{
+    ctx->dead = NULL; /* dead connections are still on ctx->conns */
+    while (ctx->conns != NULL)
+        p11n_conn_free(ctx->conns);
+    while (ctx->listeners != NULL)
+        p11n_listener_free(ctx->listeners);
+    p11n_timer_cancel(ctx, &ctx->trim);
+    p11n_timers_release(ctx, 1);
+}
+
+static const p11n_loop_hooks conn_hooks = {
+    .settle = settle,
+    .pending = settle_pending,
+    .teardown = teardown,
+};
+
+int p11n_conn_layer_attach(p11n_ctx *ctx)
+{
+    if (ctx->hooks != NULL)
+        return P11N_OK;
+    if (p11n_timers_reserve(ctx, 1) != P11N_OK)
+        return P11N_ERR_NOMEM;
+    ctx->hooks = &conn_hooks;
+    p11n_timer_init(&ctx->trim, trim_idle, ctx);
+    p11n_timer_arm(ctx, &ctx->trim, ctx->now + TRIM_INTERVAL_MS);
     return P11N_OK;
 }
 

@@ -9,6 +9,7 @@
 #define P11N_DIALER_H
 
 #include "net.h"
+#include "resolve.h"
 
 typedef struct p11n_dialer p11n_dialer;
 

@@ -4,7 +4,7 @@
  * the pattern, the key, and which initiators may get in.
  */
 #define _GNU_SOURCE /* accept4 */
-#include "net.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -165,7 +165,7 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
     socklen_t sslen;
     if (parse_ip(ip, port, &ss, &sslen) != P11N_OK)
         return P11N_ERR_INVALID_ARG;
-    if (p11n_timers_reserve(ctx, 1) != P11N_OK)
+    if (p11n_conn_layer_attach(ctx) != P11N_OK || p11n_timers_reserve(ctx, 1) != P11N_OK)
         return P11N_ERR_NOMEM;
     p11n_listener *l = calloc(1, sizeof(*l));
     if (l == NULL) {

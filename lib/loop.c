@@ -13,6 +13,8 @@
  * not to the connections open.
  */
 #include "net.h"
+#include "resolve.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -32,7 +34,6 @@
 #define DEF_ACT_TIMEOUT_MS 10000
 #define DEF_CONNECT_TIMEOUT_MS 10000
 #define DEF_HIGH_WATER (1024 * 1024)
-#define TRIM_INTERVAL_MS 1000
 
 uint64_t p11n_now_ms(void)
 {
@@ -161,7 +162,7 @@ static void timers_fire(p11n_ctx *ctx)
  * work: its job comes back through the wake-up fd. */
 static int settle_pending(const p11n_ctx *ctx)
 {
-    return ctx->flushq != NULL || ctx->readq != NULL || ctx->dead != NULL;
+    return ctx->hooks != NULL && ctx->hooks->pending(ctx);
 }
 
 static int next_timeout(const p11n_ctx *ctx, int timeout_ms)
@@ -258,14 +259,10 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     rc = P11N_ERR_NOMEM;
     if ((ctx->rbuf = malloc(P11N_READ_CHUNK)) == NULL)
         goto fail;
-    if ((rc = p11n_timers_reserve(ctx, 1)) != P11N_OK) /* trim */
-        goto fail;
     ctx->opt.loop = pick_backend(ctx, o.loop);
     if ((rc = p11n_fdset_init(ctx, ctx->opt.loop, on_wake, ctx)) != P11N_OK)
         goto fail;
     ctx->now = p11n_now_ms();
-    p11n_timer_init(&ctx->trim, p11n_conn_trim, ctx);
-    p11n_timer_arm(ctx, &ctx->trim, ctx->now + TRIM_INTERVAL_MS);
     /* Configured name servers are checked now rather than at the first
      * connect, where a typo would look like a name that does not resolve. */
     if (ctx->opt.dns_servers != NULL && (rc = p11n_resolver_open(ctx)) != P11N_OK)
@@ -281,14 +278,11 @@ void p11n_ctx_free(p11n_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    ctx->dead = NULL; /* dead connections are still on ctx->conns */
-    while (ctx->conns != NULL)
-        p11n_conn_free(ctx->conns);
-    /* Every job is orphaned now; the threads stop and the jobs left
-     * free what they hold. */
+    /* Connections and listeners first, so that every job is orphaned;
+     * then the threads stop and the jobs left free what they hold. */
+    if (ctx->hooks != NULL)
+        ctx->hooks->teardown(ctx);
     p11n_workers_free(ctx);
-    while (ctx->listeners != NULL)
-        p11n_listener_free(ctx->listeners);
     p11n_resolver_free(ctx);
     p11n_peers_free(ctx);
     p11n_fdset_free(ctx);
@@ -313,9 +307,8 @@ void p11n_ctx_free(p11n_ctx *ctx)
 static int settle(p11n_ctx *ctx)
 {
     unsigned long calls = ctx->app_calls;
-    p11n_conn_read_kept(ctx);
-    p11n_conn_flush_all(ctx);
-    p11n_conn_free_dead(ctx);
+    if (ctx->hooks != NULL)
+        ctx->hooks->settle(ctx);
     p11n_fdset_compact(ctx);
     return ctx->app_calls != calls;
 }

@@ -3,15 +3,14 @@
  * and cleared (the password wiped). The SOCKS5 phase itself is the
  * dialer's (dialer.c).
  */
-#include "net.h"
+#include "proxy.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 
-#include "log.h"
+#include "p11noise.h"
 #include "secure.h"
 #include "socks5.h"
 

@@ -5,7 +5,7 @@
  * (ares_timeout). Nothing here blocks, and nothing here knows who
  * asked: a query is a host, a port and a callback.
  */
-#include "net.h"
+#include "resolve.h"
 
 #include <pthread.h>
 #include <stdio.h>

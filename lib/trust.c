@@ -10,7 +10,7 @@
  * peer the application named by key: that key was trusted by the caller,
  * not through the store, and store changes leave it alone.
  */
-#include "net.h"
+#include "conn.h"
 
 #include <stdio.h>
 #include <string.h>

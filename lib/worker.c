@@ -8,7 +8,7 @@
  * The queue is bounded (max_token_ops), so a flood of handshakes costs a
  * bounded amount of token time; jobs run in arrival order.
  */
-#include "net.h"
+#include "worker.h"
 
 #include <stdio.h>
 #include <stdlib.h>

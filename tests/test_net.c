@@ -21,9 +21,11 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include "channel.h"
 #include "crypto.h"
 #include "dialer.h"
 #include "net.h"
+#include "resolve.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "proxyutil.h"

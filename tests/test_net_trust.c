@@ -16,9 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "crypto.h"
 #include "key.h"
-#include "net.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "proxyutil.h"
