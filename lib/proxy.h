@@ -11,8 +11,10 @@ typedef struct p11n_proxy {
     char *user, *pass;            /* both or neither */
 } p11n_proxy;
 
-/* "[USER:PASS@]HOST:PORT" ("[V6]:PORT" too). Errors: INVALID_ARG,
- * SOCKS_CREDENTIALS (a field over 255 bytes), NOMEM. */
+/* "[USER:PASS@]HOST:PORT" ("[V6]:PORT" too) as socks/socks5_spec.h
+ * parses it, the only parser of the spec. Errors: INVALID_ARG (what the
+ * spec parser calls PARSE, or NULL), SOCKS_CREDENTIALS (a field over 255
+ * bytes), NOMEM. */
 int p11n_proxy_parse(const char *spec, p11n_proxy *out);
 int p11n_proxy_copy(const p11n_proxy *in, p11n_proxy *out);
 void p11n_proxy_clear(p11n_proxy *px);

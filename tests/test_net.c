@@ -26,6 +26,7 @@
 #include "dialer.h"
 #include "net.h"
 #include "resolve.h"
+#include "socks5_spec.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "proxyutil.h"
@@ -502,6 +503,49 @@ static void test_resolver_requests(void)
     CU_ASSERT(a[1].calls == 0);
     ctx_drop_all();
     t_dns_stop(&d);
+}
+
+/* The library's proxy option goes through the one spec parser: it takes
+ * what that parser takes, with the same fields, and refuses the rest
+ * (INVALID_ARG, or SOCKS_CREDENTIALS for an overlong field). */
+static void test_proxy_spec_one_parser(void)
+{
+    static const char *const specs[] = {
+        "127.0.0.1:1080", "proxy.lan:65535", "[::1]:9050", "u:p@h:1", "u:p:x@h:1",
+        "u:p@x@h:1", "proxy:+1080", "[proxy]:1080", "proxy: 1080", "::1:1080", "h:0",
+        "u@h:1", "",
+    };
+    for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+        p11n_socks5_proxy want;
+        int wrc = p11n_socks5_proxy_parse(specs[i], &want);
+        p11n_proxy got;
+        int grc = p11n_proxy_parse(specs[i], &got);
+        CU_ASSERT((wrc == P11N_OK) == (grc == P11N_OK));
+        if (wrc != P11N_OK) {
+            CU_ASSERT(grc == (wrc == P11N_ERR_SOCKS_CREDENTIALS ? wrc : P11N_ERR_INVALID_ARG));
+            continue;
+        }
+        CU_ASSERT(grc == P11N_OK && strcmp(got.host, want.host) == 0 && got.port == want.port);
+        CU_ASSERT((got.user != NULL) == want.has_auth);
+        if (want.has_auth)
+            CU_ASSERT(strcmp(got.user, want.user) == 0 && strcmp(got.pass, want.pass) == 0);
+        p11n_proxy_clear(&got);
+        p11n_socks5_proxy_clear(&want);
+    }
+    /* Through the public calls. */
+    p11n_ctx *ctx = ctx_make("spec", 0);
+    p11n_connect_options co = { 0 };
+    co.ch.key = keys[K_CLIENT];
+    p11n_conn *c = NULL;
+    co.socks5 = "proxy:+1080";
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
+    co.socks5 = "[proxy]:1080";
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
+    p11n_ctx_options o = { 0 };
+    o.socks5 = "[proxy]:1080";
+    p11n_ctx *bad = NULL;
+    CU_ASSERT(p11n_ctx_new(&o, &bad) == P11N_ERR_INVALID_ARG && bad == NULL);
+    ctx_drop_all();
 }
 
 /* The network layer's pattern table against the engine: each pattern's
@@ -1490,6 +1534,8 @@ int main(void)
         { "resolver: callbacks, cancelled requests, unknown names", test_resolver_requests },
         { "dialer: a connected socket, a refused port, a cancelled attempt", test_dialer },
         { "wire patterns: the table's largest acts are the engine's", test_wire_table },
+        { "proxy specs: the library takes what the one spec parser takes",
+            test_proxy_spec_one_parser },
         { "write queue: would-block, writable, close flushes", test_write_queue },
         { "many connections, every byte checked", test_many_connections },
         { "hostile peers", test_hostile_peers },

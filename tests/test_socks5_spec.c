@@ -52,6 +52,8 @@ static void test_syntax_errors(void)
         "host:123456", "host:-1", "host: 80", "::1:1080", "[::1]", "[::1]1080",
         "[::1:1080", "[]:1080", "[127.0.0.1]:1080", "@host:1", "user@host:1",
         ":pass@host:1", "user:@host:1", "user:pass@", "user:pass@host",
+        /* a port is digits alone; brackets are for IPv6 alone */
+        "proxy:+1080", "[proxy]:1080",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         p11n_socks5_proxy p;
