@@ -820,6 +820,19 @@ P11N_API const char *p11n_conn_peer_id(const p11n_conn *conn);
  *  STATE (not established yet). */
 P11N_API int p11n_conn_peer_key(const p11n_conn *conn, uint8_t out[P11N_PUBKEY_LEN]);
 
+/* ---- addresses ---- */
+
+/** Split "HOST:PORT" or "[IPV6]:PORT", the address form of the socks5
+ *  option (whose parser uses this one): HOST is a name or an IPv4
+ *  address (no ':'), or an IPv6 address in brackets; PORT is 0-65535 in
+ *  decimal digits alone (no sign, no space; whether 0 means anything is
+ *  the caller's to decide). `host` (cap bytes) receives HOST without the
+ *  brackets, NUL-terminated. Errors: INVALID_ARG (a NULL argument), PARSE
+ *  (syntax, empty HOST, a name in brackets), BUFFER_TOO_SMALL (HOST does
+ *  not fit in cap). */
+P11N_API P11N_WARN_UNUSED int p11n_hostport_parse(const char *s, char *host, size_t cap,
+    uint16_t *port);
+
 /* ---- running the loop ---- */
 
 /** Run until p11n_stop(). Returns P11N_OK, or IO if the wait fails. */
