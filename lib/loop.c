@@ -192,6 +192,7 @@ static void on_wake(void *obj)
 {
     p11n_ctx *ctx = obj;
     p11n_worker_collect(ctx);
+    p11n_post_run(ctx);
 }
 
 /* ---- context ---- */
@@ -245,6 +246,10 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     p11n_ctx *ctx = calloc(1, sizeof(*ctx));
     if (ctx == NULL)
         return P11N_ERR_NOMEM;
+    if (p11n_post_init(ctx) != P11N_OK) {
+        free(ctx);
+        return P11N_ERR_NOMEM;
+    }
     ctx->opt = o;
     ctx->opt.token_uri = NULL;
     int rc = P11N_ERR_NOMEM;
@@ -286,6 +291,7 @@ void p11n_ctx_free(p11n_ctx *ctx)
     p11n_resolver_free(ctx);
     p11n_peers_free(ctx);
     p11n_fdset_free(ctx);
+    p11n_post_free(ctx);
     free(ctx->rbuf);
     free(ctx->heap);
     /* The token URI may carry pin-value. */

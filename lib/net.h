@@ -106,6 +106,9 @@ struct p11n_ctx {
     struct p11n_workers *workers;
     p11n_proxy proxy;             /* default for p11n_connect */
     const struct p11n_loop_hooks *hooks; /* the connection layer's, once it has any */
+
+    pthread_mutex_t post_mu;      /* p11n_post: calls waiting for the loop thread */
+    struct p11n_posted *post_head, *post_tail;
 };
 
 /* What the loop runs for the connection layer, which hands them over
@@ -159,6 +162,14 @@ void p11n_timer_cancel(p11n_ctx *ctx, p11n_timer *t);
 void p11n_wake(p11n_ctx *ctx);
 /* "1.2.3.4:5" or "[::1]:5" */
 void p11n_addr_text(const struct sockaddr *sa, char out[P11N_ADDRSTR]);
+
+/* ---- post.c ---- */
+/* Errors: NOMEM. */
+int p11n_post_init(p11n_ctx *ctx);
+/* On wake-up: run the posted calls, oldest first. */
+void p11n_post_run(p11n_ctx *ctx);
+/* Drop the calls not yet run. */
+void p11n_post_free(p11n_ctx *ctx);
 
 /* ---- peers.c ---- */
 const p11n_peer_entry *p11n_peer_by_id(const p11n_ctx *ctx, const char *id);

@@ -848,6 +848,19 @@ P11N_API int p11n_run_once(p11n_ctx *ctx, int timeout_ms);
 /** Ask the loop to return. Safe from any thread and from signal handlers. */
 P11N_API void p11n_stop(p11n_ctx *ctx);
 
+typedef void (*p11n_post_fn)(p11n_ctx *ctx, void *arg);
+
+/** Have fn(ctx, arg) called on the loop thread (inside p11n_run,
+ *  p11n_run_once or p11n_process), soon: the call wakes the loop, as
+ *  uv_async_send does. Safe from any thread, not from a signal handler
+ *  (it allocates). Calls run in the order they were posted; a call
+ *  posted by a posted call runs at the next turn. Calls not yet run when
+ *  the context is freed are dropped, never called: `arg` stays the
+ *  caller's throughout. This is how another thread sends on a
+ *  connection: post a call that does the p11n_send. Errors: INVALID_ARG,
+ *  NOMEM (nothing is queued then). */
+P11N_API P11N_WARN_UNUSED int p11n_post(p11n_ctx *ctx, p11n_post_fn fn, void *arg);
+
 /** External loop, step 1: the fds to poll (with events) and the longest
  *  wait before p11n_process must be called (-1: no deadline; 0 when this
  *  call wrote queued messages and that called back the application).

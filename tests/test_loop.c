@@ -18,6 +18,7 @@
  * p11n_run_once are the subject.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -350,6 +351,76 @@ static void test_backends(void)
     run_pair(P11N_LOOP_EPOLL, P11N_LOOP_POLL);
 }
 
+/* ---- p11n_post: calls from another thread, run on the loop's ---- */
+
+#define POSTS 1000
+
+typedef struct posts {
+    p11n_ctx *ctx;
+    pthread_t loop_thread;
+    unsigned ran, in_order, on_loop;
+    int dropped;                  /* set by a call that must never run */
+} posts;
+
+static posts *cur_posts;
+
+/* arg: the call's number, from 0 in the order posted. */
+static void posted(p11n_ctx *ctx, void *arg)
+{
+    posts *p = cur_posts;
+    p->in_order += (uintptr_t)arg == p->ran;
+    p->on_loop += pthread_equal(pthread_self(), p->loop_thread) != 0;
+    p->ran++;
+    if (p->ran == POSTS)
+        p11n_stop(ctx);
+}
+
+static void *poster(void *arg)
+{
+    posts *p = arg;
+    for (unsigned i = 0; i < POSTS; i++) {
+        if (p11n_post(p->ctx, posted, (void *)(uintptr_t)i) != P11N_OK)
+            abort();
+        if (i % 100 == 0)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static void never(p11n_ctx *ctx, void *arg)
+{
+    (void)ctx;
+    ((posts *)arg)->dropped = 1;
+}
+
+/* A thread posts POSTS calls while the loop runs in p11n_run: every one
+ * runs, on the loop thread, in order, and the last stops the loop. A call
+ * still queued when the context goes is dropped, not run. */
+static void test_post(void)
+{
+    for (int backend = P11N_LOOP_POLL; backend <= P11N_LOOP_EPOLL; backend++) {
+        p11n_ctx_options o = { 0 };
+        o.loop = backend;
+        o.log = t_log_cb;
+        o.log_arg = (void *)"post";
+        posts p;
+        memset(&p, 0, sizeof(p));
+        CU_ASSERT_FATAL(p11n_ctx_new(&o, &p.ctx) == P11N_OK);
+        p.loop_thread = pthread_self();
+        cur_posts = &p;
+        pthread_t th;
+        CU_ASSERT_FATAL(pthread_create(&th, NULL, poster, &p) == 0);
+        CU_ASSERT(p11n_run(p.ctx) == P11N_OK);
+        pthread_join(th, NULL);
+        CU_ASSERT(p.ran == POSTS && p.in_order == POSTS && p.on_loop == POSTS);
+        CU_ASSERT(p11n_post(p.ctx, never, &p) == P11N_OK);
+        CU_ASSERT(p11n_post(NULL, never, &p) == P11N_ERR_INVALID_ARG);
+        CU_ASSERT(p11n_post(p.ctx, NULL, &p) == P11N_ERR_INVALID_ARG);
+        p11n_ctx_free(p.ctx);
+        CU_ASSERT(p.dropped == 0);
+    }
+}
+
 /* ---- no sleep after a callback made before the wait ---- */
 
 /* Fill the client's queue past its high-water mark, then let its next
@@ -558,6 +629,7 @@ int main(void)
 {
     static const p11n_test tests[] = {
         { "poll and epoll backends, p11n_run and p11n_run_once", test_backends },
+        { "p11n_post from another thread: every call, in order, on the loop", test_post },
         { "no sleep after a callback made before the wait", test_no_sleep_after_callbacks },
         { "a close completes on the peer's end of stream", test_close_completes_on_eos },
         { "graceful close: a late reader gets every echo, then EOF", test_close_slow_reader },
