@@ -233,7 +233,8 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     if (o.log_level < 0 || o.log_level > P11N_LOG_DEBUG || o.loop < P11N_LOOP_DEFAULT
         || o.loop > P11N_LOOP_EPOLL)
         return P11N_ERR_INVALID_ARG;
-    if (o.log_level == 0)
+    /* Silent unless asked: a library prints nothing of its own accord. */
+    if (o.log_level == 0 && o.log != NULL)
         o.log_level = P11N_LOG_INFO;
     default_to(&o.max_handshakes, DEF_MAX_HANDSHAKES);
     default_to(&o.max_token_ops, DEF_MAX_TOKEN_OPS);

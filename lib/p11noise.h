@@ -598,9 +598,12 @@ enum p11n_loop_backend {
 /** Context options. Zero means "the default" for every field, so
  *  `p11n_ctx_options o = {0};` is a valid configuration. */
 typedef struct p11n_ctx_options {
-    p11n_log_callback log;        /* NULL: timestamped lines on stderr */
+    /* Logging: nothing unless asked. A callback gets the lines up to
+     * log_level (0: P11N_LOG_INFO); without one, a non-zero log_level
+     * prints timestamped lines on stderr, and 0 prints nothing. */
+    p11n_log_callback log;
     void *log_arg;
-    int log_level;                /* 0: P11N_LOG_INFO */
+    int log_level;
     unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (256) */
     unsigned max_token_ops;       /* handshake steps queued or running on workers (64) */
     unsigned workers;             /* worker threads for token keys (2) */

@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "netutil.h"
 #include "p11noise.h"
@@ -421,6 +422,44 @@ static void test_post(void)
     }
 }
 
+/* ---- the library prints nothing unless asked ---- */
+
+/* What a context writes on stderr while it listens (an INFO line):
+ * nothing with the default options, the line once a level is set. */
+static size_t stderr_bytes_of_listen(int log_level)
+{
+    char path[] = "/tmp/p11n-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    CU_ASSERT_FATAL(saved >= 0 && dup2(fd, 2) == 2);
+    p11n_ctx_options o = { 0 };
+    o.log_level = log_level;
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    keys_setup();
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[K_CLIENT], "client", 0) == P11N_OK);
+    p11n_listen_options lo = { 0 };
+    lo.ch.key = keys[K_SERVER];
+    p11n_listener *l = NULL;
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    p11n_ctx_free(ctx);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    off_t size = lseek(fd, 0, SEEK_END);
+    close(fd);
+    unlink(path);
+    return size > 0 ? (size_t)size : 0;
+}
+
+static void test_silent_by_default(void)
+{
+    CU_ASSERT(stderr_bytes_of_listen(0) == 0);
+    CU_ASSERT(stderr_bytes_of_listen(P11N_LOG_INFO) > 0);
+}
+
 /* ---- no sleep after a callback made before the wait ---- */
 
 /* Fill the client's queue past its high-water mark, then let its next
@@ -630,6 +669,7 @@ int main(void)
     static const p11n_test tests[] = {
         { "poll and epoll backends, p11n_run and p11n_run_once", test_backends },
         { "p11n_post from another thread: every call, in order, on the loop", test_post },
+        { "silent unless a log callback or level is set", test_silent_by_default },
         { "no sleep after a callback made before the wait", test_no_sleep_after_callbacks },
         { "a close completes on the peer's end of stream", test_close_completes_on_eos },
         { "graceful close: a late reader gets every echo, then EOF", test_close_slow_reader },
