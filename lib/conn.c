@@ -1177,6 +1177,10 @@ int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port, const char *pee
 {
     if (out != NULL)
         *out = NULL;
+    p11n_connect_options copy;
+    if (opts != NULL && p11n_options_copy(&copy, sizeof(copy), opts) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
+    opts = opts != NULL ? &copy : NULL;
     if (ctx == NULL || host == NULL || *host == '\0' || port == 0 || peer == NULL
         || opts == NULL || opts->ch.key == NULL || out == NULL
         || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))

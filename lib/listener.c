@@ -157,6 +157,10 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
 {
     if (out != NULL)
         *out = NULL;
+    p11n_listen_options copy;
+    if (opts != NULL && p11n_options_copy(&copy, sizeof(copy), opts) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
+    opts = opts != NULL ? &copy : NULL;
     if (ctx == NULL || ip == NULL || opts == NULL || opts->ch.key == NULL || out == NULL
         || (opts->peers == NULL && opts->npeers > 0)
         || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))

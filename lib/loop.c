@@ -227,9 +227,9 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     if (out == NULL)
         return P11N_ERR_INVALID_ARG;
     *out = NULL;
-    p11n_ctx_options o = { 0 };
-    if (opts != NULL)
-        o = *opts;
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    if (opts != NULL && p11n_options_copy(&o, sizeof(o), opts) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
     if (o.log_level < 0 || o.log_level > P11N_LOG_DEBUG || o.loop < P11N_LOOP_DEFAULT
         || o.loop > P11N_LOOP_EPOLL)
         return P11N_ERR_INVALID_ARG;

@@ -596,8 +596,10 @@ enum p11n_loop_backend {
 };
 
 /** Context options. Zero means "the default" for every field, so
- *  `p11n_ctx_options o = {0};` is a valid configuration. */
+ *  `p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;` is a valid
+ *  configuration (and so is NULL for the options). */
 typedef struct p11n_ctx_options {
+    size_t size;                  /* sizeof(p11n_ctx_options): P11N_CTX_OPTIONS_INIT */
     /* Logging: nothing unless asked. A callback gets the lines up to
      * log_level (0: P11N_LOG_INFO); without one, a non-zero log_level
      * prints timestamped lines on stderr, and 0 prints nothing. */
@@ -620,6 +622,18 @@ typedef struct p11n_ctx_options {
                                      NULL: the system's) */
     int loop;                     /* enum p11n_loop_backend (0: epoll on Linux) */
 } p11n_ctx_options;
+
+/* Option structures that can grow. Each starts with `size`, which the
+ * caller sets to the sizeof the structure it was compiled with: start
+ * from the structure's _INIT macro (every other field zero, "the
+ * default") and set fields by name. The library reads `size` bytes: a
+ * program built against an older header (smaller size) gets the
+ * defaults for the fields it does not know; a program built against a
+ * newer header (larger size) is accepted as long as every byte the
+ * library does not know is zero, and refused with INVALID_ARG otherwise
+ * (it asks for something this library cannot do). size 0 (a structure
+ * not initialised with the macro) is INVALID_ARG. */
+#define P11N_CTX_OPTIONS_INIT { .size = sizeof(p11n_ctx_options) }
 
 /** Create a context; `opts` may be NULL (all defaults). Errors:
  *  INVALID_ARG (including a malformed socks5 or dns_servers, or an
@@ -718,6 +732,7 @@ typedef struct p11n_channel_options {
 #define P11N_MAX_KK_CANDIDATES 16 /* initiator keys a KK listener may try per act */
 
 typedef struct p11n_listen_options {
+    size_t size;                  /* sizeof(p11n_listen_options): P11N_LISTEN_OPTIONS_INIT */
     p11n_channel_options ch;
     /* Identifiers accepted (each must be in the peer store now). None:
      * every peer in the store. The store is consulted at every handshake,
@@ -730,6 +745,8 @@ typedef struct p11n_listen_options {
     size_t npeers;
     unsigned max_handshakes;      /* handshakes in progress on this listener (0: the context's) */
 } p11n_listen_options;
+
+#define P11N_LISTEN_OPTIONS_INIT { .size = sizeof(p11n_listen_options) }
 
 /** Listen on a numeric IPv4 or IPv6 address ("127.0.0.1", "::1", "::");
  *  port 0 picks a free port (see p11n_listener_port). Errors: INVALID_ARG
@@ -749,6 +766,7 @@ P11N_API void p11n_listener_close(p11n_listener *l);
 /* ---- connecting ---- */
 
 typedef struct p11n_connect_options {
+    size_t size;                  /* sizeof(p11n_connect_options): P11N_CONNECT_OPTIONS_INIT */
     p11n_channel_options ch;
     /* SOCKS5 proxy "[USER:PASS@]HOST:PORT" ("[V6]:PORT" too); NULL: the
      * context's, if any. The target name is passed to the proxy
@@ -758,6 +776,8 @@ typedef struct p11n_connect_options {
     unsigned backoff_min_ms;      /* first retry delay (500); doubles per failure */
     unsigned backoff_max_ms;      /* delay cap (30000); each delay gets random jitter */
 } p11n_connect_options;
+
+#define P11N_CONNECT_OPTIONS_INIT { .size = sizeof(p11n_connect_options) }
 
 /** Start connecting to `host` (name or numeric address) on `port`, and
  *  handshake with `peer`: an identifier in the peer store or a public key

@@ -219,7 +219,7 @@ static const p11n_callbacks end_cb = {
 static uint16_t listen_for_client(p11n_ctx *srv, end *srv_end)
 {
     static const char *const accept[] = { "client" };
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = keys[K_SERVER];
     lo.ch.cb = end_cb;
     lo.ch.cb.arg = srv_end;
@@ -232,7 +232,7 @@ static uint16_t listen_for_client(p11n_ctx *srv, end *srv_end)
 
 static void connect_server(p11n_ctx *cli, uint16_t port, end *e)
 {
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_CLIENT];
     co.ch.cb = end_cb;
     co.ch.cb.arg = e;
@@ -291,7 +291,7 @@ static size_t exported(p11n_ctx *ctx, struct pollfd *fds, size_t cap)
  * driven by p11n_run_once: messages echoed, then a graceful close. */
 static void run_pair(int sb, int cb)
 {
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     so.loop = sb;
     co.loop = cb;
     p11n_ctx *srv = ctx_new(NULL, so);
@@ -342,7 +342,7 @@ static void run_pair(int sb, int cb)
 static void test_backends(void)
 {
     p11n_ctx *ctx = NULL;
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.loop = 3;
     CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_ERR_INVALID_ARG);
     o.loop = -1;
@@ -400,7 +400,7 @@ static void never(p11n_ctx *ctx, void *arg)
 static void test_post(void)
 {
     for (int backend = P11N_LOOP_POLL; backend <= P11N_LOOP_EPOLL; backend++) {
-        p11n_ctx_options o = { 0 };
+        p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
         o.loop = backend;
         o.log = t_log_cb;
         o.log_arg = (void *)"post";
@@ -434,13 +434,13 @@ static size_t stderr_bytes_of_listen(int log_level)
     fflush(stderr);
     int saved = dup(2);
     CU_ASSERT_FATAL(saved >= 0 && dup2(fd, 2) == 2);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = log_level;
     p11n_ctx *ctx = NULL;
     CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
     keys_setup();
     CU_ASSERT(p11n_ceremony_input(ctx, pubs[K_CLIENT], "client", 0) == P11N_OK);
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = keys[K_SERVER];
     p11n_listener *l = NULL;
     CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
@@ -499,7 +499,7 @@ static void test_no_sleep_after_callbacks(void)
     end se, ce;
     memset(&se, 0, sizeof(se));
     memset(&ce, 0, sizeof(ce));
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     co.write_high_water = 16 * 1024;
     pair_up(so, co, &se, &ce);
 
@@ -547,7 +547,7 @@ static void test_close_completes_on_eos(void)
     memset(&se, 0, sizeof(se));
     memset(&ce, 0, sizeof(ce));
     se.echo = 1;
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     pair_up(so, co, &se, &ce);
     CU_ASSERT(p11n_send(ce.conn, (const uint8_t *)"bye", 3) == P11N_OK);
     p11n_close(ce.conn);
@@ -582,7 +582,7 @@ static void test_close_slow_reader(void)
     se.echo = 1;
     se.close_after = ECHOED;
     ce.check = 1;
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     pair_up(so, co, &se, &ce);
     close_mark = t_log_mark();
     CU_ASSERT(p11n_conn_pause_read(ce.conn, 1) == P11N_OK);
@@ -628,7 +628,7 @@ static void test_backpressure(void)
     memset(&ce, 0, sizeof(ce));
     se.echo = 1;
     se.backpressure = 1;
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     so.write_high_water = 64 * 1024;
     co.write_high_water = 16 * 1024 * 1024;
     pair_up(so, co, &se, &ce);

@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +83,7 @@ static p11n_ctx *ctx_with(const char *name, p11n_ctx_options o)
 
 static p11n_ctx *ctx_make(const char *name, unsigned act_timeout_ms)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.act_timeout_ms = act_timeout_ms;
     o.connect_timeout_ms = 2000;
@@ -244,7 +245,7 @@ static int server_has_one(void *arg)
 static p11n_listen_options server_opts(const char *pattern, const char *const *peers,
     size_t npeers, server *sv)
 {
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = keys[K_SERVER];
     lo.ch.pattern = pattern;
     lo.ch.cb = server_cb;
@@ -268,7 +269,7 @@ static p11n_listener *listen_on(p11n_ctx *ctx, const char *ip, const char *patte
 /* keys[key], reporting into `s`. */
 static p11n_connect_options side_opts(const char *pattern, int key, side *s)
 {
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[key];
     co.ch.pattern = pattern;
     co.ch.cb = side_cb;
@@ -407,7 +408,7 @@ static p11n_ctx *ctx_dns(const char *name, const t_dns *d)
 {
     char servers[64];
     snprintf(servers, sizeof(servers), "127.0.0.1:%u", d->port);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.dns_servers = servers;
     /* Long enough for c-ares' first retransmission (seconds), which
@@ -505,6 +506,51 @@ static void test_resolver_requests(void)
     t_dns_stop(&d);
 }
 
+/* Option structures that can grow: size 0 is refused; a smaller size (a
+ * program built against an older header) gets the defaults for the rest;
+ * a larger one (a newer header) is taken while the bytes this library
+ * does not know are zero, and refused otherwise. */
+static void test_options_size(void)
+{
+    p11n_ctx *ctx = NULL;
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.size = 0;
+    CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_ERR_INVALID_ARG && ctx == NULL);
+    /* Older: only as far as log_arg; log_level beyond it is never read. */
+    o = (p11n_ctx_options)P11N_CTX_OPTIONS_INIT;
+    o.size = offsetof(p11n_ctx_options, log_level);
+    o.log_level = 99;  /* past the size: never read */
+    CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_OK && ctx != NULL);
+    p11n_ctx_free(ctx);
+    ctx = NULL;
+    struct {
+        p11n_ctx_options o;
+        uint64_t later;   /* a field of a newer library */
+    } newer;
+    memset(&newer, 0, sizeof(newer));
+    newer.o.size = sizeof(newer);
+    CU_ASSERT(p11n_ctx_new(&newer.o, &ctx) == P11N_OK && ctx != NULL);
+    newer.later = 1;
+    p11n_ctx *ctx2 = NULL;
+    CU_ASSERT(p11n_ctx_new(&newer.o, &ctx2) == P11N_ERR_INVALID_ARG && ctx2 == NULL);
+
+    keys_setup();
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.ch.key = keys[K_CLIENT];
+    p11n_conn *c = NULL;
+    co.size = 0;
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.pattern = "XK";
+    lo.size = 0;
+    p11n_listener *l = NULL;
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_ERR_INVALID_ARG);
+    lo.size = sizeof(lo);
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    p11n_ctx_free(ctx);
+}
+
 /* The library's proxy option goes through the one spec parser: it takes
  * what that parser takes, with the same fields, and refuses the rest
  * (INVALID_ARG, or SOCKS_CREDENTIALS for an overlong field). */
@@ -534,14 +580,14 @@ static void test_proxy_spec_one_parser(void)
     }
     /* Through the public calls. */
     p11n_ctx *ctx = ctx_make("spec", 0);
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_CLIENT];
     p11n_conn *c = NULL;
     co.socks5 = "proxy:+1080";
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
     co.socks5 = "[proxy]:1080";
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.socks5 = "[proxy]:1080";
     p11n_ctx *bad = NULL;
     CU_ASSERT(p11n_ctx_new(&o, &bad) == P11N_ERR_INVALID_ARG && bad == NULL);
@@ -687,7 +733,7 @@ static void test_dns_retransmit(void)
     /* AAAA, A (one of them ignored), the resend, and the unknown name */
     CU_ASSERT(d.queries >= 4);
 
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.dns_servers = "not-an-address";
     p11n_ctx *bad = NULL;
     CU_ASSERT(p11n_ctx_new(&o, &bad) == P11N_ERR_INVALID_ARG);
@@ -699,7 +745,7 @@ static void test_api_errors(void)
     p11n_ctx *ctx = ctx_make("api", 0);
     p11n_conn *c = NULL;
     p11n_listener *l = NULL;
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_CLIENT];
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, "nobody", &co, &c) == P11N_ERR_UNKNOWN_PEER);
     CU_ASSERT(c == NULL);
@@ -711,7 +757,7 @@ static void test_api_errors(void)
     badpub[66] = '\0';
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, badpub, &co, &c) == P11N_ERR_BAD_PUBKEY);
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 0, pubhex[0], &co, &c) == P11N_ERR_INVALID_ARG);
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = keys[K_SERVER];
     CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_ERR_INVALID_ARG); /* KK, no peer */
     static const char *const who[] = { "nobody" };
@@ -801,7 +847,7 @@ static int server_conn_closed(void *arg)
 static void test_write_queue(void)
 {
     p11n_ctx *srv = ctx_make("srv", 0);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.write_high_water = 64 * 1024;
     p11n_ctx *cli = ctx_with("hw", o);
@@ -968,7 +1014,7 @@ static void test_many_connections(void)
     CU_ASSERT_FATAL(streams != NULL && scratch != NULL);
     streams_done = streams_bad = 0;
     for (unsigned i = 0; i < stress_conns; i++) {
-        p11n_connect_options co = { 0 };
+        p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
         co.ch.key = keys[K_CLIENT];
         co.ch.cb = (p11n_callbacks){ .established = st_established, .message = st_message,
             .writable = st_writable, .closed = st_closed, .arg = &streams[i] };
@@ -1347,7 +1393,7 @@ static void test_reconnect(void)
 
 static void test_idle_timeout(void)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.idle_timeout_ms = 200;
     p11n_ctx *srv = ctx_with("idle", o);
     p11n_ctx *cli = ctx_make("cli", 0);
@@ -1397,7 +1443,7 @@ static void test_socks5(void)
 
     /* The context-wide proxy is used by every connect without its own. */
     p11n_ctx *srv = ctx_make("srv", 0);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.socks5 = open_spec;
     o.connect_timeout_ms = 3000;
@@ -1457,7 +1503,7 @@ static void test_socks5(void)
     char longspec[400];
     memset(longspec, 'u', 300);
     snprintf(longspec + 300, sizeof(longspec) - 300, ":p@127.0.0.1:1");
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_CLIENT];
     co.socks5 = longspec;
     p11n_conn *c = NULL;
@@ -1534,6 +1580,7 @@ int main(void)
         { "resolver: callbacks, cancelled requests, unknown names", test_resolver_requests },
         { "dialer: a connected socket, a refused port, a cancelled attempt", test_dialer },
         { "wire patterns: the table's largest acts are the engine's", test_wire_table },
+        { "option structures: the size rule", test_options_size },
         { "proxy specs: the library takes what the one spec parser takes",
             test_proxy_spec_one_parser },
         { "write queue: would-block, writable, close flushes", test_write_queue },

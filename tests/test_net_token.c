@@ -77,7 +77,7 @@ static void pub_of(p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
 
 static p11n_ctx *ctx_make(const char *name, unsigned max_token_ops)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
     o.log_arg = (void *)name;
     o.log_level = P11N_LOG_DEBUG;
@@ -135,7 +135,7 @@ static side server_side = { .echo = 1 };
 
 static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
 {
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = key;
     lo.ch.pattern = "XK";
     lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
@@ -148,7 +148,7 @@ static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
 static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
     p11n_key *key, side *s)
 {
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
     co.ch.pattern = pattern;
     co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
@@ -188,7 +188,7 @@ static void test_token_keys_kk(void)
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, spub, "server", P11N_PEER_TO_TOKEN) == P11N_OK);
     CU_ASSERT(p11n_peers_load_token(cli, T.uri) == 2);
 
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
     lo.ch.key = skey;
     lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
@@ -292,7 +292,7 @@ static void test_close_during_token_step(void)
     p11n_ctx *cli = ctx_make("zcli", 0);
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
     CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
     lo.ch.key = skey;
     lo.peers = accepted;
@@ -387,7 +387,7 @@ static void test_reconnect_during_token_step(void)
 
     size_t mark = t_log_mark();
     side s = { 0 };
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = ckey;
     co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
         .arg = &s };
@@ -522,7 +522,7 @@ static void stream_setup(struct stream *st, const struct stream_case *sc, p11n_k
     st->pattern = sc->pattern;
     CU_ASSERT_FATAL(p11n_ceremony_input(st->srv, cpub, "client", 0) == P11N_OK);
     CU_ASSERT_FATAL(p11n_ceremony_input(st->cli, spub, "server", 0) == P11N_OK);
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
     st->srvside.echo = 1;
     lo.ch.key = skey;

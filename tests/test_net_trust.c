@@ -55,7 +55,7 @@ static p11n_ctx *ctxs[2];
 
 static p11n_ctx *ctx_make(int slot, const char *name)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
     o.log_arg = (void *)name;
     o.log_level = P11N_LOG_DEBUG;
@@ -156,7 +156,7 @@ static p11n_listener *listen_with(p11n_ctx *ctx, p11n_key *key, const char *patt
     const char *const *ids, size_t nids, server *sv)
 {
     memset(sv, 0, sizeof(*sv));
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = key;
     lo.ch.pattern = pattern;
     lo.ch.cb = server_cb;
@@ -173,7 +173,7 @@ static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const cha
 {
     memset(s, 0, sizeof(*s));
     s->magic = SIDE_MAGIC;
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
     co.ch.pattern = pattern;
     co.ch.cb = side_cb;
@@ -356,7 +356,7 @@ static void test_reconnect_after_removal(void)
     uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "KK", NULL, 0, &sv));
     side s;
     memset(&s, 0, sizeof(s));
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_A];
     co.ch.cb = side_cb;
     co.ch.cb.arg = &s;
@@ -468,7 +468,7 @@ static void test_proxy_credentials_wiped(void)
     snprintf(spec, sizeof(spec), "machine1:%s@127.0.0.1:%u", long_pass(), px.port);
     side s;
     memset(&s, 0, sizeof(s));
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_A];
     co.ch.cb = side_cb;
     co.ch.cb.established = proxy_up;

@@ -269,7 +269,7 @@ static int parse_cmd(int argc, char **argv, int listen, struct net_args *a, char
 /* The context, the key and the peers. Returns 0 or 1 after printing. */
 static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n_key **key)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = a->verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
     int rc = p11n_ctx_new(&o, ctx);
     if (rc != P11N_OK) {
@@ -474,7 +474,7 @@ int cmd_listen(int argc, char **argv)
     if (a.echo)
         cb = (p11n_callbacks){ .established = e_established, .message = e_message,
             .writable = e_writable, .closed = e_closed, .arg = &st };
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch = channel_options(&a, key, cb);
     lo.peers = a.listen_peers;
     lo.npeers = a.nlisten_peers;
@@ -675,7 +675,7 @@ int cmd_connect(int argc, char **argv)
     int status = setup(&a, "connect", &st.ctx, &key);
     if (status != 0)
         goto out;
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch = channel_options(&a, key, (p11n_callbacks){ .established = c_established,
         .message = c_message, .writable = c_writable, .closed = c_closed, .arg = &st });
     co.socks5 = a.socks5;

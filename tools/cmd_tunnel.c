@@ -49,7 +49,7 @@ void tun_log(int level, const char *fmt, ...)
 static int setup(struct tunnel *t, const char *cmd)
 {
     tun_log_level = t->a.verbose ? P11N_LOG_DEBUG : P11N_LOG_INFO;
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = tun_log_cb;
     o.log_level = tun_log_level;
     return cli_net_setup(cmd, &o, t->a.key, t->a.peers_file, &t->ctx, &t->key);
