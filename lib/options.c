@@ -1,8 +1,15 @@
-/* Reading an option structure that can grow (p11noise.h, before
- * P11N_CTX_OPTIONS_INIT). */
+/* What the public API's memory rules need: reading an option structure
+ * that can grow (p11noise.h, before P11N_CTX_OPTIONS_INIT), and
+ * p11n_free for the arrays the library returns. */
 #include "net.h"
 
+#include <stdlib.h>
 #include <string.h>
+
+void p11n_free(void *p)
+{
+    free(p);
+}
 
 int p11n_options_copy(void *dst, size_t known, const void *src)
 {

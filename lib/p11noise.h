@@ -474,10 +474,16 @@ typedef struct p11n_peer_entry {
 typedef int (*p11n_pin_callback)(const char *token_uri, char *pin, size_t cap, void *arg);
 P11N_API void p11n_set_pin_callback(p11n_pin_callback cb, void *arg);
 
+/** Free an array the library returned (p11n_peers_parse,
+ *  p11n_ceremony_read, p11n_ceremony_scan); NULL is accepted. Use this
+ *  rather than free(): the program and the library may not share one
+ *  allocator (a binding, another C runtime). */
+P11N_API void p11n_free(void *p);
+
 /** 1 if `id` is a valid identifier, 0 otherwise. */
 P11N_API int p11n_identifier_valid(const char *id);
 
-/** Parse ceremony text. On success `*entries` (free with free()) holds `*n`
+/** Parse ceremony text. On success `*entries` (free with p11n_free()) holds `*n`
  *  entries. Errors: PARSE, BAD_IDENTIFIER, BAD_PUBKEY, EXISTS (duplicate
  *  identifier); `*bad_line` (1-based) names the offending line. */
 P11N_API P11N_WARN_UNUSED int p11n_peers_parse(const char *text, size_t len,
@@ -502,7 +508,7 @@ P11N_API P11N_WARN_UNUSED int p11n_token_keygen(const char *token_uri, const cha
     uint8_t pub[P11N_PUBKEY_LEN]);
 
 /** The trusted peers of a token's ceremony: p11n_ceremony_scan() without
- *  the ignored objects. `*entries` is freed with free(). */
+ *  the ignored objects. `*entries` is freed with p11n_free(). */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_read(const char *token_uri,
     p11n_peer_entry **entries, size_t *n);
 
@@ -518,7 +524,7 @@ typedef struct p11n_ceremony_ignored {
  *  gets the trusted peers (objects with CKA_PRIVATE true, CKA_MODIFIABLE
  *  false, a valid identifier and point, unambiguous), `*ignored` every
  *  other object with the prefix and the reason. Both arrays are freed
- *  with free() (either may be NULL with its count 0). Errors: the token
+ *  with p11n_free() (either may be NULL with its count 0). Errors: the token
  *  errors, NOMEM; an ignored object is not an error. */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_scan(const char *token_uri,
     p11n_peer_entry **entries, size_t *n, p11n_ceremony_ignored **ignored,
@@ -580,8 +586,10 @@ enum p11n_log_level {
     P11N_LOG_DEBUG = 4  /* each address tried, each act, worker hand-offs */
 };
 
-/** Receives one log line (no trailing newline, no timestamp). Lines never
- *  hold keys, secrets or PINs. */
+/** Receives one log line (no trailing newline, no timestamp), valid only
+ *  during the call; called on the thread that logs (the loop thread, or
+ *  the caller of p11n_ctx_new and the peer-store calls). Lines never hold
+ *  keys, secrets or PINs. */
 typedef void (*p11n_log_callback)(int level, const char *line, void *arg);
 
 /** How the loop waits for its fds. Both are level-triggered and behave
@@ -698,11 +706,14 @@ P11N_API int p11n_peer_remove(p11n_ctx *ctx, const char *identifier);
 /* ---- callbacks ----
  * `arg` is the callbacks' arg, or the connection's own after
  * p11n_conn_set_arg(). Any p11n_* call on the connection is allowed inside
- * a callback. */
+ * a callback. Every string and buffer a callback receives (`peer`, `msg`,
+ * `text`, a log `line`) belongs to the library and is valid only during
+ * the call: copy what you keep. Callbacks run on the loop thread. */
 typedef struct p11n_callbacks {
     /** Handshake done. `peer` is the authenticated peer's identifier, or
      *  its public key in hex when it is not in the peer store (an
-     *  initiator that named its peer by key). */
+     *  initiator that named its peer by key); valid during the call
+     *  (p11n_conn_peer_id() and p11n_conn_peer_key() give it later). */
     void (*established)(p11n_conn *conn, const char *peer, void *arg);
     /** One message. `msg` points into the connection's decoder and is
      *  valid only during the call. */
@@ -711,7 +722,7 @@ typedef struct p11n_callbacks {
     void (*writable)(p11n_conn *conn, void *arg);
     /** The connection ended or an attempt failed: `reason` is P11N_OK
      *  after p11n_close, else a negative p11n_err; `text` says what
-     *  happened. `final` 0: a reconnect is scheduled and the handle stays
+     *  happened (valid during the call only). `final` 0: a reconnect is scheduled and the handle stays
      *  valid. `final` 1: the last callback; the handle is freed when it
      *  returns. */
     void (*closed)(p11n_conn *conn, int reason, const char *text, int final, void *arg);

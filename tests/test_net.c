@@ -549,6 +549,14 @@ static void test_options_size(void)
     lo.size = sizeof(lo);
     CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
     p11n_ctx_free(ctx);
+    /* Arrays the library returns go back through p11n_free. */
+    p11n_peer_entry *e = NULL;
+    size_t n = 0, bad = 0;
+    char text[200];
+    snprintf(text, sizeof(text), "a %s\n", pubhex[K_CLIENT]);
+    CU_ASSERT(p11n_peers_parse(text, strlen(text), &e, &n, &bad) == P11N_OK && n == 1);
+    p11n_free(e);
+    p11n_free(NULL);
 }
 
 /* The library's proxy option goes through the one spec parser: it takes
