@@ -74,16 +74,16 @@ static p11n_conn *conn_new(p11n_ctx *ctx, p11n_channel *ch)
         return NULL;
     }
     c->ctx = ctx;
-    c->id = ++ctx->next_id;
+    c->id = ++ctx->cl->next_id;
     c->fd = -1;
     c->ch = p11n_channel_ref(ch);
     c->arg = ch->cb.arg;
     p11n_timer_init(&c->timer, on_timer, c);
     p11n_timer_init(&c->idle, on_idle, c);
-    c->next = ctx->conns;
-    if (ctx->conns != NULL)
-        ctx->conns->prev = c;
-    ctx->conns = c;
+    c->next = ctx->cl->conns;
+    if (ctx->cl->conns != NULL)
+        ctx->cl->conns->prev = c;
+    ctx->cl->conns = c;
     c->started = c->last_active = ctx->now;
     return c;
 }
@@ -93,7 +93,7 @@ static void uncount_handshake(p11n_conn *c)
     if (!c->counted)
         return;
     c->counted = 0;
-    c->ctx->handshakes_in--;
+    c->ctx->cl->handshakes_in--;
     if (c->listener != NULL)
         c->listener->handshakes--;
 }
@@ -138,7 +138,7 @@ static void flushq_remove(p11n_conn *c)
 {
     if (!c->in_flushq)
         return;
-    for (p11n_conn **pp = &c->ctx->flushq; *pp != NULL; pp = &(*pp)->next_flush) {
+    for (p11n_conn **pp = &c->ctx->cl->flushq; *pp != NULL; pp = &(*pp)->next_flush) {
         if (*pp == c) {
             *pp = c->next_flush;
             break;
@@ -151,7 +151,7 @@ static void readq_remove(p11n_conn *c)
 {
     if (!c->in_readq)
         return;
-    for (p11n_conn **pp = &c->ctx->readq; *pp != NULL; pp = &(*pp)->next_read) {
+    for (p11n_conn **pp = &c->ctx->cl->readq; *pp != NULL; pp = &(*pp)->next_read) {
         if (*pp == c) {
             *pp = c->next_read;
             break;
@@ -170,10 +170,10 @@ static void trimq_add(p11n_conn *c)
     p11n_ctx *ctx = c->ctx;
     c->in_trimq = 1;
     c->trim_prev = NULL;
-    c->trim_next = ctx->trimq;
-    if (ctx->trimq != NULL)
-        ctx->trimq->trim_prev = c;
-    ctx->trimq = c;
+    c->trim_next = ctx->cl->trimq;
+    if (ctx->cl->trimq != NULL)
+        ctx->cl->trimq->trim_prev = c;
+    ctx->cl->trimq = c;
 }
 
 static void trimq_remove(p11n_conn *c)
@@ -183,7 +183,7 @@ static void trimq_remove(p11n_conn *c)
     if (c->trim_prev != NULL)
         c->trim_prev->trim_next = c->trim_next;
     else
-        c->ctx->trimq = c->trim_next;
+        c->ctx->cl->trimq = c->trim_next;
     if (c->trim_next != NULL)
         c->trim_next->trim_prev = c->trim_prev;
     c->trim_prev = c->trim_next = NULL;
@@ -199,8 +199,8 @@ void p11n_conn_free(p11n_conn *c)
     trimq_remove(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
-    else if (ctx->conns == c)
-        ctx->conns = c->next;
+    else if (ctx->cl->conns == c)
+        ctx->cl->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
     if (c->listener != NULL)
@@ -215,9 +215,9 @@ void p11n_conn_free(p11n_conn *c)
 
 static void free_dead(p11n_ctx *ctx)
 {
-    while (ctx->dead != NULL) {
-        p11n_conn *c = ctx->dead;
-        ctx->dead = c->next_dead;
+    while (ctx->cl->dead != NULL) {
+        p11n_conn *c = ctx->cl->dead;
+        ctx->cl->dead = c->next_dead;
         p11n_conn_free(c);
     }
 }
@@ -288,8 +288,8 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
     int final = c->incoming || !c->reconnect || c->app_closed;
     if (final) {
         c->state = P11N_CS_DEAD;
-        c->next_dead = ctx->dead;
-        ctx->dead = c;
+        c->next_dead = ctx->cl->dead;
+        ctx->cl->dead = c;
     } else {
         if (!was_up)
             c->failures++;
@@ -350,8 +350,8 @@ static void schedule_flush(p11n_conn *c)
     if (c->in_flushq)
         return;
     c->in_flushq = 1;
-    c->next_flush = c->ctx->flushq;
-    c->ctx->flushq = c;
+    c->next_flush = c->ctx->cl->flushq;
+    c->ctx->cl->flushq = c;
 }
 
 /* Room for `need` more bytes at the end of the write queue. Steady state
@@ -471,8 +471,8 @@ static void flush_all(p11n_ctx *ctx)
 {
     /* Take the list: connections queued by callbacks during this pass are
      * written in the next one, so a writer cannot starve the loop. */
-    p11n_conn *q = ctx->flushq;
-    ctx->flushq = NULL;
+    p11n_conn *q = ctx->cl->flushq;
+    ctx->cl->flushq = NULL;
     while (q != NULL) {
         p11n_conn *c = q;
         q = c->next_flush;
@@ -490,7 +490,7 @@ static void trim_idle(void *ctxp)
 {
     p11n_ctx *ctx = ctxp;
     p11n_conn *next;
-    for (p11n_conn *c = ctx->trimq; c != NULL; c = next) {
+    for (p11n_conn *c = ctx->cl->trimq; c != NULL; c = next) {
         next = c->trim_next;
         if (!c->wrote && c->wbuf != NULL && c->wpos == c->wlen) {
             free(c->wbuf);
@@ -506,7 +506,7 @@ static void trim_idle(void *ctxp)
         if (c->wbuf == NULL && (c->t == NULL || idle) && !c->partial)
             trimq_remove(c);
     }
-    p11n_timer_arm(ctx, &ctx->trim, ctx->now + TRIM_INTERVAL_MS);
+    p11n_timer_arm(ctx, &ctx->cl->trim, ctx->now + TRIM_INTERVAL_MS);
 }
 
 /* ---- handshake ---- */
@@ -905,8 +905,8 @@ static void read_kept(p11n_ctx *ctx)
 {
     /* Take the list: a connection paused and resumed again by a callback
      * waits for the next pass. */
-    p11n_conn *q = ctx->readq;
-    ctx->readq = NULL;
+    p11n_conn *q = ctx->cl->readq;
+    ctx->cl->readq = NULL;
     while (q != NULL) {
         p11n_conn *c = q;
         q = c->next_read;
@@ -1068,11 +1068,11 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     p11n_ctx *ctx = l->ctx;
     char addr[P11N_ADDRSTR];
     p11n_addr_text(sa, addr);
-    if (ctx->handshakes_in >= ctx->opt.max_handshakes || l->handshakes >= l->max_handshakes) {
+    if (ctx->cl->handshakes_in >= ctx->opt.max_handshakes || l->handshakes >= l->max_handshakes) {
         p11n_log(ctx, P11N_LOG_WARN,
             "incoming from %s on %s refused: %u handshakes in progress (limit %u), %u on this "
             "listener (limit %u) [%s]",
-            addr, l->addr, ctx->handshakes_in, ctx->opt.max_handshakes, l->handshakes,
+            addr, l->addr, ctx->cl->handshakes_in, ctx->opt.max_handshakes, l->handshakes,
             l->max_handshakes, p11n_strerror(P11N_ERR_LIMIT));
         close(fd);
         return P11N_ERR_LIMIT;
@@ -1098,7 +1098,7 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->counted = 1;
-    ctx->handshakes_in++;
+    ctx->cl->handshakes_in++;
     l->handshakes++;
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
         l->ch->wire->name);
@@ -1117,18 +1117,22 @@ static void settle(p11n_ctx *ctx)
 
 static int settle_pending(const p11n_ctx *ctx)
 {
-    return ctx->flushq != NULL || ctx->readq != NULL || ctx->dead != NULL;
+    const struct p11n_conn_layer *cl = ctx->cl;
+    return cl->flushq != NULL || cl->readq != NULL || cl->dead != NULL;
 }
 
 static void teardown(p11n_ctx *ctx)
 {
-    ctx->dead = NULL; /* dead connections are still on ctx->conns */
-    while (ctx->conns != NULL)
-        p11n_conn_free(ctx->conns);
-    while (ctx->listeners != NULL)
-        p11n_listener_free(ctx->listeners);
-    p11n_timer_cancel(ctx, &ctx->trim);
+    ctx->cl->dead = NULL; /* dead connections are still on ctx->cl->conns */
+    while (ctx->cl->conns != NULL)
+        p11n_conn_free(ctx->cl->conns);
+    while (ctx->cl->listeners != NULL)
+        p11n_listener_free(ctx->cl->listeners);
+    p11n_timer_cancel(ctx, &ctx->cl->trim);
     p11n_timers_release(ctx, 1);
+    free(ctx->cl);
+    ctx->cl = NULL;
+    ctx->hooks = NULL;
 }
 
 static const p11n_loop_hooks conn_hooks = {
@@ -1139,13 +1143,18 @@ static const p11n_loop_hooks conn_hooks = {
 
 int p11n_conn_layer_attach(p11n_ctx *ctx)
 {
-    if (ctx->hooks != NULL)
+    if (ctx->cl != NULL)
         return P11N_OK;
-    if (p11n_timers_reserve(ctx, 1) != P11N_OK)
+    if ((ctx->cl = calloc(1, sizeof(*ctx->cl))) == NULL)
         return P11N_ERR_NOMEM;
+    if (p11n_timers_reserve(ctx, 1) != P11N_OK) {
+        free(ctx->cl);
+        ctx->cl = NULL;
+        return P11N_ERR_NOMEM;
+    }
     ctx->hooks = &conn_hooks;
-    p11n_timer_init(&ctx->trim, trim_idle, ctx);
-    p11n_timer_arm(ctx, &ctx->trim, ctx->now + TRIM_INTERVAL_MS);
+    p11n_timer_init(&ctx->cl->trim, trim_idle, ctx);
+    p11n_timer_arm(ctx, &ctx->cl->trim, ctx->now + TRIM_INTERVAL_MS);
     return P11N_OK;
 }
 
@@ -1284,8 +1293,8 @@ int p11n_conn_pause_read(p11n_conn *c, int pause)
         /* Kept messages are delivered by the loop, not inside this call. */
         if (c->kept != NULL && !c->in_readq) {
             c->in_readq = 1;
-            c->next_read = c->ctx->readq;
-            c->ctx->readq = c;
+            c->next_read = c->ctx->cl->readq;
+            c->ctx->cl->readq = c;
         }
     }
     update_events(c);

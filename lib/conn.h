@@ -6,6 +6,20 @@
 #include "channel.h"
 #include "net.h"
 
+/* What the context holds for the connection layer (ctx->cl), made by
+ * p11n_conn_layer_attach. */
+struct p11n_conn_layer {
+    p11n_conn *conns;             /* every live connection (doubly linked) */
+    p11n_conn *flushq;            /* connections with bytes to write */
+    p11n_conn *readq;             /* resumed connections with received bytes kept */
+    p11n_conn *trimq;             /* connections that may hold buffers to release */
+    p11n_conn *dead;              /* finished, to free after this iteration */
+    p11n_listener *listeners;
+    unsigned handshakes_in;       /* incoming handshakes in progress */
+    unsigned long next_id;
+    p11n_timer trim;              /* releases idle write buffers */
+};
+
 enum p11n_conn_state {
     P11N_CS_START,        /* waiting for the loop to begin an attempt */
     P11N_CS_DIALING,      /* the dialer: resolve, connect, proxy phase */

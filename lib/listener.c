@@ -189,8 +189,8 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
         goto fail;
     if ((rc = p11n_io_add(ctx, l->fd, POLLIN, on_accept, l)) != P11N_OK)
         goto fail;
-    l->next = ctx->listeners;
-    ctx->listeners = l;
+    l->next = ctx->cl->listeners;
+    ctx->cl->listeners = l;
     if (l->nids == 0)
         p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, accepting any peer in the store)",
             l->addr, l->ch->wire->name);
@@ -222,7 +222,7 @@ void p11n_listener_free(p11n_listener *l)
     p11n_ctx *ctx = l->ctx;
     if (!l->closed) {
         l->closed = 1;
-        for (p11n_listener **pp = &ctx->listeners; *pp != NULL; pp = &(*pp)->next) {
+        for (p11n_listener **pp = &ctx->cl->listeners; *pp != NULL; pp = &(*pp)->next) {
             if (*pp == l) {
                 *pp = l->next;
                 break;

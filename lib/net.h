@@ -87,17 +87,10 @@ struct p11n_ctx {
 
     uint8_t *rbuf;                /* P11N_READ_CHUNK bytes */
 
-    p11n_conn *conns;             /* every live connection (doubly linked) */
-    p11n_conn *flushq;            /* connections with bytes to write */
-    p11n_conn *readq;             /* resumed connections with received bytes kept */
-    p11n_conn *trimq;             /* connections that may hold buffers to release */
     unsigned long app_calls;      /* application callbacks made (to see if settle() made any) */
     int called_back;              /* p11n_poll_fds: settle() called back, not yet reported */
-    p11n_conn *dead;              /* finished, to free after this iteration */
-    p11n_listener *listeners;
-    unsigned handshakes_in;       /* incoming handshakes in progress */
-    unsigned long next_id;
-    p11n_timer trim;              /* releases idle write buffers (conn.c) */
+    struct p11n_conn_layer *cl;   /* the connection layer's (conn.h); NULL before its first
+                                     connection or listener */
 
     p11n_peer_entry *peers;
     size_t npeers, cappeers;

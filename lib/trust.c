@@ -124,8 +124,10 @@ static const char *bound_id(const p11n_conn *c)
 
 void p11n_trust_revoke_stale(p11n_ctx *ctx)
 {
+    if (ctx->cl == NULL)
+        return;  /* no connection was ever made */
     p11n_conn *next;
-    for (p11n_conn *c = ctx->conns; c != NULL; c = next) {
+    for (p11n_conn *c = ctx->cl->conns; c != NULL; c = next) {
         /* Ending calls back the application, which may add connections
          * (at the head) or close others; none is freed before the loop's
          * next turn. */

@@ -629,7 +629,7 @@ static void test_revoked_while_handshaking(void)
     side s;
     dial(cli, port, hexes[K_SRV], "KK", keys[K_A], &s);
     /* Act one is with a worker (the token is slow). */
-    PUMP_UNTIL(srv->conns != NULL && srv->conns->job != NULL);
+    PUMP_UNTIL(srv->cl->conns != NULL && srv->cl->conns->job != NULL);
     CU_ASSERT(p11n_peer_remove(srv, "a") == P11N_OK);
     PUMP_UNTIL(sv.failed.closed == 1 && s.closed == 1);
     CU_ASSERT(sv.n == 0 && s.established == 0);
