@@ -579,7 +579,7 @@ static void hs_fail(p11n_conn *c, const char *what, int rc)
     p11n_conn_end(c, rc, text);
 }
 
-void p11n_conn_handshake_begin(p11n_conn *c)
+static void handshake_begin(p11n_conn *c)
 {
     c->state = P11N_CS_HANDSHAKE;
     c->act_want = 0;
@@ -602,7 +602,8 @@ void p11n_conn_handshake_begin(p11n_conn *c)
     hs_step(c);
 }
 
-int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
+/* Append raw bytes to the write queue. Errors: NOMEM. */
+static int conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
 {
     if (wbuf_reserve(c, len) != P11N_OK)
         return P11N_ERR_NOMEM;
@@ -615,7 +616,7 @@ int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
 /* The act in c->act is ours to send: queue it. */
 static void hs_sent(p11n_conn *c)
 {
-    if (p11n_conn_queue(c, c->act, c->act_len) != P11N_OK) {
+    if (conn_queue(c, c->act, c->act_len) != P11N_OK) {
         p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory queueing a handshake act");
         return;
     }
@@ -945,7 +946,7 @@ static void dialed(void *arg, int rc, const char *text, int fd, const char *addr
         return;
     }
     c->fd = fd;
-    p11n_conn_handshake_begin(c);
+    handshake_begin(c);
 }
 
 static void attempt_start(p11n_conn *c)
@@ -1102,7 +1103,7 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     l->handshakes++;
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
         l->ch->wire->name);
-    p11n_conn_handshake_begin(c);
+    handshake_begin(c);
     return P11N_OK;
 }
 

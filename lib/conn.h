@@ -128,10 +128,6 @@ void p11n_conn_free(p11n_conn *c);
 
 /* End the attempt or connection (logs, releases, calls `closed`). */
 void p11n_conn_end(p11n_conn *c, int reason, const char *text);
-/* Connected (and through any proxy): start the Noise handshake. */
-void p11n_conn_handshake_begin(p11n_conn *c);
-/* Append raw bytes to the write queue. Errors: NOMEM. */
-int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len);
 
 /* ---- listener.c ---- */
 void p11n_listener_unref(p11n_listener *l);
