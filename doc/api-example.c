@@ -81,6 +81,7 @@ int main(void)
 
     static const char *const accepted[] = { "client" };
     p11n_listen_options lo = {
+        .size = sizeof(lo),
         .ch = { .key = server_key, .cb = { .message = on_server_message } },
         .peers = accepted,
         .npeers = 1,
@@ -92,6 +93,7 @@ int main(void)
     }
 
     p11n_connect_options co = {
+        .size = sizeof(co),
         .ch = { .key = client_key,
                 .cb = { .established = on_client_up, .message = on_client_message,
                         .closed = on_client_closed, .arg = &app } },

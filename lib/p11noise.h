@@ -512,10 +512,16 @@ typedef struct p11n_peer_entry {
 typedef int (*p11n_pin_callback)(const char *token_uri, char *pin, size_t cap, void *arg);
 P11N_API void p11n_set_pin_callback(p11n_pin_callback cb, void *arg);
 
+/** Free an array the library returned (p11n_peers_parse,
+ *  p11n_ceremony_read, p11n_ceremony_scan); NULL is accepted. Use this
+ *  rather than free(): the program and the library may not share one
+ *  allocator (a binding, another C runtime). */
+P11N_API void p11n_free(void *p);
+
 /** 1 if `id` is a valid identifier, 0 otherwise. */
 P11N_API int p11n_identifier_valid(const char *id);
 
-/** Parse ceremony text. On success `*entries` (free with free()) holds `*n`
+/** Parse ceremony text. On success `*entries` (free with p11n_free()) holds `*n`
  *  entries. Errors: PARSE, BAD_IDENTIFIER, BAD_PUBKEY, EXISTS (duplicate
  *  identifier); `*bad_line` (1-based) names the offending line. */
 P11N_API P11N_WARN_UNUSED int p11n_peers_parse(const char *text, size_t len,
@@ -540,7 +546,7 @@ P11N_API P11N_WARN_UNUSED int p11n_token_keygen(const char *token_uri, const cha
     uint8_t pub[P11N_PUBKEY_LEN]);
 
 /** The trusted peers of a token's ceremony: p11n_ceremony_scan() without
- *  the ignored objects. `*entries` is freed with free(). */
+ *  the ignored objects. `*entries` is freed with p11n_free(). */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_read(const char *token_uri,
     p11n_peer_entry **entries, size_t *n);
 
@@ -556,7 +562,7 @@ typedef struct p11n_ceremony_ignored {
  *  gets the trusted peers (objects with CKA_PRIVATE true, CKA_MODIFIABLE
  *  false, a valid identifier and point, unambiguous), `*ignored` every
  *  other object with the prefix and the reason. Both arrays are freed
- *  with free() (either may be NULL with its count 0). Errors: the token
+ *  with p11n_free() (either may be NULL with its count 0). Errors: the token
  *  errors, NOMEM; an ignored object is not an error. */
 P11N_API P11N_WARN_UNUSED int p11n_ceremony_scan(const char *token_uri,
     p11n_peer_entry **entries, size_t *n, p11n_ceremony_ignored **ignored,
@@ -618,8 +624,10 @@ enum p11n_log_level {
     P11N_LOG_DEBUG = 4  /* each address tried, each act, worker hand-offs */
 };
 
-/** Receives one log line (no trailing newline, no timestamp). Lines never
- *  hold keys, secrets or PINs. */
+/** Receives one log line (no trailing newline, no timestamp), valid only
+ *  during the call; called on the thread that logs (the loop thread, or
+ *  the caller of p11n_ctx_new and the peer-store calls). Lines never hold
+ *  keys, secrets or PINs. */
 typedef void (*p11n_log_callback)(int level, const char *line, void *arg);
 
 /** How the loop waits for its fds. Both are level-triggered and behave
@@ -634,11 +642,16 @@ enum p11n_loop_backend {
 };
 
 /** Context options. Zero means "the default" for every field, so
- *  `p11n_ctx_options o = {0};` is a valid configuration. */
+ *  `p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;` is a valid
+ *  configuration (and so is NULL for the options). */
 typedef struct p11n_ctx_options {
-    p11n_log_callback log;        /* NULL: timestamped lines on stderr */
+    size_t size;                  /* sizeof(p11n_ctx_options): P11N_CTX_OPTIONS_INIT */
+    /* Logging: nothing unless asked. A callback gets the lines up to
+     * log_level (0: P11N_LOG_INFO); without one, a non-zero log_level
+     * prints timestamped lines on stderr, and 0 prints nothing. */
+    p11n_log_callback log;
     void *log_arg;
-    int log_level;                /* 0: P11N_LOG_INFO */
+    int log_level;
     unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (256) */
     unsigned max_token_ops;       /* handshake steps queued or running on workers (64) */
     unsigned workers;             /* worker threads for token keys (2) */
@@ -655,6 +668,18 @@ typedef struct p11n_ctx_options {
                                      NULL: the system's) */
     int loop;                     /* enum p11n_loop_backend (0: epoll on Linux) */
 } p11n_ctx_options;
+
+/* Option structures that can grow. Each starts with `size`, which the
+ * caller sets to the sizeof the structure it was compiled with: start
+ * from the structure's _INIT macro (every other field zero, "the
+ * default") and set fields by name. The library reads `size` bytes: a
+ * program built against an older header (smaller size) gets the
+ * defaults for the fields it does not know; a program built against a
+ * newer header (larger size) is accepted as long as every byte the
+ * library does not know is zero, and refused with INVALID_ARG otherwise
+ * (it asks for something this library cannot do). size 0 (a structure
+ * not initialised with the macro) is INVALID_ARG. */
+#define P11N_CTX_OPTIONS_INIT { .size = sizeof(p11n_ctx_options) }
 
 /** Create a context; `opts` may be NULL (all defaults). Errors:
  *  INVALID_ARG (including a malformed socks5 or dns_servers, or an
@@ -719,11 +744,14 @@ P11N_API int p11n_peer_remove(p11n_ctx *ctx, const char *identifier);
 /* ---- callbacks ----
  * `arg` is the callbacks' arg, or the connection's own after
  * p11n_conn_set_arg(). Any p11n_* call on the connection is allowed inside
- * a callback. */
+ * a callback. Every string and buffer a callback receives (`peer`, `msg`,
+ * `text`, a log `line`) belongs to the library and is valid only during
+ * the call: copy what you keep. Callbacks run on the loop thread. */
 typedef struct p11n_callbacks {
     /** Handshake done. `peer` is the authenticated peer's identifier, or
      *  its public key in hex when it is not in the peer store (an
-     *  initiator that named its peer by key). */
+     *  initiator that named its peer by key); valid during the call
+     *  (p11n_conn_peer_id() and p11n_conn_peer_key() give it later). */
     void (*established)(p11n_conn *conn, const char *peer, void *arg);
     /** One message. `msg` points into the connection's decoder and is
      *  valid only during the call. */
@@ -732,7 +760,7 @@ typedef struct p11n_callbacks {
     void (*writable)(p11n_conn *conn, void *arg);
     /** The connection ended or an attempt failed: `reason` is P11N_OK
      *  after p11n_close, else a negative p11n_err; `text` says what
-     *  happened. `final` 0: a reconnect is scheduled and the handle stays
+     *  happened (valid during the call only). `final` 0: a reconnect is scheduled and the handle stays
      *  valid. `final` 1: the last callback; the handle is freed when it
      *  returns. */
     void (*closed)(p11n_conn *conn, int reason, const char *text, int final, void *arg);
@@ -753,6 +781,7 @@ typedef struct p11n_channel_options {
 #define P11N_MAX_KK_CANDIDATES 16 /* initiator keys a KK listener may try per act */
 
 typedef struct p11n_listen_options {
+    size_t size;                  /* sizeof(p11n_listen_options): P11N_LISTEN_OPTIONS_INIT */
     p11n_channel_options ch;
     /* Identifiers accepted (each must be in the peer store now). None:
      * every peer in the store. The store is consulted at every handshake,
@@ -765,6 +794,8 @@ typedef struct p11n_listen_options {
     size_t npeers;
     unsigned max_handshakes;      /* handshakes in progress on this listener (0: the context's) */
 } p11n_listen_options;
+
+#define P11N_LISTEN_OPTIONS_INIT { .size = sizeof(p11n_listen_options) }
 
 /** Listen on a numeric IPv4 or IPv6 address ("127.0.0.1", "::1", "::");
  *  port 0 picks a free port (see p11n_listener_port). Errors: INVALID_ARG
@@ -784,6 +815,7 @@ P11N_API void p11n_listener_close(p11n_listener *l);
 /* ---- connecting ---- */
 
 typedef struct p11n_connect_options {
+    size_t size;                  /* sizeof(p11n_connect_options): P11N_CONNECT_OPTIONS_INIT */
     p11n_channel_options ch;
     /* SOCKS5 proxy "[USER:PASS@]HOST:PORT" ("[V6]:PORT" too); NULL: the
      * context's, if any. The target name is passed to the proxy
@@ -793,6 +825,8 @@ typedef struct p11n_connect_options {
     unsigned backoff_min_ms;      /* first retry delay (500); doubles per failure */
     unsigned backoff_max_ms;      /* delay cap (30000); each delay gets random jitter */
 } p11n_connect_options;
+
+#define P11N_CONNECT_OPTIONS_INIT { .size = sizeof(p11n_connect_options) }
 
 /** Start connecting to `host` (name or numeric address) on `port`, and
  *  handshake with `peer`: an identifier in the peer store or a public key
@@ -858,6 +892,19 @@ P11N_API const char *p11n_conn_peer_id(const p11n_conn *conn);
  *  STATE (not established yet). */
 P11N_API int p11n_conn_peer_key(const p11n_conn *conn, uint8_t out[P11N_PUBKEY_LEN]);
 
+/* ---- addresses ---- */
+
+/** Split "HOST:PORT" or "[IPV6]:PORT", the address form of the socks5
+ *  option (whose parser uses this one): HOST is a name or an IPv4
+ *  address (no ':'), or an IPv6 address in brackets; PORT is 0-65535 in
+ *  decimal digits alone (no sign, no space; whether 0 means anything is
+ *  the caller's to decide). `host` (cap bytes) receives HOST without the
+ *  brackets, NUL-terminated. Errors: INVALID_ARG (a NULL argument), PARSE
+ *  (syntax, empty HOST, a name in brackets), BUFFER_TOO_SMALL (HOST does
+ *  not fit in cap). */
+P11N_API P11N_WARN_UNUSED int p11n_hostport_parse(const char *s, char *host, size_t cap,
+    uint16_t *port);
+
 /* ---- running the loop ---- */
 
 /** Run until p11n_stop(). Returns P11N_OK, or IO if the wait fails. */
@@ -872,6 +919,19 @@ P11N_API int p11n_run_once(p11n_ctx *ctx, int timeout_ms);
 
 /** Ask the loop to return. Safe from any thread and from signal handlers. */
 P11N_API void p11n_stop(p11n_ctx *ctx);
+
+typedef void (*p11n_post_fn)(p11n_ctx *ctx, void *arg);
+
+/** Have fn(ctx, arg) called on the loop thread (inside p11n_run,
+ *  p11n_run_once or p11n_process), soon: the call wakes the loop, as
+ *  uv_async_send does. Safe from any thread, not from a signal handler
+ *  (it allocates). Calls run in the order they were posted; a call
+ *  posted by a posted call runs at the next turn. Calls not yet run when
+ *  the context is freed are dropped, never called: `arg` stays the
+ *  caller's throughout. This is how another thread sends on a
+ *  connection: post a call that does the p11n_send. Errors: INVALID_ARG,
+ *  NOMEM (nothing is queued then). */
+P11N_API P11N_WARN_UNUSED int p11n_post(p11n_ctx *ctx, p11n_post_fn fn, void *arg);
 
 /** External loop, step 1: the fds to poll (with events) and the longest
  *  wait before p11n_process must be called (-1: no deadline; 0 when this

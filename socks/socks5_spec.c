@@ -1,4 +1,5 @@
-/* Parsing "[USER:PASS@]HOST:PORT" proxy specs. */
+/* Parsing "[USER:PASS@]HOST:PORT" proxy specs, and HOST:PORT alone
+ * (p11n_hostport_parse, the command line's addresses). */
 #include "socks5_spec.h"
 
 #include <string.h>
@@ -13,6 +14,7 @@ static void copy_field(char *dst, const char *s, size_t len)
     dst[len] = '\0';
 }
 
+/* PORT: 1-5 decimal digits, at most 65535 (0 is the caller's to refuse). */
 static int parse_port(const char *s, size_t len, uint16_t *port)
 {
     unsigned long v = 0;
@@ -23,44 +25,62 @@ static int parse_port(const char *s, size_t len, uint16_t *port)
             return P11N_ERR_PARSE;
         v = v * 10 + (unsigned long)(s[i] - '0');
     }
-    if (v == 0 || v > 65535)
+    if (v > 65535)
         return P11N_ERR_PARSE;
     *port = (uint16_t)v;
     return P11N_OK;
 }
 
-/* HOST:PORT, HOST possibly a bracketed IPv6 address. */
-static int parse_hostport(const char *s, size_t len, p11n_socks5_proxy *out)
+int p11n_hostport_parse_n(const char *s, size_t len, char *host, size_t cap, uint16_t *port)
 {
-    const char *host, *colon;
+    const char *h, *colon;
     size_t hlen;
 
     if (len > 0 && s[0] == '[') {
         const char *close = memchr(s, ']', len);
         if (close == NULL || close + 1 >= s + len || close[1] != ':')
             return P11N_ERR_PARSE;
-        host = s + 1;
-        hlen = (size_t)(close - host);
+        h = s + 1;
+        hlen = (size_t)(close - h);
         colon = close + 1;
-        if (memchr(host, ':', hlen) == NULL)
+        if (memchr(h, ':', hlen) == NULL)
             return P11N_ERR_PARSE; /* brackets are for IPv6 only */
     } else {
         colon = memchr(s, ':', len);
         if (colon == NULL)
             return P11N_ERR_PARSE;
-        host = s;
+        h = s;
         hlen = (size_t)(colon - s);
         /* A second colon means an unbracketed IPv6 address: ambiguous. */
         if (memchr(colon + 1, ':', len - hlen - 1) != NULL)
             return P11N_ERR_PARSE;
     }
-    if (hlen == 0 || hlen > P11N_SOCKS5_MAX_FIELD)
+    if (hlen == 0)
         return P11N_ERR_PARSE;
-    int rc = parse_port(colon + 1, (size_t)(s + len - colon - 1), &out->port);
+    int rc = parse_port(colon + 1, (size_t)(s + len - colon - 1), port);
     if (rc != P11N_OK)
         return rc;
-    copy_field(out->host, host, hlen);
+    if (hlen >= cap)
+        return P11N_ERR_BUFFER_TOO_SMALL;
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
     return P11N_OK;
+}
+
+int p11n_hostport_parse(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    if (s == NULL || host == NULL || port == NULL)
+        return P11N_ERR_INVALID_ARG;
+    return p11n_hostport_parse_n(s, strlen(s), host, cap, port);
+}
+
+/* HOST:PORT of a proxy: a host SOCKS5 can name (255 bytes), port not 0. */
+static int parse_hostport(const char *s, size_t len, p11n_socks5_proxy *out)
+{
+    int rc = p11n_hostport_parse_n(s, len, out->host, sizeof(out->host), &out->port);
+    if (rc == P11N_OK && out->port == 0)
+        rc = P11N_ERR_PARSE;
+    return rc == P11N_ERR_BUFFER_TOO_SMALL ? P11N_ERR_PARSE : rc;
 }
 
 static int parse_userinfo(const char *s, size_t len, p11n_socks5_proxy *out)

@@ -3,6 +3,7 @@
 #ifndef P11N_SOCKS5_SPEC_H
 #define P11N_SOCKS5_SPEC_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "socks5.h"
@@ -23,6 +24,9 @@ typedef struct p11n_socks5_proxy {
  * over 255 bytes). On error `out` holds no credentials. Error texts never
  * quote the spec: it may hold a password. */
 int p11n_socks5_proxy_parse(const char *spec, p11n_socks5_proxy *out);
+
+/* HOST:PORT in s[0..len), as p11n_hostport_parse (p11noise.h). */
+int p11n_hostport_parse_n(const char *s, size_t len, char *host, size_t cap, uint16_t *port);
 
 /* Wipe the parsed spec (it holds the password). */
 void p11n_socks5_proxy_clear(p11n_socks5_proxy *p);

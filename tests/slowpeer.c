@@ -89,14 +89,14 @@ int main(int argc, char **argv)
 
     p11n_key *key = NULL;
     p11n_ctx *ctx = NULL;
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_WARN;
     o.write_high_water = (mib + 1) * 1024 * 1024; /* everything queued at once */
     if (p11n_key_load(argv[1], &key) != P11N_OK || p11n_ctx_new(&o, &ctx) != P11N_OK) {
         fprintf(stderr, "slowpeer: setup failed\n");
         return 1;
     }
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
     co.ch.cb = (p11n_callbacks){ .established = on_established, .message = on_message,
         .closed = on_closed, .arg = &p };

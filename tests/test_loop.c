@@ -18,10 +18,12 @@
  * p11n_run_once are the subject.
  */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "netutil.h"
 #include "p11noise.h"
@@ -217,7 +219,7 @@ static const p11n_callbacks end_cb = {
 static uint16_t listen_for_client(p11n_ctx *srv, end *srv_end)
 {
     static const char *const accept[] = { "client" };
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = keys[K_SERVER];
     lo.ch.cb = end_cb;
     lo.ch.cb.arg = srv_end;
@@ -230,7 +232,7 @@ static uint16_t listen_for_client(p11n_ctx *srv, end *srv_end)
 
 static void connect_server(p11n_ctx *cli, uint16_t port, end *e)
 {
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_CLIENT];
     co.ch.cb = end_cb;
     co.ch.cb.arg = e;
@@ -289,7 +291,7 @@ static size_t exported(p11n_ctx *ctx, struct pollfd *fds, size_t cap)
  * driven by p11n_run_once: messages echoed, then a graceful close. */
 static void run_pair(int sb, int cb)
 {
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     so.loop = sb;
     co.loop = cb;
     p11n_ctx *srv = ctx_new(NULL, so);
@@ -340,7 +342,7 @@ static void run_pair(int sb, int cb)
 static void test_backends(void)
 {
     p11n_ctx *ctx = NULL;
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.loop = 3;
     CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_ERR_INVALID_ARG);
     o.loop = -1;
@@ -348,6 +350,114 @@ static void test_backends(void)
     CU_ASSERT(ctx == NULL);
     run_pair(P11N_LOOP_POLL, P11N_LOOP_EPOLL);
     run_pair(P11N_LOOP_EPOLL, P11N_LOOP_POLL);
+}
+
+/* ---- p11n_post: calls from another thread, run on the loop's ---- */
+
+#define POSTS 1000
+
+typedef struct posts {
+    p11n_ctx *ctx;
+    pthread_t loop_thread;
+    unsigned ran, in_order, on_loop;
+    int dropped;                  /* set by a call that must never run */
+} posts;
+
+static posts *cur_posts;
+
+/* arg: the call's number, from 0 in the order posted. */
+static void posted(p11n_ctx *ctx, void *arg)
+{
+    posts *p = cur_posts;
+    p->in_order += (uintptr_t)arg == p->ran;
+    p->on_loop += pthread_equal(pthread_self(), p->loop_thread) != 0;
+    p->ran++;
+    if (p->ran == POSTS)
+        p11n_stop(ctx);
+}
+
+static void *poster(void *arg)
+{
+    posts *p = arg;
+    for (unsigned i = 0; i < POSTS; i++) {
+        if (p11n_post(p->ctx, posted, (void *)(uintptr_t)i) != P11N_OK)
+            abort();
+        if (i % 100 == 0)
+            sched_yield();
+    }
+    return NULL;
+}
+
+static void never(p11n_ctx *ctx, void *arg)
+{
+    (void)ctx;
+    ((posts *)arg)->dropped = 1;
+}
+
+/* A thread posts POSTS calls while the loop runs in p11n_run: every one
+ * runs, on the loop thread, in order, and the last stops the loop. A call
+ * still queued when the context goes is dropped, not run. */
+static void test_post(void)
+{
+    for (int backend = P11N_LOOP_POLL; backend <= P11N_LOOP_EPOLL; backend++) {
+        p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+        o.loop = backend;
+        o.log = t_log_cb;
+        o.log_arg = (void *)"post";
+        posts p;
+        memset(&p, 0, sizeof(p));
+        CU_ASSERT_FATAL(p11n_ctx_new(&o, &p.ctx) == P11N_OK);
+        p.loop_thread = pthread_self();
+        cur_posts = &p;
+        pthread_t th;
+        CU_ASSERT_FATAL(pthread_create(&th, NULL, poster, &p) == 0);
+        CU_ASSERT(p11n_run(p.ctx) == P11N_OK);
+        pthread_join(th, NULL);
+        CU_ASSERT(p.ran == POSTS && p.in_order == POSTS && p.on_loop == POSTS);
+        CU_ASSERT(p11n_post(p.ctx, never, &p) == P11N_OK);
+        CU_ASSERT(p11n_post(NULL, never, &p) == P11N_ERR_INVALID_ARG);
+        CU_ASSERT(p11n_post(p.ctx, NULL, &p) == P11N_ERR_INVALID_ARG);
+        p11n_ctx_free(p.ctx);
+        CU_ASSERT(p.dropped == 0);
+    }
+}
+
+/* ---- the library prints nothing unless asked ---- */
+
+/* What a context writes on stderr while it listens (an INFO line):
+ * nothing with the default options, the line once a level is set. */
+static size_t stderr_bytes_of_listen(int log_level)
+{
+    char path[] = "/tmp/p11n-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    CU_ASSERT_FATAL(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    CU_ASSERT_FATAL(saved >= 0 && dup2(fd, 2) == 2);
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log_level = log_level;
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    keys_setup();
+    CU_ASSERT(p11n_ceremony_input(ctx, pubs[K_CLIENT], "client", 0) == P11N_OK);
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = keys[K_SERVER];
+    p11n_listener *l = NULL;
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    p11n_ctx_free(ctx);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    off_t size = lseek(fd, 0, SEEK_END);
+    close(fd);
+    unlink(path);
+    return size > 0 ? (size_t)size : 0;
+}
+
+static void test_silent_by_default(void)
+{
+    CU_ASSERT(stderr_bytes_of_listen(0) == 0);
+    CU_ASSERT(stderr_bytes_of_listen(P11N_LOG_INFO) > 0);
 }
 
 /* ---- no sleep after a callback made before the wait ---- */
@@ -389,7 +499,7 @@ static void test_no_sleep_after_callbacks(void)
     end se, ce;
     memset(&se, 0, sizeof(se));
     memset(&ce, 0, sizeof(ce));
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     co.write_high_water = 16 * 1024;
     pair_up(so, co, &se, &ce);
 
@@ -437,7 +547,7 @@ static void test_close_completes_on_eos(void)
     memset(&se, 0, sizeof(se));
     memset(&ce, 0, sizeof(ce));
     se.echo = 1;
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     pair_up(so, co, &se, &ce);
     CU_ASSERT(p11n_send(ce.conn, (const uint8_t *)"bye", 3) == P11N_OK);
     p11n_close(ce.conn);
@@ -472,7 +582,7 @@ static void test_close_slow_reader(void)
     se.echo = 1;
     se.close_after = ECHOED;
     ce.check = 1;
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     pair_up(so, co, &se, &ce);
     close_mark = t_log_mark();
     CU_ASSERT(p11n_conn_pause_read(ce.conn, 1) == P11N_OK);
@@ -518,7 +628,7 @@ static void test_backpressure(void)
     memset(&ce, 0, sizeof(ce));
     se.echo = 1;
     se.backpressure = 1;
-    p11n_ctx_options so = { 0 }, co = { 0 };
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT, co = P11N_CTX_OPTIONS_INIT;
     so.write_high_water = 64 * 1024;
     co.write_high_water = 16 * 1024 * 1024;
     pair_up(so, co, &se, &ce);
@@ -558,6 +668,8 @@ int main(void)
 {
     static const p11n_test tests[] = {
         { "poll and epoll backends, p11n_run and p11n_run_once", test_backends },
+        { "p11n_post from another thread: every call, in order, on the loop", test_post },
+        { "silent unless a log callback or level is set", test_silent_by_default },
         { "no sleep after a callback made before the wait", test_no_sleep_after_callbacks },
         { "a close completes on the peer's end of stream", test_close_completes_on_eos },
         { "graceful close: a late reader gets every echo, then EOF", test_close_slow_reader },

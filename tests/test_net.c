@@ -11,6 +11,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +22,12 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include "channel.h"
 #include "crypto.h"
+#include "dialer.h"
+#include "net.h"
+#include "resolve.h"
+#include "socks5_spec.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "proxyutil.h"
@@ -77,7 +83,7 @@ static p11n_ctx *ctx_with(const char *name, p11n_ctx_options o)
 
 static p11n_ctx *ctx_make(const char *name, unsigned act_timeout_ms)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.act_timeout_ms = act_timeout_ms;
     o.connect_timeout_ms = 2000;
@@ -239,7 +245,7 @@ static int server_has_one(void *arg)
 static p11n_listen_options server_opts(const char *pattern, const char *const *peers,
     size_t npeers, server *sv)
 {
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = keys[K_SERVER];
     lo.ch.pattern = pattern;
     lo.ch.cb = server_cb;
@@ -263,7 +269,7 @@ static p11n_listener *listen_on(p11n_ctx *ctx, const char *ip, const char *patte
 /* keys[key], reporting into `s`. */
 static p11n_connect_options side_opts(const char *pattern, int key, side *s)
 {
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[key];
     co.ch.pattern = pattern;
     co.ch.cb = side_cb;
@@ -402,7 +408,7 @@ static p11n_ctx *ctx_dns(const char *name, const t_dns *d)
 {
     char servers[64];
     snprintf(servers, sizeof(servers), "127.0.0.1:%u", d->port);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.dns_servers = servers;
     /* Long enough for c-ares' first retransmission (seconds), which
@@ -447,6 +453,264 @@ static void test_dns_every_address(void)
     CU_ASSERT(d.queries >= 2); /* A and AAAA asked of the server */
 }
 
+/* The resolver alone, as any caller sees it: a host, a port and a
+ * callback; a cancelled request never calls back, an unknown name says
+ * why. */
+typedef struct answer {
+    int calls, rc;
+    size_t n;
+    uint16_t port;
+    char text[120];
+} answer;
+
+static void on_answer(void *arg, int rc, const char *text, const struct sockaddr_storage *addrs,
+    size_t n)
+{
+    answer *a = arg;
+    a->calls++;
+    a->rc = rc;
+    a->n = n;
+    snprintf(a->text, sizeof(a->text), "%s", text != NULL ? text : "");
+    if (n > 0)
+        a->port = ntohs(((const struct sockaddr_in *)&addrs[0])->sin_port);
+}
+
+static int answered(void *arg)
+{
+    return ((const answer *)arg)[0].calls > 0 && ((const answer *)arg)[2].calls > 0;
+}
+
+static void test_resolver_requests(void)
+{
+    t_dns d;
+    CU_ASSERT_FATAL(t_dns_start(&d, DNS_NAME, "127.0.0.1", "::1", 0) == 0);
+    p11n_ctx *cli = ctx_dns("dns", &d);
+    answer a[3];
+    memset(a, 0, sizeof(a));
+    p11n_resolve_req *req[3];
+    CU_ASSERT_FATAL(p11n_resolve_start(cli, DNS_NAME, 4711, on_answer, &a[0], &req[0]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_resolve_start(cli, DNS_NAME, 4712, on_answer, &a[1], &req[1]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_resolve_start(cli, "nosuch.p11n.test", 1, on_answer, &a[2], &req[2])
+        == P11N_OK);
+    CU_ASSERT(req[0] != NULL && req[1] != NULL && req[2] != NULL);
+    p11n_resolve_cancel(req[1]);
+    CU_ASSERT(pump_until(answered, a));
+    CU_ASSERT(a[0].calls == 1 && a[0].rc == P11N_OK && a[0].n == 2 && a[0].port == 4711);
+    CU_ASSERT(a[2].calls == 1 && a[2].rc == P11N_ERR_RESOLVE && a[2].n == 0);
+    CU_ASSERT(a[2].text[0] != '\0');
+    /* The cancelled query's answer (from the same server) is dropped,
+     * as is whatever is still pending when the context goes. */
+    pump_once(10);
+    CU_ASSERT(a[1].calls == 0);
+    ctx_drop_all();
+    t_dns_stop(&d);
+}
+
+/* Option structures that can grow: size 0 is refused; a smaller size (a
+ * program built against an older header) gets the defaults for the rest;
+ * a larger one (a newer header) is taken while the bytes this library
+ * does not know are zero, and refused otherwise. */
+static void test_options_size(void)
+{
+    p11n_ctx *ctx = NULL;
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.size = 0;
+    CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_ERR_INVALID_ARG && ctx == NULL);
+    /* Older: only as far as log_arg; log_level beyond it is never read. */
+    o = (p11n_ctx_options)P11N_CTX_OPTIONS_INIT;
+    o.size = offsetof(p11n_ctx_options, log_level);
+    o.log_level = 99;  /* past the size: never read */
+    CU_ASSERT(p11n_ctx_new(&o, &ctx) == P11N_OK && ctx != NULL);
+    p11n_ctx_free(ctx);
+    ctx = NULL;
+    struct {
+        p11n_ctx_options o;
+        uint64_t later;   /* a field of a newer library */
+    } newer;
+    memset(&newer, 0, sizeof(newer));
+    newer.o.size = sizeof(newer);
+    CU_ASSERT(p11n_ctx_new(&newer.o, &ctx) == P11N_OK && ctx != NULL);
+    newer.later = 1;
+    p11n_ctx *ctx2 = NULL;
+    CU_ASSERT(p11n_ctx_new(&newer.o, &ctx2) == P11N_ERR_INVALID_ARG && ctx2 == NULL);
+
+    keys_setup();
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.ch.key = keys[K_CLIENT];
+    p11n_conn *c = NULL;
+    co.size = 0;
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.pattern = "XK";
+    lo.size = 0;
+    p11n_listener *l = NULL;
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_ERR_INVALID_ARG);
+    lo.size = sizeof(lo);
+    CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    p11n_ctx_free(ctx);
+    /* Arrays the library returns go back through p11n_free. */
+    p11n_peer_entry *e = NULL;
+    size_t n = 0, bad = 0;
+    char text[200];
+    snprintf(text, sizeof(text), "a %s\n", pubhex[K_CLIENT]);
+    CU_ASSERT(p11n_peers_parse(text, strlen(text), &e, &n, &bad) == P11N_OK && n == 1);
+    p11n_free(e);
+    p11n_free(NULL);
+}
+
+/* The library's proxy option goes through the one spec parser: it takes
+ * what that parser takes, with the same fields, and refuses the rest
+ * (INVALID_ARG, or SOCKS_CREDENTIALS for an overlong field). */
+static void test_proxy_spec_one_parser(void)
+{
+    static const char *const specs[] = {
+        "127.0.0.1:1080", "proxy.lan:65535", "[::1]:9050", "u:p@h:1", "u:p:x@h:1",
+        "u:p@x@h:1", "proxy:+1080", "[proxy]:1080", "proxy: 1080", "::1:1080", "h:0",
+        "u@h:1", "",
+    };
+    for (size_t i = 0; i < sizeof(specs) / sizeof(specs[0]); i++) {
+        p11n_socks5_proxy want;
+        int wrc = p11n_socks5_proxy_parse(specs[i], &want);
+        p11n_proxy got;
+        int grc = p11n_proxy_parse(specs[i], &got);
+        CU_ASSERT((wrc == P11N_OK) == (grc == P11N_OK));
+        if (wrc != P11N_OK) {
+            CU_ASSERT(grc == (wrc == P11N_ERR_SOCKS_CREDENTIALS ? wrc : P11N_ERR_INVALID_ARG));
+            continue;
+        }
+        CU_ASSERT(grc == P11N_OK && strcmp(got.host, want.host) == 0 && got.port == want.port);
+        CU_ASSERT((got.user != NULL) == want.has_auth);
+        if (want.has_auth)
+            CU_ASSERT(strcmp(got.user, want.user) == 0 && strcmp(got.pass, want.pass) == 0);
+        p11n_proxy_clear(&got);
+        p11n_socks5_proxy_clear(&want);
+    }
+    /* Through the public calls. */
+    p11n_ctx *ctx = ctx_make("spec", 0);
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.ch.key = keys[K_CLIENT];
+    p11n_conn *c = NULL;
+    co.socks5 = "proxy:+1080";
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
+    co.socks5 = "[proxy]:1080";
+    CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, pubhex[K_SERVER], &co, &c) == P11N_ERR_INVALID_ARG);
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.socks5 = "[proxy]:1080";
+    p11n_ctx *bad = NULL;
+    CU_ASSERT(p11n_ctx_new(&o, &bad) == P11N_ERR_INVALID_ARG && bad == NULL);
+    ctx_drop_all();
+}
+
+/* The network layer's pattern table against the engine: each pattern's
+ * largest act, run through a whole handshake, is the table's max_act,
+ * and the act buffer holds every pattern's. */
+static void test_wire_table(void)
+{
+    keys_setup();
+    static const char *const names[] = { "KK", "XK" };
+    for (size_t i = 0; i < 2; i++) {
+        const p11n_wire *w = p11n_wire_by_name(names[i]);
+        CU_ASSERT_FATAL(w != NULL && strcmp(w->name, names[i]) == 0);
+        CU_ASSERT(w->max_act <= P11N_MAX_ACT);
+        p11n_handshake_config ic = { .pattern = names[i], .local = keys[K_CLIENT],
+            .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_SERVER], .nremote = 1 };
+        p11n_handshake_config rc = { .pattern = names[i], .local = keys[K_SERVER],
+            .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_CLIENT], .nremote = 1 };
+        p11n_handshake *hs[2] = { NULL, NULL };
+        CU_ASSERT_FATAL(p11n_handshake_initiate(&ic, &hs[0]) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_handshake_respond(&rc, &hs[1]) == P11N_OK);
+        size_t largest = 0;
+        for (int turn = 0, steps = 0; !p11n_handshake_done(hs[turn]) && steps < 4; steps++) {
+            uint8_t act[128];
+            size_t len = 0;
+            CU_ASSERT_FATAL(p11n_handshake_write(hs[turn], act, sizeof(act), &len) == P11N_OK);
+            CU_ASSERT_FATAL(p11n_handshake_read(hs[!turn], act, len) == P11N_OK);
+            largest = len > largest ? len : largest;
+            if (p11n_handshake_want(hs[turn]) > 0)
+                turn = !turn;
+        }
+        CU_ASSERT(p11n_handshake_done(hs[0]) && p11n_handshake_done(hs[1]));
+        CU_ASSERT(largest == w->max_act);
+        p11n_handshake_free(hs[0]);
+        p11n_handshake_free(hs[1]);
+    }
+    CU_ASSERT(p11n_wire_by_name(NULL) == p11n_wire_by_name("KK"));
+    CU_ASSERT(p11n_wire_by_name("NN") == NULL);
+}
+
+/* The dialer alone: a host, a port and a callback; the socket comes
+ * back connected and unwatched, a refused port says so, a cancelled
+ * attempt never calls back. */
+typedef struct dialed {
+    int calls, rc, fd;
+    char text[200], addr[P11N_ADDRSTR];
+} dialed;
+
+static void on_dialed(void *arg, int rc, const char *text, int fd, const char *addr)
+{
+    dialed *d = arg;
+    d->calls++;
+    d->rc = rc;
+    d->fd = fd;
+    snprintf(d->text, sizeof(d->text), "%s", text != NULL ? text : "");
+    snprintf(d->addr, sizeof(d->addr), "%s", addr);
+}
+
+static int both_dialed(void *arg)
+{
+    const dialed *d = arg;
+    return d[0].calls > 0 && d[1].calls > 0;
+}
+
+static void test_dialer(void)
+{
+    p11n_ctx *cli = ctx_make("dial", 0);
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sa);
+    CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 4) == 0);
+    CU_ASSERT_FATAL(getsockname(lfd, (struct sockaddr *)&sa, &len) == 0);
+    uint16_t open_port = ntohs(sa.sin_port);
+    /* A port nobody listens on: bound, never listening. */
+    int cfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sb = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    len = sizeof(sb);
+    CU_ASSERT_FATAL(bind(cfd, (struct sockaddr *)&sb, sizeof(sb)) == 0);
+    CU_ASSERT_FATAL(getsockname(cfd, (struct sockaddr *)&sb, &len) == 0);
+
+    dialed d[3];
+    memset(d, 0, sizeof(d));
+    p11n_dialer *dl[3];
+    CU_ASSERT_FATAL(p11n_dial_start(cli, "test #1", "127.0.0.1", open_port, NULL, on_dialed,
+        &d[0], &dl[0]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_dial_start(cli, "test #2", "127.0.0.1", ntohs(sb.sin_port), NULL,
+        on_dialed, &d[1], &dl[1]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_dial_start(cli, "test #3", "127.0.0.1", open_port, NULL, on_dialed,
+        &d[2], &dl[2]) == P11N_OK);
+    CU_ASSERT(d[0].calls == 0 && d[1].calls == 0); /* never inside start */
+    p11n_dial_cancel(dl[2]);
+    CU_ASSERT(pump_until(both_dialed, d));
+    CU_ASSERT(d[0].calls == 1 && d[0].rc == P11N_OK && d[0].fd >= 0);
+    char want[P11N_ADDRSTR];
+    snprintf(want, sizeof(want), "127.0.0.1:%u", open_port);
+    CU_ASSERT(strcmp(d[0].addr, want) == 0);
+    /* The socket is the caller's: it carries bytes to the listener. */
+    int afd = accept(lfd, NULL, NULL);
+    CU_ASSERT(afd >= 0 && send(d[0].fd, "x", 1, 0) == 1);
+    char got = 0;
+    CU_ASSERT(recv(afd, &got, 1, 0) == 1 && got == 'x');
+    CU_ASSERT(d[1].calls == 1 && d[1].rc == P11N_ERR_CONNECT && d[1].fd == -1);
+    CU_ASSERT(strstr(d[1].text, "Connection refused") != NULL);
+    pump_once(10);
+    CU_ASSERT(d[2].calls == 0);
+    close(afd);
+    close(d[0].fd);
+    close(cfd);
+    close(lfd);
+    ctx_drop_all();
+}
+
 /* The server ignores the first query: the answer only comes if c-ares'
  * retransmission timer runs inside the loop. A name it does not know is
  * a RESOLVE failure, and malformed name servers are refused up front. */
@@ -477,7 +741,7 @@ static void test_dns_retransmit(void)
     /* AAAA, A (one of them ignored), the resend, and the unknown name */
     CU_ASSERT(d.queries >= 4);
 
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.dns_servers = "not-an-address";
     p11n_ctx *bad = NULL;
     CU_ASSERT(p11n_ctx_new(&o, &bad) == P11N_ERR_INVALID_ARG);
@@ -489,7 +753,7 @@ static void test_api_errors(void)
     p11n_ctx *ctx = ctx_make("api", 0);
     p11n_conn *c = NULL;
     p11n_listener *l = NULL;
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_CLIENT];
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, "nobody", &co, &c) == P11N_ERR_UNKNOWN_PEER);
     CU_ASSERT(c == NULL);
@@ -501,7 +765,7 @@ static void test_api_errors(void)
     badpub[66] = '\0';
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 1, badpub, &co, &c) == P11N_ERR_BAD_PUBKEY);
     CU_ASSERT(p11n_connect(ctx, "127.0.0.1", 0, pubhex[0], &co, &c) == P11N_ERR_INVALID_ARG);
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = keys[K_SERVER];
     CU_ASSERT(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_ERR_INVALID_ARG); /* KK, no peer */
     static const char *const who[] = { "nobody" };
@@ -591,7 +855,7 @@ static int server_conn_closed(void *arg)
 static void test_write_queue(void)
 {
     p11n_ctx *srv = ctx_make("srv", 0);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.write_high_water = 64 * 1024;
     p11n_ctx *cli = ctx_with("hw", o);
@@ -758,7 +1022,7 @@ static void test_many_connections(void)
     CU_ASSERT_FATAL(streams != NULL && scratch != NULL);
     streams_done = streams_bad = 0;
     for (unsigned i = 0; i < stress_conns; i++) {
-        p11n_connect_options co = { 0 };
+        p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
         co.ch.key = keys[K_CLIENT];
         co.ch.cb = (p11n_callbacks){ .established = st_established, .message = st_message,
             .writable = st_writable, .closed = st_closed, .arg = &streams[i] };
@@ -1137,7 +1401,7 @@ static void test_reconnect(void)
 
 static void test_idle_timeout(void)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.idle_timeout_ms = 200;
     p11n_ctx *srv = ctx_with("idle", o);
     p11n_ctx *cli = ctx_make("cli", 0);
@@ -1187,7 +1451,7 @@ static void test_socks5(void)
 
     /* The context-wide proxy is used by every connect without its own. */
     p11n_ctx *srv = ctx_make("srv", 0);
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log_level = P11N_LOG_DEBUG;
     o.socks5 = open_spec;
     o.connect_timeout_ms = 3000;
@@ -1247,7 +1511,7 @@ static void test_socks5(void)
     char longspec[400];
     memset(longspec, 'u', 300);
     snprintf(longspec + 300, sizeof(longspec) - 300, ":p@127.0.0.1:1");
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_CLIENT];
     co.socks5 = longspec;
     p11n_conn *c = NULL;
@@ -1321,6 +1585,12 @@ int main(void)
         { "KK to localhost through c-ares", test_kk_localhost_cares },
         { "DNS: every address tried in turn", test_dns_every_address },
         { "DNS: retransmission and unknown names", test_dns_retransmit },
+        { "resolver: callbacks, cancelled requests, unknown names", test_resolver_requests },
+        { "dialer: a connected socket, a refused port, a cancelled attempt", test_dialer },
+        { "wire patterns: the table's largest acts are the engine's", test_wire_table },
+        { "option structures: the size rule", test_options_size },
+        { "proxy specs: the library takes what the one spec parser takes",
+            test_proxy_spec_one_parser },
         { "write queue: would-block, writable, close flushes", test_write_queue },
         { "many connections, every byte checked", test_many_connections },
         { "hostile peers", test_hostile_peers },

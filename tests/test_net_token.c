@@ -12,6 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "crypto.h"
 #include "netutil.h"
@@ -73,7 +77,7 @@ static void pub_of(p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
 
 static p11n_ctx *ctx_make(const char *name, unsigned max_token_ops)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
     o.log_arg = (void *)name;
     o.log_level = P11N_LOG_DEBUG;
@@ -131,7 +135,7 @@ static side server_side = { .echo = 1 };
 
 static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
 {
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = key;
     lo.ch.pattern = "XK";
     lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
@@ -144,7 +148,7 @@ static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
 static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
     p11n_key *key, side *s)
 {
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
     co.ch.pattern = pattern;
     co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
@@ -184,7 +188,7 @@ static void test_token_keys_kk(void)
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, spub, "server", P11N_PEER_TO_TOKEN) == P11N_OK);
     CU_ASSERT(p11n_peers_load_token(cli, T.uri) == 2);
 
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
     lo.ch.key = skey;
     lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
@@ -288,7 +292,7 @@ static void test_close_during_token_step(void)
     p11n_ctx *cli = ctx_make("zcli", 0);
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
     CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
     lo.ch.key = skey;
     lo.peers = accepted;
@@ -318,6 +322,100 @@ static void test_close_during_token_step(void)
     /* Freed with the context once the worker returns (ASan checks). */
     p11n_ctx_free(cli);
     p11n_ctx_free(srv);
+    p11n_key_free(skey);
+    p11n_key_free(ckey);
+}
+
+/* A listening socket on 127.0.0.1 that resets the first connection it
+ * accepts once the client has logged it as connected (before that, the
+ * reset could end the connect itself), and holds the others open. */
+typedef struct resetter {
+    int lfd;
+    int fds[64];
+    size_t n, reset;
+} resetter;
+
+static uint16_t resetter_open(resetter *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    CU_ASSERT_FATAL(r->lfd >= 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(sa);
+    CU_ASSERT_FATAL(bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CU_ASSERT_FATAL(listen(r->lfd, 16) == 0);
+    CU_ASSERT_FATAL(getsockname(r->lfd, (struct sockaddr *)&sa, &len) == 0);
+    return ntohs(sa.sin_port);
+}
+
+static void resetter_step(resetter *r, size_t connected)
+{
+    int fd;
+    while (r->n < 64 && (fd = accept(r->lfd, NULL, NULL)) >= 0)
+        r->fds[r->n++] = fd;
+    for (; r->reset < r->n && r->reset < connected && r->reset < 1; r->reset++) {
+        struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+        setsockopt(r->fds[r->reset], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+        close(r->fds[r->reset]);
+    }
+}
+
+static void resetter_close(resetter *r)
+{
+    for (; r->reset < r->n; r->reset++)
+        close(r->fds[r->reset]);
+    close(r->lfd);
+}
+
+/* An attempt that ends while its token step runs leaves the step to its
+ * worker: the reconnect starts at once, its own step runs on another
+ * worker, and the old one is dropped when it comes back. The first
+ * derivation of the handshakes takes 3 s, the later ones none. */
+static void test_reconnect_during_token_step(void)
+{
+    setenv("P11N_FAULT", "C_DeriveKey:delay@2=3000", 1);
+    p11n_key *ckey = load(key_uri("client", 1));
+    unsetenv("P11N_FAULT");
+    p11n_key *skey = soft_key(SERVER_PRIV);
+    uint8_t spub[33];
+    pub_of(skey, spub);
+    char spubhex[67];
+    p11n_hex_encode(spub, 33, spubhex);
+    p11n_ctx *cli = ctx_make("rcli", 0);
+    resetter r;
+    uint16_t port = resetter_open(&r);
+
+    size_t mark = t_log_mark();
+    side s = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.ch.key = ckey;
+    co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = &s };
+    co.reconnect = 1;
+    co.backoff_min_ms = co.backoff_max_ms = 1;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, spubhex, &co, &c) == P11N_OK);
+    const char *later = "worker finished a handshake write";
+    const char *orphan = "of an attempt that has ended: dropped";
+    time_t guard = time(NULL) + 60;
+    while (t_log_count(mark, later) == 0 && t_log_count(mark, orphan) == 0
+        && time(NULL) < guard) {
+        resetter_step(&r, t_log_count(mark, "connected to"));
+        pump(cli, NULL);
+    }
+    /* A later attempt's step came back before the first one's. */
+    CU_ASSERT(s.closed >= 1);
+    CU_ASSERT(t_log_count(mark, later) >= 1);
+    CU_ASSERT(t_log_count(mark, orphan) == 0);
+    while (t_log_count(mark, orphan) == 0 && time(NULL) < guard) {
+        resetter_step(&r, t_log_count(mark, "connected to"));
+        pump(cli, NULL);
+    }
+    CU_ASSERT(t_log_count(mark, orphan) >= 1);
+    p11n_close(c);
+    pump(cli, NULL);
+    p11n_ctx_free(cli);
+    resetter_close(&r);
     p11n_key_free(skey);
     p11n_key_free(ckey);
 }
@@ -424,7 +522,7 @@ static void stream_setup(struct stream *st, const struct stream_case *sc, p11n_k
     st->pattern = sc->pattern;
     CU_ASSERT_FATAL(p11n_ceremony_input(st->srv, cpub, "client", 0) == P11N_OK);
     CU_ASSERT_FATAL(p11n_ceremony_input(st->cli, spub, "server", 0) == P11N_OK);
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
     st->srvside.echo = 1;
     lo.ch.key = skey;
@@ -514,6 +612,8 @@ int main(void)
         { "token keys on both sides, peers from the token", test_token_keys_kk },
         { "slow token: messages flow during a handshake; queue limit", test_slow_token },
         { "closed during a token step: the loop waits, no spin", test_close_during_token_step },
+        { "reconnect during a token step: no wait for the old step",
+            test_reconnect_during_token_step },
         { "token pulled out during KK handshakes, token initiates", test_removed_kk_initiator },
         { "token pulled out during KK handshakes, token responds", test_removed_kk_responder },
         { "token pulled out during XK handshakes, token initiates", test_removed_xk_initiator },

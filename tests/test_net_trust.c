@@ -16,9 +16,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "conn.h"
 #include "crypto.h"
 #include "key.h"
-#include "net.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "proxyutil.h"
@@ -55,7 +55,7 @@ static p11n_ctx *ctxs[2];
 
 static p11n_ctx *ctx_make(int slot, const char *name)
 {
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
     o.log_arg = (void *)name;
     o.log_level = P11N_LOG_DEBUG;
@@ -156,7 +156,7 @@ static p11n_listener *listen_with(p11n_ctx *ctx, p11n_key *key, const char *patt
     const char *const *ids, size_t nids, server *sv)
 {
     memset(sv, 0, sizeof(*sv));
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = key;
     lo.ch.pattern = pattern;
     lo.ch.cb = server_cb;
@@ -173,7 +173,7 @@ static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const cha
 {
     memset(s, 0, sizeof(*s));
     s->magic = SIDE_MAGIC;
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
     co.ch.pattern = pattern;
     co.ch.cb = side_cb;
@@ -356,7 +356,7 @@ static void test_reconnect_after_removal(void)
     uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "KK", NULL, 0, &sv));
     side s;
     memset(&s, 0, sizeof(s));
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_A];
     co.ch.cb = side_cb;
     co.ch.cb.arg = &s;
@@ -439,10 +439,9 @@ static const char *long_pass(void)
     return pass;
 }
 
-/* The SOCKS5 username/password request went through the connection's
- * write queue: once sent, its bytes are gone from the buffer (checked
- * when the handshake completes, the queue having been reused for act
- * one, which covers only the start of the old request). */
+/* The SOCKS5 username/password request is sent from the dialer's SOCKS5
+ * state, wiped as it goes: no byte of it is in the connection's write
+ * queue when the handshake completes. */
 static int wbuf_has_secret;
 static void proxy_up(p11n_conn *c, const char *peer, void *arg)
 {
@@ -469,7 +468,7 @@ static void test_proxy_credentials_wiped(void)
     snprintf(spec, sizeof(spec), "machine1:%s@127.0.0.1:%u", long_pass(), px.port);
     side s;
     memset(&s, 0, sizeof(s));
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = keys[K_A];
     co.ch.cb = side_cb;
     co.ch.cb.established = proxy_up;
@@ -631,7 +630,7 @@ static void test_revoked_while_handshaking(void)
     side s;
     dial(cli, port, hexes[K_SRV], "KK", keys[K_A], &s);
     /* Act one is with a worker (the token is slow). */
-    PUMP_UNTIL(srv->conns != NULL && srv->conns->job_pending);
+    PUMP_UNTIL(srv->cl->conns != NULL && srv->cl->conns->job != NULL);
     CU_ASSERT(p11n_peer_remove(srv, "a") == P11N_OK);
     PUMP_UNTIL(sv.failed.closed == 1 && s.closed == 1);
     CU_ASSERT(sv.n == 0 && s.established == 0);
@@ -677,7 +676,7 @@ int main(void)
         { "a handshake towards a replaced key fails at once", test_handshake_in_progress },
         { "a reconnect by identifier after its removal", test_reconnect_after_removal },
         { "a key's warning is logged once", test_key_warning_once },
-        { "SOCKS5 credentials leave the write queue once sent", test_proxy_credentials_wiped },
+        { "SOCKS5 credentials never reach the write queue", test_proxy_credentials_wiped },
         { "reload from the token revokes removed and replaced peers", test_reload_from_token },
         { "an object planted without the PIN is ignored and its key refused",
           test_planted_object_ignored },

@@ -52,6 +52,8 @@ static void test_syntax_errors(void)
         "host:123456", "host:-1", "host: 80", "::1:1080", "[::1]", "[::1]1080",
         "[::1:1080", "[]:1080", "[127.0.0.1]:1080", "@host:1", "user@host:1",
         ":pass@host:1", "user:@host:1", "user:pass@", "user:pass@host",
+        /* a port is digits alone; brackets are for IPv6 alone */
+        "proxy:+1080", "[proxy]:1080",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         p11n_socks5_proxy p;
@@ -63,6 +65,44 @@ static void test_syntax_errors(void)
     p11n_socks5_proxy p;
     CU_ASSERT_EQUAL(p11n_socks5_proxy_parse(NULL, &p), P11N_ERR_INVALID_ARG);
     CU_ASSERT_EQUAL(p11n_socks5_proxy_parse("h:1", NULL), P11N_ERR_INVALID_ARG);
+}
+
+/* HOST:PORT alone, as the command line uses it: the same host forms,
+ * port 0 left to the caller, a host that does not fit said so. */
+static void test_hostport(void)
+{
+    static const struct {
+        const char *in, *host;
+        uint16_t port;
+        int rc;
+    } rows[] = {
+        { "127.0.0.1:1080", "127.0.0.1", 1080, P11N_OK },
+        { "[::1]:0", "::1", 0, P11N_OK },
+        { "node.example:65535", "node.example", 65535, P11N_OK },
+        { "proxy:+1080", NULL, 0, P11N_ERR_PARSE },
+        { "[proxy]:1080", NULL, 0, P11N_ERR_PARSE },
+        { "::1:80", NULL, 0, P11N_ERR_PARSE },
+        { "host:65536", NULL, 0, P11N_ERR_PARSE },
+        { ":80", NULL, 0, P11N_ERR_PARSE },
+        { "host", NULL, 0, P11N_ERR_PARSE },
+        { "a-very-long-host-name:1", NULL, 0, P11N_ERR_BUFFER_TOO_SMALL },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char host[16] = "";
+        uint16_t port = 7;
+        int rc = p11n_hostport_parse(rows[i].in, host, sizeof(host), &port);
+        CU_ASSERT_EQUAL(rc, rows[i].rc);
+        if (rc != rows[i].rc)
+            fprintf(stderr, "%s: got %s\n", rows[i].in, p11n_strerror(rc));
+        if (rows[i].rc == P11N_OK)
+            CU_ASSERT(strcmp(host, rows[i].host) == 0 && port == rows[i].port);
+    }
+    char host[16];
+    uint16_t port;
+    CU_ASSERT_EQUAL(p11n_hostport_parse(NULL, host, sizeof(host), &port), P11N_ERR_INVALID_ARG);
+    /* The proxy spec keeps refusing port 0. */
+    p11n_socks5_proxy p;
+    CU_ASSERT_EQUAL(p11n_socks5_proxy_parse("[::1]:0", &p), P11N_ERR_PARSE);
 }
 
 static int all_zero(const void *p, size_t len)
@@ -114,6 +154,7 @@ static const p11n_test tests[] = {
     { "credentials", test_credentials },
     { "syntax errors", test_syntax_errors },
     { "field lengths", test_lengths },
+    { "HOST:PORT alone (p11n_hostport_parse)", test_hostport },
     { NULL, NULL },
 };
 

@@ -42,6 +42,7 @@ static p11n_ctx *quiet_ctx(unsigned max_handshakes)
     p11n_ctx_options opt;
     p11n_ctx *ctx = NULL;
     memset(&opt, 0, sizeof(opt));
+    opt.size = sizeof(opt);
     opt.log_level = P11N_LOG_ERROR;
     opt.max_handshakes = max_handshakes;
     return p11n_ctx_new(&opt, &ctx) == P11N_OK ? ctx : NULL;
@@ -122,6 +123,7 @@ static int echo_serve(void *p)
     if (ctx == NULL || p11n_ceremony_input(ctx, a->client_pub, "client", 0) != P11N_OK)
         return -1;
     memset(&lo, 0, sizeof(lo));
+    lo.size = sizeof(lo);
     lo.ch.key = key;
     lo.ch.cb.established = srv_established;
     lo.ch.cb.message = srv_message;
@@ -208,6 +210,7 @@ static int client_connect(struct client *cl, p11n_key *key, struct conn_tag *tag
     p11n_connect_options co;
     p11n_conn *c;
     memset(&co, 0, sizeof(co));
+    co.size = sizeof(co);
     co.ch.key = key;
     co.ch.cb.established = cli_established;
     co.ch.cb.message = cli_message;

@@ -58,11 +58,13 @@ static int sink_serve(void *arg)
     uint16_t port;
 
     memset(&co, 0, sizeof(co));
+    co.size = sizeof(co);
     co.log_level = P11N_LOG_ERROR;
     if (p11n_ctx_new(&co, &ctx) != P11N_OK
         || p11n_ceremony_input(ctx, a->client_pub, "client", 0) != P11N_OK)
         return -1;
     memset(&lo, 0, sizeof(lo));
+    lo.size = sizeof(lo);
     lo.ch.key = a->key;
     lo.ch.cb.message = sink_message;
     lo.ch.cb.arg = &s;
@@ -191,8 +193,10 @@ int bench_loop_throughput(const bench_opts *o, size_t size, bench_stat *out)
     if (pid < 0 || bench_read_all(fds[0], &port, sizeof(port)) != 0)
         goto done;
     memset(&co, 0, sizeof(co));
+    co.size = sizeof(co);
     co.log_level = P11N_LOG_ERROR;
     memset(&cn, 0, sizeof(cn));
+    cn.size = sizeof(cn);
     cn.ch.key = ckey;
     cn.ch.cb.established = pump_established;
     cn.ch.cb.message = pump_message;

@@ -258,7 +258,7 @@ static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n
         cli_log_format = cli_log_format_parse(a->log_format);
     if (a->lim.log_level != 0 && !a->verbose)
         cli_log_level = a->lim.log_level;
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     cli_limits_apply(&a->lim, &o);
     o.log = cli_log_cb;
     o.log_level = cli_log_level;
@@ -547,7 +547,7 @@ int cmd_listen(int argc, char **argv)
     struct listen_state st = { .raw = a.raw, .show_peer = a.show_peer, .echo = a.echo };
     p11n_callbacks cb = { .established = l_established, .message = l_message,
         .writable = l_writable, .closed = l_closed, .arg = &st };
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch = channel_options(&a, key, cb);
     lo.peers = a.listen_peers;
     lo.npeers = a.nlisten_peers;
@@ -787,7 +787,7 @@ int cmd_connect(int argc, char **argv)
     int status = setup(&a, "connect", &st.ctx, &key);
     if (status != 0)
         goto out;
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch = channel_options(&a, key, (p11n_callbacks){ .established = c_established,
         .message = c_message, .writable = c_writable, .closed = c_closed, .arg = &st });
     co.socks5 = a.socks5;

@@ -23,7 +23,7 @@ static int setup(struct tunnel *t, const char *cmd)
         cli_log_format = cli_log_format_parse(t->a.log_format);
     if (t->lim.log_level != 0 && !t->a.verbose)
         cli_log_level = t->lim.log_level;
-    p11n_ctx_options o = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     cli_limits_apply(&t->lim, &o);
     o.log = cli_log_cb;
     o.log_level = cli_log_level;

@@ -46,7 +46,7 @@ int tun_server_start(struct tunnel *t)
         tun_log(P11N_LOG_ERROR, "tunnel server: target %s: %s", t->a.target, err);
         return CLI_EXIT_NETWORK;
     }
-    p11n_listen_options lo = { 0 };
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     lo.ch = channel(t, t);
     lo.peers = t->a.server_peers;
     lo.npeers = t->a.nserver_peers;
@@ -191,7 +191,7 @@ static void client_open(struct tunnel *t, int fd)
         tun_close_reset(fd);
         return;
     }
-    p11n_connect_options co = { 0 };
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch = channel(t, c);
     co.socks5 = t->a.socks5;
     int rc = p11n_connect(t->ctx, t->target_addr.host, t->target_addr.port, t->a.peer, &co,

@@ -4,7 +4,7 @@
  * the pattern, the key, and which initiators may get in.
  */
 #define _GNU_SOURCE /* accept4 */
-#include "net.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -71,13 +71,13 @@ static int load_ids(p11n_listener *l, const p11n_listen_options *o)
     p11n_ctx *ctx = l->ctx;
     size_t n = o->npeers;
     if (n == 0) {
-        if (l->xk)
+        if (!l->ch->wire->responder_chooses)
             return P11N_OK;
         if (ctx->npeers == 0)
             return P11N_ERR_INVALID_ARG;  /* KK: no candidate at all */
         return ctx->npeers > P11N_MAX_KK_CANDIDATES ? P11N_ERR_LIMIT : P11N_OK;
     }
-    if (!l->xk && n > P11N_MAX_KK_CANDIDATES)
+    if (l->ch->wire->responder_chooses && n > P11N_MAX_KK_CANDIDATES)
         return P11N_ERR_LIMIT;
     l->ids = calloc(n, sizeof(*l->ids));
     if (l->ids == NULL)
@@ -157,6 +157,10 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
 {
     if (out != NULL)
         *out = NULL;
+    p11n_listen_options copy;
+    if (opts != NULL && p11n_options_copy(&copy, sizeof(copy), opts) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
+    opts = opts != NULL ? &copy : NULL;
     if (ctx == NULL || ip == NULL || opts == NULL || opts->ch.key == NULL || out == NULL
         || (opts->peers == NULL && opts->npeers > 0)
         || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))
@@ -165,7 +169,7 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
     socklen_t sslen;
     if (parse_ip(ip, port, &ss, &sslen) != P11N_OK)
         return P11N_ERR_INVALID_ARG;
-    if (p11n_timers_reserve(ctx, 1) != P11N_OK)
+    if (p11n_conn_layer_attach(ctx) != P11N_OK || p11n_timers_reserve(ctx, 1) != P11N_OK)
         return P11N_ERR_NOMEM;
     p11n_listener *l = calloc(1, sizeof(*l));
     if (l == NULL) {
@@ -175,41 +179,32 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
     l->ctx = ctx;
     l->fd = -1;
     p11n_timer_init(&l->pause, on_resume, l);
-    l->key = opts->ch.key;
-    l->cb = opts->ch.cb;
     l->max_handshakes = opts->max_handshakes ? opts->max_handshakes : ctx->opt.max_handshakes;
-    int rc = p11n_pattern_is_xk(opts->ch.pattern, &l->xk);
+    int rc = p11n_channel_new(&opts->ch, &l->ch);
     if (rc != P11N_OK)
         goto fail;
-    if (opts->ch.prologue != NULL) {
-        rc = P11N_ERR_NOMEM;
-        if ((l->prologue = malloc(opts->ch.prologue_len + 1)) == NULL)
-            goto fail;
-        memcpy(l->prologue, opts->ch.prologue, opts->ch.prologue_len);
-        l->prologue_len = opts->ch.prologue_len;
-    }
     if ((rc = load_ids(l, opts)) != P11N_OK)
         goto fail;
     if ((rc = open_socket(l, &ss, sslen)) != P11N_OK)
         goto fail;
     if ((rc = p11n_io_add(ctx, l->fd, POLLIN, on_accept, l)) != P11N_OK)
         goto fail;
-    l->next = ctx->listeners;
-    ctx->listeners = l;
+    l->next = ctx->cl->listeners;
+    ctx->cl->listeners = l;
     if (l->nids == 0)
         p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, accepting any peer in the store)",
-            l->addr, l->xk ? "XK" : "KK");
+            l->addr, l->ch->wire->name);
     else
         p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, %zu accepted peer%s)", l->addr,
-            l->xk ? "XK" : "KK", l->nids, l->nids == 1 ? "" : "s");
-    p11n_log_key_warning(ctx, l->key);
+            l->ch->wire->name, l->nids, l->nids == 1 ? "" : "s");
+    p11n_log_key_warning(ctx, l->ch->key);
     *out = l;
     return P11N_OK;
 fail:
     if (l->fd >= 0)
         close(l->fd);
     free(l->ids);
-    free(l->prologue);
+    p11n_channel_unref(l->ch);
     free(l);
     p11n_timers_release(ctx, 1);
     return rc;
@@ -227,7 +222,7 @@ void p11n_listener_free(p11n_listener *l)
     p11n_ctx *ctx = l->ctx;
     if (!l->closed) {
         l->closed = 1;
-        for (p11n_listener **pp = &ctx->listeners; *pp != NULL; pp = &(*pp)->next) {
+        for (p11n_listener **pp = &ctx->cl->listeners; *pp != NULL; pp = &(*pp)->next) {
             if (*pp == l) {
                 *pp = l->next;
                 break;
@@ -242,7 +237,7 @@ void p11n_listener_free(p11n_listener *l)
     if (l->refs > 0)
         return;
     free(l->ids);
-    free(l->prologue);
+    p11n_channel_unref(l->ch);
     free(l);
 }
 

@@ -1,8 +1,10 @@
 /*
  * One connection's state machine:
  *
- *   START -> RESOLVING -> CONNECTING -> (PROXY) -> HANDSHAKE -> ESTABLISHED
- *                                                                -> CLOSING
+ *   START -> DIALING -> HANDSHAKE -> ESTABLISHED -> CLOSING
+ *
+ * DIALING is the dialer's (dialer.h): resolving, trying each address and
+ * the proxy phase, until it hands over a connected socket.
  * Any state may end (conn_end): the connection then goes DEAD, or BACKOFF
  * when it reconnects, and from BACKOFF back to START.
  *
@@ -18,18 +20,20 @@
  * until its end of stream: a socket closed with unread bytes sends a
  * reset, which can destroy the messages the peer has not read yet.
  */
-#include "net.h"
+#include "conn.h"
 
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 
+#include "channel.h"
 #include "crypto.h"
+#include "dialer.h"
+#include "worker.h"
 #include "key.h"
 #include "log.h"
 #include "secure.h"
@@ -39,29 +43,18 @@
 #define DEF_BACKOFF_MAX_MS 30000
 #define WBUF_MIN (16 * 1024)
 #define TEXT_LEN 160
+/* How often idle connections give their buffers back. */
+#define TRIM_INTERVAL_MS 1000
 
 static void hs_step(p11n_conn *c);
-static void try_next_address(p11n_conn *c);
 static void on_io(void *obj, int fd, short revents);
 static void on_timer(void *obj);
 static void on_idle(void *obj);
 
-int p11n_pattern_is_xk(const char *pattern, int *xk)
-{
-    if (pattern == NULL || strcmp(pattern, "KK") == 0)
-        *xk = 0;
-    else if (strcmp(pattern, "XK") == 0)
-        *xk = 1;
-    else
-        return P11N_ERR_UNSUPPORTED;
-    return P11N_OK;
-}
-
 static const char *state_name(enum p11n_conn_state s)
 {
     static const char *const names[] = {
-        [P11N_CS_START] = "starting", [P11N_CS_RESOLVING] = "resolving",
-        [P11N_CS_CONNECTING] = "connecting", [P11N_CS_PROXY] = "proxy negotiation",
+        [P11N_CS_START] = "starting", [P11N_CS_DIALING] = "dialing",
         [P11N_CS_HANDSHAKE] = "handshake", [P11N_CS_ESTABLISHED] = "established",
         [P11N_CS_CLOSING] = "closing", [P11N_CS_BACKOFF] = "backoff", [P11N_CS_DEAD] = "dead",
     };
@@ -70,41 +63,29 @@ static const char *state_name(enum p11n_conn_state s)
 
 /* ---- creation and release ---- */
 
-static p11n_conn *conn_new(p11n_ctx *ctx, const p11n_callbacks *cb, p11n_key *key, int xk,
-    const uint8_t *prologue, size_t prologue_len)
+/* A connection on channel `ch` (a reference is taken). */
+static p11n_conn *conn_new(p11n_ctx *ctx, p11n_channel *ch)
 {
-    if (p11n_timers_reserve(ctx, 2) != P11N_OK)
+    if (p11n_conn_layer_attach(ctx) != P11N_OK || p11n_timers_reserve(ctx, 2) != P11N_OK)
         return NULL;
     p11n_conn *c = calloc(1, sizeof(*c));
-    if (c == NULL)
-        goto fail;
-    if (prologue != NULL) {
-        /* +1: a zero-length prologue still needs a non-NULL pointer */
-        if ((c->prologue = malloc(prologue_len + 1)) == NULL)
-            goto fail;
-        memcpy(c->prologue, prologue, prologue_len);
-        c->prologue_len = prologue_len;
+    if (c == NULL) {
+        p11n_timers_release(ctx, 2);
+        return NULL;
     }
     c->ctx = ctx;
-    c->id = ++ctx->next_id;
+    c->id = ++ctx->cl->next_id;
     c->fd = -1;
-    c->cb = *cb;
-    c->key = key;
-    c->xk = xk;
+    c->ch = p11n_channel_ref(ch);
+    c->arg = ch->cb.arg;
     p11n_timer_init(&c->timer, on_timer, c);
     p11n_timer_init(&c->idle, on_idle, c);
-    c->next = ctx->conns;
-    if (ctx->conns != NULL)
-        ctx->conns->prev = c;
-    ctx->conns = c;
+    c->next = ctx->cl->conns;
+    if (ctx->cl->conns != NULL)
+        ctx->cl->conns->prev = c;
+    ctx->cl->conns = c;
     c->started = c->last_active = ctx->now;
     return c;
-fail:
-    if (c != NULL)
-        free(c->prologue);
-    free(c);
-    p11n_timers_release(ctx, 2);
-    return NULL;
 }
 
 static void uncount_handshake(p11n_conn *c)
@@ -112,7 +93,7 @@ static void uncount_handshake(p11n_conn *c)
     if (!c->counted)
         return;
     c->counted = 0;
-    c->ctx->handshakes_in--;
+    c->ctx->cl->handshakes_in--;
     if (c->listener != NULL)
         c->listener->handshakes--;
 }
@@ -126,29 +107,24 @@ static void close_socket(p11n_conn *c)
     c->fd = -1;
 }
 
-/* Drop everything an attempt holds. A handshake a worker is running stays
- * with the worker; p11n_conn_job_done frees it. */
+static void job_orphan(p11n_conn *c);
+
+/* Drop everything an attempt holds. A handshake step a worker is running
+ * is the job's: it is orphaned, and frees itself when it comes back. */
 static void conn_release(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
     close_socket(c);
     p11n_timer_cancel(ctx, &c->timer);
     p11n_timer_cancel(ctx, &c->idle);
-    p11n_resolve_cancel(c);
-    p11n_proxy_end(c);
-    if (!c->job_pending) {
-        p11n_handshake_free(c->hs);
-        c->hs = NULL;
-    }
+    p11n_dial_cancel(c->dialer);
+    c->dialer = NULL;
+    job_orphan(c);
+    p11n_handshake_free(c->hs);
+    c->hs = NULL;
     p11n_transport_free(c->t);
     c->t = NULL;
     uncount_handshake(c);
-    free(c->addrs);
-    c->addrs = NULL;
-    c->naddrs = c->addr_i = 0;
-    if (c->wipe_wbuf)
-        p11n_wipe(c->wbuf, c->wcap);
-    c->wipe_wbuf = 0;
     c->wpos = c->wlen = 0;
     c->partial = 0;
     c->want_writable = 0;
@@ -162,7 +138,7 @@ static void flushq_remove(p11n_conn *c)
 {
     if (!c->in_flushq)
         return;
-    for (p11n_conn **pp = &c->ctx->flushq; *pp != NULL; pp = &(*pp)->next_flush) {
+    for (p11n_conn **pp = &c->ctx->cl->flushq; *pp != NULL; pp = &(*pp)->next_flush) {
         if (*pp == c) {
             *pp = c->next_flush;
             break;
@@ -175,7 +151,7 @@ static void readq_remove(p11n_conn *c)
 {
     if (!c->in_readq)
         return;
-    for (p11n_conn **pp = &c->ctx->readq; *pp != NULL; pp = &(*pp)->next_read) {
+    for (p11n_conn **pp = &c->ctx->cl->readq; *pp != NULL; pp = &(*pp)->next_read) {
         if (*pp == c) {
             *pp = c->next_read;
             break;
@@ -194,10 +170,10 @@ static void trimq_add(p11n_conn *c)
     p11n_ctx *ctx = c->ctx;
     c->in_trimq = 1;
     c->trim_prev = NULL;
-    c->trim_next = ctx->trimq;
-    if (ctx->trimq != NULL)
-        ctx->trimq->trim_prev = c;
-    ctx->trimq = c;
+    c->trim_next = ctx->cl->trimq;
+    if (ctx->cl->trimq != NULL)
+        ctx->cl->trimq->trim_prev = c;
+    ctx->cl->trimq = c;
 }
 
 static void trimq_remove(p11n_conn *c)
@@ -207,7 +183,7 @@ static void trimq_remove(p11n_conn *c)
     if (c->trim_prev != NULL)
         c->trim_prev->trim_next = c->trim_next;
     else
-        c->ctx->trimq = c->trim_next;
+        c->ctx->cl->trimq = c->trim_next;
     if (c->trim_next != NULL)
         c->trim_next->trim_prev = c->trim_prev;
     c->trim_prev = c->trim_next = NULL;
@@ -218,41 +194,32 @@ void p11n_conn_free(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
     conn_release(c);
-    p11n_handshake_free(c->hs);
     flushq_remove(c);
     readq_remove(c);
     trimq_remove(c);
     if (c->prev != NULL)
         c->prev->next = c->next;
-    else if (ctx->conns == c)
-        ctx->conns = c->next;
+    else if (ctx->cl->conns == c)
+        ctx->cl->conns = c->next;
     if (c->next != NULL)
         c->next->prev = c->prev;
     if (c->listener != NULL)
         p11n_listener_unref(c->listener);
     p11n_timers_release(ctx, 2);
     free(c->wbuf);
-    free(c->job_text);
-    free(c->prologue);
+    p11n_channel_unref(c->ch);
     free(c->host);
     p11n_proxy_clear(&c->proxy);
     free(c);
 }
 
-void p11n_conn_free_dead(p11n_ctx *ctx)
+static void free_dead(p11n_ctx *ctx)
 {
-    p11n_conn *keep = NULL;
-    while (ctx->dead != NULL) {
-        p11n_conn *c = ctx->dead;
-        ctx->dead = c->next_dead;
-        if (c->job_pending) {
-            c->next_dead = keep;  /* freed once its worker returns */
-            keep = c;
-        } else {
-            p11n_conn_free(c);
-        }
+    while (ctx->cl->dead != NULL) {
+        p11n_conn *c = ctx->cl->dead;
+        ctx->cl->dead = c->next_dead;
+        p11n_conn_free(c);
     }
-    ctx->dead = keep;
 }
 
 /* ---- ending ---- */
@@ -321,8 +288,8 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
     int final = c->incoming || !c->reconnect || c->app_closed;
     if (final) {
         c->state = P11N_CS_DEAD;
-        c->next_dead = ctx->dead;
-        ctx->dead = c;
+        c->next_dead = ctx->cl->dead;
+        ctx->cl->dead = c;
     } else {
         if (!was_up)
             c->failures++;
@@ -333,8 +300,8 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
             c->host, c->port, delay);
     }
     ctx->app_calls++;
-    if (c->cb.closed != NULL)
-        c->cb.closed(c, reason, text, final, c->cb.arg);
+    if (c->ch->cb.closed != NULL)
+        c->ch->cb.closed(c, reason, text, final, c->arg);
 }
 
 static void end_errno(p11n_conn *c, const char *what, int err)
@@ -357,14 +324,8 @@ static void update_events(p11n_conn *c)
         return;
     short ev = 0;
     switch (c->state) {
-    case P11N_CS_CONNECTING:
-        ev = POLLOUT;
-        break;
-    case P11N_CS_PROXY:
-        ev = POLLIN;
-        break;
     case P11N_CS_HANDSHAKE:
-        if (!c->job_pending && c->act_want > 0)
+        if (c->job == NULL && c->act_want > 0)
             ev = POLLIN;
         break;
     case P11N_CS_ESTABLISHED:
@@ -389,8 +350,8 @@ static void schedule_flush(p11n_conn *c)
     if (c->in_flushq)
         return;
     c->in_flushq = 1;
-    c->next_flush = c->ctx->flushq;
-    c->ctx->flushq = c;
+    c->next_flush = c->ctx->cl->flushq;
+    c->ctx->cl->flushq = c;
 }
 
 /* Room for `need` more bytes at the end of the write queue. Steady state
@@ -409,17 +370,9 @@ static int wbuf_reserve(p11n_conn *c, size_t need)
     size_t cap = c->wcap ? c->wcap : WBUF_MIN;
     while (cap - c->wlen < need)
         cap *= 2;
-    uint8_t *b;
-    if (c->wipe_wbuf) {
-        /* realloc would free the old block with the credentials in it */
-        if ((b = malloc(cap)) == NULL)
-            return P11N_ERR_NOMEM;
-        memcpy(b, c->wbuf, c->wlen);
-        p11n_wipe(c->wbuf, c->wcap);
-        free(c->wbuf);
-    } else if ((b = realloc(c->wbuf, cap)) == NULL) {
+    uint8_t *b = realloc(c->wbuf, cap);
+    if (b == NULL)
         return P11N_ERR_NOMEM;
-    }
     c->wbuf = b;
     c->wcap = cap;
     trimq_add(c);
@@ -481,16 +434,6 @@ static void drain_read(p11n_conn *c)
         end_errno(c, "recv while closing", errno);
 }
 
-/* Everything queued was sent. Proxy credentials sent through the queue
- * do not stay in the buffer. */
-static void wbuf_drained(p11n_conn *c)
-{
-    if (c->wipe_wbuf) {
-        p11n_wipe(c->wbuf, c->wcap);  /* wcap: compaction may have left copies */
-        c->wipe_wbuf = 0;
-    }
-    c->wpos = c->wlen = 0;
-}
 
 /* Write the queue; one send() per call while the socket takes it. */
 static void conn_flush(p11n_conn *c)
@@ -512,24 +455,24 @@ static void conn_flush(p11n_conn *c)
         c->wpos += (size_t)n;
         c->wrote = 1;
     }
-    wbuf_drained(c);
+    c->wpos = c->wlen = 0;
     update_events(c);
     if (c->state == P11N_CS_CLOSING) {
         finish_close(c);
     } else if (c->want_writable && c->state == P11N_CS_ESTABLISHED) {
         c->want_writable = 0;
         c->ctx->app_calls++;
-        if (c->cb.writable != NULL)
-            c->cb.writable(c, c->cb.arg);
+        if (c->ch->cb.writable != NULL)
+            c->ch->cb.writable(c, c->arg);
     }
 }
 
-void p11n_conn_flush_all(p11n_ctx *ctx)
+static void flush_all(p11n_ctx *ctx)
 {
     /* Take the list: connections queued by callbacks during this pass are
      * written in the next one, so a writer cannot starve the loop. */
-    p11n_conn *q = ctx->flushq;
-    ctx->flushq = NULL;
+    p11n_conn *q = ctx->cl->flushq;
+    ctx->cl->flushq = NULL;
     while (q != NULL) {
         p11n_conn *c = q;
         q = c->next_flush;
@@ -543,11 +486,11 @@ void p11n_conn_flush_all(p11n_ctx *ctx)
  * interval, and the receive buffers of those with no traffic for as long:
  * an idle connection then holds no large buffer. A timer runs between
  * reads, so no message pointer from the decoder is in use. */
-void p11n_conn_trim(void *ctxp)
+static void trim_idle(void *ctxp)
 {
     p11n_ctx *ctx = ctxp;
     p11n_conn *next;
-    for (p11n_conn *c = ctx->trimq; c != NULL; c = next) {
+    for (p11n_conn *c = ctx->cl->trimq; c != NULL; c = next) {
         next = c->trim_next;
         if (!c->wrote && c->wbuf != NULL && c->wpos == c->wlen) {
             free(c->wbuf);
@@ -563,24 +506,57 @@ void p11n_conn_trim(void *ctxp)
         if (c->wbuf == NULL && (c->t == NULL || idle) && !c->partial)
             trimq_remove(c);
     }
-    p11n_timer_arm(ctx, &ctx->trim, ctx->now + 1000);
+    p11n_timer_arm(ctx, &ctx->cl->trim, ctx->now + TRIM_INTERVAL_MS);
 }
 
 /* ---- handshake ---- */
 
+enum { P11N_JOB_WRITE = 1, P11N_JOB_READ = 2 };
+
+/* One handshake step on a worker thread. */
+typedef struct hs_job {
+    p11n_job base;
+    p11n_ctx *ctx;                /* for the log line of an orphan */
+    unsigned long id;             /* the connection's, likewise */
+    int op;                       /* P11N_JOB_WRITE or _READ */
+    p11n_handshake *hs;           /* the job's until it is done */
+    uint8_t act[P11N_MAX_ACT];    /* write: the act made; read: the act to take */
+    size_t act_len;
+} hs_job;
+
+/* Worker thread: sees the job alone, never the connection. */
+static void job_run(p11n_job *base)
+{
+    hs_job *job = (hs_job *)base;
+    if (job->op == P11N_JOB_WRITE)
+        base->rc = p11n_handshake_write(job->hs, job->act, sizeof(job->act), &job->act_len);
+    else
+        base->rc = p11n_handshake_read(job->hs, job->act, job->act_len);
+}
+
+/* The connection goes on without its step in flight: the job frees what
+ * it holds when it comes back. */
+static void job_orphan(p11n_conn *c)
+{
+    if (c->job == NULL)
+        return;
+    c->job->owner = NULL;
+    c->job = NULL;
+}
+
 static int hs_create(p11n_conn *c)
 {
     p11n_handshake_config cfg = {
-        .pattern = c->xk ? "XK" : "KK",
-        .prologue = c->prologue,
-        .prologue_len = c->prologue_len,
-        .local = c->key,
+        .pattern = c->ch->wire->name,
+        .prologue = c->ch->prologue,
+        .prologue_len = c->ch->prologue_len,
+        .local = c->ch->key,
     };
     if (c->incoming) {
         /* KK: the candidates in the store now; XK: any key, checked
          * against the store when the handshake ends (hs_complete). */
         uint8_t cand[P11N_MAX_KK_CANDIDATES][P11N_PUBKEY_LEN];
-        if (!c->xk) {
+        if (c->ch->wire->responder_chooses) {
             cfg.nremote = p11n_trust_candidates(c, cand);
             if (cfg.nremote == 0)
                 return P11N_ERR_UNKNOWN_PEER;
@@ -603,7 +579,7 @@ static void hs_fail(p11n_conn *c, const char *what, int rc)
     p11n_conn_end(c, rc, text);
 }
 
-void p11n_conn_handshake_begin(p11n_conn *c)
+static void handshake_begin(p11n_conn *c)
 {
     c->state = P11N_CS_HANDSHAKE;
     c->act_want = 0;
@@ -626,7 +602,8 @@ void p11n_conn_handshake_begin(p11n_conn *c)
     hs_step(c);
 }
 
-int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
+/* Append raw bytes to the write queue. Errors: NOMEM. */
+static int conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
 {
     if (wbuf_reserve(c, len) != P11N_OK)
         return P11N_ERR_NOMEM;
@@ -639,7 +616,7 @@ int p11n_conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
 /* The act in c->act is ours to send: queue it. */
 static void hs_sent(p11n_conn *c)
 {
-    if (p11n_conn_queue(c, c->act, c->act_len) != P11N_OK) {
+    if (conn_queue(c, c->act, c->act_len) != P11N_OK) {
         p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory queueing a handshake act");
         return;
     }
@@ -692,28 +669,47 @@ static void hs_complete(p11n_conn *c)
     char where[2 * P11N_ADDRSTR + 300];
     conn_where(c, where, sizeof(where));
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu %s %s: handshake complete (%s %s), peer %s, %llu ms",
-        c->id, c->incoming ? "from" : "to", where, c->xk ? "XK" : "KK",
+        c->id, c->incoming ? "from" : "to", where, c->ch->wire->name,
         c->incoming ? "responder" : "initiator", c->peer,
         (unsigned long long)(ctx->now - c->started));
     update_events(c);
     ctx->app_calls++;
-    if (c->cb.established != NULL)
-        c->cb.established(c, c->peer, c->cb.arg);
+    if (c->ch->cb.established != NULL)
+        c->ch->cb.established(c, c->peer, c->arg);
 }
 
 static int key_is_slow(const p11n_conn *c)
 {
-    return p11n_key_is_slow((const struct p11n_key *)c->key);
+    return p11n_key_is_slow((const struct p11n_key *)c->ch->key);
 }
 
+static void job_done(p11n_job *base);
+
+/* Hand the next step to a worker: the job takes the handshake and the
+ * act bytes, and gives them back in job_done. */
 static int hs_offload(p11n_conn *c, int op)
 {
-    int rc = p11n_worker_submit(c, op);
+    hs_job *job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory handing the handshake to a worker");
+        return P11N_ERR_NOMEM;
+    }
+    job->base = (p11n_job){ .run = job_run, .done = job_done, .owner = c };
+    job->ctx = c->ctx;
+    job->id = c->id;
+    job->op = op;
+    job->hs = c->hs;
+    memcpy(job->act, c->act, c->act_len);
+    job->act_len = c->act_len;
+    int rc = p11n_worker_submit(c->ctx, &job->base);
     if (rc != P11N_OK) {
+        free(job);
         p11n_conn_end(c, rc, rc == P11N_ERR_LIMIT ? "token operation queue full"
                                              : "cannot hand the handshake to a worker");
         return rc;
     }
+    c->hs = NULL;
+    c->job = &job->base;
     update_events(c);
     return P11N_OK;
 }
@@ -742,8 +738,8 @@ static void hs_step(p11n_conn *c)
                 return;
             continue;
         }
-        if (want > sizeof(c->act)) {
-            p11n_conn_end(c, P11N_ERR_STATE, "handshake asks for an act larger than any pattern's");
+        if (want > c->ch->wire->max_act) {
+            p11n_conn_end(c, P11N_ERR_STATE, "handshake asks for an act larger than its pattern's");
             return;
         }
         c->act_want = want;
@@ -790,47 +786,53 @@ static void hs_read(p11n_conn *c)
 /* A worker's step failed: the token's own account of it (the call and
  * its CKR_ name), copied by the worker, goes into the log line and the
  * `closed` text. */
-static void job_fail(p11n_conn *c, const char *why)
+static void job_fail(p11n_conn *c, int op, int rc, const char *why)
 {
-    const char *what = c->job_op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected";
-    if (why == NULL) {
-        hs_fail(c, what, c->job_rc);
+    const char *what = op == P11N_JOB_WRITE ? "write (token)" : "act from peer rejected";
+    if (why[0] == '\0') {
+        hs_fail(c, what, rc);
         return;
     }
-    char text[2 * TEXT_LEN + 200];
+    char text[TEXT_LEN + P11N_JOB_TEXT + 40];
     snprintf(text, sizeof(text), "handshake %s: %s", what, why);
-    p11n_conn_end(c, c->job_rc, text);
+    p11n_conn_end(c, rc, text);
 }
 
-static void job_step_done(p11n_conn *c, const char *why)
+/* Loop thread: the step is back. An orphaned one only frees what it
+ * holds; otherwise the connection takes the handshake back and goes on. */
+static void job_done(p11n_job *base)
 {
-    if (c->state != P11N_CS_HANDSHAKE) {
-        /* The connection ended while the worker ran. */
-        p11n_handshake_free(c->hs);
-        c->hs = NULL;
+    hs_job *job = (hs_job *)base;
+    p11n_conn *c = base->owner;
+    if (c == NULL) {
+        p11n_log(job->ctx, P11N_LOG_DEBUG, "conn #%lu: a worker finished a handshake step "
+            "of an attempt that has ended: dropped", job->id);
+        p11n_handshake_free(job->hs);
+        p11n_wipe(job, sizeof(*job));
+        free(job);
         return;
     }
+    c->job = NULL;
+    c->hs = job->hs;
+    memcpy(c->act, job->act, job->act_len);
+    c->act_len = job->act_len;
+    int op = job->op, rc = base->rc;
+    char why[P11N_JOB_TEXT];
+    memcpy(why, base->text, sizeof(why));
+    p11n_wipe(job, sizeof(*job));
+    free(job);
     p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: worker finished a handshake %s: %s", c->id,
-        c->job_op == P11N_JOB_WRITE ? "write" : "read", p11n_strerror(c->job_rc));
-    if (c->job_rc != P11N_OK) {
-        job_fail(c, why);
+        op == P11N_JOB_WRITE ? "write" : "read", p11n_strerror(rc));
+    if (rc != P11N_OK) {
+        job_fail(c, op, rc, why);
         return;
     }
-    if (c->job_op == P11N_JOB_WRITE) {
+    if (op == P11N_JOB_WRITE) {
         hs_sent(c);
         if (c->state != P11N_CS_HANDSHAKE)
             return;
     }
     hs_step(c);
-}
-
-void p11n_conn_job_done(p11n_conn *c)
-{
-    c->job_pending = 0;
-    char *why = c->job_text;
-    c->job_text = NULL;
-    job_step_done(c, why);
-    free(why);
 }
 
 /* ---- established ---- */
@@ -860,8 +862,8 @@ static size_t deliver(p11n_conn *c, const uint8_t *in, size_t n)
         c->msgs_in++;
         c->bytes_in += len;
         c->ctx->app_calls++;
-        if (c->cb.message != NULL)
-            c->cb.message(c, msg, len, c->cb.arg);
+        if (c->ch->cb.message != NULL)
+            c->ch->cb.message(c, msg, len, c->arg);
         if (c->state != P11N_CS_ESTABLISHED)
             return n; /* closed or ended by the callback */
     }
@@ -900,12 +902,12 @@ static void conn_read(p11n_conn *c)
     update_events(c);
 }
 
-void p11n_conn_read_kept(p11n_ctx *ctx)
+static void read_kept(p11n_ctx *ctx)
 {
     /* Take the list: a connection paused and resumed again by a callback
      * waits for the next pass. */
-    p11n_conn *q = ctx->readq;
-    ctx->readq = NULL;
+    p11n_conn *q = ctx->cl->readq;
+    ctx->cl->readq = NULL;
     while (q != NULL) {
         p11n_conn *c = q;
         q = c->next_read;
@@ -927,6 +929,26 @@ void p11n_conn_read_kept(p11n_ctx *ctx)
 
 /* ---- outgoing attempts ---- */
 
+/* The dialer is done: a connected (tunnelled) socket to handshake on, or
+ * the attempt's end. */
+static void dialed(void *arg, int rc, const char *text, int fd, const char *addr)
+{
+    p11n_conn *c = arg;
+    c->dialer = NULL;
+    if (rc != P11N_OK) {
+        p11n_conn_end(c, rc, text);
+        return;
+    }
+    snprintf(c->addr, sizeof(c->addr), "%s", addr);
+    if (p11n_io_add(c->ctx, fd, 0, on_io, c) != P11N_OK) {
+        close(fd);
+        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
+        return;
+    }
+    c->fd = fd;
+    handshake_begin(c);
+}
+
 static void attempt_start(p11n_conn *c)
 {
     p11n_ctx *ctx = c->ctx;
@@ -934,159 +956,14 @@ static void attempt_start(p11n_conn *c)
     c->msgs_in = c->msgs_out = c->bytes_in = c->bytes_out = 0;
     c->addr[0] = '\0';
     c->peer[0] = '\0';
-    c->last_err = 0;
-
-    /* Numeric addresses skip the resolver. */
-    struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof(ss));
-    struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-    const char *host = p11n_conn_dial_host(c);
-    uint16_t port = p11n_conn_dial_port(c);
-    if (inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-        s4->sin_family = AF_INET;
-        s4->sin_port = htons(port);
-        c->state = P11N_CS_RESOLVING;
-        p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
-        return;
-    }
-    if (inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-        s6->sin6_family = AF_INET6;
-        s6->sin6_port = htons(port);
-        c->state = P11N_CS_RESOLVING;
-        p11n_conn_resolved(c, P11N_OK, NULL, &ss, 1);
-        return;
-    }
-    c->state = P11N_CS_RESOLVING;
-    p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
-    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu resolving %s", c->id, host);
-    int rc = p11n_resolve_start(c);
+    c->state = P11N_CS_DIALING;
+    char who[32];
+    snprintf(who, sizeof(who), "conn #%lu", c->id);
+    p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu: dialing %s:%u for peer %s (%s)", c->id, c->host,
+        c->port, c->peer_name, c->ch->wire->name);
+    int rc = p11n_dial_start(ctx, who, c->host, c->port, &c->proxy, dialed, c, &c->dialer);
     if (rc != P11N_OK)
-        p11n_conn_end(c, rc, "cannot start resolving the host name");
-}
-
-void p11n_conn_resolved(p11n_conn *c, int rc, const char *text,
-    const struct sockaddr_storage *addrs, size_t n)
-{
-    p11n_ctx *ctx = c->ctx;
-    p11n_timer_cancel(ctx, &c->timer);
-    if (rc != P11N_OK || n == 0) {
-        char t[TEXT_LEN];
-        snprintf(t, sizeof(t), "cannot resolve %s%s: %s", c->proxy.host ? "the proxy " : "",
-            p11n_conn_dial_host(c), text ? text : "no address");
-        p11n_conn_end(c, c->proxy.host ? P11N_ERR_SOCKS_UNREACHABLE : P11N_ERR_RESOLVE, t);
-        return;
-    }
-    if (n > P11N_MAX_ADDRS)
-        n = P11N_MAX_ADDRS;
-    c->addrs = malloc(n * sizeof(*addrs));
-    if (c->addrs == NULL) {
-        p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
-        return;
-    }
-    memcpy(c->addrs, addrs, n * sizeof(*addrs));
-    c->naddrs = n;
-    c->addr_i = 0;
-    if (p11n_log_on(ctx, P11N_LOG_INFO)) {
-        char list[P11N_ADDRSTR * 4] = "";
-        size_t used = 0;
-        for (size_t i = 0; i < n && i < 4; i++) {
-            char a[P11N_ADDRSTR];
-            p11n_addr_text((const struct sockaddr *)&addrs[i], a);
-            used += (size_t)snprintf(list + used, sizeof(list) - used, "%s%s", i ? " " : "", a);
-            if (used >= sizeof(list))
-                break;
-        }
-        char via[P11N_ADDRSTR + 40] = "direct";
-        if (c->proxy.host != NULL)
-            snprintf(via, sizeof(via), "via SOCKS5 proxy %s:%u", c->proxy.host, c->proxy.port);
-        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu to %s:%u (peer %s, %s, %s): %zu address%s%s: %s%s",
-            c->id, c->host, c->port, c->peer_name, c->xk ? "XK" : "KK", via, n,
-            n == 1 ? "" : "es", c->proxy.host ? " of the proxy" : "", list, n > 4 ? " ..." : "");
-    }
-    try_next_address(c);
-}
-
-static socklen_t sa_len(const struct sockaddr_storage *ss)
-{
-    return ss->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
-}
-
-static void connected(p11n_conn *c)
-{
-    p11n_ctx *ctx = c->ctx;
-    p11n_timer_cancel(ctx, &c->timer);
-    free(c->addrs);
-    c->addrs = NULL;
-    c->naddrs = c->addr_i = 0;
-    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu connected to %s%s", c->id,
-        c->proxy.host ? "the SOCKS5 proxy at " : "", c->addr);
-    if (c->proxy.host != NULL)
-        p11n_proxy_begin(c);  /* ends in p11n_conn_handshake_begin */
-    else
-        p11n_conn_handshake_begin(c);
-}
-
-static void try_next_address(p11n_conn *c)
-{
-    p11n_ctx *ctx = c->ctx;
-    while (c->addr_i < c->naddrs) {
-        const struct sockaddr_storage *ss = &c->addrs[c->addr_i++];
-        p11n_addr_text((const struct sockaddr *)ss, c->addr);
-        int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (fd < 0) {
-            c->last_err = errno;
-            p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: socket for %s: %s", c->id, c->addr,
-                strerror(c->last_err));
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        int r = connect(fd, (const struct sockaddr *)ss, sa_len(ss));
-        if (r < 0 && errno != EINPROGRESS) {
-            c->last_err = errno;
-            p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: %s", c->id, c->addr,
-                strerror(c->last_err));
-            close(fd);
-            continue;
-        }
-        if (p11n_io_add(ctx, fd, POLLOUT, on_io, c) != P11N_OK) {
-            close(fd);
-            p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory");
-            return;
-        }
-        c->fd = fd;
-        c->state = P11N_CS_CONNECTING;
-        p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu trying %s", c->id, c->addr);
-        if (r == 0) {
-            connected(c);
-            return;
-        }
-        p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.connect_timeout_ms);
-        return;
-    }
-    char text[TEXT_LEN];
-    snprintf(text, sizeof(text), "every address of %s%s:%u failed (last: %s)",
-        c->proxy.host ? "the SOCKS5 proxy " : "", p11n_conn_dial_host(c), p11n_conn_dial_port(c),
-        c->last_err ? strerror(c->last_err) : "timed out");
-    p11n_conn_end(c, c->proxy.host ? P11N_ERR_SOCKS_UNREACHABLE : P11N_ERR_CONNECT, text);
-}
-
-static void connect_done(p11n_conn *c)
-{
-    int err = 0;
-    socklen_t len = sizeof(err);
-    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-    if (err == 0) {
-        connected(c);
-        return;
-    }
-    p11n_log(c->ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: %s", c->id, c->addr,
-        strerror(err));
-    close_socket(c);
-    c->last_err = err;
-    try_next_address(c);
+        p11n_conn_end(c, rc, "out of memory starting a connection attempt");
 }
 
 /* ---- event and timer dispatch ---- */
@@ -1096,21 +973,12 @@ static void on_io(void *obj, int fd, short revents)
     (void)fd;
     p11n_conn *c = obj;
     switch (c->state) {
-    case P11N_CS_CONNECTING:
-        connect_done(c);
-        return;
-    case P11N_CS_PROXY:
-        if (revents & POLLOUT)
-            conn_flush(c);
-        if (c->state == P11N_CS_PROXY && (revents & (POLLIN | POLLHUP | POLLERR)))
-            p11n_proxy_read(c);
-        return;
     case P11N_CS_HANDSHAKE:
         if (revents & POLLOUT)
             conn_flush(c);
         if (c->state != P11N_CS_HANDSHAKE)
             return;
-        if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && !c->job_pending)
+        if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && c->job == NULL)
             hs_read(c);
         else if ((revents & (POLLHUP | POLLERR)) && !(revents & POLLIN))
             p11n_conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");
@@ -1153,28 +1021,8 @@ static void on_timer(void *obj)
         attempt_start(c);
         return;
     case P11N_CS_BACKOFF:
-        if (c->job_pending) {
-            /* The old attempt's worker still holds the act buffer. */
-            p11n_timer_arm(ctx, &c->timer, ctx->now + 50);
-            return;
-        }
         c->state = P11N_CS_START;
         attempt_start(c);
-        return;
-    case P11N_CS_RESOLVING:
-        snprintf(text, sizeof(text), "resolving %s took over %u ms", c->host,
-            ctx->opt.connect_timeout_ms);
-        p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
-        return;
-    case P11N_CS_CONNECTING:
-        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu: connect to %s: no answer in %u ms", c->id,
-            c->addr, ctx->opt.connect_timeout_ms);
-        c->last_err = ETIMEDOUT;
-        close_socket(c);
-        try_next_address(c);
-        return;
-    case P11N_CS_PROXY:
-        p11n_proxy_timeout(c);
         return;
     case P11N_CS_HANDSHAKE:
         snprintf(text, sizeof(text), "handshake act not received within %u ms (%zu of %zu bytes)",
@@ -1221,16 +1069,16 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     p11n_ctx *ctx = l->ctx;
     char addr[P11N_ADDRSTR];
     p11n_addr_text(sa, addr);
-    if (ctx->handshakes_in >= ctx->opt.max_handshakes || l->handshakes >= l->max_handshakes) {
+    if (ctx->cl->handshakes_in >= ctx->opt.max_handshakes || l->handshakes >= l->max_handshakes) {
         p11n_log(ctx, P11N_LOG_WARN,
             "incoming from %s on %s refused: %u handshakes in progress (limit %u), %u on this "
             "listener (limit %u) [%s]",
-            addr, l->addr, ctx->handshakes_in, ctx->opt.max_handshakes, l->handshakes,
+            addr, l->addr, ctx->cl->handshakes_in, ctx->opt.max_handshakes, l->handshakes,
             l->max_handshakes, p11n_strerror(P11N_ERR_LIMIT));
         close(fd);
         return P11N_ERR_LIMIT;
     }
-    p11n_conn *c = conn_new(ctx, &l->cb, l->key, l->xk, l->prologue, l->prologue_len);
+    p11n_conn *c = conn_new(ctx, l->ch);
     if (c == NULL) {
         p11n_log(ctx, P11N_LOG_ERROR, "incoming from %s on %s dropped: out of memory", addr,
             l->addr);
@@ -1251,11 +1099,63 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     c->counted = 1;
-    ctx->handshakes_in++;
+    ctx->cl->handshakes_in++;
     l->handshakes++;
     p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
-        l->xk ? "XK" : "KK");
-    p11n_conn_handshake_begin(c);
+        l->ch->wire->name);
+    handshake_begin(c);
+    return P11N_OK;
+}
+
+/* ---- the loop's hooks ---- */
+
+static void settle(p11n_ctx *ctx)
+{
+    read_kept(ctx);
+    flush_all(ctx);
+    free_dead(ctx);
+}
+
+static int settle_pending(const p11n_ctx *ctx)
+{
+    const struct p11n_conn_layer *cl = ctx->cl;
+    return cl->flushq != NULL || cl->readq != NULL || cl->dead != NULL;
+}
+
+static void teardown(p11n_ctx *ctx)
+{
+    ctx->cl->dead = NULL; /* dead connections are still on ctx->cl->conns */
+    while (ctx->cl->conns != NULL)
+        p11n_conn_free(ctx->cl->conns);
+    while (ctx->cl->listeners != NULL)
+        p11n_listener_free(ctx->cl->listeners);
+    p11n_timer_cancel(ctx, &ctx->cl->trim);
+    p11n_timers_release(ctx, 1);
+    free(ctx->cl);
+    ctx->cl = NULL;
+    ctx->hooks = NULL;
+}
+
+static const p11n_loop_hooks conn_hooks = {
+    .settle = settle,
+    .pending = settle_pending,
+    .teardown = teardown,
+};
+
+int p11n_conn_layer_attach(p11n_ctx *ctx)
+{
+    if (ctx->cl != NULL)
+        return P11N_OK;
+    if ((ctx->cl = calloc(1, sizeof(*ctx->cl))) == NULL)
+        return P11N_ERR_NOMEM;
+    if (p11n_timers_reserve(ctx, 1) != P11N_OK) {
+        free(ctx->cl);
+        ctx->cl = NULL;
+        return P11N_ERR_NOMEM;
+    }
+    ctx->hooks = &conn_hooks;
+    p11n_timer_init(&ctx->cl->trim, trim_idle, ctx);
+    p11n_timer_arm(ctx, &ctx->cl->trim, ctx->now + TRIM_INTERVAL_MS);
     return P11N_OK;
 }
 
@@ -1287,16 +1187,20 @@ int p11n_connect(p11n_ctx *ctx, const char *host, uint16_t port, const char *pee
 {
     if (out != NULL)
         *out = NULL;
+    p11n_connect_options copy;
+    if (opts != NULL && p11n_options_copy(&copy, sizeof(copy), opts) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
+    opts = opts != NULL ? &copy : NULL;
     if (ctx == NULL || host == NULL || *host == '\0' || port == 0 || peer == NULL
         || opts == NULL || opts->ch.key == NULL || out == NULL
         || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))
         return P11N_ERR_INVALID_ARG;
-    int xk;
-    int rc = p11n_pattern_is_xk(opts->ch.pattern, &xk);
+    p11n_channel *ch;
+    int rc = p11n_channel_new(&opts->ch, &ch);
     if (rc != P11N_OK)
         return rc;
-    p11n_conn *c = conn_new(ctx, &opts->ch.cb, opts->ch.key, xk, opts->ch.prologue,
-        opts->ch.prologue_len);
+    p11n_conn *c = conn_new(ctx, ch);
+    p11n_channel_unref(ch);  /* the connection's reference alone */
     if (c == NULL)
         return P11N_ERR_NOMEM;
     p11n_log_key_warning(ctx, opts->ch.key);
@@ -1390,8 +1294,8 @@ int p11n_conn_pause_read(p11n_conn *c, int pause)
         /* Kept messages are delivered by the loop, not inside this call. */
         if (c->kept != NULL && !c->in_readq) {
             c->in_readq = 1;
-            c->next_read = c->ctx->readq;
-            c->ctx->readq = c;
+            c->next_read = c->ctx->cl->readq;
+            c->ctx->cl->readq = c;
         }
     }
     update_events(c);
@@ -1401,6 +1305,6 @@ int p11n_conn_pause_read(p11n_conn *c, int pause)
 void p11n_conn_set_arg(p11n_conn *c, void *arg)
 {
     if (c != NULL)
-        c->cb.arg = arg;
+        c->arg = arg;
 }
 

@@ -2,9 +2,10 @@
  * Asynchronous name resolution: one c-ares channel per context, created
  * on first use. Its sockets join the context's poll set through the
  * socket-state callback, and its retransmissions run off a loop timer
- * (ares_timeout). Nothing here blocks.
+ * (ares_timeout). Nothing here blocks, and nothing here knows who
+ * asked: a query is a host, a port and a callback.
  */
-#include "net.h"
+#include "resolve.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -20,10 +21,13 @@ struct p11n_resolver {
     p11n_timer timer;
 };
 
-/* One query. The connection may go away first: it then clears `conn`
- * and the answer is dropped when it comes. */
+/* One query. Its owner may go away first: cancelling clears `fn` and
+ * the answer is dropped when it comes. */
 struct p11n_resolve_req {
-    p11n_conn *conn;
+    p11n_resolve_fn fn;           /* NULL: cancelled */
+    void *arg;
+    int starting;                 /* inside p11n_resolve_start */
+    int answered;                 /* ... and the answer came already */
 };
 
 static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
@@ -123,17 +127,20 @@ static int resolver_get(p11n_ctx *ctx, struct p11n_resolver **out)
 static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo *res)
 {
     struct p11n_resolve_req *req = arg;
-    p11n_conn *c = req->conn;
-    free(req);
+    p11n_resolve_fn fn = req->fn;
+    void *fn_arg = req->arg;
+    if (req->starting)
+        req->answered = 1;  /* p11n_resolve_start frees it */
+    else
+        free(req);
     (void)timeouts;
-    if (c == NULL) {
+    if (fn == NULL) {
         ares_freeaddrinfo(res);
         return;
     }
-    c->req = NULL;
     if (status != ARES_SUCCESS || res == NULL) {
         ares_freeaddrinfo(res);
-        p11n_conn_resolved(c, P11N_ERR_RESOLVE, ares_strerror(status), NULL, 0);
+        fn(fn_arg, P11N_ERR_RESOLVE, ares_strerror(status), NULL, 0);
         return;
     }
     struct sockaddr_storage addrs[P11N_MAX_ADDRS];
@@ -155,8 +162,7 @@ static void on_answer(void *arg, int status, int timeouts, struct ares_addrinfo 
         n++;
     }
     ares_freeaddrinfo(res);
-    p11n_conn_resolved(c, n > 0 ? P11N_OK : P11N_ERR_RESOLVE, "no IPv4 or IPv6 address",
-        addrs, n);
+    fn(fn_arg, n > 0 ? P11N_OK : P11N_ERR_RESOLVE, "no IPv4 or IPv6 address", addrs, n);
 }
 
 int p11n_resolver_open(p11n_ctx *ctx)
@@ -165,36 +171,43 @@ int p11n_resolver_open(p11n_ctx *ctx)
     return resolver_get(ctx, &r);
 }
 
-int p11n_resolve_start(p11n_conn *c)
+int p11n_resolve_start(p11n_ctx *ctx, const char *host, uint16_t port, p11n_resolve_fn fn,
+    void *arg, p11n_resolve_req **out)
 {
+    *out = NULL;
     struct p11n_resolver *r;
-    int rc = resolver_get(c->ctx, &r);
+    int rc = resolver_get(ctx, &r);
     if (rc != P11N_OK)
         return rc;
     struct p11n_resolve_req *req = calloc(1, sizeof(*req));
     if (req == NULL)
         return P11N_ERR_NOMEM;
-    req->conn = c;
-    c->req = req;
+    req->fn = fn;
+    req->arg = arg;
+    req->starting = 1;
     char service[8];
-    snprintf(service, sizeof(service), "%u", p11n_conn_dial_port(c));
+    snprintf(service, sizeof(service), "%u", port);
     struct ares_addrinfo_hints hints;
     memset(&hints, 0, sizeof(hints));
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_STREAM;
     hints.ai_flags = ARES_AI_NUMERICSERV;
     /* May answer at once (hosts file): on_answer runs before this returns. */
-    ares_getaddrinfo(r->ch, p11n_conn_dial_host(c), service, &hints, on_answer, req);
+    ares_getaddrinfo(r->ch, host, service, &hints, on_answer, req);
     update_timer(r);
+    if (req->answered) {
+        free(req);
+        return P11N_OK;
+    }
+    req->starting = 0;
+    *out = req;
     return P11N_OK;
 }
 
-void p11n_resolve_cancel(p11n_conn *c)
+void p11n_resolve_cancel(p11n_resolve_req *req)
 {
-    if (c->req == NULL)
-        return;
-    c->req->conn = NULL;
-    c->req = NULL;
+    if (req != NULL)
+        req->fn = NULL;
 }
 
 void p11n_resolver_free(p11n_ctx *ctx)
@@ -202,8 +215,8 @@ void p11n_resolver_free(p11n_ctx *ctx)
     struct p11n_resolver *r = ctx->resolver;
     if (r == NULL)
         return;
-    /* Pending queries end here with ARES_EDESTRUCTION; their connections
-     * are already gone, so on_answer only frees the requests. */
+    /* Pending queries end here with ARES_EDESTRUCTION; their owners
+     * are gone and cancelled them, so on_answer only frees the requests. */
     ares_destroy(r->ch);
     p11n_timer_cancel(ctx, &r->timer);
     p11n_timers_release(ctx, 1);

@@ -1,15 +1,16 @@
 /*
- * Worker threads for handshake steps that use a token key. The loop hands
- * over a connection (its handshake and act buffer belong to the worker
- * until the job returns), a worker runs p11n_handshake_write or _read,
- * and the finished connection comes back through the done list and the
- * context's wake-up fd. Threads start on first use.
+ * Worker threads for blocking work (handshake steps that use a token
+ * key). The loop submits a job that owns its inputs; a worker runs it,
+ * and the finished job comes back through the done list and the
+ * context's wake-up fd, where its done() runs on the loop thread.
+ * Threads start on first use. The pool knows jobs, never connections.
  *
  * The queue is bounded (max_token_ops), so a flood of handshakes costs a
  * bounded amount of token time; jobs run in arrival order.
  */
-#include "net.h"
+#include "worker.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,25 +19,23 @@
 struct p11n_workers {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    p11n_conn *head, *tail;   /* waiting */
-    p11n_conn *done;          /* finished, newest first */
-    unsigned queued;          /* waiting or running */
+    p11n_job *head, *tail;    /* waiting */
+    p11n_job *done;           /* finished, newest first */
+    unsigned queued;          /* waiting, running or finished, not yet collected */
     int stop;
     size_t nthreads;
     pthread_t threads[];
 };
 
-static void run_job(p11n_conn *c)
+static void run_job(p11n_job *job)
 {
-    if (c->job_op == P11N_JOB_WRITE)
-        c->job_rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
-    else
-        c->job_rc = p11n_handshake_read(c->hs, c->act, c->act_len);
+    job->rc = P11N_OK;
+    job->text[0] = '\0';
+    job->run(job);
     /* The token's account of a failure is this thread's: take it along,
      * or the loop could never tell which call failed and how. */
-    const char *why = p11n_token_last_error();
-    if (c->job_rc != P11N_OK && *why != '\0')
-        c->job_text = strdup(why);  /* NULL on no memory: the code alone then */
+    if (job->rc != P11N_OK)
+        snprintf(job->text, sizeof(job->text), "%s", p11n_token_last_error());
 }
 
 static void *worker_main(void *arg)
@@ -49,15 +48,15 @@ static void *worker_main(void *arg)
             pthread_cond_wait(&w->cv, &w->mu);
         if (w->stop)
             break;
-        p11n_conn *c = w->head;
-        w->head = c->next_job;
+        p11n_job *job = w->head;
+        w->head = job->next;
         if (w->head == NULL)
             w->tail = NULL;
         pthread_mutex_unlock(&w->mu);
-        run_job(c);
+        run_job(job);
         pthread_mutex_lock(&w->mu);
-        c->next_job = w->done;
-        w->done = c;
+        job->next = w->done;
+        w->done = job;
         p11n_wake(ctx);
     }
     pthread_mutex_unlock(&w->mu);
@@ -92,9 +91,8 @@ static int workers_start(p11n_ctx *ctx)
     return P11N_OK;
 }
 
-int p11n_worker_submit(p11n_conn *c, int op)
+int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job)
 {
-    p11n_ctx *ctx = c->ctx;
     if (ctx->workers == NULL) {
         int rc = workers_start(ctx);
         if (rc != P11N_OK)
@@ -105,23 +103,38 @@ int p11n_worker_submit(p11n_conn *c, int op)
     if (w->queued >= ctx->opt.max_token_ops) {
         unsigned q = w->queued;
         pthread_mutex_unlock(&w->mu);
-        p11n_log(ctx, P11N_LOG_WARN, "conn #%lu: %u token operations queued (limit %u)", c->id,
-            q, ctx->opt.max_token_ops);
+        p11n_log(ctx, P11N_LOG_WARN, "%u token operations queued (limit %u)", q,
+            ctx->opt.max_token_ops);
         return P11N_ERR_LIMIT;
     }
-    c->job_op = op;
-    c->job_rc = P11N_OK;
-    c->job_pending = 1;
-    c->next_job = NULL;
+    job->next = NULL;
     if (w->tail != NULL)
-        w->tail->next_job = c;
+        w->tail->next = job;
     else
-        w->head = c;
-    w->tail = c;
+        w->head = job;
+    w->tail = job;
     w->queued++;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     return P11N_OK;
+}
+
+/* Call done() on a list built newest first, oldest first. */
+static void finish_all(p11n_job *newest_first)
+{
+    p11n_job *rev = NULL;
+    while (newest_first != NULL) {
+        p11n_job *job = newest_first;
+        newest_first = job->next;
+        job->next = rev;
+        rev = job;
+    }
+    while (rev != NULL) {
+        p11n_job *job = rev;
+        rev = job->next;
+        job->next = NULL;
+        job->done(job);
+    }
 }
 
 void p11n_worker_collect(p11n_ctx *ctx)
@@ -130,25 +143,12 @@ void p11n_worker_collect(p11n_ctx *ctx)
     if (w == NULL)
         return;
     pthread_mutex_lock(&w->mu);
-    p11n_conn *done = w->done;
+    p11n_job *done = w->done;
     w->done = NULL;
-    for (p11n_conn *c = done; c != NULL; c = c->next_job)
+    for (p11n_job *job = done; job != NULL; job = job->next)
         w->queued--;
     pthread_mutex_unlock(&w->mu);
-    /* Oldest first: the list was built newest first. */
-    p11n_conn *rev = NULL;
-    while (done != NULL) {
-        p11n_conn *c = done;
-        done = c->next_job;
-        c->next_job = rev;
-        rev = c;
-    }
-    while (rev != NULL) {
-        p11n_conn *c = rev;
-        rev = c->next_job;
-        c->next_job = NULL;
-        p11n_conn_job_done(c);
-    }
+    finish_all(done);
 }
 
 void p11n_workers_free(p11n_ctx *ctx)
@@ -162,12 +162,15 @@ void p11n_workers_free(p11n_ctx *ctx)
     pthread_mutex_unlock(&w->mu);
     for (size_t i = 0; i < w->nthreads; i++)
         pthread_join(w->threads[i], NULL);
-    /* Jobs that never ran, or ran without being collected: their
-     * connections are about to be freed with the context. */
-    for (p11n_conn *c = w->head; c != NULL; c = c->next_job)
-        c->job_pending = 0;
-    for (p11n_conn *c = w->done; c != NULL; c = c->next_job)
-        c->job_pending = 0;
+    /* Jobs that never ran, or ran without being collected: nobody is
+     * left to finish them, so done() only frees each. */
+    p11n_job *left = w->done;
+    for (p11n_job *job = left; job != NULL; job = job->next)
+        job->owner = NULL;
+    for (p11n_job *job = w->head; job != NULL; job = job->next)
+        job->owner = NULL;
+    finish_all(left);
+    finish_all(w->head);
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);

@@ -10,7 +10,7 @@
  * peer the application named by key: that key was trusted by the caller,
  * not through the store, and store changes leave it alone.
  */
-#include "net.h"
+#include "conn.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -88,7 +88,7 @@ int p11n_trust_authorize(p11n_conn *c)
         /* A KK key was a candidate when the handshake began: it has left
          * the store since. An XK key is seen for the first time here. */
         if (e == NULL)
-            return c->xk ? P11N_ERR_UNKNOWN_PEER : P11N_ERR_REVOKED;
+            return c->ch->wire->responder_chooses ? P11N_ERR_REVOKED : P11N_ERR_UNKNOWN_PEER;
     } else if (!c->by_key) {
         e = p11n_peer_by_id(c->ctx, c->peer_name);
         if (e == NULL || !same_key(e->pub, c->remote))
@@ -124,8 +124,10 @@ static const char *bound_id(const p11n_conn *c)
 
 void p11n_trust_revoke_stale(p11n_ctx *ctx)
 {
+    if (ctx->cl == NULL)
+        return;  /* no connection was ever made */
     p11n_conn *next;
-    for (p11n_conn *c = ctx->conns; c != NULL; c = next) {
+    for (p11n_conn *c = ctx->cl->conns; c != NULL; c = next) {
         /* Ending calls back the application, which may add connections
          * (at the head) or close others; none is freed before the loop's
          * next turn. */

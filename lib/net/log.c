@@ -19,6 +19,7 @@ static const char *level_name(int level)
     }
 }
 
+/* log_level 0 (no callback, no level asked): nothing at all. */
 int p11n_log_on(const p11n_ctx *ctx, int level)
 {
     return level <= ctx->opt.log_level;

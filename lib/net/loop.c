@@ -13,6 +13,8 @@
  * not to the connections open.
  */
 #include "net.h"
+#include "resolve.h"
+#include "worker.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -22,7 +24,6 @@
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <sys/eventfd.h>
 
 #include "log.h"
 #include "secure.h"
@@ -33,7 +34,6 @@
 #define DEF_ACT_TIMEOUT_MS 10000
 #define DEF_CONNECT_TIMEOUT_MS 10000
 #define DEF_HIGH_WATER (1024 * 1024)
-#define TRIM_INTERVAL_MS 1000
 
 uint64_t p11n_now_ms(void)
 {
@@ -158,17 +158,11 @@ static void timers_fire(p11n_ctx *ctx)
     }
 }
 
-/* Work settle() can do now. A dead connection whose worker still runs
- * is not such work: it waits for the wake-up fd, and counting it would
- * make the loop spin for as long as the token operation takes. */
+/* Work settle() can do now. A token step still running is not such
+ * work: its job comes back through the wake-up fd. */
 static int settle_pending(const p11n_ctx *ctx)
 {
-    if (ctx->flushq != NULL || ctx->readq != NULL)
-        return 1;
-    for (const p11n_conn *c = ctx->dead; c != NULL; c = c->next_dead)
-        if (!c->job_pending)
-            return 1;
-    return 0;
+    return ctx->hooks != NULL && ctx->hooks->pending(ctx);
 }
 
 static int next_timeout(const p11n_ctx *ctx, int timeout_ms)
@@ -187,25 +181,18 @@ static int next_timeout(const p11n_ctx *ctx, int timeout_ms)
     return timeout_ms;
 }
 
-/* ---- wake-up fd ---- */
+/* ---- wake-up (the backend's fd) ---- */
 
 void p11n_wake(p11n_ctx *ctx)
 {
-    uint64_t one = 1;
-    /* EAGAIN means the counter is already non-zero: the loop will wake. */
-    ssize_t r = write(ctx->wakefd, &one, sizeof(one));
-    (void)r;
+    p11n_fdset_wake(ctx);
 }
 
-static void on_wake(void *obj, int fd, short revents)
+static void on_wake(void *obj)
 {
-    (void)fd;
     p11n_ctx *ctx = obj;
-    uint64_t v;
-    ssize_t r = read(ctx->wakefd, &v, sizeof(v));
-    (void)r;
-    (void)revents;
     p11n_worker_collect(ctx);
+    p11n_post_run(ctx);
 }
 
 /* ---- context ---- */
@@ -240,13 +227,14 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     if (out == NULL)
         return P11N_ERR_INVALID_ARG;
     *out = NULL;
-    p11n_ctx_options o = { 0 };
-    if (opts != NULL)
-        o = *opts;
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    if (opts != NULL && p11n_options_copy(&o, sizeof(o), opts) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
     if (o.log_level < 0 || o.log_level > P11N_LOG_DEBUG || o.loop < P11N_LOOP_DEFAULT
         || o.loop > P11N_LOOP_EPOLL)
         return P11N_ERR_INVALID_ARG;
-    if (o.log_level == 0)
+    /* Silent unless asked: a library prints nothing of its own accord. */
+    if (o.log_level == 0 && o.log != NULL)
         o.log_level = P11N_LOG_INFO;
     default_to(&o.max_handshakes, DEF_MAX_HANDSHAKES);
     default_to(&o.max_token_ops, DEF_MAX_TOKEN_OPS);
@@ -259,10 +247,12 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     p11n_ctx *ctx = calloc(1, sizeof(*ctx));
     if (ctx == NULL)
         return P11N_ERR_NOMEM;
+    if (p11n_post_init(ctx) != P11N_OK) {
+        free(ctx);
+        return P11N_ERR_NOMEM;
+    }
     ctx->opt = o;
     ctx->opt.token_uri = NULL;
-    ctx->wakefd = -1;
-    ctx->fds.epfd = -1;
     int rc = P11N_ERR_NOMEM;
     if (o.token_uri != NULL && (ctx->opt.token_uri = strdup(o.token_uri)) == NULL)
         goto fail;
@@ -275,21 +265,10 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     rc = P11N_ERR_NOMEM;
     if ((ctx->rbuf = malloc(P11N_READ_CHUNK)) == NULL)
         goto fail;
-    if ((rc = p11n_timers_reserve(ctx, 1)) != P11N_OK) /* trim */
-        goto fail;
     ctx->opt.loop = pick_backend(ctx, o.loop);
-    if ((rc = p11n_fdset_init(ctx, ctx->opt.loop)) != P11N_OK)
-        goto fail;
-    ctx->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (ctx->wakefd < 0) {
-        rc = P11N_ERR_IO;
-        goto fail;
-    }
-    if ((rc = p11n_io_add(ctx, ctx->wakefd, POLLIN, on_wake, ctx)) != P11N_OK)
+    if ((rc = p11n_fdset_init(ctx, ctx->opt.loop, on_wake, ctx)) != P11N_OK)
         goto fail;
     ctx->now = p11n_now_ms();
-    p11n_timer_init(&ctx->trim, p11n_conn_trim, ctx);
-    p11n_timer_arm(ctx, &ctx->trim, ctx->now + TRIM_INTERVAL_MS);
     /* Configured name servers are checked now rather than at the first
      * connect, where a typo would look like a name that does not resolve. */
     if (ctx->opt.dns_servers != NULL && (rc = p11n_resolver_open(ctx)) != P11N_OK)
@@ -305,18 +284,15 @@ void p11n_ctx_free(p11n_ctx *ctx)
 {
     if (ctx == NULL)
         return;
-    /* Workers first: after this no job touches a connection. */
+    /* Connections and listeners first, so that every job is orphaned;
+     * then the threads stop and the jobs left free what they hold. */
+    if (ctx->hooks != NULL)
+        ctx->hooks->teardown(ctx);
     p11n_workers_free(ctx);
-    ctx->dead = NULL; /* dead connections are still on ctx->conns */
-    while (ctx->conns != NULL)
-        p11n_conn_free(ctx->conns);
-    while (ctx->listeners != NULL)
-        p11n_listener_free(ctx->listeners);
     p11n_resolver_free(ctx);
     p11n_peers_free(ctx);
-    if (ctx->wakefd >= 0)
-        close(ctx->wakefd);
     p11n_fdset_free(ctx);
+    p11n_post_free(ctx);
     free(ctx->rbuf);
     free(ctx->heap);
     /* The token URI may carry pin-value. */
@@ -338,9 +314,8 @@ void p11n_ctx_free(p11n_ctx *ctx)
 static int settle(p11n_ctx *ctx)
 {
     unsigned long calls = ctx->app_calls;
-    p11n_conn_read_kept(ctx);
-    p11n_conn_flush_all(ctx);
-    p11n_conn_free_dead(ctx);
+    if (ctx->hooks != NULL)
+        ctx->hooks->settle(ctx);
     p11n_fdset_compact(ctx);
     return ctx->app_calls != calls;
 }
