@@ -53,9 +53,13 @@ static void keys_setup(void)
 
 static p11n_ctx *ctxs[2];
 
+/* Worker threads of the next contexts made (0: the default). */
+static unsigned ctx_workers;
+
 static p11n_ctx *ctx_make(int slot, const char *name)
 {
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.workers = ctx_workers;
     o.log = t_log_cb;
     o.log_arg = (void *)name;
     o.log_level = P11N_LOG_DEBUG;
@@ -95,6 +99,11 @@ typedef struct side {
     char peer[80];
     char text[400];
     p11n_conn *conn;
+    /* Set: the next message makes the callback remove this peer from
+     * this store, then read the message (which must still be valid). */
+    p11n_ctx *revoke_from;
+    const char *revoke_id;
+    unsigned long sum;
 } side;
 
 static void on_up(p11n_conn *c, const char *peer, void *arg)
@@ -109,6 +118,14 @@ static void on_msg(p11n_conn *c, const uint8_t *m, size_t len, void *arg)
 {
     side *s = arg;
     s->msgs++;
+    if (s->revoke_from != NULL) {
+        p11n_ctx *ctx = s->revoke_from;
+        s->revoke_from = NULL;
+        CU_ASSERT(p11n_peer_remove(ctx, s->revoke_id) == P11N_OK);
+        for (size_t i = 0; i < len; i++)
+            s->sum += m[i];
+        return;
+    }
     if (s->echo && p11n_send(c, m, len) != P11N_OK)
         abort();
 }
@@ -666,6 +683,66 @@ static void test_token_error_text(void)
     p11n_key_free(tkey);
 }
 
+/* The header lets a `message` callback call anything and read the message
+ * for the whole call: revoking its own peer there ends the connection,
+ * and the message must stay readable (under ASan a freed one aborts). */
+static void test_revoke_inside_message(void)
+{
+    p11n_ctx *srv = ctx_make(0, "srv");
+    p11n_ctx *cli = ctx_make(1, "cli");
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    static server sv;
+    static const char *const ids[] = { "a" };
+    uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "KK", ids, 1, &sv));
+    side a;
+    dial(cli, port, "server", "KK", keys[K_A], &a);
+    PUMP_UNTIL(a.established == 1 && sv.n == 1);
+    side *sa = srv_side(&sv, "a");
+    sa->revoke_from = srv;
+    sa->revoke_id = "a";
+    static const char text[] = "revoke me while you read me";
+    CU_ASSERT_FATAL(p11n_send(a.conn, (const uint8_t *)text, sizeof(text) - 1) == P11N_OK);
+    PUMP_UNTIL(sa->closed == 1);
+    CU_ASSERT(sa->reason == P11N_ERR_REVOKED);
+    unsigned long want = 0;
+    for (size_t i = 0; i < sizeof(text) - 1; i++)
+        want += (unsigned char)text[i];
+    CU_ASSERT(sa->sum == want);
+    ctx_drop();
+}
+
+/* A worker thread's last token error belongs to the job that made it:
+ * with one worker, a token failure followed by an act that fails on its
+ * tag must not report the earlier CKR_ text. */
+static void test_no_stale_token_error(void)
+{
+    p11n_key *tkey = token_server_key("C_DeriveKey:fail@2=CKR_FUNCTION_FAILED");
+    ctx_workers = 1;
+    p11n_ctx *srv = ctx_make(0, "srv");
+    p11n_ctx *cli = ctx_make(1, "cli");
+    ctx_workers = 0;
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
+    static server sv;
+    uint16_t port = p11n_listener_port(listen_with(srv, tkey, "XK", NULL, 0, &sv));
+    side s;
+    dial(cli, port, hexes[K_SRV], "XK", keys[K_A], &s);
+    PUMP_UNTIL(sv.failed.closed == 1 && s.closed == 1);
+    CU_ASSERT(strstr(sv.failed.text, "CKR_FUNCTION_FAILED") != NULL);
+    /* Act 1 with a valid ephemeral point and a forged tag. */
+    int fd = t_connect_loopback(port);
+    uint8_t act[50] = { 0 };
+    memcpy(act + 1, pubs[K_B], 33);
+    memset(act + 34, 0x5a, 16);
+    CU_ASSERT_FATAL(write(fd, act, sizeof(act)) == (ssize_t)sizeof(act));
+    PUMP_UNTIL(sv.failed.closed == 2);
+    fprintf(stderr, "  second closed: %s\n", sv.failed.text);
+    CU_ASSERT(strstr(sv.failed.text, "CKR_") == NULL);
+    close(fd);
+    ctx_drop();
+    p11n_key_free(tkey);
+}
+
 int main(void)
 {
     keys_setup();
@@ -683,6 +760,8 @@ int main(void)
         { "a peer removed during an incoming handshake is refused at its end",
           test_revoked_while_handshaking },
         { "a token failure's call and CKR_ name reach closed", test_token_error_text },
+        { "revoking its own peer inside the message callback", test_revoke_inside_message },
+        { "a job's failure never carries another job's token error", test_no_stale_token_error },
         { NULL, NULL },
     };
     int rc = p11n_test_main("net-trust", tests);

@@ -109,6 +109,18 @@ static void close_socket(p11n_conn *c)
 
 static void job_orphan(p11n_conn *c);
 
+/* Free the bytes kept for a paused reader, unless the `message` callback
+ * running now was handed a message inside them: then after it returns. */
+static void kept_drop(p11n_conn *c)
+{
+    if (c->delivering && c->kept_retired == NULL)
+        c->kept_retired = c->kept;
+    else
+        free(c->kept);
+    c->kept = NULL;
+    c->kept_pos = c->kept_len = 0;
+}
+
 /* Drop everything an attempt holds. A handshake step a worker is running
  * is the job's: it is orphaned, and frees itself when it comes back. */
 static void conn_release(p11n_conn *c)
@@ -122,15 +134,18 @@ static void conn_release(p11n_conn *c)
     job_orphan(c);
     p11n_handshake_free(c->hs);
     c->hs = NULL;
-    p11n_transport_free(c->t);
+    /* The application may still read the message it was given (the
+     * header promises it for the whole call): park what holds it. */
+    if (c->delivering && c->t_retired == NULL)
+        c->t_retired = c->t;
+    else
+        p11n_transport_free(c->t);
     c->t = NULL;
+    kept_drop(c);
     uncount_handshake(c);
     c->wpos = c->wlen = 0;
     c->partial = 0;
     c->want_writable = 0;
-    free(c->kept);
-    c->kept = NULL;
-    c->kept_pos = c->kept_len = 0;
     c->paused = c->peer_eof = c->shut_wr = 0;
 }
 
@@ -862,8 +877,15 @@ static size_t deliver(p11n_conn *c, const uint8_t *in, size_t n)
         c->msgs_in++;
         c->bytes_in += len;
         c->ctx->app_calls++;
-        if (c->ch->cb.message != NULL)
+        if (c->ch->cb.message != NULL) {
+            c->delivering = 1;
             c->ch->cb.message(c, msg, len, c->arg);
+            c->delivering = 0;
+            p11n_transport_free(c->t_retired);
+            free(c->kept_retired);
+            c->t_retired = NULL;
+            c->kept_retired = NULL;
+        }
         if (c->state != P11N_CS_ESTABLISHED)
             return n; /* closed or ended by the callback */
     }
@@ -1267,9 +1289,7 @@ void p11n_close(p11n_conn *c)
     if (c->state == P11N_CS_ESTABLISHED) {
         c->state = P11N_CS_CLOSING;
         /* No message is delivered any more: kept ones are dropped. */
-        free(c->kept);
-        c->kept = NULL;
-        c->kept_pos = c->kept_len = 0;
+        kept_drop(c);
         c->paused = 0;
         p11n_timer_cancel(ctx, &c->idle);
         p11n_timer_arm(ctx, &c->timer, ctx->now + ctx->opt.act_timeout_ms);

@@ -52,6 +52,8 @@ struct p11n_conn {
     unsigned in_trimq : 1;
     unsigned peer_eof : 1;        /* closing: the peer's end of stream was read */
     unsigned shut_wr : 1;         /* closing: flushed, our side shut down, lingering */
+    unsigned delivering : 1;      /* inside the `message` callback: `msg` points into
+                                     t's buffer or kept[], which must outlive the call */
 
     struct p11n_channel *ch;      /* key, pattern, prologue, callbacks: a reference */
     void *arg;                    /* the callbacks' argument (p11n_conn_set_arg) */
@@ -82,6 +84,10 @@ struct p11n_conn {
                                      the act until it comes back */
 
     p11n_transport *t;
+    /* What an end inside the `message` callback released: freed once the
+     * callback returns, so the message it holds stays readable. */
+    p11n_transport *t_retired;
+    uint8_t *kept_retired;
 
     /* received bytes kept[kept_pos..kept_len) not yet fed to the decoder:
      * the rest of a read when the application paused in the middle */

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "token.h"
 
 struct p11n_workers {
     pthread_mutex_t mu;
@@ -31,6 +32,9 @@ static void run_job(p11n_job *job)
 {
     job->rc = P11N_OK;
     job->text[0] = '\0';
+    /* The thread's last token error may be another job's: a job that
+     * fails for a reason of its own (a bad tag) must not carry it. */
+    p11n_token_error_clear();
     job->run(job);
     /* The token's account of a failure is this thread's: take it along,
      * or the loop could never tell which call failed and how. */
