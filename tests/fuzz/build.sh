@@ -35,7 +35,7 @@ make -s V=0 lib/libp11noise_core.la >/dev/null
 
 # The dependency flags exactly as the build uses them.
 make_var() {
-    printf 'print-var:\n\t@echo $(%s)\n' "$1" | make -s -f Makefile -f - print-var
+    printf 'print-var:\n\t@echo $(%s)\n' "$1" | make -s --no-print-directory -f Makefile -f - print-var
 }
 deps=$(make_var DEPS_LIBS)
 dep_cflags="$(make_var CRYPTO_CFLAGS) $(make_var SECP256K1_CFLAGS) $(make_var P11KIT_CFLAGS)"
