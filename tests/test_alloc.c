@@ -29,12 +29,14 @@
 #include "p11noise.h"
 #include "testutil.h"
 
-#if !defined(__SANITIZE_ADDRESS__) && defined(__has_feature)
-#if __has_feature(address_sanitizer)   /* clang's spelling */
-#define __SANITIZE_ADDRESS__ 1
-#endif
-#endif
 #if defined(__SANITIZE_ADDRESS__)
+#define T_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)   /* clang's spelling */
+#define T_ASAN 1
+#endif
+#endif
+#if defined(T_ASAN)
 #include <sanitizer/common_interface_defs.h>
 #include <sanitizer/lsan_interface.h>
 #define HAVE_LSAN 1
