@@ -87,10 +87,18 @@ int t_bolt8_error(const char *label)
 
 unsigned long t_ossl_allocs;
 unsigned long t_ossl_fail_countdown;
+void *(*t_ossl_malloc_fn)(size_t) = malloc;
+void *(*t_ossl_realloc_fn)(void *, size_t) = realloc;
+
+void (*t_ossl_on_fail)(void);
 
 static int injected_failure(void)
 {
-    return t_ossl_fail_countdown > 0 && --t_ossl_fail_countdown == 0;
+    if (t_ossl_fail_countdown == 0 || --t_ossl_fail_countdown != 0)
+        return 0;
+    if (t_ossl_on_fail != NULL)
+        t_ossl_on_fail();
+    return 1;
 }
 
 static void *count_malloc(size_t n, const char *file, int line)
@@ -98,7 +106,7 @@ static void *count_malloc(size_t n, const char *file, int line)
     (void)file;
     (void)line;
     t_ossl_allocs++;
-    return injected_failure() ? NULL : malloc(n);
+    return injected_failure() ? NULL : t_ossl_malloc_fn(n);
 }
 
 static void *count_realloc(void *p, size_t n, const char *file, int line)
@@ -106,7 +114,7 @@ static void *count_realloc(void *p, size_t n, const char *file, int line)
     (void)file;
     (void)line;
     t_ossl_allocs++;
-    return injected_failure() ? NULL : realloc(p, n);
+    return injected_failure() ? NULL : t_ossl_realloc_fn(p, n);
 }
 
 static void count_free(void *p, const char *file, int line)

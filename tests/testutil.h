@@ -31,6 +31,14 @@ uint32_t t_rand(uint64_t *seed);
 extern unsigned long t_ossl_allocs;
 extern unsigned long t_ossl_fail_countdown;
 int t_hook_openssl_alloc(void);
+/* What the hooks allocate with (malloc, realloc). A program that wraps
+ * libc's allocator to count the library's own allocations in the same
+ * countdown (tests/test_alloc.c) points them at the unwrapped functions,
+ * so that an OpenSSL allocation is counted once. */
+extern void *(*t_ossl_malloc_fn)(size_t);
+extern void *(*t_ossl_realloc_fn)(void *, size_t);
+/* Called (when set) as an allocation is made to fail, e.g. to record where. */
+extern void (*t_ossl_on_fail)(void);
 
 /* The p11n error a BOLT #8 vector's failure label stands for
  * ("ACT2_READ_FAILED" -> P11N_ERR_SHORT_MESSAGE, ...); fails the test on an

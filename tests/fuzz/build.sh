@@ -4,6 +4,7 @@
 #
 #   tests/fuzz/build.sh [BUILDDIR [NAME...]]  (default: ./build-fuzz, all)
 #   BUILDDIR/fuzz_socks5 -max_total_time=300 BUILDDIR/corpus/socks5
+#   tests/fuzz/campaign.sh BUILDDIR SECONDS   (every harness; README.md)
 #
 # The library is configured with CC=clang and -fsanitize=fuzzer-no-link
 # (coverage instrumentation without libFuzzer's main), then each
@@ -33,7 +34,21 @@ fi
 make -s V=0 lib/libp11noise_core.la >/dev/null
 
 # The dependency flags exactly as the build uses them.
-deps=$(printf 'print-deps:\n\t@echo $(DEPS_LIBS)\n' | make -s -f Makefile -f - print-deps)
+make_var() {
+    printf 'print-var:\n\t@echo $(%s)\n' "$1" | make -s --no-print-directory -f Makefile -f - print-var
+}
+deps=$(make_var DEPS_LIBS)
+dep_cflags="$(make_var CRYPTO_CFLAGS) $(make_var SECP256K1_CFLAGS) $(make_var P11KIT_CFLAGS)"
+
+# What a harness needs besides the library: fuzz_vectors links the tool's
+# reader as it is (and its option parser), which reads JSON with jansson.
+extras() {
+    case $1 in
+    vectors)
+        echo "-I$srcdir/tools $(make_var JANSSON_CFLAGS) $srcdir/tools/cmd_vectors.c" \
+            "$srcdir/tools/cli_args.c $(make_var JANSSON_LIBS)" ;;
+    esac
+}
 
 if [ $# -eq 0 ]; then
     set -- $(cd "$srcdir/tests/fuzz" && ls fuzz_*.c | sed 's/^fuzz_//; s/\.c$//')
@@ -42,7 +57,8 @@ failed=
 for name in "$@"; do
     if ! "$CC" -g -O1 -fsanitize=fuzzer $SAN \
         -I"$builddir" -I"$srcdir/lib" -I"$srcdir/socks" -I"$srcdir/pkcs11" -DP11N_BUILDING \
-        -o "fuzz_$name" "$srcdir/tests/fuzz/fuzz_$name.c" lib/.libs/libp11noise_core.a $deps
+        $dep_cflags -o "fuzz_$name" "$srcdir/tests/fuzz/fuzz_$name.c" $(extras "$name") \
+        lib/.libs/libp11noise_core.a $deps
     then
         failed="$failed $name"
         continue

@@ -1,0 +1,151 @@
+/* Fuzz the pkcs11: URI path of the key loader up to the point where a
+ * module would be loaded: p11n_uri_parse() (the query attribute check,
+ * p11-kit's parser, the PIN-free copy for messages), the attributes the
+ * loader then reads (type, object, id), and p11n_uri_pin() for a
+ * pin-value or the PIN callback. Nothing here loads a module or opens a
+ * file the input names: a pin-source is parsed but not read.
+ *
+ * Input: the URI text (a NUL inside ends it).
+ *
+ * Checks besides memory safety:
+ *  - the key loader refuses text that is neither a pkcs11: nor a file:
+ *    URI with URI;
+ *  - a parse fails with URI (or NOMEM) and leaves nothing behind, or
+ *    succeeds only when every query attribute is one of the four known
+ *    ones (a mistyped pin-value must never reach a message);
+ *  - no message holds a PIN: the PIN-free copy, and a URI quoted in the
+ *    last error, parse again without a pin-value;
+ *  - the PIN comes back exactly as the URI holds it and is then gone
+ *    from the parsed URI; without pin-value and pin-source the callback
+ *    gives it. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "p11noise.h"
+#include "token.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define CHECK(cond) do { if (!(cond)) abort(); } while (0)
+#define CALLBACK_PIN "from-callback"
+
+/* A URI that may appear in a message parses without a pin-value. */
+static void check_pin_free(const char *uri_text)
+{
+    P11KitUri *u = p11_kit_uri_new();
+    CHECK(u != NULL);
+    if (p11_kit_uri_parse(uri_text, P11_KIT_URI_FOR_ANY, u) == P11_KIT_URI_OK)
+        CHECK(p11_kit_uri_get_pin_value(u) == NULL);
+    p11_kit_uri_free(u);
+}
+
+static int give_pin(const char *token_uri, char *pin, size_t cap, void *arg)
+{
+    (void)arg;
+    check_pin_free(token_uri);
+    CHECK(cap > sizeof(CALLBACK_PIN));
+    memcpy(pin, CALLBACK_PIN, sizeof(CALLBACK_PIN));
+    return 0;
+}
+
+/* Written apart from the library's check on purpose: the query is what
+ * follows the first '?', attributes are separated by '&', and each must
+ * be NAME=VALUE with a known NAME (an empty attribute is allowed). */
+static int query_all_known(const char *text)
+{
+    static const char *const known[] = { "pin-value=", "pin-source=", "module-name=",
+        "module-path=" };
+    const char *q = strchr(text, '?');
+    if (q == NULL)
+        return 1;
+    for (const char *a = q + 1;; a++) {
+        size_t len = strcspn(a, "&");
+        int ok = len == 0;
+        for (size_t i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+            ok |= strncmp(a, known[i], strlen(known[i])) == 0 && strlen(known[i]) <= len;
+        if (!ok)
+            return 0;
+        a += len;
+        if (*a == '\0')
+            return 1;
+    }
+}
+
+static void check_error(int rc, P11KitUri *uri, char *safe)
+{
+    CHECK(rc == P11N_ERR_URI || rc == P11N_ERR_NOMEM);
+    CHECK(uri == NULL && safe == NULL);
+    const char *msg = p11n_token_last_error();
+    CHECK(msg[0] != '\0');
+    /* "SAFE-URI: text": the quoted URI is the PIN-free copy. */
+    const char *sep = strstr(msg, ": unrecognized attribute in URI");
+    if (sep != NULL) {
+        char quoted[1024];
+        size_t n = (size_t)(sep - msg) < sizeof(quoted) - 1 ? (size_t)(sep - msg)
+                                                             : sizeof(quoted) - 1;
+        memcpy(quoted, msg, n);
+        quoted[n] = '\0';
+        check_pin_free(quoted);
+    }
+}
+
+static void check_parsed(const char *text, P11KitUri *uri, const char *safe)
+{
+    CHECK(query_all_known(text));
+    CHECK(strncmp(safe, "pkcs11:", 7) == 0);
+    check_pin_free(safe);
+    /* What the loader reads next (pkcs11/tokenkey.c's find_private). */
+    static const CK_ATTRIBUTE_TYPE types[] = { CKA_CLASS, CKA_LABEL, CKA_ID };
+    for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
+        CK_ATTRIBUTE *a = p11_kit_uri_get_attribute(uri, types[i]);
+        CHECK(a == NULL || a->ulValueLen == 0 || a->pValue != NULL);
+    }
+    if (p11_kit_uri_get_pin_source(uri) != NULL && p11_kit_uri_get_pin_value(uri) == NULL)
+        return;   /* a file the input names: not read */
+    const char *v = p11_kit_uri_get_pin_value(uri);
+    char expect[256] = CALLBACK_PIN;
+    int fits = v == NULL || strlen(v) < sizeof(expect);
+    if (v != NULL && fits)
+        memcpy(expect, v, strlen(v) + 1);
+    char pin[256];
+    size_t len = 0;
+    int rc = p11n_uri_pin(uri, safe, 0, pin, sizeof(pin), &len);
+    CHECK(p11_kit_uri_get_pin_value(uri) == NULL);
+    if (!fits) {
+        CHECK(rc == P11N_ERR_URI);
+        return;
+    }
+    CHECK(rc == P11N_OK && len == strlen(expect) && memcmp(pin, expect, len + 1) == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static int once;
+    if (!once) {
+        p11n_set_pin_callback(give_pin, NULL);
+        once = 1;
+    }
+    char text[4096];
+    if (size >= sizeof(text))
+        return 0;
+    memcpy(text, data, size);
+    text[size] = '\0';
+
+    if (strncmp(text, "pkcs11:", 7) != 0) {
+        p11n_key *k = NULL;
+        if (strncmp(text, "file:", 5) != 0)   /* never read files the input names */
+            CHECK(p11n_key_load(text, &k) == P11N_ERR_URI && k == NULL);
+        return 0;
+    }
+    P11KitUri *uri = NULL;
+    char *safe = NULL;
+    int rc = p11n_uri_parse(text, &uri, &safe);
+    if (rc != P11N_OK)
+        check_error(rc, uri, safe);
+    else
+        check_parsed(text, uri, safe);
+    p11n_uri_free(uri);
+    free(safe);
+    return 0;
+}
