@@ -5,6 +5,11 @@
  * Conventions for every function in this header:
  *  - Functions return an int: P11N_OK (0) or a negative p11n_err. A function
  *    that also reports a count says so in its comment.
+ *  - Any function that runs cryptography may also return P11N_ERR_CRYPTO
+ *    (the crypto backend failed, its own allocations included: OpenSSL
+ *    does not tell those apart) and P11N_ERR_NOMEM; for a handshake,
+ *    cipher or transport either one kills the object unless its comment
+ *    says the error is retryable.
  *  - Output arguments come last. On error, output pointers are left NULL and
  *    output buffers hold no secret material.
  *  - "Borrowed" means the caller keeps ownership and must keep the object
@@ -378,8 +383,10 @@ P11N_API P11N_WARN_UNUSED int p11n_transport_seal(p11n_transport *t,
  *  were used. Returns 1 when a message is ready (`*msg`, `*msglen` point
  *  into the transport's buffer, valid until the next call), 0 when more
  *  input is needed, or a negative error: BAD_TAG (the transport is then
- *  dead), or NOMEM (retryable: the transport stays usable; feed again from
- *  `in + *consumed`). Call again with the remaining bytes after a message.
+ *  dead); NOMEM when the receive buffer cannot grow (retryable: the
+ *  transport stays usable; feed again from `in + *consumed`); NOMEM or
+ *  CRYPTO from the key rotation every 500 messages (the transport is then
+ *  dead: a rotation half done cannot be undone). Call again with the remaining bytes after a message.
  *  The receive buffer is allocated on first use and grows to the largest
  *  frame seen; no allocation happens per message after that. */
 P11N_API P11N_WARN_UNUSED int p11n_transport_feed(p11n_transport *t,
