@@ -151,6 +151,9 @@ int bench_tls_handshakes(const bench_opts *o, bench_stat *out);
 /* The same with pinned self-signed P-256 certificates, no CA: each side
  * accepts exactly the other's certificate (the analogue of a ceremony). */
 int bench_tls_handshakes_pinned(const bench_opts *o, bench_stat *out);
+/* The pinned contexts (SSL_CTX *, the caller frees both) for other
+ * figures; 0 or -1. */
+int bench_tls_pinned_ctxs(void **server, void **client);
 /* The same certificates as PEM files for another program: DIR/ca.pem,
  * DIR/server.pem and DIR/client.pem (certificate, then private key). */
 int bench_tls_write_pems(const char *dir);
@@ -215,6 +218,14 @@ typedef struct bench_hs_side {
 
 int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
     const bench_hs_side *server, const bench_hs_side *client, bench_stat *out);
+/* Server capacity (bench_capacity.c): handshakes per second one listener
+ * process pinned to one CPU sustains with a client process keeping 64 KK
+ * handshakes in flight; one repetition into out. The same for an OpenSSL
+ * TLS 1.3 server (non-blocking, one process, pinned self-signed P-256
+ * mutual authentication). */
+int bench_p11n_capacity(const bench_opts *o, const bench_hs_side *server,
+    const bench_hs_side *client, bench_stat *out);
+int bench_tls_capacity(const bench_opts *o, bench_stat *out);
 /* Both ends in this process, no sockets (the library's own cost). With
  * token keys both must be on one token: a process sees one SoftHSM2
  * configuration. */
@@ -256,6 +267,7 @@ int bench_token_latency(const bench_opts *o, const bench_token *t, const char *f
 void bench_group_aead(const bench_opts *o);
 void bench_group_throughput(const bench_opts *o);
 void bench_group_handshakes(const bench_opts *o);
+void bench_group_capacity(const bench_opts *o);
 void bench_group_token(const bench_opts *o, const char *module, const char *faultmod);
 /* bench_conns.c */
 void bench_group_conns(const bench_opts *o);
