@@ -537,6 +537,11 @@ void bench_group_token(const bench_opts *o, const char *module, const char *faul
         snprintf(ref, sizeof(ref), "derive rate / %.1f derivations", h.derivations);
         paired_row(o, keys[i][1], fig, rep_loopback, rep_derive_floor, &h, ref, 0.85,
             "≥ 0.85× floor");
+        if (i == 0)
+            paired_row(o, NULL, "server capacity KK, SoftHSM2 keys: handshakes/s of one "
+                "listener process on one CPU, 64 in flight", rep_capacity, rep_tls_capacity,
+                &h, "TLS 1.3 server, non-blocking, one process, pinned P-256, same load", 0,
+                NULL);
         bench_hs_side lsrv = { .token = &ctok, .uri = local_uri };
         memcpy(lsrv.pub, local_pub, sizeof(lsrv.pub));
         h.srv = &lsrv;
