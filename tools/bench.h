@@ -220,12 +220,13 @@ int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
     const bench_hs_side *server, const bench_hs_side *client, bench_stat *out);
 /* Server capacity (bench_capacity.c): handshakes per second one listener
  * process pinned to one CPU sustains with a client process keeping 64 KK
- * handshakes in flight; one repetition into out. The same for an OpenSSL
+ * handshakes in flight; one repetition into out, per wall-clock second or
+ * (per_cpu) per CPU-second the server used. The same for an OpenSSL
  * TLS 1.3 server (non-blocking, one process, pinned self-signed P-256
  * mutual authentication). */
 int bench_p11n_capacity(const bench_opts *o, const bench_hs_side *server,
-    const bench_hs_side *client, bench_stat *out);
-int bench_tls_capacity(const bench_opts *o, bench_stat *out);
+    const bench_hs_side *client, int per_cpu, bench_stat *out);
+int bench_tls_capacity(const bench_opts *o, int per_cpu, bench_stat *out);
 /* Both ends in this process, no sockets (the library's own cost). With
  * token keys both must be on one token: a process sees one SoftHSM2
  * configuration. */

@@ -17,6 +17,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sched.h>
+#include <time.h>
 #include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,6 +60,48 @@ static double cap_seconds(const bench_opts *o)
 static double cap_end(double warm, const bench_opts *o)
 {
     return warm < 0 ? 1e9 : warm + cap_seconds(o);
+}
+
+/* What one repetition measured: the counted handshakes, the wall-clock
+ * and the server's CPU time (all its threads) over the counted span. */
+struct cap_span {
+    pid_t server;
+    double cpu0, wall0;
+    size_t counted;
+    double secs, cpu;
+};
+
+/* CPU seconds the process has used so far, or -1. */
+static double cpu_seconds(pid_t pid)
+{
+    clockid_t clk;
+    struct timespec ts;
+    if (clock_getcpuclockid(pid, &clk) != 0 || clock_gettime(clk, &ts) != 0)
+        return -1;
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void span_start(struct cap_span *m)
+{
+    m->cpu0 = cpu_seconds(m->server);
+    m->wall0 = bench_now();
+}
+
+static void span_end(struct cap_span *m, size_t counted)
+{
+    m->counted = counted;
+    m->secs = bench_now() - m->wall0;
+    m->cpu = cpu_seconds(m->server) - m->cpu0;
+}
+
+/* Handshakes per wall-clock second, or per CPU-second of the server. */
+static int span_rate(const struct cap_span *m, int per_cpu, bench_stat *out)
+{
+    double d = per_cpu ? m->cpu : m->secs;
+    if (d <= 0 || m->cpu0 < 0)
+        return -1;
+    bench_stat_add(out, (double)m->counted / d);
+    return 0;
 }
 
 /* The port of a child's listener, over a pipe; -1 on failure. */
@@ -150,7 +193,7 @@ static void cli_closed(p11n_conn *c, int reason, const char *text, int final, vo
 /* Handshakes per second over cap_seconds with CAP_INFLIGHT in flight;
  * those still in flight at the end are left uncounted. */
 static int p11n_cap_rep(const bench_opts *o, p11n_ctx *ctx, p11n_key *key, uint16_t port,
-    double *rate)
+    struct cap_span *m)
 {
     struct cap_client cl = { 0 };
     p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
@@ -165,6 +208,7 @@ static int p11n_cap_rep(const bench_opts *o, p11n_ctx *ctx, p11n_key *key, uint1
         if (warm < 0 && cl.done >= CAP_INFLIGHT) {
             warm = t;
             base = cl.done;
+            span_start(m);
         }
         counted = cl.done - base;
         while (cl.pending < CAP_INFLIGHT) {
@@ -177,12 +221,12 @@ static int p11n_cap_rep(const bench_opts *o, p11n_ctx *ctx, p11n_key *key, uint1
             || p11n_run_once(ctx, 100) == P11N_ERR_IO)
             return -1;
     }
-    *rate = (double)counted / cap_seconds(o);
+    span_end(m, counted);
     return 0;
 }
 
 int bench_p11n_capacity(const bench_opts *o, const bench_hs_side *server,
-    const bench_hs_side *client, bench_stat *out)
+    const bench_hs_side *client, int per_cpu, bench_stat *out)
 {
     struct p11n_cap_server srv = { .self = server, .client_pub = client->pub };
     p11n_ctx *ctx = NULL;
@@ -190,12 +234,12 @@ int bench_p11n_capacity(const bench_opts *o, const bench_hs_side *server,
     int fds[2], rc = -1;
     uint16_t port;
     pid_t pid;
-    double rate;
+    struct cap_span m = { .cpu0 = -1 };
 
     if (pipe(fds) != 0)
         return -1;
     srv.report_fd = fds[1];
-    pid = bench_fork(p11n_cap_serve, &srv);
+    pid = m.server = bench_fork(p11n_cap_serve, &srv);
     close(fds[1]);
     if (pid < 0 || read_port(fds[0], &port) != 0)
         goto done;
@@ -207,10 +251,9 @@ int bench_p11n_capacity(const bench_opts *o, const bench_hs_side *server,
     }
     ctx = cap_ctx();
     if (ctx == NULL || p11n_ceremony_input(ctx, server->pub, "server", 0) != P11N_OK
-        || p11n_cap_rep(o, ctx, key, port, &rate) != 0)
+        || p11n_cap_rep(o, ctx, key, port, &m) != 0)
         goto done;
-    bench_stat_add(out, rate);
-    rc = 0;
+    rc = span_rate(&m, per_cpu, out);
 done:
     p11n_ctx_free(ctx);
     if (client->uri != NULL)
@@ -353,7 +396,7 @@ static int tls_cap_dial(SSL_CTX *ctx, uint16_t port, struct tls_conn *c, short *
     return tls_step(c, 0, ev) < 0 ? -1 : 0;
 }
 
-static int tls_cap_rep(const bench_opts *o, SSL_CTX *ctx, uint16_t port, double *rate)
+static int tls_cap_rep(const bench_opts *o, SSL_CTX *ctx, uint16_t port, struct cap_span *m)
 {
     struct tls_conn conns[CAP_INFLIGHT];
     struct pollfd pf[CAP_INFLIGHT];
@@ -371,6 +414,7 @@ static int tls_cap_rep(const bench_opts *o, SSL_CTX *ctx, uint16_t port, double 
         if (warm < 0 && done >= CAP_INFLIGHT) {
             warm = t;
             base = done;
+            span_start(m);
         }
         counted = done - base;
         if (warm < 0 && t > CAP_GRACE_S)
@@ -393,7 +437,7 @@ static int tls_cap_rep(const bench_opts *o, SSL_CTX *ctx, uint16_t port, double 
                 goto done;
         }
     }
-    *rate = (double)counted / cap_seconds(o);
+    span_end(m, counted);
     rc = 0;
 done:
     for (int i = 0; i < CAP_INFLIGHT; i++)
@@ -402,13 +446,13 @@ done:
     return rc;
 }
 
-int bench_tls_capacity(const bench_opts *o, bench_stat *out)
+int bench_tls_capacity(const bench_opts *o, int per_cpu, bench_stat *out)
 {
     SSL_CTX *sctx = NULL, *cctx = NULL;
     struct tls_cap_server srv;
     uint16_t port;
     pid_t pid = -1;
-    double rate;
+    struct cap_span m = { .cpu0 = -1 };
     int rc = -1;
 
     if (bench_tls_pinned_ctxs((void **)&sctx, (void **)&cctx) != 0)
@@ -417,11 +461,10 @@ int bench_tls_capacity(const bench_opts *o, bench_stat *out)
     srv.lfd = bench_listen(&port, 4 * CAP_INFLIGHT);
     if (srv.lfd < 0)
         goto done;
-    pid = bench_fork(tls_cap_serve, &srv);
-    if (pid < 0 || tls_cap_rep(o, cctx, port, &rate) != 0)
+    pid = m.server = bench_fork(tls_cap_serve, &srv);
+    if (pid < 0 || tls_cap_rep(o, cctx, port, &m) != 0)
         goto done;
-    bench_stat_add(out, rate);
-    rc = 0;
+    rc = span_rate(&m, per_cpu, out);
 done:
     if (srv.lfd >= 0)
         close(srv.lfd);
