@@ -29,6 +29,9 @@ double bench_percentile(double *v, size_t n, double p);
 
 /* Monotonic clock in seconds. */
 double bench_now(void);
+/* CPU seconds this thread has used: time lost to other processes on a
+ * shared machine does not count. */
+double bench_thread_cpu(void);
 
 /* Run-wide options. */
 typedef struct bench_opts {
@@ -159,6 +162,9 @@ int bench_tls_pinned_ctxs(void **server, void **client);
 int bench_tls_write_pems(const char *dir);
 /* libsecp256k1: seconds per key generation and per ECDH. */
 int bench_ecc_costs(const bench_opts *o, bench_stat *keygen_us, bench_stat *ecdh_us);
+/* The same timed by `clock` (bench_now or bench_thread_cpu). */
+int bench_ecc_costs_by(const bench_opts *o, double (*clock)(void), bench_stat *keygen_us,
+    bench_stat *ecdh_us);
 
 
 /* A throw-away SoftHSM2 token in a temporary directory of its own, as
