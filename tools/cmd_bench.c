@@ -46,7 +46,7 @@ static const struct {
     { "aead", ROW_AEAD, "transport sealing in memory vs raw EVP ChaCha20-Poly1305" },
     { "throughput", ROW_TPUT, "one connection over loopback vs TLS 1.3 and the AEAD limit" },
     { "handshakes", ROW_HS, "KK/XK with software keys vs TLS 1.3 and the libsecp256k1 floor" },
-    { "capacity", ROW_CAP, "one listener process on one CPU, 64 KK handshakes in flight, vs TLS 1.3" },
+    { "capacity", ROW_CAP, "one listener process on one CPU, 64 KK handshakes in flight" },
     { "token", ROW_TOKEN, "KK/XK with SoftHSM2 keys vs the token's derivation rate" },
     { "conns", ROW_CONNS, "1,000 and 10,000 idle connections: memory, busy-connection RTT" },
     { "slowtoken", ROW_SLOW, "RTT p99 while handshakes wait on a 100 ms token" },
