@@ -8,6 +8,11 @@ out=$("$bin" bench --quick --rows aead)
 printf '%s\n' "$out"
 printf '%s\n' "$out" | grep -q '^| figure | p11noise | reference | ratio | goal | met? |$'
 printf '%s\n' "$out" | grep -q '^| transport seal in memory, one core, 65535 B | [0-9]'
+# The capacity rows run both servers (forked, pinned) and both clients:
+# the row is printed, with figures or the reason they are missing.
+cap=$("$bin" bench --quick --rows capacity)
+printf '%s\n' "$cap"
+printf '%s\n' "$cap" | grep -q '^| server capacity KK, software keys: .* | [0-9n]'
 # --json: one JSON object per line, every stable key present (those not
 # measured in this run with "value": null and a note).
 json=$("$bin" bench --quick --json --rows aead)

@@ -29,6 +29,9 @@ double bench_percentile(double *v, size_t n, double p);
 
 /* Monotonic clock in seconds. */
 double bench_now(void);
+/* CPU seconds this thread has used: time lost to other processes on a
+ * shared machine does not count. */
+double bench_thread_cpu(void);
 
 /* Run-wide options. */
 typedef struct bench_opts {
@@ -151,11 +154,17 @@ int bench_tls_handshakes(const bench_opts *o, bench_stat *out);
 /* The same with pinned self-signed P-256 certificates, no CA: each side
  * accepts exactly the other's certificate (the analogue of a ceremony). */
 int bench_tls_handshakes_pinned(const bench_opts *o, bench_stat *out);
+/* The pinned contexts (SSL_CTX *, the caller frees both) for other
+ * figures; 0 or -1. */
+int bench_tls_pinned_ctxs(void **server, void **client);
 /* The same certificates as PEM files for another program: DIR/ca.pem,
  * DIR/server.pem and DIR/client.pem (certificate, then private key). */
 int bench_tls_write_pems(const char *dir);
 /* libsecp256k1: seconds per key generation and per ECDH. */
 int bench_ecc_costs(const bench_opts *o, bench_stat *keygen_us, bench_stat *ecdh_us);
+/* The same timed by `clock` (bench_now or bench_thread_cpu). */
+int bench_ecc_costs_by(const bench_opts *o, double (*clock)(void), bench_stat *keygen_us,
+    bench_stat *ecdh_us);
 
 
 /* A throw-away SoftHSM2 token in a temporary directory of its own, as
@@ -215,6 +224,15 @@ typedef struct bench_hs_side {
 
 int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
     const bench_hs_side *server, const bench_hs_side *client, bench_stat *out);
+/* Server capacity (bench_capacity.c): handshakes per second one listener
+ * process pinned to one CPU sustains with a client process keeping 64 KK
+ * handshakes in flight; one repetition into out, per wall-clock second or
+ * (per_cpu) per CPU-second the server used. The same for an OpenSSL
+ * TLS 1.3 server (non-blocking, one process, pinned self-signed P-256
+ * mutual authentication). */
+int bench_p11n_capacity(const bench_opts *o, const bench_hs_side *server,
+    const bench_hs_side *client, int per_cpu, bench_stat *out);
+int bench_tls_capacity(const bench_opts *o, int per_cpu, bench_stat *out);
 /* Both ends in this process, no sockets (the library's own cost). With
  * token keys both must be on one token: a process sees one SoftHSM2
  * configuration. */
@@ -256,6 +274,7 @@ int bench_token_latency(const bench_opts *o, const bench_token *t, const char *f
 void bench_group_aead(const bench_opts *o);
 void bench_group_throughput(const bench_opts *o);
 void bench_group_handshakes(const bench_opts *o);
+void bench_group_capacity(const bench_opts *o);
 void bench_group_token(const bench_opts *o, const char *module, const char *faultmod);
 /* bench_conns.c */
 void bench_group_conns(const bench_opts *o);

@@ -327,6 +327,78 @@ static void paired_row(const bench_opts *o, const char *key, const char *fig,
         .goal_text = goal_text }, fa, arg, fb, arg, NULL);
 }
 
+/* Capacity per wall-clock second, and per CPU-second the server used
+ * (what one core does even when the machine is shared). */
+static int rep_capacity(const bench_opts *o, void *arg, bench_stat *out)
+{
+    struct hs_rep *h = arg;
+    return bench_p11n_capacity(o, h->srv, h->cli, 0, out);
+}
+
+static int rep_capacity_cpu(const bench_opts *o, void *arg, bench_stat *out)
+{
+    struct hs_rep *h = arg;
+    return bench_p11n_capacity(o, h->srv, h->cli, 1, out);
+}
+
+static int rep_tls_capacity(const bench_opts *o, void *arg, bench_stat *out)
+{
+    (void)arg;
+    return bench_tls_capacity(o, 0, out);
+}
+
+static int rep_tls_capacity_cpu(const bench_opts *o, void *arg, bench_stat *out)
+{
+    (void)arg;
+    return bench_tls_capacity(o, 1, out);
+}
+
+/* The responder's own scalar multiplications, KK 1 k·G + 4 ECDH, per
+ * CPU-second as the capacity it is compared with. */
+static int rep_responder_floor(const bench_opts *o, void *arg, bench_stat *out)
+{
+    bench_stat kg = { .n = 0 }, dh = { .n = 0 };
+    (void)arg;
+    if (bench_ecc_costs_by(o, bench_thread_cpu, &kg, &dh) != 0)
+        return -1;
+    bench_stat_add(out, 1e6 / (kg.v[0] + 4 * dh.v[0]));
+    return 0;
+}
+
+/* Server capacity, KK with software keys: against TLS 1.3 pinned under
+ * the same load, and against the responder's scalar floor. */
+static void capacity_rows(const bench_opts *o, const bench_hs_side *srv,
+    const bench_hs_side *cli);
+
+void bench_group_capacity(const bench_opts *o)
+{
+    bench_hs_side srv, cli;
+    if (software_pair(&srv, &cli) != 0) {
+        bench_json_missing("kk_capacity_vs_tls", "key generation failed");
+        return;
+    }
+    capacity_rows(o, &srv, &cli);
+    p11n_key_free(srv.key);
+    p11n_key_free(cli.key);
+}
+
+static void capacity_rows(const bench_opts *o, const bench_hs_side *srv,
+    const bench_hs_side *cli)
+{
+    static const char fig[] = "server capacity KK, software keys: handshakes/s of one "
+                              "listener process on one CPU, 64 in flight";
+    static const char fig_cpu[] = "server capacity KK, software keys: handshakes per "
+                                  "CPU-second of the server, 64 in flight";
+    static const char tls[] = "TLS 1.3 server, non-blocking, one process, pinned P-256, "
+                              "same load";
+    struct hs_rep h = { .pattern = "KK", .srv = srv, .cli = cli, .costs = &kk_costs };
+    paired_row(o, "kk_capacity_vs_tls", fig_cpu, rep_capacity_cpu, rep_tls_capacity_cpu, &h,
+        tls, 3.0, "≥ 3× TLS pinned");
+    paired_row(o, NULL, fig_cpu, rep_capacity_cpu, rep_responder_floor, &h,
+        "floor: the responder's 1 k·G + 4 ECDH (CPU time)", 0, NULL);
+    paired_row(o, NULL, fig, rep_capacity, rep_tls_capacity, &h, tls, 0, NULL);
+}
+
 void bench_group_handshakes(const bench_opts *o)
 {
     bench_stat kg = { .n = 0 }, dh = { .n = 0 };
@@ -362,8 +434,6 @@ void bench_group_handshakes(const bench_opts *o)
     }
     if (!have_keys)
         bench_table_missing("handshakes/s, software keys", "key generation failed");
-    bench_json_missing("kk_capacity_vs_tls", "server capacity with 64 handshakes in flight "
-        "is not implemented yet");
     if (have_keys) {
         p11n_key_free(srv.key);
         p11n_key_free(cli.key);
@@ -486,6 +556,11 @@ void bench_group_token(const bench_opts *o, const char *module, const char *faul
         snprintf(ref, sizeof(ref), "derive rate / %.1f derivations", h.derivations);
         paired_row(o, keys[i][1], fig, rep_loopback, rep_derive_floor, &h, ref, 0.85,
             "≥ 0.85× floor");
+        if (i == 0)
+            paired_row(o, NULL, "server capacity KK, SoftHSM2 keys: handshakes/s of one "
+                "listener process on one CPU, 64 in flight", rep_capacity, rep_tls_capacity,
+                &h, "TLS 1.3 server, non-blocking, one process, pinned P-256, same load", 0,
+                NULL);
         bench_hs_side lsrv = { .token = &ctok, .uri = local_uri };
         memcpy(lsrv.pub, local_pub, sizeof(lsrv.pub));
         h.srv = &lsrv;

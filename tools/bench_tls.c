@@ -455,3 +455,13 @@ int bench_tls_handshakes_pinned(const bench_opts *o, bench_stat *out)
 {
     return tls_handshakes(o, 1, out);
 }
+
+int bench_tls_pinned_ctxs(void **server, void **client)
+{
+    tls_world w;
+    if (world_init_pinned(&w) != 0)
+        return -1;
+    *server = w.server;
+    *client = w.client;
+    return 0;
+}

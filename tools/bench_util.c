@@ -9,11 +9,21 @@
 
 const size_t bench_sizes[BENCH_NSIZES] = { 64, 1024, 16384, 65535 };
 
-double bench_now(void)
+static double clock_seconds(clockid_t clk)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
+    clock_gettime(clk, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+double bench_now(void)
+{
+    return clock_seconds(CLOCK_MONOTONIC);
+}
+
+double bench_thread_cpu(void)
+{
+    return clock_seconds(CLOCK_THREAD_CPUTIME_ID);
 }
 
 void bench_stat_add(bench_stat *s, double v)

@@ -34,7 +34,8 @@ enum {
     ROW_TOKEN = 1 << 3,
     ROW_CONNS = 1 << 4,
     ROW_SLOW = 1 << 5,
-    ROW_ALL = (1 << 6) - 1
+    ROW_CAP = 1 << 6,
+    ROW_ALL = (1 << 7) - 1
 };
 
 static const struct {
@@ -45,6 +46,7 @@ static const struct {
     { "aead", ROW_AEAD, "transport sealing in memory vs raw EVP ChaCha20-Poly1305" },
     { "throughput", ROW_TPUT, "one connection over loopback vs TLS 1.3 and the AEAD limit" },
     { "handshakes", ROW_HS, "KK/XK with software keys vs TLS 1.3 and the libsecp256k1 floor" },
+    { "capacity", ROW_CAP, "one listener process on one CPU, 64 KK handshakes in flight" },
     { "token", ROW_TOKEN, "KK/XK with SoftHSM2 keys vs the token's derivation rate" },
     { "conns", ROW_CONNS, "1,000 and 10,000 idle connections: memory, busy-connection RTT" },
     { "slowtoken", ROW_SLOW, "RTT p99 while handshakes wait on a 100 ms token" },
@@ -208,6 +210,8 @@ int cmd_bench(int argc, char **argv)
         bench_group_throughput(&o);
     if (rows & ROW_HS)
         bench_group_handshakes(&o);
+    if (rows & ROW_CAP)
+        bench_group_capacity(&o);
     if (rows & ROW_TOKEN)
         bench_group_token(&o, module, faultmod);
     if (rows & ROW_CONNS)
