@@ -949,6 +949,19 @@ P11N_API int p11n_poll_fds(p11n_ctx *ctx, struct pollfd *fds, size_t cap, size_t
  *  p11n_stop(), or IO (epoll_wait failed). */
 P11N_API int p11n_process(p11n_ctx *ctx, const struct pollfd *fds, size_t n);
 
+/* ---- socket activation ---- */
+
+/** Like p11n_listen, on a socket the caller already bound and put in
+ *  the listening state (socket activation: systemd's LISTEN_FDS). `fd`
+ *  must be a listening IPv4 or IPv6 stream socket; the call makes it
+ *  non-blocking and close-on-exec. On success the listener owns `fd`
+ *  (p11n_listener_close closes it) and p11n_listener_port reports its
+ *  port; on failure `fd` is left open, as it was. Errors: INVALID_ARG
+ *  (bad options, or `fd` is not a listening stream socket), NOMEM,
+ *  UNKNOWN_PEER, LIMIT, IO (fcntl). */
+P11N_API P11N_WARN_UNUSED int p11n_listen_fd(p11n_ctx *ctx, int fd,
+    const p11n_listen_options *opts, p11n_listener **out);
+
 #ifdef __cplusplus
 }
 #endif

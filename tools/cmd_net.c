@@ -551,11 +551,8 @@ int cmd_listen(int argc, char **argv)
     lo.ch = channel_options(&a, key, cb);
     lo.peers = a.listen_peers;
     lo.npeers = a.nlisten_peers;
-    rc = p11n_listen(ctx, host, port, &lo, &l);
-    if (rc != P11N_OK) {
-        status = cli_listen_failed("listen", a.addr, rc);
+    if ((status = cli_listen(ctx, "listen", host, port, a.addr, &lo, &l)) != 0)
         goto out;
-    }
     status = listen_run(&a, ctx, l, &st);
 out:
     p11n_ctx_free(ctx);

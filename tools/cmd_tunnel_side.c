@@ -50,9 +50,10 @@ int tun_server_start(struct tunnel *t)
     lo.ch = channel(t, t);
     lo.peers = t->a.server_peers;
     lo.npeers = t->a.nserver_peers;
-    int rc = p11n_listen(t->ctx, t->listen_addr.host, t->listen_addr.port, &lo, &t->l);
-    if (rc != P11N_OK)
-        return cli_listen_failed("tunnel server", t->a.listen, rc);
+    int status = cli_listen(t->ctx, "tunnel server", t->listen_addr.host, t->listen_addr.port,
+        t->a.listen, &lo, &t->l);
+    if (status != 0)
+        return status;
     tun_log(P11N_LOG_INFO, "tunnel server: each peer's connection goes to %s%s", t->a.target,
         t->a.proxy_protocol ? ", after a PROXY protocol v2 header" : "");
     return 0;
