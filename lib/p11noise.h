@@ -962,6 +962,42 @@ P11N_API int p11n_process(p11n_ctx *ctx, const struct pollfd *fds, size_t n);
 P11N_API P11N_WARN_UNUSED int p11n_listen_fd(p11n_ctx *ctx, int fd,
     const p11n_listen_options *opts, p11n_listener **out);
 
+/* ---- status: the connections of a running context ---- */
+
+/** Call fn(c, arg) for every connection of the context that has not
+ *  ended (incoming and outgoing, in any state), until fn returns
+ *  non-zero; that value is returned, else 0. fn must not close,
+ *  connect or free anything (a snapshot with p11n_conn_info_get is what
+ *  it is for). INVALID_ARG for a NULL ctx or fn. Loop thread only. */
+P11N_API int p11n_conn_foreach(p11n_ctx *ctx, int (*fn)(p11n_conn *c, void *arg), void *arg);
+
+#define P11N_CONN_ADDR_MAX 64
+
+/** A snapshot of one connection; grows at the end like the option
+ *  structures: set `size` with P11N_CONN_INFO_INIT. Everything is
+ *  copied: it stays valid after the connection is gone. */
+typedef struct p11n_conn_info {
+    size_t size;                  /* sizeof(p11n_conn_info): P11N_CONN_INFO_INIT */
+    unsigned long id;             /* "#id" in the log lines */
+    int incoming;                 /* accepted by a listener (else dialled) */
+    const char *state;            /* static text: "dialing", "handshake", "established",
+                                     "closing", "backoff", "starting" */
+    char peer[2 * P11N_PUBKEY_LEN + 1]; /* authenticated peer (identifier or hex); before
+                                     that, the peer dialled; "" for an incoming handshake */
+    char peer_id[P11N_MAX_IDENTIFIER + 1]; /* its identifier in the store; "" if none */
+    char addr[P11N_CONN_ADDR_MAX]; /* the remote address ("" before connected) */
+    uint64_t since_ms;            /* how long the current attempt or connection has lasted */
+    uint64_t msgs_in, msgs_out;   /* messages received and sent in this connection */
+    uint64_t bytes_in, bytes_out; /* their plaintext bytes */
+} p11n_conn_info;
+
+#define P11N_CONN_INFO_INIT { .size = sizeof(p11n_conn_info) }
+
+/** Fill *out (its `size` set by P11N_CONN_INFO_INIT) with c's state.
+ *  An older, smaller structure gets the fields it has. Errors:
+ *  INVALID_ARG (NULL, or `size` not set). */
+P11N_API int p11n_conn_info_get(const p11n_conn *c, p11n_conn_info *out);
+
 #ifdef __cplusplus
 }
 #endif
