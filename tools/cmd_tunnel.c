@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_control.h"
 #include "cli_net.h"
 #include "tunnel.h"
 
@@ -249,7 +250,10 @@ static int run(struct tunnel *t, const char *cmd)
 
 static void teardown(struct tunnel *t)
 {
+    cli_control_stop(t->control);
     p11n_ctx_free(t->ctx);  /* no callback runs: the connections are ours to close */
+    cli_control_free(t->control);
+    t->control = NULL;
     for (struct tun *c = t->conns; c != NULL; c = c->next) {
         if (c->fd >= 0)
             tun_close_reset(c->fd);
