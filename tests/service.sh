@@ -102,6 +102,15 @@ for r in rows:
     assert r["msgs_in"] == 0 and r["bytes_out"] == 0, r  # held: nothing sent
 PY'
 t_exit "status without --control: usage" 2 status
+echo keep > "$tmp/plain"
+t_exit "--control on a regular file: refused" 2 listen --key "$skey" --peers "$tmp/two.peers" \
+    --bind 127.0.0.1:0 --control "$tmp/plain"
+t_check "... naming why, the file intact" \
+    'grep -q "exists and is not a socket" "$tmp/exit.err" && [ "$(cat "$tmp/plain")" = keep ]'
+t_exit "--control on a running service's socket: refused" 2 listen --key "$skey" \
+    --peers "$tmp/two.peers" --bind 127.0.0.1:0 --control "$tmp/ctl.sock"
+t_check "... and that service still answers" \
+    '"$tool" status --control "$tmp/ctl.sock" | grep -q "peer=client2"'
 t_exit "status on a path nothing serves: network status" 5 status --control "$tmp/none.sock"
 
 printf 'client2 %s\n' "$client2_pub" > "$tmp/live.peers"

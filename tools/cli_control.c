@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +166,29 @@ static void *control_thread(void *arg)
     return NULL;
 }
 
+/* What is at `path` may go: nothing, or a socket nobody answers on (a
+ * previous run's). A file, or a running service's socket, stays. */
+static int clear_stale(const struct sockaddr_un *sa, char *err, size_t cap)
+{
+    struct stat st;
+    if (lstat(sa->sun_path, &st) < 0)
+        return errno == ENOENT ? 0 : (snprintf(err, cap, "%s", strerror(errno)), -1);
+    if (!S_ISSOCK(st.st_mode)) {
+        snprintf(err, cap, "exists and is not a socket");
+        return -1;
+    }
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int live = fd >= 0 && connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0;
+    if (fd >= 0)
+        close(fd);
+    if (live) {
+        snprintf(err, cap, "another process serves it");
+        return -1;
+    }
+    unlink(sa->sun_path);
+    return 0;
+}
+
 /* The socket, mode 0600 from its creation (umask), at `path`. */
 static int control_bind(const char *path, char *err, size_t cap)
 {
@@ -174,12 +198,13 @@ static int control_bind(const char *path, char *err, size_t cap)
         return -1;
     }
     strcpy(sa.sun_path, path);
+    if (clear_stale(&sa, err, cap) != 0)
+        return -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         snprintf(err, cap, "socket: %s", strerror(errno));
         return -1;
     }
-    unlink(path);  /* a previous run's socket, not a listening one */
     mode_t old = umask(0177);
     int rc = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
@@ -205,7 +230,14 @@ struct cli_control *cli_control_open(p11n_ctx *ctx, const char *cmd, const char 
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
     k->fd = control_bind(path, err, sizeof(err));
-    if (k->fd < 0 || pthread_create(&k->thread, NULL, control_thread, k) != 0) {
+    /* Signals stay with the loop's thread: the thread starts with them
+     * blocked. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int started = k->fd >= 0 && pthread_create(&k->thread, NULL, control_thread, k) == 0;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (!started) {
         char shown[CLI_SHOWN_MAX];
         cli_error("%s: --control %s: %s", cmd, cli_shown(path, shown),
             k->fd < 0 ? err : "cannot start its thread");
