@@ -644,6 +644,8 @@ enum p11n_loop_backend {
 /** Context options. Zero means "the default" for every field, so
  *  `p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;` is a valid
  *  configuration (and so is NULL for the options). */
+struct p11n_log_record;          /* defined under "structured logging" */
+
 typedef struct p11n_ctx_options {
     size_t size;                  /* sizeof(p11n_ctx_options): P11N_CTX_OPTIONS_INIT */
     /* Logging: nothing unless asked. A callback gets the lines up to
@@ -667,6 +669,10 @@ typedef struct p11n_ctx_options {
                                      the system's (/etc/hosts is still read first;
                                      NULL: the system's) */
     int loop;                     /* enum p11n_loop_backend (0: epoll on Linux) */
+    /* Logging as records (struct p11n_log_record, below) instead of
+     * lines: when set, `log` is not called; log_arg is its argument and
+     * log_level applies (0: P11N_LOG_INFO). */
+    void (*log_record)(const struct p11n_log_record *rec, void *arg);
 } p11n_ctx_options;
 
 /* Option structures that can grow. Each starts with `size`, which the
@@ -961,6 +967,21 @@ P11N_API int p11n_process(p11n_ctx *ctx, const struct pollfd *fds, size_t n);
  *  UNKNOWN_PEER, LIMIT, IO (fcntl). */
 P11N_API P11N_WARN_UNUSED int p11n_listen_fd(p11n_ctx *ctx, int fd,
     const p11n_listen_options *opts, p11n_listener **out);
+
+/* ---- structured logging ---- */
+
+/** One log event, for p11n_ctx_options.log_record. Valid during the
+ *  call only; grows at the end (check `size` before reading a field
+ *  added later). */
+typedef struct p11n_log_record {
+    size_t size;                  /* sizeof(p11n_log_record) of the library */
+    int level;                    /* enum p11n_log_level */
+    uint64_t unix_ms;             /* wall-clock time, milliseconds since 1970 (UTC) */
+    const char *text;             /* the line the `log` callback would get */
+    const char *event;            /* what happened in one word ("listening", ...), or
+                                     NULL where the library does not name it */
+    unsigned long conn_id;        /* the connection ("#id" in the text), 0: none */
+} p11n_log_record;
 
 /* ---- status: the connections of a running context ---- */
 

@@ -249,12 +249,76 @@ static void test_listen_fd_and_status(void)
     teardown();
 }
 
+struct records {
+    int n, listening, lines;
+    uint64_t unix_ms;
+    char text[160];
+};
+
+static void on_record(const p11n_log_record *r, void *arg)
+{
+    struct records *rs = arg;
+    rs->n++;
+    if (r->size >= sizeof(*r) && r->event != NULL && strcmp(r->event, "listening") == 0) {
+        rs->listening++;
+        rs->unix_ms = r->unix_ms;
+        snprintf(rs->text, sizeof(rs->text), "%s", r->text);
+        CU_ASSERT(r->level == P11N_LOG_INFO && r->conn_id == 0);
+    }
+}
+
+static void on_line(int level, const char *line, void *arg)
+{
+    (void)level;
+    (void)line;
+    ((struct records *)arg)->lines++;
+}
+
+/* Records replace lines; the listener names its event; the default level
+ * applies without a `log` callback. */
+static void test_log_record(void)
+{
+    setup();
+    struct records rs = { 0 };
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log_record = on_record;
+    o.log = on_line;
+    o.log_arg = &rs;
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t before = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+    p11n_listen_options lo = server_opts();
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctx, pubs[K_CLIENT], "client", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    CU_ASSERT(rs.listening == 1 && rs.lines == 0);
+    CU_ASSERT(rs.unix_ms >= before && rs.unix_ms < before + 3600 * 1000);
+    CU_ASSERT(strncmp(rs.text, "listening on 127.0.0.1:", 23) == 0);
+    p11n_ctx_free(ctx);
+    CU_ASSERT(rs.n >= 2);  /* the listener's close too */
+
+    /* Without a level, a record callback alone still gets the info lines. */
+    struct records quiet = { 0 };
+    p11n_ctx_options q = P11N_CTX_OPTIONS_INIT;
+    q.log_record = on_record;
+    q.log_arg = &quiet;
+    CU_ASSERT_FATAL(p11n_ctx_new(&q, &ctx) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctx, pubs[K_CLIENT], "client", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    CU_ASSERT(quiet.listening == 1);
+    p11n_ctx_free(ctx);
+    teardown();
+}
+
 int main(void)
 {
     static const p11n_test tests[] = {
         { "p11n_listen_fd refuses what is not a listening socket, keeps it open",
             test_listen_fd_refused },
         { "p11n_listen_fd, then the connections walked and described", test_listen_fd_and_status },
+        { "log records: event, time, text; instead of lines", test_log_record },
         { NULL, NULL },
     };
     int rc = p11n_test_main("netstatus", tests);

@@ -264,7 +264,7 @@ static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n
         cli_log_level = a->lim.log_level;
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     cli_limits_apply(&a->lim, &o);
-    o.log = cli_log_cb;
+    o.log_record = cli_log_record;
     o.log_level = cli_log_level;
     return cli_net_setup(cmd, &o, a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0,
         a->peers_file, ctx, key);

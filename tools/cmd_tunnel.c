@@ -26,7 +26,7 @@ static int setup(struct tunnel *t, const char *cmd)
         cli_log_level = t->lim.log_level;
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     cli_limits_apply(&t->lim, &o);
-    o.log = cli_log_cb;
+    o.log_record = cli_log_record;
     o.log_level = cli_log_level;
     return cli_net_setup(cmd, &o, t->a.key, 0, t->a.peers_file, &t->ctx, &t->key);
 }

@@ -215,11 +215,12 @@ static int listener_start(p11n_listener *l)
     l->next = ctx->cl->listeners;
     ctx->cl->listeners = l;
     if (l->nids == 0)
-        p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, accepting any peer in the store)",
-            l->addr, l->ch->wire->name);
+        p11n_log_ev(ctx, P11N_LOG_INFO, "listening", 0,
+            "listening on %s (%s, accepting any peer in the store)", l->addr,
+            l->ch->wire->name);
     else
-        p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, %zu accepted peer%s)", l->addr,
-            l->ch->wire->name, l->nids, l->nids == 1 ? "" : "s");
+        p11n_log_ev(ctx, P11N_LOG_INFO, "listening", 0, "listening on %s (%s, %zu accepted "
+            "peer%s)", l->addr, l->ch->wire->name, l->nids, l->nids == 1 ? "" : "s");
     p11n_log_key_warning(ctx, l->ch->key);
     return P11N_OK;
 }
@@ -345,6 +346,6 @@ void p11n_listener_close(p11n_listener *l)
 {
     if (l == NULL || l->closed)
         return;
-    p11n_log(l->ctx, P11N_LOG_INFO, "listener %s closed", l->addr);
+    p11n_log_ev(l->ctx, P11N_LOG_INFO, "listener-closed", 0, "listener %s closed", l->addr);
     p11n_listener_free(l);
 }
