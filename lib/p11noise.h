@@ -651,6 +651,8 @@ enum p11n_loop_backend {
 /** Context options. Zero means "the default" for every field, so
  *  `p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;` is a valid
  *  configuration (and so is NULL for the options). */
+struct p11n_log_record;          /* defined under "structured logging" */
+
 typedef struct p11n_ctx_options {
     size_t size;                  /* sizeof(p11n_ctx_options): P11N_CTX_OPTIONS_INIT */
     /* Logging: nothing unless asked. A callback gets the lines up to
@@ -674,6 +676,10 @@ typedef struct p11n_ctx_options {
                                      the system's (/etc/hosts is still read first;
                                      NULL: the system's) */
     int loop;                     /* enum p11n_loop_backend (0: epoll on Linux) */
+    /* Logging as records (struct p11n_log_record, below) instead of
+     * lines: when set, `log` is not called; log_arg is its argument and
+     * log_level applies (0: P11N_LOG_INFO). */
+    void (*log_record)(const struct p11n_log_record *rec, void *arg);
 } p11n_ctx_options;
 
 /* Option structures that can grow. Each starts with `size`, which the
@@ -955,6 +961,70 @@ P11N_API int p11n_poll_fds(p11n_ctx *ctx, struct pollfd *fds, size_t cap, size_t
  *  ignored) and every expired timer. Returns P11N_OK, SHUTDOWN after
  *  p11n_stop(), or IO (epoll_wait failed). */
 P11N_API int p11n_process(p11n_ctx *ctx, const struct pollfd *fds, size_t n);
+
+/* ---- socket activation ---- */
+
+/** Like p11n_listen, on a socket the caller already bound and put in
+ *  the listening state (socket activation: systemd's LISTEN_FDS). `fd`
+ *  must be a listening IPv4 or IPv6 stream socket; the call makes it
+ *  non-blocking and close-on-exec. On success the listener owns `fd`
+ *  (p11n_listener_close closes it) and p11n_listener_port reports its
+ *  port; on failure `fd` is left open, as it was. Errors: INVALID_ARG
+ *  (bad options, or `fd` is not a listening stream socket), NOMEM,
+ *  UNKNOWN_PEER, LIMIT, IO (fcntl). */
+P11N_API P11N_WARN_UNUSED int p11n_listen_fd(p11n_ctx *ctx, int fd,
+    const p11n_listen_options *opts, p11n_listener **out);
+
+/* ---- structured logging ---- */
+
+/** One log event, for p11n_ctx_options.log_record. Valid during the
+ *  call only; grows at the end (check `size` before reading a field
+ *  added later). */
+typedef struct p11n_log_record {
+    size_t size;                  /* sizeof(p11n_log_record) of the library */
+    int level;                    /* enum p11n_log_level */
+    uint64_t unix_ms;             /* wall-clock time, milliseconds since 1970 (UTC) */
+    const char *text;             /* the line the `log` callback would get */
+    const char *event;            /* what happened in one word ("listening", ...), or
+                                     NULL where the library does not name it */
+    unsigned long conn_id;        /* the connection ("#id" in the text), 0: none */
+} p11n_log_record;
+
+/* ---- status: the connections of a running context ---- */
+
+/** Call fn(c, arg) for every connection of the context that has not
+ *  ended (incoming and outgoing, in any state), until fn returns
+ *  non-zero; that value is returned, else 0. fn must not close,
+ *  connect or free anything (a snapshot with p11n_conn_info_get is what
+ *  it is for). INVALID_ARG for a NULL ctx or fn. Loop thread only. */
+P11N_API int p11n_conn_foreach(p11n_ctx *ctx, int (*fn)(p11n_conn *c, void *arg), void *arg);
+
+#define P11N_CONN_ADDR_MAX 64
+
+/** A snapshot of one connection; grows at the end like the option
+ *  structures: set `size` with P11N_CONN_INFO_INIT. Everything is
+ *  copied: it stays valid after the connection is gone. */
+typedef struct p11n_conn_info {
+    size_t size;                  /* sizeof(p11n_conn_info): P11N_CONN_INFO_INIT */
+    unsigned long id;             /* "#id" in the log lines */
+    int incoming;                 /* accepted by a listener (else dialled) */
+    const char *state;            /* static text: "dialing", "handshake", "established",
+                                     "closing", "backoff", "starting" */
+    char peer[2 * P11N_PUBKEY_LEN + 1]; /* authenticated peer (identifier or hex); before
+                                     that, the peer dialled; "" for an incoming handshake */
+    char peer_id[P11N_MAX_IDENTIFIER + 1]; /* its identifier in the store; "" if none */
+    char addr[P11N_CONN_ADDR_MAX]; /* the remote address ("" before connected) */
+    uint64_t since_ms;            /* how long the current attempt or connection has lasted */
+    uint64_t msgs_in, msgs_out;   /* messages received and sent in this connection */
+    uint64_t bytes_in, bytes_out; /* their plaintext bytes */
+} p11n_conn_info;
+
+#define P11N_CONN_INFO_INIT { .size = sizeof(p11n_conn_info) }
+
+/** Fill *out (its `size` set by P11N_CONN_INFO_INIT) with c's state.
+ *  An older, smaller structure gets the fields it has. Errors:
+ *  INVALID_ARG (NULL, or `size` not set). */
+P11N_API int p11n_conn_info_get(const p11n_conn *c, p11n_conn_info *out);
 
 #ifdef __cplusplus
 }

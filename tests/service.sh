@@ -68,7 +68,7 @@ notify="$tmp/notify.sock"
 t_bg python3 "$srcdir/tests/notifysock.py" "$notify" "$tmp/notify.log" 60
 wait_for "$tmp/notify.log" bound || t_fail "the notify socket did not start"
 NOTIFY_SOCKET="$notify" t_listen "$tmp/l.log" "$tmp/l.out" --key "$skey" \
-    --peers "$tmp/live.peers" --bind 127.0.0.1:0 --echo || t_done
+    --peers "$tmp/live.peers" --bind 127.0.0.1:0 --echo --control "$tmp/ctl.sock" || t_done
 lpid=$t_pid
 t_notify "READY=1 once listening" 'wait_for "$tmp/notify.log" "^READY=1"'
 t_check "both peers get in" 'echo_ok client.key && echo_ok client2.key'
@@ -79,6 +79,39 @@ two=$hpid
 t_check "both held connections are up" \
     'sleep 0.5 &&
      [ "$(grep -c "handshake complete" "$tmp/l.log")" -ge 4 ]'
+
+# ---- status through the control socket ----
+t_check "the control socket is the owner's alone (0600)" \
+    '[ "$(stat -c %a "$tmp/ctl.sock")" = 600 ]'
+"$tool" status --control "$tmp/ctl.sock" > "$tmp/st.txt" 2> "$tmp/st.err"
+t_check "status: one line per held connection, each peer by its identifier" \
+    '[ "$(wc -l < "$tmp/st.txt")" -eq 2 ] && grep -q " peer=client remote=127.0.0.1:[0-9]* direction=in state=established " "$tmp/st.txt" &&
+     grep -q " peer=client2 remote=127.0.0.1:[0-9]* direction=in state=established " "$tmp/st.txt"'
+echo ping | timeout 30 "$tool" connect --key "file:$tmp/client.key" --peers "$tmp/client.peers" \
+    --peer server "127.0.0.1:$port" > /dev/null 2>&1
+"$tool" status --control "$tmp/ctl.sock" --json > "$tmp/st.json" 2> "$tmp/st.err"
+t_check "status --json: JSON lines with both identifiers, direction and counters" \
+    'python3 - "$tmp/st.json" <<"PY"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+peers = sorted(r["peer_id"] for r in rows)
+assert peers == ["client", "client2"], peers
+for r in rows:
+    assert r["direction"] == "in" and r["state"] == "established", r
+    assert r["remote"].startswith("127.0.0.1:") and r["since_ms"] >= 0, r
+    assert r["msgs_in"] == 0 and r["bytes_out"] == 0, r  # held: nothing sent
+PY'
+t_exit "status without --control: usage" 2 status
+echo keep > "$tmp/plain"
+t_exit "--control on a regular file: refused" 2 listen --key "$skey" --peers "$tmp/two.peers" \
+    --bind 127.0.0.1:0 --control "$tmp/plain"
+t_check "... naming why, the file intact" \
+    'grep -q "exists and is not a socket" "$tmp/exit.err" && [ "$(cat "$tmp/plain")" = keep ]'
+t_exit "--control on a running service's socket: refused" 2 listen --key "$skey" \
+    --peers "$tmp/two.peers" --bind 127.0.0.1:0 --control "$tmp/ctl.sock"
+t_check "... and that service still answers" \
+    '"$tool" status --control "$tmp/ctl.sock" | grep -q "peer=client2"'
+t_exit "status on a path nothing serves: network status" 5 status --control "$tmp/none.sock"
 
 printf 'client2 %s\n' "$client2_pub" > "$tmp/live.peers"
 kill -HUP "$lpid"
@@ -188,9 +221,11 @@ t_check "token: SIGTERM exits" 'wait_gone "$lpid" 15'
 printf 'server %s\n' "$server_pub" > "$tmp/client.peers"
 cp "$tmp/two.peers" "$tmp/tun.peers"
 t_bg "$tool" tunnel server --key "$skey" --peers "$tmp/tun.peers" --listen 127.0.0.1:0 \
-    --target 127.0.0.1:1 2> "$tmp/ts.log"
+    --target 127.0.0.1:1 --control "$tmp/tctl.sock" 2> "$tmp/ts.log"
 tpid=$t_pid
 wait_for "$tmp/ts.log" "listening on" || t_fail "tunnel server did not start: $(cat "$tmp/ts.log")"
+t_check "tunnel server --control: status answers (no connection: no line)" \
+    '"$tool" status --control "$tmp/tctl.sock" > "$tmp/tst.txt" && [ ! -s "$tmp/tst.txt" ]'
 printf 'client2 %s\n' "$client2_pub" > "$tmp/tun.peers"
 kill -HUP "$tpid"
 t_check "tunnel server: SIGHUP reloads the peers file" \
@@ -205,6 +240,7 @@ else
 fi
 t_check "tunnel server: one stop line" \
     '[ "$(grep -c "tunnel server: stopped: 0 connections closed gracefully" "$tmp/ts.log")" -eq 1 ]'
+t_check "tunnel server: its control socket is removed" '[ ! -e "$tmp/tctl.sock" ]'
 
 # The tunnel client stops the same way and removes its Unix socket.
 t_bg "$tool" tunnel client --key "file:$tmp/client.key" --peers "$tmp/client.peers" \

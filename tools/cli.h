@@ -37,7 +37,7 @@ int cli_exit_status(int err);
 char *cli_slurp(const char *path, size_t *len);
 
 /* Log lines of the commands that run a context (tools/cli_log.c): the
- * library's through cli_log_cb (its p11n_log_callback), the command's
+ * library's through cli_log_record (p11n_ctx_options.log_record), the command's
  * through cli_log_event (`event` names it in the JSON form; may be NULL). */
 #define CLI_LOG_TEXT 0        /* time-stamped lines */
 #define CLI_LOG_JOURNAL 1     /* "<N>" priority prefix, no time stamp */
@@ -47,7 +47,7 @@ extern int cli_log_format;
 /* Level from -v, format from JOURNAL_STREAM (journal when it is stderr). */
 void cli_log_init(int verbose);
 int cli_log_format_parse(const char *name);   /* CLI_LOG_*, or -1 */
-void cli_log_cb(int level, const char *line, void *arg);
+void cli_log_record(const p11n_log_record *r, void *arg);
 void cli_log_event(int level, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 

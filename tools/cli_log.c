@@ -6,10 +6,11 @@
  *   journal  "<6>LINE": the journal adds its own time stamp and reads
  *            the priority from the prefix (sd-daemon(3))
  *   json     one object per line: {"ts":..., "level":..., "event":...,
- *            "conn":..., "text":...}. The library hands over text only, so
- *            "event" and "conn" are read back from it (the table below)
- *            and are absent where the text does not say; the command's
- *            own lines name their event (reload, stop, error).
+ *            "conn":..., "text":...}. "event" and "conn" come from the
+ *            library's log record where it names them, else they are read
+ *            back from the text (the table below), and are absent where
+ *            neither says; the command's own lines name their event
+ *            (reload, stop, error).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -106,7 +107,8 @@ static void put_json(FILE *f, const char *s)
     fputc('"', f);
 }
 
-static void emit(int level, const char *event, const char *line)
+/* `conn`: the connection's id, 0 for none. */
+static void emit(int level, const char *event, unsigned long conn, const char *line)
 {
     if (level > cli_log_level)
         return;
@@ -134,10 +136,9 @@ static void emit(int level, const char *event, const char *line)
         return;
     fprintf(f, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\"", stamp, ts.tv_nsec / 1000000L,
         levels[lv].name);
-    unsigned long conn;
     if (event != NULL)
         fprintf(f, ",\"event\":\"%s\"", event);
-    if (sscanf(line, "conn #%lu", &conn) == 1)
+    if (conn != 0)
         fprintf(f, ",\"conn\":%lu", conn);
     fputs(",\"text\":", f);
     put_json(f, line);
@@ -147,10 +148,18 @@ static void emit(int level, const char *event, const char *line)
     free(buf);
 }
 
-void cli_log_cb(int level, const char *line, void *arg)
+/* The record's event and connection where the library names them;
+ * elsewhere they are read back from the text (the table above). */
+void cli_log_record(const p11n_log_record *r, void *arg)
 {
     (void)arg;
-    emit(level, cli_log_format == CLI_LOG_JSON ? event_of(line) : NULL, line);
+    const char *event = r->event;
+    unsigned long conn = r->conn_id;
+    if (cli_log_format == CLI_LOG_JSON && event == NULL)
+        event = event_of(r->text);
+    if (conn == 0 && sscanf(r->text, "conn #%lu", &conn) != 1)
+        conn = 0;
+    emit(r->level, event, conn, r->text);
 }
 
 void cli_log_event(int level, const char *event, const char *fmt, ...)
@@ -162,7 +171,7 @@ void cli_log_event(int level, const char *event, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    emit(level, event, line);
+    emit(level, event, 0, line);
 }
 
 long long cli_now_ms(void)

@@ -18,6 +18,13 @@ int cli_split_host_port(const char *s, char *host, size_t cap, uint16_t *port);
 #define CLI_STR(x) CLI_STR_(x)
 int cli_listen_failed(const char *cmd, const char *addr, int rc);
 
+/* Listen on the socket passed by socket activation (LISTEN_FDS and
+ * LISTEN_PID naming this process: exactly one socket) or else bind
+ * host:port (`addr` is how the user wrote it). Returns 0, or an exit
+ * status after printing one line prefixed with `cmd`. */
+int cli_listen(p11n_ctx *ctx, const char *cmd, const char *host, uint16_t port,
+    const char *addr, const p11n_listen_options *lo, p11n_listener **out);
+
 /* SIGINT and SIGTERM call p11n_stop(ctx); SIGPIPE is ignored. */
 void cli_catch_signals(p11n_ctx *ctx);
 

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_control.h"
 #include "cli_net.h"
 #include "p11noise.h"
 
@@ -33,6 +34,7 @@ struct net_args {
     const char *addr;             /* --bind, or the connect target */
     const char *peer;             /* connect --peer */
     const char *log_format;       /* --log-format */
+    const char *control;          /* listen --control */
     struct cli_limits lim;        /* the library's limits from --config */
     int argc0;                    /* the command line as given, for a reload */
     char **argv0;
@@ -51,7 +53,7 @@ static const char LISTEN_USAGE[] =
     "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
     "                       [--peer ID]... [--peers FILE] [--echo | [--raw] [--show-peer]]\n"
     "                       [--dev-allow-extractable-key] [--log-format text|journal|json] [-v]\n"
-    "                       [--config FILE]\n"
+    "                       [--config FILE] [--control PATH]\n"
     "Accepts Noise connections and prints each message received on one line of\n"
     "stdout (--echo: sends it back instead). Bytes other than printable ASCII\n"
     "are escaped as \\n \\t \\r \\\\ or \\xNN (two hex digits), so a peer cannot\n"
@@ -66,7 +68,8 @@ static const char LISTEN_USAGE[] =
     "when stderr is the journal) or json (one object per line). SIGHUP reloads\n"
     "the peers; SIGTERM or SIGINT closes every connection gracefully and exits 0.\n"
     "--config FILE reads options and the library's limits from \"key = value\"\n"
-    "lines (p11noise.conf(5)); the command line's options win.\n";
+    "lines (p11noise.conf(5)); the command line's options win. --control PATH\n"
+    "serves `p11noise status` on a Unix socket (mode 0600).\n";
 static const char CONNECT_USAGE[] =
     "usage: p11noise connect --key URI --peer ID|PUBHEX [--pattern KK|XK] [--prologue S]\n"
     "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [--linger MS]\n"
@@ -86,7 +89,7 @@ static const char CONNECT_USAGE[] =
 
 enum {
     O_KEY = 1, O_PATTERN, O_PROLOGUE, O_PEERS, O_BIND, O_SOCKS5, O_PEER, O_LINGER,
-    O_ECHO, O_RAW, O_SHOW_PEER, O_DEV_KEY, O_VERBOSE, O_LOG_FORMAT
+    O_ECHO, O_RAW, O_SHOW_PEER, O_DEV_KEY, O_VERBOSE, O_LOG_FORMAT, O_CONTROL
 };
 
 /* The options of both commands, then those of one only. */
@@ -97,7 +100,7 @@ enum {
     { "--log-format", O_LOG_FORMAT, 1 }
 static const struct cli_opt listen_opts[] = {
     NET_OPTS, { "--bind", O_BIND, 1 }, { "--echo", O_ECHO, 0 }, { "--raw", O_RAW, 0 },
-    { "--show-peer", O_SHOW_PEER, 0 }, { NULL, 0, 0 },
+    { "--show-peer", O_SHOW_PEER, 0 }, { "--control", O_CONTROL, 1 }, { NULL, 0, 0 },
 };
 static const struct cli_opt connect_opts[] = {
     NET_OPTS, { "--socks5", O_SOCKS5, 1 }, { "--linger", O_LINGER, 1 }, { NULL, 0, 0 },
@@ -114,6 +117,7 @@ static const char **str_field(struct net_args *a, int id)
     case O_BIND: return &a->addr;
     case O_SOCKS5: return &a->socks5;
     case O_LOG_FORMAT: return &a->log_format;
+    case O_CONTROL: return &a->control;
     default: return NULL;
     }
 }
@@ -260,7 +264,7 @@ static int setup(const struct net_args *a, const char *cmd, p11n_ctx **ctx, p11n
         cli_log_level = a->lim.log_level;
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     cli_limits_apply(&a->lim, &o);
-    o.log = cli_log_cb;
+    o.log_record = cli_log_record;
     o.log_level = cli_log_level;
     return cli_net_setup(cmd, &o, a->key, a->dev_key ? P11N_KEY_DEV_ALLOW_EXTRACTABLE : 0,
         a->peers_file, ctx, key);
@@ -541,6 +545,7 @@ int cmd_listen(int argc, char **argv)
     p11n_ctx *ctx = NULL;
     p11n_key *key = NULL;
     p11n_listener *l = NULL;
+    struct cli_control *control = NULL;
     int status = setup(&a, "listen", &ctx, &key);
     if (status != 0)
         goto out;
@@ -551,14 +556,17 @@ int cmd_listen(int argc, char **argv)
     lo.ch = channel_options(&a, key, cb);
     lo.peers = a.listen_peers;
     lo.npeers = a.nlisten_peers;
-    rc = p11n_listen(ctx, host, port, &lo, &l);
-    if (rc != P11N_OK) {
-        status = cli_listen_failed("listen", a.addr, rc);
+    if ((status = cli_listen(ctx, "listen", host, port, a.addr, &lo, &l)) != 0)
+        goto out;
+    if (a.control != NULL && (control = cli_control_open(ctx, "listen", a.control)) == NULL) {
+        status = CLI_EXIT_USAGE;
         goto out;
     }
     status = listen_run(&a, ctx, l, &st);
 out:
+    cli_control_stop(control);
     p11n_ctx_free(ctx);
+    cli_control_free(control);
     p11n_key_free(key);
     cli_peers_free();
     cli_config_free();

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "cli_control.h"
 #include "cli_net.h"
 #include "tunnel.h"
 
@@ -25,7 +26,7 @@ static int setup(struct tunnel *t, const char *cmd)
         cli_log_level = t->lim.log_level;
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     cli_limits_apply(&t->lim, &o);
-    o.log = cli_log_cb;
+    o.log_record = cli_log_record;
     o.log_level = cli_log_level;
     return cli_net_setup(cmd, &o, t->a.key, 0, t->a.peers_file, &t->ctx, &t->key);
 }
@@ -249,7 +250,10 @@ static int run(struct tunnel *t, const char *cmd)
 
 static void teardown(struct tunnel *t)
 {
+    cli_control_stop(t->control);
     p11n_ctx_free(t->ctx);  /* no callback runs: the connections are ours to close */
+    cli_control_free(t->control);
+    t->control = NULL;
     for (struct tun *c = t->conns; c != NULL; c = c->next) {
         if (c->fd >= 0)
             tun_close_reset(c->fd);

@@ -19,6 +19,7 @@ static const char SERVER_USAGE[] =
     "                              [--pattern KK|XK] [--prologue S] [--peer ID]... [--peers FILE]\n"
     "                              [--proxy-protocol] [--connect-timeout MS]\n"
     "                              [--log-format text|journal|json] [--config FILE] [-v]\n"
+    "                              [--control PATH]\n"
     "Accepts Noise connections on --listen (a numeric address) and, for each\n"
     "authenticated peer, opens one plain connection to --target and carries the\n"
     "bytes both ways, half-closes included. --peer lists the initiators accepted;\n"
@@ -28,7 +29,8 @@ static const char SERVER_USAGE[] =
     "key in hex) in TLV 0xE0 and its 33-byte key in TLV 0xE1. A target that does not\n"
     "answer within --connect-timeout (10000 ms) fails that connection. SIGHUP reloads\n"
     "the peers; SIGINT or SIGTERM closes every connection and exits 0. Logs go to\n"
-    "stderr (-v: more).\n";
+    "stderr (-v: more). --control PATH serves `p11noise status` on a Unix socket\n"
+    "(mode 0600).\n";
 static const char CLIENT_USAGE[] =
     "usage: p11noise tunnel client --key URI --peer ID|PUBHEX --listen HOST:PORT|unix:PATH\n"
     "                              [--pattern KK|XK] [--prologue S] [--peers FILE]\n"
@@ -64,6 +66,7 @@ static const struct opt {
     { "--connect-timeout", SRV, OPT_MS, 0 },
     { "-v", SRV | CLI, OPT_FLAG, offsetof(struct tun_args, verbose) },
     { "--log-format", SRV | CLI, OPT_STR, offsetof(struct tun_args, log_format) },
+    { "--control", SRV, OPT_STR, offsetof(struct tun_args, control) },
 };
 
 static int set_opt(const struct opt *o, const char *val, struct tun_args *a, const char *cmd)

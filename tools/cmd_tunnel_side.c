@@ -20,6 +20,7 @@
 #include "cli.h"
 #include "cli_net.h"
 #include "tunnel.h"
+#include "cli_control.h"
 
 #define ACCEPT_BATCH 16           /* plain connections accepted per wake-up */
 #define ACCEPT_PAUSE_MS 100       /* out of fds or memory: the listening socket stays
@@ -50,9 +51,13 @@ int tun_server_start(struct tunnel *t)
     lo.ch = channel(t, t);
     lo.peers = t->a.server_peers;
     lo.npeers = t->a.nserver_peers;
-    int rc = p11n_listen(t->ctx, t->listen_addr.host, t->listen_addr.port, &lo, &t->l);
-    if (rc != P11N_OK)
-        return cli_listen_failed("tunnel server", t->a.listen, rc);
+    int status = cli_listen(t->ctx, "tunnel server", t->listen_addr.host, t->listen_addr.port,
+        t->a.listen, &lo, &t->l);
+    if (status != 0)
+        return status;
+    if (t->a.control != NULL
+        && (t->control = cli_control_open(t->ctx, "tunnel server", t->a.control)) == NULL)
+        return CLI_EXIT_USAGE;
     tun_log(P11N_LOG_INFO, "tunnel server: each peer's connection goes to %s%s", t->a.target,
         t->a.proxy_protocol ? ", after a PROXY protocol v2 header" : "");
     return 0;

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cli_control.h"
 #include "p11noise.h"
 
 /* One line per subcommand: its name, its function (declared in cli.h)
@@ -20,6 +21,7 @@ static const struct {
     { "listen", cmd_listen, "listen --key URI --bind HOST:PORT [--config FILE] ..." },
     { "connect", cmd_connect, "connect --key URI --peer ID|PUBHEX [--socks5 ...] HOST:PORT" },
     { "tunnel", cmd_tunnel, "tunnel server|client --key URI --listen ADDR ... (--help)" },
+    { "status", cmd_status, "status --control PATH [--json]" },
     { "vectors", cmd_vectors, "vectors FILE..." },
     { "bench", cmd_bench, "bench [options]" },
 };

@@ -53,6 +53,7 @@ struct tun_args {
     int proxy_protocol;
     int verbose;
     const char *log_format;       /* --log-format */
+    const char *control;          /* server --control */
 };
 
 struct tun;
@@ -67,6 +68,7 @@ struct tunnel {
     int lfd;                      /* client: the plain listening socket, else -1 */
     long long accept_resume_ms;   /* client: out of fds, not accepting until then */
     p11n_listener *l;             /* server */
+    struct cli_control *control;  /* server --control, or NULL */
     struct sockaddr_storage *targets; /* server: the target's addresses */
     socklen_t *target_lens;
     size_t ntargets;

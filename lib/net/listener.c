@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -117,6 +118,13 @@ static int parse_ip(const char *ip, uint16_t port, struct sockaddr_storage *ss, 
     return P11N_ERR_INVALID_ARG;
 }
 
+static void set_bound(p11n_listener *l, const struct sockaddr_storage *ss)
+{
+    p11n_addr_text((const struct sockaddr *)ss, l->addr);
+    l->port = ntohs(ss->ss_family == AF_INET6 ? ((const struct sockaddr_in6 *)ss)->sin6_port
+                                              : ((const struct sockaddr_in *)ss)->sin_port);
+}
+
 static int open_socket(p11n_listener *l, const struct sockaddr_storage *ss, socklen_t len)
 {
     p11n_ctx *ctx = l->ctx;
@@ -146,28 +154,22 @@ static int open_socket(p11n_listener *l, const struct sockaddr_storage *ss, sock
         p11n_log(ctx, P11N_LOG_ERROR, "listen on %s: getsockname: %s", where, strerror(errno));
         return P11N_ERR_IO;
     }
-    p11n_addr_text((const struct sockaddr *)&bound, l->addr);
-    l->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
-                                                : ((struct sockaddr_in *)&bound)->sin_port);
+    set_bound(l, &bound);
     return P11N_OK;
 }
 
-int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_options *opts,
-    p11n_listener **out)
+static void listener_discard(p11n_listener *l);
+
+/* Check the options and build the listener without its socket.
+ * Errors: INVALID_ARG, NOMEM, UNKNOWN_PEER, LIMIT. */
+static int listener_new(p11n_ctx *ctx, const p11n_listen_options *opts, p11n_listener **out)
 {
-    if (out != NULL)
-        *out = NULL;
     p11n_listen_options copy;
-    if (opts != NULL && p11n_options_copy(&copy, sizeof(copy), opts) != P11N_OK)
+    if (opts == NULL || p11n_options_copy(&copy, sizeof(copy), opts) != P11N_OK)
         return P11N_ERR_INVALID_ARG;
-    opts = opts != NULL ? &copy : NULL;
-    if (ctx == NULL || ip == NULL || opts == NULL || opts->ch.key == NULL || out == NULL
-        || (opts->peers == NULL && opts->npeers > 0)
+    opts = &copy;
+    if (ctx == NULL || opts->ch.key == NULL || (opts->peers == NULL && opts->npeers > 0)
         || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))
-        return P11N_ERR_INVALID_ARG;
-    struct sockaddr_storage ss;
-    socklen_t sslen;
-    if (parse_ip(ip, port, &ss, &sslen) != P11N_OK)
         return P11N_ERR_INVALID_ARG;
     if (p11n_conn_layer_attach(ctx) != P11N_OK || p11n_timers_reserve(ctx, 1) != P11N_OK)
         return P11N_ERR_NOMEM;
@@ -181,33 +183,126 @@ int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_
     p11n_timer_init(&l->pause, on_resume, l);
     l->max_handshakes = opts->max_handshakes ? opts->max_handshakes : ctx->opt.max_handshakes;
     int rc = p11n_channel_new(&opts->ch, &l->ch);
-    if (rc != P11N_OK)
-        goto fail;
-    if ((rc = load_ids(l, opts)) != P11N_OK)
-        goto fail;
-    if ((rc = open_socket(l, &ss, sslen)) != P11N_OK)
-        goto fail;
-    if ((rc = p11n_io_add(ctx, l->fd, POLLIN, on_accept, l)) != P11N_OK)
-        goto fail;
-    l->next = ctx->cl->listeners;
-    ctx->cl->listeners = l;
-    if (l->nids == 0)
-        p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, accepting any peer in the store)",
-            l->addr, l->ch->wire->name);
-    else
-        p11n_log(ctx, P11N_LOG_INFO, "listening on %s (%s, %zu accepted peer%s)", l->addr,
-            l->ch->wire->name, l->nids, l->nids == 1 ? "" : "s");
-    p11n_log_key_warning(ctx, l->ch->key);
+    if (rc == P11N_OK)
+        rc = load_ids(l, opts);
+    if (rc != P11N_OK) {
+        listener_discard(l);
+        return rc;
+    }
     *out = l;
     return P11N_OK;
-fail:
+}
+
+/* Undo listener_new (and close l->fd when set). */
+static void listener_discard(p11n_listener *l)
+{
     if (l->fd >= 0)
         close(l->fd);
     free(l->ids);
     p11n_channel_unref(l->ch);
+    p11n_timers_release(l->ctx, 1);
     free(l);
-    p11n_timers_release(ctx, 1);
-    return rc;
+}
+
+/* The socket is open: watch it and announce. Errors: NOMEM (the caller
+ * discards the listener). */
+static int listener_start(p11n_listener *l)
+{
+    p11n_ctx *ctx = l->ctx;
+    int rc = p11n_io_add(ctx, l->fd, POLLIN, on_accept, l);
+    if (rc != P11N_OK)
+        return rc;
+    l->next = ctx->cl->listeners;
+    ctx->cl->listeners = l;
+    if (l->nids == 0)
+        p11n_log_ev(ctx, P11N_LOG_INFO, "listening", 0,
+            "listening on %s (%s, accepting any peer in the store)", l->addr,
+            l->ch->wire->name);
+    else
+        p11n_log_ev(ctx, P11N_LOG_INFO, "listening", 0, "listening on %s (%s, %zu accepted "
+            "peer%s)", l->addr, l->ch->wire->name, l->nids, l->nids == 1 ? "" : "s");
+    p11n_log_key_warning(ctx, l->ch->key);
+    return P11N_OK;
+}
+
+int p11n_listen(p11n_ctx *ctx, const char *ip, uint16_t port, const p11n_listen_options *opts,
+    p11n_listener **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    if (ip == NULL || out == NULL || parse_ip(ip, port, &ss, &sslen) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
+    p11n_listener *l;
+    int rc = listener_new(ctx, opts, &l);
+    if (rc != P11N_OK)
+        return rc;
+    if ((rc = open_socket(l, &ss, sslen)) != P11N_OK || (rc = listener_start(l)) != P11N_OK) {
+        listener_discard(l);
+        return rc;
+    }
+    *out = l;
+    return P11N_OK;
+}
+
+/* A socket someone else bound (socket activation): a listening TCP
+ * stream socket, or it is refused before anything changes. */
+static int adopt_check(p11n_ctx *ctx, int fd, struct sockaddr_storage *ss)
+{
+    int type = 0, acc = 0;
+    socklen_t len = sizeof(type);
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) < 0) {
+        p11n_log(ctx, P11N_LOG_ERROR, "listen on descriptor %d: %s", fd, strerror(errno));
+        return P11N_ERR_INVALID_ARG;
+    }
+    len = sizeof(acc);
+    if (type != SOCK_STREAM || getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &len) < 0
+        || !acc) {
+        p11n_log(ctx, P11N_LOG_ERROR, "listen on descriptor %d: not a listening stream socket",
+            fd);
+        return P11N_ERR_INVALID_ARG;
+    }
+    len = sizeof(*ss);
+    if (getsockname(fd, (struct sockaddr *)ss, &len) < 0
+        || (ss->ss_family != AF_INET && ss->ss_family != AF_INET6)) {
+        p11n_log(ctx, P11N_LOG_ERROR, "listen on descriptor %d: not an IPv4 or IPv6 socket", fd);
+        return P11N_ERR_INVALID_ARG;
+    }
+    return P11N_OK;
+}
+
+int p11n_listen_fd(p11n_ctx *ctx, int fd, const p11n_listen_options *opts, p11n_listener **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (ctx == NULL || fd < 0 || out == NULL)
+        return P11N_ERR_INVALID_ARG;
+    struct sockaddr_storage ss;
+    int rc = adopt_check(ctx, fd, &ss);
+    if (rc != P11N_OK)
+        return rc;
+    p11n_listener *l;
+    if ((rc = listener_new(ctx, opts, &l)) != P11N_OK)
+        return rc;
+    int fl = fcntl(fd, F_GETFL), fdfl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fdfl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0
+        || fcntl(fd, F_SETFD, fdfl | FD_CLOEXEC) < 0) {
+        listener_discard(l);
+        return P11N_ERR_IO;
+    }
+    l->fd = fd;
+    set_bound(l, &ss);
+    if ((rc = listener_start(l)) != P11N_OK) {
+        /* Not ours on failure: give it back as it came. */
+        fcntl(fd, F_SETFL, fl);
+        fcntl(fd, F_SETFD, fdfl);
+        l->fd = -1;
+        listener_discard(l);
+        return rc;
+    }
+    *out = l;
+    return P11N_OK;
 }
 
 uint16_t p11n_listener_port(const p11n_listener *l)
@@ -251,6 +346,6 @@ void p11n_listener_close(p11n_listener *l)
 {
     if (l == NULL || l->closed)
         return;
-    p11n_log(l->ctx, P11N_LOG_INFO, "listener %s closed", l->addr);
+    p11n_log_ev(l->ctx, P11N_LOG_INFO, "listener-closed", 0, "listener %s closed", l->addr);
     p11n_listener_free(l);
 }

@@ -19,10 +19,42 @@ static const char *level_name(int level)
     }
 }
 
-/* log_level 0 (no callback, no level asked): nothing at all. */
+/* log_level 0 (no callback, no level asked): nothing at all. A record
+ * callback alone (p11n_ctx_new defaults the level for `log` only) gets
+ * the default level. */
 int p11n_log_on(const p11n_ctx *ctx, int level)
 {
-    return level <= ctx->opt.log_level;
+    int max = ctx->opt.log_level;
+    if (max == 0 && ctx->opt.log_record != NULL)
+        max = P11N_LOG_INFO;
+    return level <= max;
+}
+
+static void deliver(const p11n_ctx *ctx, int level, const char *event, unsigned long conn_id,
+    const char *line)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ctx->opt.log_record != NULL) {
+        p11n_log_record r = { .size = sizeof(r), .level = level, .text = line,
+            .event = event, .conn_id = conn_id,
+            .unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 };
+        ctx->opt.log_record(&r, ctx->opt.log_arg);
+        return;
+    }
+    if (ctx->opt.log != NULL) {
+        ctx->opt.log(level, line, ctx->opt.log_arg);
+        return;
+    }
+    /* Wall-clock UTC with milliseconds, so lines from two machines line up. */
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    char stamp[32];
+    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
+    /* One fprintf per line: stdio locks the stream, so lines from several
+     * contexts in one process do not interleave. */
+    fprintf(stderr, "%s.%03ldZ p11noise %s: %s\n", stamp, ts.tv_nsec / 1000000L,
+        level_name(level), line);
 }
 
 void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
@@ -34,21 +66,20 @@ void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    if (ctx->opt.log != NULL) {
-        ctx->opt.log(level, line, ctx->opt.log_arg);
+    deliver(ctx, level, NULL, 0, line);
+}
+
+void p11n_log_ev(const p11n_ctx *ctx, int level, const char *event, unsigned long conn_id,
+    const char *fmt, ...)
+{
+    if (!p11n_log_on(ctx, level))
         return;
-    }
-    /* Wall-clock UTC with milliseconds, so lines from two machines line up. */
-    struct timespec ts;
-    struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    char stamp[32];
-    strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm);
-    /* One fprintf per line: stdio locks the stream, so lines from several
-     * contexts in one process do not interleave. */
-    fprintf(stderr, "%s.%03ldZ p11noise %s: %s\n", stamp, ts.tv_nsec / 1000000L,
-        level_name(level), line);
+    char line[P11N_LOG_LINE];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    deliver(ctx, level, event, conn_id, line);
 }
 
 void p11n_log_key_warning(const p11n_ctx *ctx, p11n_key *key)

@@ -9,6 +9,11 @@
 void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The same, naming its event and connection for p11n_log_record
+ * (event NULL, conn_id 0: not named). */
+void p11n_log_ev(const p11n_ctx *ctx, int level, const char *event, unsigned long conn_id,
+    const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
 /* 1 if `level` would be logged: skip formatting otherwise. */
 int p11n_log_on(const p11n_ctx *ctx, int level);
 
