@@ -268,8 +268,10 @@ t_check "wrong server key: the reason is logged" \
 # empty line is a zero-length message) breaks the protocol: that
 # connection ends, the server goes on.
 # shellcheck disable=SC2086
+# --linger: the client stays until the server answers (it closes the
+# channel) even when a loaded machine makes the server slow to read.
 printf 'hello\n\nafter the end\n' | timeout 20 "$tool" connect $CKEY --peer server \
-    "127.0.0.1:$sport" > /dev/null 2>&1
+    --linger 8000 "127.0.0.1:$sport" > /dev/null 2>&1
 # The client may exit before the server has read the stray bytes: wait
 # (at most 10 s) for the server's line rather than look once.
 i=0
