@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "crypto.h"
+#include "net/worker.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "softhsm.h"
@@ -202,6 +203,11 @@ static void test_token_keys_kk(void)
     p11n_conn *c = dial(cli, p11n_listener_port(l), "server", "KK", ckey, &s);
     PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
     CU_ASSERT(t_log_has(mark, "worker finished a handshake", NULL));
+    /* Worker trips are the token steps alone: the KK initiator's acts 1
+     * (es, ss) and 2 (se); the responder's act 1 (es, ss) -- its act 2
+     * (ee, se with its ephemeral) has no token work and stays on the loop. */
+    CU_ASSERT_EQUAL(p11n_worker_submitted(cli), 2);
+    CU_ASSERT_EQUAL(p11n_worker_submitted(srv), 1);
     for (int i = 0; i < 5; i++)
         CU_ASSERT(p11n_send(c, (const uint8_t *)"token", 5) == P11N_OK);
     PUMP_UNTIL(srv, cli, s.msgs == 5);

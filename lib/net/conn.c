@@ -528,25 +528,23 @@ static void trim_idle(void *ctxp)
 
 enum { P11N_JOB_WRITE = 1, P11N_JOB_READ = 2 };
 
-/* One handshake step on a worker thread. */
+/* One handshake step's token work on a worker thread: the handshake's
+ * pending operation (p11n_handshake_pending), run there and resumed on the
+ * loop thread. */
 typedef struct hs_job {
     p11n_job base;
     p11n_ctx *ctx;                /* for the log line of an orphan */
     unsigned long id;             /* the connection's, likewise */
     int op;                       /* P11N_JOB_WRITE or _READ */
     p11n_handshake *hs;           /* the job's until it is done */
-    uint8_t act[P11N_MAX_ACT];    /* write: the act made; read: the act to take */
-    size_t act_len;
+    p11n_handshake_op *pending;   /* hs's pending operation */
 } hs_job;
 
 /* Worker thread: sees the job alone, never the connection. */
 static void job_run(p11n_job *base)
 {
     hs_job *job = (hs_job *)base;
-    if (job->op == P11N_JOB_WRITE)
-        base->rc = p11n_handshake_write(job->hs, job->act, sizeof(job->act), &job->act_len);
-    else
-        base->rc = p11n_handshake_read(job->hs, job->act, job->act_len);
+    base->rc = p11n_handshake_pending_run(job->pending);
 }
 
 /* The connection goes on without its step in flight: the job frees what
@@ -566,6 +564,9 @@ static int hs_create(p11n_conn *c)
         .prologue = c->ch->prologue,
         .prologue_len = c->ch->prologue_len,
         .local = c->ch->key,
+        /* Token steps come back as PENDING and go to a worker (hs_offload);
+         * everything else runs here on the loop thread. */
+        .flags = P11N_HS_ASYNC_TOKEN,
     };
     if (c->incoming) {
         /* KK: the candidates in the store now; XK: any key, checked
@@ -693,15 +694,11 @@ static void hs_complete(p11n_conn *c)
         c->ch->cb.established(c, c->peer, c->arg);
 }
 
-static int key_is_slow(const p11n_conn *c)
-{
-    return p11n_key_is_slow((const struct p11n_key *)c->ch->key);
-}
-
 static void job_done(p11n_job *base);
 
-/* Hand the next step to a worker: the job takes the handshake and the
- * act bytes, and gives them back in job_done. */
+/* The handshake's step is PENDING on token work: hand it to a worker. The
+ * job takes the handshake (nothing may touch it while the operation runs)
+ * and gives it back in job_done. */
 static int hs_offload(p11n_conn *c, int op)
 {
     hs_job *job = calloc(1, sizeof(*job));
@@ -714,8 +711,7 @@ static int hs_offload(p11n_conn *c, int op)
     job->id = c->id;
     job->op = op;
     job->hs = c->hs;
-    memcpy(job->act, c->act, c->act_len);
-    job->act_len = c->act_len;
+    job->pending = p11n_handshake_pending(c->hs);
     int rc = p11n_worker_submit(c->ctx, &job->base);
     if (rc != P11N_OK) {
         free(job);
@@ -739,11 +735,11 @@ static void hs_step(p11n_conn *c)
         }
         size_t want = p11n_handshake_want(c->hs);
         if (want == 0) {
-            if (key_is_slow(c)) {
+            int rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
+            if (rc == P11N_ERR_PENDING) {
                 hs_offload(c, P11N_JOB_WRITE);
                 return;
             }
-            int rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
             if (rc != P11N_OK) {
                 hs_fail(c, "write", rc);
                 return;
@@ -786,11 +782,11 @@ static void hs_read(p11n_conn *c)
         return;
     p11n_timer_cancel(c->ctx, &c->timer);
     c->act_want = 0;
-    if (key_is_slow(c)) {
+    int rc = p11n_handshake_read(c->hs, c->act, c->act_len);
+    if (rc == P11N_ERR_PENDING) {
         hs_offload(c, P11N_JOB_READ);
         return;
     }
-    int rc = p11n_handshake_read(c->hs, c->act, c->act_len);
     if (rc != P11N_OK) {
         hs_fail(c, "act from peer rejected", rc);
         return;
@@ -829,9 +825,9 @@ static void job_done(p11n_job *base)
     }
     c->job = NULL;
     c->hs = job->hs;
-    memcpy(c->act, job->act, job->act_len);
-    c->act_len = job->act_len;
-    int op = job->op, rc = base->rc;
+    /* A write's act comes out here; a read leaves act_len 0. */
+    int rc = p11n_handshake_resume(c->hs, c->act, sizeof(c->act), &c->act_len);
+    int op = job->op;
     char why[P11N_JOB_TEXT];
     memcpy(why, base->text, sizeof(why));
     p11n_wipe(job, sizeof(*job));
