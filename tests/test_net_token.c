@@ -223,6 +223,97 @@ static void test_token_keys_kk(void)
     CU_ASSERT(strstr(t_log_text(), "module-path") == NULL);
 }
 
+static p11n_conn *dial_host(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
+    p11n_key *key, side *s)
+{
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.ch.key = key;
+    co.ch.pattern = "KK";
+    co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = s };
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, peer, &co, &c) == P11N_OK);
+    return c;
+}
+
+/* A token key's first act starts while the name is still being resolved:
+ * the DNS server ignores the first query, so the dial waits for c-ares'
+ * retransmission (a second or more) while each derivation takes 200 ms.
+ * Then an attempt that fails at once (refused) leaves its job to finish
+ * alone, which frees the handshake (ASan checks). */
+static void test_start_early(void)
+{
+    t_dns d;
+    CU_ASSERT_FATAL(t_dns_start(&d, "early.p11n.test", "127.0.0.1", NULL, 1) == 0);
+    setenv("P11N_FAULT", "C_DeriveKey:delay=200", 1);
+    p11n_key *ckey = load(key_uri("client", 1));
+    unsetenv("P11N_FAULT");
+    p11n_key *skey = soft_key(SERVER_PRIV);
+    uint8_t spub[33], cpub[33];
+    pub_of(skey, spub);
+    pub_of(ckey, cpub);
+    char spubhex[67];
+    p11n_hex_encode(spub, 33, spubhex);
+
+    p11n_ctx *srv = ctx_make("early-srv", 0);
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u", d.port);
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log = t_log_cb;
+    o.log_arg = (void *)"early-cli";
+    o.log_level = P11N_LOG_DEBUG;
+    o.dns_servers = servers;
+    o.connect_timeout_ms = 30000;
+    p11n_ctx *cli = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &cli) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
+    memset(&server_side, 0, sizeof(server_side));
+    server_side.echo = 1;
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    static const char *const accepted[] = { "client" };
+    lo.ch.key = skey;
+    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = &server_side };
+    lo.peers = accepted;
+    lo.npeers = 1;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    uint16_t port = p11n_listener_port(l);
+
+    side s = { 0 };
+    size_t mark = t_log_mark();
+    p11n_conn *c = dial_host(cli, "early.p11n.test", port, spubhex, ckey, &s);
+    PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
+    const char *log = t_log_text() + mark;
+    const char *handed = strstr(log, "[early-cli] 4 conn #1: token write handed to a worker");
+    const char *ready = strstr(log, "[early-cli] 4 conn #1: first act ready before the connection");
+    const char *connected = strstr(log, "[early-cli] 3 conn #1 connected to");
+    CU_ASSERT(handed != NULL && ready != NULL && connected != NULL);
+    CU_ASSERT(handed < connected);
+    CU_ASSERT(ready < connected);
+    /* Act 1 early, act 2 after: nothing else went to a worker. */
+    CU_ASSERT_EQUAL(p11n_worker_submitted(cli), 2);
+    CU_ASSERT(p11n_send(c, (const uint8_t *)"early", 5) == P11N_OK);
+    PUMP_UNTIL(srv, cli, s.msgs == 1);
+    p11n_close(c);
+    PUMP_UNTIL(srv, cli, s.closed == 1);
+
+    /* Refused while act 1 is on the worker: the orphan comes back later. */
+    p11n_listener_close(l);
+    side r = { 0 };
+    mark = t_log_mark();
+    dial_host(cli, "127.0.0.1", port, spubhex, ckey, &r);
+    PUMP_UNTIL(srv, cli, r.closed == 1);
+    PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #2: a worker finished a handshake "
+        "step of an attempt that has ended: dropped", NULL));
+    CU_ASSERT(r.established == 0);
+    p11n_ctx_free(srv);
+    p11n_ctx_free(cli);
+    p11n_key_free(skey);
+    p11n_key_free(ckey);
+    t_dns_stop(&d);
+}
+
 /* The server key behind the fault module: every derivation takes 2 s. An
  * XK responder needs two (one static DH with parity recovery). */
 static void test_slow_token(void)
@@ -616,6 +707,7 @@ int main(void)
     t_token_setup(&T, "p11n-net");
     static const p11n_test tests[] = {
         { "token keys on both sides, peers from the token", test_token_keys_kk },
+        { "token key: act 1 starts while the connection is set up", test_start_early },
         { "slow token: messages flow during a handshake; queue limit", test_slow_token },
         { "closed during a token step: the loop waits, no spin", test_close_during_token_step },
         { "reconnect during a token step: no wait for the old step",

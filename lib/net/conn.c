@@ -47,6 +47,7 @@
 #define TRIM_INTERVAL_MS 1000
 
 static void hs_step(p11n_conn *c);
+static void hs_sent(p11n_conn *c);
 static void on_io(void *obj, int fd, short revents);
 static void on_timer(void *obj);
 static void on_idle(void *obj);
@@ -134,6 +135,8 @@ static void conn_release(p11n_conn *c)
     job_orphan(c);
     p11n_handshake_free(c->hs);
     c->hs = NULL;
+    c->act_len = c->act_want = 0;
+    c->ncand = 0;
     /* The application may still read the message it was given (the
      * header promises it for the whole call): park what holds it. */
     if (c->delivering && c->t_retired == NULL)
@@ -574,6 +577,7 @@ static int hs_create(p11n_conn *c)
         uint8_t cand[P11N_MAX_KK_CANDIDATES][P11N_PUBKEY_LEN];
         if (c->ch->wire->responder_chooses) {
             cfg.nremote = p11n_trust_candidates(c, cand);
+            c->ncand = cfg.nremote;
             if (cfg.nremote == 0)
                 return P11N_ERR_UNKNOWN_PEER;
             cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])cand;
@@ -595,10 +599,10 @@ static void hs_fail(p11n_conn *c, const char *what, int rc)
     p11n_conn_end(c, rc, text);
 }
 
-static void handshake_begin(p11n_conn *c)
+/* Make the attempt's handshake (hs_create), naming a peer that left the
+ * store. Returns 0 when the attempt has ended. */
+static int hs_setup(p11n_conn *c)
 {
-    c->state = P11N_CS_HANDSHAKE;
-    c->act_want = 0;
     int rc = hs_create(c);
     if (rc == P11N_ERR_UNKNOWN_PEER) {
         char text[TEXT_LEN];
@@ -609,11 +613,30 @@ static void handshake_begin(p11n_conn *c)
             snprintf(text, sizeof(text), "handshake setup: peer %s is no longer in the peer "
                 "store", c->peer_name);
         p11n_conn_end(c, rc, text);
-        return;
+        return 0;
     }
     if (rc != P11N_OK) {
         hs_fail(c, "setup", rc);
+        return 0;
+    }
+    return 1;
+}
+
+/* The socket is ready. An outgoing attempt may have started its first
+ * act during the dial (hs_start_early): still on a worker, job_done goes
+ * on; made, it goes out now. */
+static void handshake_begin(p11n_conn *c)
+{
+    c->state = P11N_CS_HANDSHAKE;
+    c->act_want = 0;
+    if (c->job != NULL)
         return;
+    if (c->hs == NULL && !hs_setup(c))
+        return;
+    if (c->act_len > 0) {
+        hs_sent(c);
+        if (c->state != P11N_CS_HANDSHAKE)
+            return;
     }
     hs_step(c);
 }
@@ -721,8 +744,33 @@ static int hs_offload(p11n_conn *c, int op)
     }
     c->hs = NULL;
     c->job = &job->base;
+    /* The queue bound counts jobs; a KK responder's act 1 costs one
+     * derivation for es and one per candidate tried for ss. */
+    if (op == P11N_JOB_READ && c->ncand > 0)
+        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: token read handed to a worker "
+            "(up to %zu derivations: 1 + %zu candidates)", c->id, c->ncand + 1, c->ncand);
+    else
+        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: token %s handed to a worker", c->id,
+            op == P11N_JOB_WRITE ? "write" : "read");
     update_events(c);
     return P11N_OK;
+}
+
+/* A token key's first act takes the token's time: start it on a worker
+ * now, while the dialer resolves, connects and opens a proxy tunnel;
+ * handshake_begin sends it once both are ready. An attempt that ends
+ * first orphans the job, which frees the handshake when it comes back. */
+static void hs_start_early(p11n_conn *c)
+{
+    if (!p11n_key_is_slow((const struct p11n_key *)c->ch->key) || !hs_setup(c))
+        return;
+    if (p11n_handshake_token_step(c->hs) != 1)
+        return;  /* no token work in act 1: made when the socket is ready */
+    int rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
+    if (rc == P11N_ERR_PENDING)
+        hs_offload(c, P11N_JOB_WRITE);
+    else if (rc != P11N_OK)
+        hs_fail(c, "write", rc);
 }
 
 /* Advance the handshake as far as it goes without peer input. */
@@ -837,6 +885,11 @@ static void job_done(p11n_job *base)
     if (rc != P11N_OK) {
         job_fail(c, op, rc, why);
         return;
+    }
+    if (op == P11N_JOB_WRITE && c->state == P11N_CS_DIALING) {
+        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: first act ready before the connection",
+            c->id);
+        return;  /* handshake_begin sends it */
     }
     if (op == P11N_JOB_WRITE) {
         hs_sent(c);
@@ -979,6 +1032,9 @@ static void attempt_start(p11n_conn *c)
     snprintf(who, sizeof(who), "conn #%lu", c->id);
     p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu: dialing %s:%u for peer %s (%s)", c->id, c->host,
         c->port, c->peer_name, c->ch->wire->name);
+    hs_start_early(c);
+    if (c->state != P11N_CS_DIALING)
+        return;
     int rc = p11n_dial_start(ctx, who, c->host, c->port, &c->proxy, dialed, c, &c->dialer);
     if (rc != P11N_OK)
         p11n_conn_end(c, rc, "out of memory starting a connection attempt");
