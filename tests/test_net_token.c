@@ -307,6 +307,21 @@ static void test_start_early(void)
     PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #2: a worker finished a handshake "
         "step of an attempt that has ended: dropped", NULL));
     CU_ASSERT(r.established == 0);
+
+    /* The peer leaves the store during the dial: the attempt ends before
+     * act 1 goes out, so the server never completes a handshake. */
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    memset(&server_side, 0, sizeof(server_side));
+    side g = { 0 };
+    mark = t_log_mark();
+    dial_host(cli, "early.p11n.test", p11n_listener_port(l), "server", ckey, &g);
+    PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #3: token write handed", NULL));
+    CU_ASSERT(p11n_peer_remove(cli, "server") == P11N_OK);
+    PUMP_UNTIL(srv, cli, g.closed == 1 && server_side.closed == 1);
+    CU_ASSERT(g.reason == P11N_ERR_REVOKED);
+    CU_ASSERT(t_log_has(mark, "peer key revoked while connecting: server was removed", NULL));
+    CU_ASSERT(g.established == 0 && server_side.established == 0);
     p11n_ctx_free(srv);
     p11n_ctx_free(cli);
     p11n_key_free(skey);

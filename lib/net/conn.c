@@ -622,6 +622,26 @@ static int hs_setup(p11n_conn *c)
     return 1;
 }
 
+/* An early handshake took its peer's key from the store when the attempt
+ * began, and the store may have changed during the dial (nothing could
+ * revoke the attempt then): a key that left or changed ends the attempt
+ * before anything is sent (a reconnect takes the new key). Returns 0 when
+ * the attempt has ended. */
+static int early_key_current(p11n_conn *c)
+{
+    uint8_t was[P11N_PUBKEY_LEN];
+    memcpy(was, c->remote, sizeof(was));
+    int rc = p11n_trust_refresh(c);
+    if (rc == P11N_OK && p11n_ct_eq(was, c->remote, sizeof(was)))
+        return 1;
+    memcpy(c->remote, was, sizeof(was));
+    char text[TEXT_LEN];
+    snprintf(text, sizeof(text), "peer key revoked while connecting: %s %s", c->peer_name,
+        rc != P11N_OK ? "was removed from the peer store" : "has a new key in the peer store");
+    p11n_conn_end(c, P11N_ERR_REVOKED, text);
+    return 0;
+}
+
 /* The socket is ready. An outgoing attempt may have started its first
  * act during the dial (hs_start_early): still on a worker, job_done goes
  * on; made, it goes out now. */
@@ -629,6 +649,8 @@ static void handshake_begin(p11n_conn *c)
 {
     c->state = P11N_CS_HANDSHAKE;
     c->act_want = 0;
+    if ((c->job != NULL || c->hs != NULL) && !early_key_current(c))
+        return;
     if (c->job != NULL)
         return;
     if (c->hs == NULL && !hs_setup(c))
