@@ -146,8 +146,8 @@ static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
     return l;
 }
 
-static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
-    p11n_key *key, side *s)
+static p11n_conn *dial_host(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
+    const char *pattern, p11n_key *key, side *s)
 {
     p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
@@ -155,8 +155,14 @@ static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const cha
     co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
         .arg = s };
     p11n_conn *c = NULL;
-    CU_ASSERT_FATAL(p11n_connect(ctx, "127.0.0.1", port, peer, &co, &c) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, peer, &co, &c) == P11N_OK);
     return c;
+}
+
+static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
+    p11n_key *key, side *s)
+{
+    return dial_host(ctx, "127.0.0.1", port, peer, pattern, key, s);
 }
 
 /* Pump until the flag is set; the guard only stops a hung test. */
@@ -223,19 +229,6 @@ static void test_token_keys_kk(void)
     CU_ASSERT(strstr(t_log_text(), "module-path") == NULL);
 }
 
-static p11n_conn *dial_host(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
-    p11n_key *key, side *s)
-{
-    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
-    co.ch.key = key;
-    co.ch.pattern = "KK";
-    co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
-        .arg = s };
-    p11n_conn *c = NULL;
-    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, peer, &co, &c) == P11N_OK);
-    return c;
-}
-
 /* A token key's first act starts while the name is still being resolved:
  * the DNS server ignores the first query, so the dial waits for c-ares'
  * retransmission (a second or more) while each derivation takes 200 ms.
@@ -282,7 +275,7 @@ static void test_start_early(void)
 
     side s = { 0 };
     size_t mark = t_log_mark();
-    p11n_conn *c = dial_host(cli, "early.p11n.test", port, spubhex, ckey, &s);
+    p11n_conn *c = dial_host(cli, "early.p11n.test", port, spubhex, "KK", ckey, &s);
     PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
     const char *log = t_log_text() + mark;
     const char *handed = strstr(log, "[early-cli] 4 conn #1: token write handed to a worker");
@@ -302,7 +295,7 @@ static void test_start_early(void)
     p11n_listener_close(l);
     side r = { 0 };
     mark = t_log_mark();
-    dial_host(cli, "127.0.0.1", port, spubhex, ckey, &r);
+    dial(cli, port, spubhex, "KK", ckey, &r);
     PUMP_UNTIL(srv, cli, r.closed == 1);
     PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #2: a worker finished a handshake "
         "step of an attempt that has ended: dropped", NULL));
@@ -315,7 +308,7 @@ static void test_start_early(void)
     memset(&server_side, 0, sizeof(server_side));
     side g = { 0 };
     mark = t_log_mark();
-    dial_host(cli, "early.p11n.test", p11n_listener_port(l), "server", ckey, &g);
+    dial_host(cli, "early.p11n.test", p11n_listener_port(l), "server", "KK", ckey, &g);
     PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #3: token write handed", NULL));
     CU_ASSERT(p11n_peer_remove(cli, "server") == P11N_OK);
     PUMP_UNTIL(srv, cli, g.closed == 1 && server_side.closed == 1);
