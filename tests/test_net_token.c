@@ -18,6 +18,7 @@
 #include <sys/socket.h>
 
 #include "crypto.h"
+#include "net/worker.h"
 #include "netutil.h"
 #include "p11noise.h"
 #include "softhsm.h"
@@ -145,8 +146,8 @@ static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
     return l;
 }
 
-static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
-    p11n_key *key, side *s)
+static p11n_conn *dial_host(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
+    const char *pattern, p11n_key *key, side *s)
 {
     p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
@@ -154,8 +155,14 @@ static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const cha
     co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
         .arg = s };
     p11n_conn *c = NULL;
-    CU_ASSERT_FATAL(p11n_connect(ctx, "127.0.0.1", port, peer, &co, &c) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, peer, &co, &c) == P11N_OK);
     return c;
+}
+
+static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
+    p11n_key *key, side *s)
+{
+    return dial_host(ctx, "127.0.0.1", port, peer, pattern, key, s);
 }
 
 /* Pump until the flag is set; the guard only stops a hung test. */
@@ -202,6 +209,11 @@ static void test_token_keys_kk(void)
     p11n_conn *c = dial(cli, p11n_listener_port(l), "server", "KK", ckey, &s);
     PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
     CU_ASSERT(t_log_has(mark, "worker finished a handshake", NULL));
+    /* Worker trips are the token steps alone: the KK initiator's acts 1
+     * (es, ss) and 2 (se); the responder's act 1 (es, ss) -- its act 2
+     * (ee, se with its ephemeral) has no token work and stays on the loop. */
+    CU_ASSERT_EQUAL(p11n_worker_submitted(cli), 2);
+    CU_ASSERT_EQUAL(p11n_worker_submitted(srv), 1);
     for (int i = 0; i < 5; i++)
         CU_ASSERT(p11n_send(c, (const uint8_t *)"token", 5) == P11N_OK);
     PUMP_UNTIL(srv, cli, s.msgs == 5);
@@ -215,6 +227,99 @@ static void test_token_keys_kk(void)
     /* The key URIs hold the PIN: no part of them is logged. */
     CU_ASSERT(strstr(t_log_text(), "pin-value") == NULL);
     CU_ASSERT(strstr(t_log_text(), "module-path") == NULL);
+}
+
+/* A token key's first act starts while the name is still being resolved:
+ * the DNS server ignores the first query, so the dial waits for c-ares'
+ * retransmission (a second or more) while each derivation takes 200 ms.
+ * Then an attempt that fails at once (refused) leaves its job to finish
+ * alone, which frees the handshake (ASan checks). */
+static void test_start_early(void)
+{
+    t_dns d;
+    CU_ASSERT_FATAL(t_dns_start(&d, "early.p11n.test", "127.0.0.1", NULL, 1) == 0);
+    setenv("P11N_FAULT", "C_DeriveKey:delay=200", 1);
+    p11n_key *ckey = load(key_uri("client", 1));
+    unsetenv("P11N_FAULT");
+    p11n_key *skey = soft_key(SERVER_PRIV);
+    uint8_t spub[33], cpub[33];
+    pub_of(skey, spub);
+    pub_of(ckey, cpub);
+    char spubhex[67];
+    p11n_hex_encode(spub, 33, spubhex);
+
+    p11n_ctx *srv = ctx_make("early-srv", 0);
+    char servers[64];
+    snprintf(servers, sizeof(servers), "127.0.0.1:%u", d.port);
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log = t_log_cb;
+    o.log_arg = (void *)"early-cli";
+    o.log_level = P11N_LOG_DEBUG;
+    o.dns_servers = servers;
+    o.connect_timeout_ms = 30000;
+    p11n_ctx *cli = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &cli) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
+    memset(&server_side, 0, sizeof(server_side));
+    server_side.echo = 1;
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    static const char *const accepted[] = { "client" };
+    lo.ch.key = skey;
+    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
+        .arg = &server_side };
+    lo.peers = accepted;
+    lo.npeers = 1;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    uint16_t port = p11n_listener_port(l);
+
+    side s = { 0 };
+    size_t mark = t_log_mark();
+    p11n_conn *c = dial_host(cli, "early.p11n.test", port, spubhex, "KK", ckey, &s);
+    PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
+    const char *log = t_log_text() + mark;
+    const char *handed = strstr(log, "[early-cli] 4 conn #1: token write handed to a worker");
+    const char *ready = strstr(log, "[early-cli] 4 conn #1: first act ready before the connection");
+    const char *connected = strstr(log, "[early-cli] 3 conn #1 connected to");
+    CU_ASSERT(handed != NULL && ready != NULL && connected != NULL);
+    CU_ASSERT(handed < connected);
+    CU_ASSERT(ready < connected);
+    /* Act 1 early, act 2 after: nothing else went to a worker. */
+    CU_ASSERT_EQUAL(p11n_worker_submitted(cli), 2);
+    CU_ASSERT(p11n_send(c, (const uint8_t *)"early", 5) == P11N_OK);
+    PUMP_UNTIL(srv, cli, s.msgs == 1);
+    p11n_close(c);
+    PUMP_UNTIL(srv, cli, s.closed == 1);
+
+    /* Refused while act 1 is on the worker: the orphan comes back later. */
+    p11n_listener_close(l);
+    side r = { 0 };
+    mark = t_log_mark();
+    dial(cli, port, spubhex, "KK", ckey, &r);
+    PUMP_UNTIL(srv, cli, r.closed == 1);
+    PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #2: a worker finished a handshake "
+        "step of an attempt that has ended: dropped", NULL));
+    CU_ASSERT(r.established == 0);
+
+    /* The peer leaves the store during the dial: the attempt ends before
+     * act 1 goes out, so the server never completes a handshake. */
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    memset(&server_side, 0, sizeof(server_side));
+    side g = { 0 };
+    mark = t_log_mark();
+    dial_host(cli, "early.p11n.test", p11n_listener_port(l), "server", "KK", ckey, &g);
+    PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #3: token write handed", NULL));
+    CU_ASSERT(p11n_peer_remove(cli, "server") == P11N_OK);
+    PUMP_UNTIL(srv, cli, g.closed == 1 && server_side.closed == 1);
+    CU_ASSERT(g.reason == P11N_ERR_REVOKED);
+    CU_ASSERT(t_log_has(mark, "peer key revoked while connecting: server was removed", NULL));
+    CU_ASSERT(g.established == 0 && server_side.established == 0);
+    p11n_ctx_free(srv);
+    p11n_ctx_free(cli);
+    p11n_key_free(skey);
+    p11n_key_free(ckey);
+    t_dns_stop(&d);
 }
 
 /* The server key behind the fault module: every derivation takes 2 s. An
@@ -271,6 +376,9 @@ static void test_slow_token(void)
     CU_ASSERT(t_log_has(mark, "token operation queue full", NULL));
     PUMP_UNTIL(srv, cli, second.established == 1 && third.closed == 1);
     CU_ASSERT(third.established == 0);
+    /* An XK responder's token work is act 1 alone (es): one trip for each
+     * of the two handshakes that got in; acts 2 and 3 stay on the loop. */
+    CU_ASSERT_EQUAL(p11n_worker_submitted(srv), 2);
     CU_ASSERT(steady.closed == 0);
     p11n_ctx_free(srv);
     p11n_ctx_free(cli);
@@ -610,6 +718,7 @@ int main(void)
     t_token_setup(&T, "p11n-net");
     static const p11n_test tests[] = {
         { "token keys on both sides, peers from the token", test_token_keys_kk },
+        { "token key: act 1 starts while the connection is set up", test_start_early },
         { "slow token: messages flow during a handshake; queue limit", test_slow_token },
         { "closed during a token step: the loop waits, no spin", test_close_during_token_step },
         { "reconnect during a token step: no wait for the old step",

@@ -47,6 +47,7 @@
 #define TRIM_INTERVAL_MS 1000
 
 static void hs_step(p11n_conn *c);
+static void hs_sent(p11n_conn *c);
 static void on_io(void *obj, int fd, short revents);
 static void on_timer(void *obj);
 static void on_idle(void *obj);
@@ -134,6 +135,8 @@ static void conn_release(p11n_conn *c)
     job_orphan(c);
     p11n_handshake_free(c->hs);
     c->hs = NULL;
+    c->act_len = c->act_want = 0;
+    c->ncand = 0;
     /* The application may still read the message it was given (the
      * header promises it for the whole call): park what holds it. */
     if (c->delivering && c->t_retired == NULL)
@@ -528,25 +531,23 @@ static void trim_idle(void *ctxp)
 
 enum { P11N_JOB_WRITE = 1, P11N_JOB_READ = 2 };
 
-/* One handshake step on a worker thread. */
+/* One handshake step's token work on a worker thread: the handshake's
+ * pending operation (p11n_handshake_pending), run there and resumed on the
+ * loop thread. */
 typedef struct hs_job {
     p11n_job base;
     p11n_ctx *ctx;                /* for the log line of an orphan */
     unsigned long id;             /* the connection's, likewise */
     int op;                       /* P11N_JOB_WRITE or _READ */
     p11n_handshake *hs;           /* the job's until it is done */
-    uint8_t act[P11N_MAX_ACT];    /* write: the act made; read: the act to take */
-    size_t act_len;
+    p11n_handshake_op *pending;   /* hs's pending operation */
 } hs_job;
 
 /* Worker thread: sees the job alone, never the connection. */
 static void job_run(p11n_job *base)
 {
     hs_job *job = (hs_job *)base;
-    if (job->op == P11N_JOB_WRITE)
-        base->rc = p11n_handshake_write(job->hs, job->act, sizeof(job->act), &job->act_len);
-    else
-        base->rc = p11n_handshake_read(job->hs, job->act, job->act_len);
+    base->rc = p11n_handshake_pending_run(job->pending);
 }
 
 /* The connection goes on without its step in flight: the job frees what
@@ -566,6 +567,9 @@ static int hs_create(p11n_conn *c)
         .prologue = c->ch->prologue,
         .prologue_len = c->ch->prologue_len,
         .local = c->ch->key,
+        /* Token steps come back as PENDING and go to a worker (hs_offload);
+         * everything else runs here on the loop thread. */
+        .flags = P11N_HS_ASYNC_TOKEN,
     };
     if (c->incoming) {
         /* KK: the candidates in the store now; XK: any key, checked
@@ -573,6 +577,7 @@ static int hs_create(p11n_conn *c)
         uint8_t cand[P11N_MAX_KK_CANDIDATES][P11N_PUBKEY_LEN];
         if (c->ch->wire->responder_chooses) {
             cfg.nremote = p11n_trust_candidates(c, cand);
+            c->ncand = cfg.nremote;
             if (cfg.nremote == 0)
                 return P11N_ERR_UNKNOWN_PEER;
             cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])cand;
@@ -594,10 +599,10 @@ static void hs_fail(p11n_conn *c, const char *what, int rc)
     p11n_conn_end(c, rc, text);
 }
 
-static void handshake_begin(p11n_conn *c)
+/* Make the attempt's handshake (hs_create), naming a peer that left the
+ * store. Returns 0 when the attempt has ended. */
+static int hs_setup(p11n_conn *c)
 {
-    c->state = P11N_CS_HANDSHAKE;
-    c->act_want = 0;
     int rc = hs_create(c);
     if (rc == P11N_ERR_UNKNOWN_PEER) {
         char text[TEXT_LEN];
@@ -608,11 +613,52 @@ static void handshake_begin(p11n_conn *c)
             snprintf(text, sizeof(text), "handshake setup: peer %s is no longer in the peer "
                 "store", c->peer_name);
         p11n_conn_end(c, rc, text);
-        return;
+        return 0;
     }
     if (rc != P11N_OK) {
         hs_fail(c, "setup", rc);
+        return 0;
+    }
+    return 1;
+}
+
+/* An early handshake took its peer's key from the store when the attempt
+ * began, and the store may have changed during the dial (nothing could
+ * revoke the attempt then): a key that left or changed ends the attempt
+ * before anything is sent (a reconnect takes the new key). Returns 0 when
+ * the attempt has ended. */
+static int early_key_current(p11n_conn *c)
+{
+    uint8_t was[P11N_PUBKEY_LEN];
+    memcpy(was, c->remote, sizeof(was));
+    int rc = p11n_trust_refresh(c);
+    if (rc == P11N_OK && p11n_ct_eq(was, c->remote, sizeof(was)))
+        return 1;
+    memcpy(c->remote, was, sizeof(was));
+    char text[TEXT_LEN];
+    snprintf(text, sizeof(text), "peer key revoked while connecting: %s %s", c->peer_name,
+        rc != P11N_OK ? "was removed from the peer store" : "has a new key in the peer store");
+    p11n_conn_end(c, P11N_ERR_REVOKED, text);
+    return 0;
+}
+
+/* The socket is ready. An outgoing attempt may have started its first
+ * act during the dial (hs_start_early): still on a worker, job_done goes
+ * on; made, it goes out now. */
+static void handshake_begin(p11n_conn *c)
+{
+    c->state = P11N_CS_HANDSHAKE;
+    c->act_want = 0;
+    if ((c->job != NULL || c->hs != NULL) && !early_key_current(c))
         return;
+    if (c->job != NULL)
+        return;
+    if (c->hs == NULL && !hs_setup(c))
+        return;
+    if (c->act_len > 0) {
+        hs_sent(c);
+        if (c->state != P11N_CS_HANDSHAKE)
+            return;
     }
     hs_step(c);
 }
@@ -693,15 +739,11 @@ static void hs_complete(p11n_conn *c)
         c->ch->cb.established(c, c->peer, c->arg);
 }
 
-static int key_is_slow(const p11n_conn *c)
-{
-    return p11n_key_is_slow((const struct p11n_key *)c->ch->key);
-}
-
 static void job_done(p11n_job *base);
 
-/* Hand the next step to a worker: the job takes the handshake and the
- * act bytes, and gives them back in job_done. */
+/* The handshake's step is PENDING on token work: hand it to a worker. The
+ * job takes the handshake (nothing may touch it while the operation runs)
+ * and gives it back in job_done. */
 static int hs_offload(p11n_conn *c, int op)
 {
     hs_job *job = calloc(1, sizeof(*job));
@@ -714,8 +756,7 @@ static int hs_offload(p11n_conn *c, int op)
     job->id = c->id;
     job->op = op;
     job->hs = c->hs;
-    memcpy(job->act, c->act, c->act_len);
-    job->act_len = c->act_len;
+    job->pending = p11n_handshake_pending(c->hs);
     int rc = p11n_worker_submit(c->ctx, &job->base);
     if (rc != P11N_OK) {
         free(job);
@@ -725,8 +766,33 @@ static int hs_offload(p11n_conn *c, int op)
     }
     c->hs = NULL;
     c->job = &job->base;
+    /* The queue bound counts jobs; a KK responder's act 1 costs one
+     * derivation for es and one per candidate tried for ss. */
+    if (op == P11N_JOB_READ && c->ncand > 0)
+        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: token read handed to a worker "
+            "(up to %zu derivations: 1 + %zu candidates)", c->id, c->ncand + 1, c->ncand);
+    else
+        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: token %s handed to a worker", c->id,
+            op == P11N_JOB_WRITE ? "write" : "read");
     update_events(c);
     return P11N_OK;
+}
+
+/* A token key's first act takes the token's time: start it on a worker
+ * now, while the dialer resolves, connects and opens a proxy tunnel;
+ * handshake_begin sends it once both are ready. An attempt that ends
+ * first orphans the job, which frees the handshake when it comes back. */
+static void hs_start_early(p11n_conn *c)
+{
+    if (!p11n_key_is_slow((const struct p11n_key *)c->ch->key) || !hs_setup(c))
+        return;
+    if (p11n_handshake_token_step(c->hs) != 1)
+        return;  /* no token work in act 1: made when the socket is ready */
+    int rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
+    if (rc == P11N_ERR_PENDING)
+        hs_offload(c, P11N_JOB_WRITE);
+    else if (rc != P11N_OK)
+        hs_fail(c, "write", rc);
 }
 
 /* Advance the handshake as far as it goes without peer input. */
@@ -739,11 +805,11 @@ static void hs_step(p11n_conn *c)
         }
         size_t want = p11n_handshake_want(c->hs);
         if (want == 0) {
-            if (key_is_slow(c)) {
+            int rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
+            if (rc == P11N_ERR_PENDING) {
                 hs_offload(c, P11N_JOB_WRITE);
                 return;
             }
-            int rc = p11n_handshake_write(c->hs, c->act, sizeof(c->act), &c->act_len);
             if (rc != P11N_OK) {
                 hs_fail(c, "write", rc);
                 return;
@@ -786,11 +852,11 @@ static void hs_read(p11n_conn *c)
         return;
     p11n_timer_cancel(c->ctx, &c->timer);
     c->act_want = 0;
-    if (key_is_slow(c)) {
+    int rc = p11n_handshake_read(c->hs, c->act, c->act_len);
+    if (rc == P11N_ERR_PENDING) {
         hs_offload(c, P11N_JOB_READ);
         return;
     }
-    int rc = p11n_handshake_read(c->hs, c->act, c->act_len);
     if (rc != P11N_OK) {
         hs_fail(c, "act from peer rejected", rc);
         return;
@@ -829,9 +895,9 @@ static void job_done(p11n_job *base)
     }
     c->job = NULL;
     c->hs = job->hs;
-    memcpy(c->act, job->act, job->act_len);
-    c->act_len = job->act_len;
-    int op = job->op, rc = base->rc;
+    /* A write's act comes out here; a read leaves act_len 0. */
+    int rc = p11n_handshake_resume(c->hs, c->act, sizeof(c->act), &c->act_len);
+    int op = job->op;
     char why[P11N_JOB_TEXT];
     memcpy(why, base->text, sizeof(why));
     p11n_wipe(job, sizeof(*job));
@@ -841,6 +907,11 @@ static void job_done(p11n_job *base)
     if (rc != P11N_OK) {
         job_fail(c, op, rc, why);
         return;
+    }
+    if (op == P11N_JOB_WRITE && c->state == P11N_CS_DIALING) {
+        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: first act ready before the connection",
+            c->id);
+        return;  /* handshake_begin sends it */
     }
     if (op == P11N_JOB_WRITE) {
         hs_sent(c);
@@ -983,6 +1054,9 @@ static void attempt_start(p11n_conn *c)
     snprintf(who, sizeof(who), "conn #%lu", c->id);
     p11n_log(ctx, P11N_LOG_DEBUG, "conn #%lu: dialing %s:%u for peer %s (%s)", c->id, c->host,
         c->port, c->peer_name, c->ch->wire->name);
+    hs_start_early(c);
+    if (c->state != P11N_CS_DIALING)
+        return;
     int rc = p11n_dial_start(ctx, who, c->host, c->port, &c->proxy, dialed, c, &c->dialer);
     if (rc != P11N_OK)
         p11n_conn_end(c, rc, "out of memory starting a connection attempt");

@@ -80,8 +80,9 @@ struct p11n_conn {
     uint8_t act[P11N_MAX_ACT];
     size_t act_len;               /* bytes of act[] in use */
     size_t act_want;              /* bytes the act being read needs */
-    struct p11n_job *job;         /* a handshake step on a worker: it holds hs and
-                                     the act until it comes back */
+    size_t ncand;                 /* KK responder: initiator keys to try in act 1 */
+    struct p11n_job *job;         /* a handshake step on a worker: it holds hs
+                                     until it comes back */
 
     p11n_transport *t;
     /* What an end inside the `message` callback released: freed once the

@@ -23,6 +23,7 @@ struct p11n_workers {
     p11n_job *head, *tail;    /* waiting */
     p11n_job *done;           /* finished, newest first */
     unsigned queued;          /* waiting, running or finished, not yet collected */
+    unsigned long submitted;  /* jobs ever queued (tests count worker trips) */
     int stop;
     size_t nthreads;
     pthread_t threads[];
@@ -118,9 +119,21 @@ int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job)
         w->head = job;
     w->tail = job;
     w->queued++;
+    w->submitted++;
     pthread_cond_signal(&w->cv);
     pthread_mutex_unlock(&w->mu);
     return P11N_OK;
+}
+
+unsigned long p11n_worker_submitted(p11n_ctx *ctx)
+{
+    struct p11n_workers *w = ctx->workers;
+    if (w == NULL)
+        return 0;
+    pthread_mutex_lock(&w->mu);
+    unsigned long n = w->submitted;
+    pthread_mutex_unlock(&w->mu);
+    return n;
 }
 
 /* Call done() on a list built newest first, oldest first. */

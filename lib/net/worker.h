@@ -27,6 +27,9 @@ struct p11n_job {
 /* Queue a job (threads start on first use). Errors (the job stays the
  * caller's): LIMIT (max_token_ops queued), NOMEM, IO (no thread). */
 int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job);
+/* Jobs queued since the threads started (0 before): the count of worker
+ * trips, read by tests. Loop thread. */
+unsigned long p11n_worker_submitted(p11n_ctx *ctx);
 /* Run on wake-up: call done() of finished jobs, oldest first. */
 void p11n_worker_collect(p11n_ctx *ctx);
 /* Stop the threads; jobs not yet collected are orphaned and done()
