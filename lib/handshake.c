@@ -16,30 +16,15 @@
 #include "noise.h"
 #include "secure.h"
 #include "transport.h"
+#include "wire.h"
 
 #define WIRE_VERSION 0x00
 #define VERSION_LEN 1
 
-typedef struct wire_pattern {
-    const char *name;
-    const char *protocol;
-    const char *default_prologue;
-    /* KK: the responder needs the initiator's key before act one, and
-     * picks it among the configured candidates. */
-    int responder_picks_initiator;
-} wire_pattern;
-
-static const wire_pattern wire_patterns[] = {
-    { .name = "KK", .protocol = "Noise_KK_secp256k1_ChaChaPoly_SHA256",
-      .default_prologue = "p11noise/1", .responder_picks_initiator = 1 },
-    { .name = "XK", .protocol = "Noise_XK_secp256k1_ChaChaPoly_SHA256",
-      .default_prologue = "lightning", .responder_picks_initiator = 0 },
-};
-
 enum hs_state { HS_RUNNING, HS_DONE, HS_FINISHED, HS_FAILED };
 
-/* The largest act: XK's third. */
-#define MAX_ACT_LEN (VERSION_LEN + 66)
+/* The largest act of any pattern (wire.h). */
+#define MAX_ACT_LEN P11N_MAX_ACT
 
 enum op_kind { OP_NONE, OP_WRITE, OP_READ };
 
@@ -55,7 +40,7 @@ struct p11n_handshake_op {
 };
 
 struct p11n_handshake {
-    const wire_pattern *pattern;
+    const p11n_wire *pattern;
     int initiator;
     enum hs_state state;
     p11n_noise *noise;          /* non-NULL while running or done */
@@ -83,16 +68,6 @@ struct p11n_handshake {
      * es once for all candidates through it. */
     struct p11n_key_memo memo;
 };
-
-static const wire_pattern *pattern_by_name(const char *name)
-{
-    if (name == NULL)
-        return &wire_patterns[0];
-    for (size_t i = 0; i < sizeof(wire_patterns) / sizeof(wire_patterns[0]); i++)
-        if (strcmp(wire_patterns[i].name, name) == 0)
-            return &wire_patterns[i];
-    return NULL;
-}
 
 /* A started engine from the configuration, with `remote` (may be NULL) as
  * the peer's static key. */
@@ -129,7 +104,7 @@ static int fail(p11n_handshake *hs, int rc)
     return rc;
 }
 
-static int check_config(const p11n_handshake_config *cfg, const wire_pattern *p,
+static int check_config(const p11n_handshake_config *cfg, const p11n_wire *p,
     int initiator)
 {
     if (cfg->local == NULL)
@@ -143,7 +118,7 @@ static int check_config(const p11n_handshake_config *cfg, const wire_pattern *p,
         return P11N_ERR_INVALID_ARG;
     if ((cfg->flags & ~P11N_HS_ASYNC_TOKEN) != 0)
         return P11N_ERR_INVALID_ARG;
-    if (initiator || p->responder_picks_initiator) {
+    if (initiator || p->responder_chooses) {
         if (cfg->nremote == 0)
             return P11N_ERR_MISSING_KEY;
         if (initiator && cfg->nremote > 1)
@@ -164,7 +139,7 @@ static int handshake_new(const p11n_handshake_config *cfg, int initiator,
     *out = NULL;
     if (cfg == NULL)
         return P11N_ERR_INVALID_ARG;
-    const wire_pattern *pattern = pattern_by_name(cfg->pattern);
+    const p11n_wire *pattern = p11n_wire_by_name(cfg->pattern);
     if (pattern == NULL)
         return P11N_ERR_UNSUPPORTED;
     int rc = check_config(cfg, pattern, initiator);
@@ -206,7 +181,7 @@ static int handshake_new(const p11n_handshake_config *cfg, int initiator,
 
     /* The initiator and the KK responder start with their (first) peer key;
      * the XK responder learns it in act three. */
-    const uint8_t *remote = (initiator || pattern->responder_picks_initiator)
+    const uint8_t *remote = (initiator || pattern->responder_chooses)
         ? hs->remote[0] : NULL;
     rc = engine_new(hs, remote, &hs->noise);
     if (rc != P11N_OK) {
@@ -367,7 +342,7 @@ static int peer_allowed(const p11n_handshake *hs, const uint8_t pub[P11N_PUBKEY_
 static int read_act(p11n_handshake *hs, const uint8_t *msg, size_t msglen)
 {
     int rc;
-    if (!hs->initiator && hs->pattern->responder_picks_initiator && !hs->picked)
+    if (!hs->initiator && hs->pattern->responder_chooses && !hs->picked)
         rc = read_pick_initiator(hs, msg, msglen);
     else
         rc = read_into(hs->noise, msg, msglen);

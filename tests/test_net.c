@@ -637,6 +637,10 @@ static void test_wire_table(void)
     }
     CU_ASSERT(p11n_wire_by_name(NULL) == p11n_wire_by_name("KK"));
     CU_ASSERT(p11n_wire_by_name("NN") == NULL);
+    /* The one table the handshake takes its protocol and prologue from. */
+    CU_ASSERT(strcmp(p11n_wire_by_name("XK")->protocol, "Noise_XK_secp256k1_ChaChaPoly_SHA256") == 0);
+    CU_ASSERT(strcmp(p11n_wire_by_name("XK")->default_prologue, "lightning") == 0);
+    CU_ASSERT(strcmp(p11n_wire_by_name("KK")->default_prologue, "p11noise/1") == 0);
 }
 
 /* The dialer alone: a host, a port and a callback; the socket comes
