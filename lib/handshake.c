@@ -16,6 +16,7 @@
 #include "noise.h"
 #include "secure.h"
 #include "transport.h"
+#include "sized.h"
 #include "wire.h"
 
 #define WIRE_VERSION 0x00
@@ -197,14 +198,26 @@ static int handshake_new(const p11n_handshake_config *cfg, int initiator,
     return P11N_OK;
 }
 
+/* The caller's config as this library knows it (its size may differ). */
+static int handshake_start(const p11n_handshake_config *cfg, int initiator,
+    p11n_handshake **out)
+{
+    if (out != NULL)
+        *out = NULL;
+    p11n_handshake_config c;
+    if (cfg == NULL || out == NULL || p11n_options_copy(&c, sizeof(c), cfg) != P11N_OK)
+        return P11N_ERR_INVALID_ARG;
+    return handshake_new(&c, initiator, out);
+}
+
 int p11n_handshake_initiate(const p11n_handshake_config *cfg, p11n_handshake **out)
 {
-    return handshake_new(cfg, 1, out);
+    return handshake_start(cfg, 1, out);
 }
 
 int p11n_handshake_respond(const p11n_handshake_config *cfg, p11n_handshake **out)
 {
-    return handshake_new(cfg, 0, out);
+    return handshake_start(cfg, 0, out);
 }
 
 /* Size on the wire of the engine's next message. */

@@ -402,7 +402,10 @@ P11N_API void p11n_transport_free(p11n_transport *t);
 
 typedef struct p11n_handshake p11n_handshake;
 
+/* Grows like the option structures (see p11n_ctx_options): make it with
+ * P11N_HANDSHAKE_CONFIG_INIT, or set `size` to its sizeof. */
 typedef struct p11n_handshake_config {
+    size_t size;                  /* sizeof(p11n_handshake_config): P11N_HANDSHAKE_CONFIG_INIT */
     const char *pattern;          /* "KK" (default when NULL) or "XK" */
     const uint8_t *prologue;      /* NULL: "p11noise/1" for KK, "lightning" for XK */
     size_t prologue_len;
@@ -416,6 +419,7 @@ typedef struct p11n_handshake_config {
     const uint8_t *test_ephemeral;/* fixed ephemeral private key: vectors only */
     unsigned flags;               /* P11N_HS_* */
 } p11n_handshake_config;
+#define P11N_HANDSHAKE_CONFIG_INIT { .size = sizeof(p11n_handshake_config) }
 
 /* A step that needs the token (p11n_handshake_token_step() is 1) does not
  * block: p11n_handshake_write/read return P11N_ERR_PENDING, the caller
@@ -425,7 +429,8 @@ typedef struct p11n_handshake_config {
 #define P11N_HS_ASYNC_TOKEN 1u
 
 /** Start a handshake as initiator / responder. The config is copied (keys
- *  stay borrowed). Errors: INVALID_ARG, UNSUPPORTED, MISSING_KEY,
+ *  stay borrowed). Errors: INVALID_ARG (including a `size` of 0, or
+ *  non-zero bytes past what this library knows), UNSUPPORTED, MISSING_KEY,
  *  BAD_PUBKEY (a configured remote key is not a valid point), NOMEM. */
 P11N_API P11N_WARN_UNUSED int p11n_handshake_initiate(const p11n_handshake_config *cfg,
     p11n_handshake **out);

@@ -1,9 +1,12 @@
-/* Random bytes and hex text, both used for key material. */
+/* Random bytes and hex text, both used for key material; reading a
+ * structure that can grow (sized.h). */
 #include <limits.h>
+#include <string.h>
 #include <openssl/rand.h>
 
 #include "crypto.h"
 #include "secure.h"
+#include "sized.h"
 
 int p11n_random(uint8_t *out, size_t len)
 {
@@ -69,5 +72,22 @@ int p11n_hex_decode(const char *hex, size_t hexlen, uint8_t *out, size_t outlen)
         p11n_wipe(out, outlen);
         return P11N_ERR_PARSE;
     }
+    return P11N_OK;
+}
+
+int p11n_options_copy(void *dst, size_t known, const void *src)
+{
+    size_t size;
+    memcpy(&size, src, sizeof(size));
+    if (size < sizeof(size_t))
+        return P11N_ERR_INVALID_ARG;  /* 0: not made with the _INIT macro */
+    /* A newer caller: what this library does not know must be unused. */
+    const unsigned char *extra = (const unsigned char *)src;
+    for (size_t i = known; i < size; i++)
+        if (extra[i] != 0)
+            return P11N_ERR_INVALID_ARG;
+    memset(dst, 0, known);
+    memcpy(dst, src, size < known ? size : known);
+    memcpy(dst, &known, sizeof(known));
     return P11N_OK;
 }

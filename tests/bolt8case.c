@@ -60,7 +60,7 @@ void t_bolt8_run_case(json_t *c, p11n_key *local, const uint8_t *ck,
     free(ls_pub);
     uint8_t *eph = t_hex_field(c, "e_priv", 32);
     uint8_t *rs = initiator ? t_hex_field(c, "rs_pub", P11N_PUBKEY_LEN) : NULL;
-    p11n_handshake_config cfg = {
+    p11n_handshake_config cfg = { .size = sizeof(p11n_handshake_config),
         .pattern = "XK", .local = local, .test_ephemeral = eph,
         .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rs, .nremote = initiator ? 1 : 0,
     };

@@ -226,9 +226,11 @@ static void run_session(const session *s, outcome *o)
     pub_of(s->rk, rpub[0]);
     memcpy(cand, decoys, sizeof(cand));
     pub_of(s->ik, cand[s->ncand - 1]);
-    p11n_handshake_config ic = { .pattern = s->pattern, .local = s->ik, .remote = rpub,
+    p11n_handshake_config ic = { .size = sizeof(p11n_handshake_config),
+        .pattern = s->pattern, .local = s->ik, .remote = rpub,
         .nremote = 1 };
-    p11n_handshake_config rcfg = { .pattern = s->pattern, .local = s->rk,
+    p11n_handshake_config rcfg = { .size = sizeof(p11n_handshake_config),
+        .pattern = s->pattern, .local = s->rk,
         .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])cand, .nremote = s->ncand };
     p11n_handshake *hs[2] = { NULL, NULL };
     p11n_transport *t[2] = { NULL, NULL };

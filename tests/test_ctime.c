@@ -348,11 +348,11 @@ static void handshake_with(const char *pattern, struct p11n_key *(*make)(void),
     uint8_t known[2][P11N_PUBKEY_LEN];
     memcpy(known[0], decoy->pub, P11N_PUBKEY_LEN);
     memcpy(known[1], ik->pub, P11N_PUBKEY_LEN);
-    p11n_handshake_config icfg = {
+    p11n_handshake_config icfg = { .size = sizeof(p11n_handshake_config),
         .pattern = pattern, .local = ik, .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rk->pub,
         .nremote = 1,
     };
-    p11n_handshake_config rcfg = {
+    p11n_handshake_config rcfg = { .size = sizeof(p11n_handshake_config),
         .pattern = pattern, .local = rk, .remote = known, .nremote = 2,
     };
     p11n_handshake *ini = NULL, *res = NULL;
@@ -430,11 +430,11 @@ static struct p11n_key *x_only_key(void)
 static void forged_act_one(void)
 {
     struct p11n_key *ik = x_only_key(), *rk = x_only_key();
-    p11n_handshake_config icfg = {
+    p11n_handshake_config icfg = { .size = sizeof(p11n_handshake_config),
         .pattern = "KK", .local = ik, .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rk->pub,
         .nremote = 1,
     };
-    p11n_handshake_config rcfg = {
+    p11n_handshake_config rcfg = { .size = sizeof(p11n_handshake_config),
         .pattern = "KK", .local = rk, .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])ik->pub,
         .nremote = 1,
     };

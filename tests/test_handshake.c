@@ -167,9 +167,10 @@ static void pair_init_keys(pair *p, const char *pattern, int xi, int xr)
     CU_ASSERT_FATAL(p->ik != NULL && p->rk != NULL);
     pub_of(p->ik, p->ipub);
     pub_of(p->rk, p->rpub);
-    p->icfg = (p11n_handshake_config){ .pattern = pattern, .local = p->ik,
-        .remote = &p->rpub, .nremote = 1 };
-    p->rcfg = (p11n_handshake_config){ .pattern = pattern, .local = p->rk };
+    p->icfg = (p11n_handshake_config){ .size = sizeof(p11n_handshake_config),
+        .pattern = pattern, .local = p->ik, .remote = &p->rpub, .nremote = 1 };
+    p->rcfg = (p11n_handshake_config){ .size = sizeof(p11n_handshake_config),
+        .pattern = pattern, .local = p->rk };
     if (strcmp(pattern, "KK") == 0) {
         p->rcfg.remote = &p->ipub;
         p->rcfg.nremote = 1;
@@ -705,10 +706,12 @@ static void test_async_token(void)
         uint8_t ipub[P11N_PUBKEY_LEN], rpub[P11N_PUBKEY_LEN];
         pub_of(ik, ipub);
         pub_of(rk, rpub);
-        p11n_handshake_config icfg = { .pattern = cases[c].pattern, .local = ik,
+        p11n_handshake_config icfg = { .size = sizeof(p11n_handshake_config),
+            .pattern = cases[c].pattern, .local = ik,
             .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rpub, .nremote = 1,
             .flags = P11N_HS_ASYNC_TOKEN };
-        p11n_handshake_config rcfg = { .pattern = cases[c].pattern, .local = rk,
+        p11n_handshake_config rcfg = { .size = sizeof(p11n_handshake_config),
+            .pattern = cases[c].pattern, .local = rk,
             .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])ipub, .nremote = 1,
             .flags = P11N_HS_ASYNC_TOKEN };
         p11n_handshake *side[2] = { NULL, NULL };
@@ -746,7 +749,8 @@ static void test_async_token_failure(void)
     p11n_key *rk = fresh_key();
     uint8_t rpub[P11N_PUBKEY_LEN], buf[MAX_ACT];
     pub_of(rk, rpub);
-    p11n_handshake_config icfg = { .pattern = "KK", .local = ik,
+    p11n_handshake_config icfg = { .size = sizeof(p11n_handshake_config),
+        .pattern = "KK", .local = ik,
         .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rpub, .nremote = 1,
         .flags = P11N_HS_ASYNC_TOKEN };
     p11n_handshake *hs = NULL;
@@ -835,6 +839,18 @@ static void test_config_errors(void)
     CU_ASSERT(p11n_handshake_respond(&c, &hs) == P11N_ERR_BAD_PUBKEY);
     CU_ASSERT(p11n_handshake_initiate(NULL, &hs) == P11N_ERR_INVALID_ARG);
     CU_ASSERT(p11n_handshake_initiate(&p.icfg, NULL) == P11N_ERR_INVALID_ARG);
+    /* The config grows like the option structures: a size of 0 (not made
+     * with P11N_HANDSHAKE_CONFIG_INIT) is refused, a newer caller's larger
+     * one is accepted while what this library does not know is zero. */
+    c = p.icfg;
+    c.size = 0;
+    CU_ASSERT(p11n_handshake_initiate(&c, &hs) == P11N_ERR_INVALID_ARG && hs == NULL);
+    struct { p11n_handshake_config cfg; uint64_t later; } newer = { p.icfg, 0 };
+    newer.cfg.size = sizeof(newer);
+    CU_ASSERT(p11n_handshake_initiate(&newer.cfg, &hs) == P11N_OK);
+    p11n_handshake_free(hs);
+    newer.later = 1;
+    CU_ASSERT(p11n_handshake_initiate(&newer.cfg, &hs) == P11N_ERR_INVALID_ARG && hs == NULL);
 
     /* pattern NULL means KK; an XK responder needs no remote key. */
     c = p.icfg;

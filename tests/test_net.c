@@ -613,9 +613,11 @@ static void test_wire_table(void)
         const p11n_wire *w = p11n_wire_by_name(names[i]);
         CU_ASSERT_FATAL(w != NULL && strcmp(w->name, names[i]) == 0);
         CU_ASSERT(w->max_act <= P11N_MAX_ACT);
-        p11n_handshake_config ic = { .pattern = names[i], .local = keys[K_CLIENT],
+        p11n_handshake_config ic = { .size = sizeof(p11n_handshake_config),
+            .pattern = names[i], .local = keys[K_CLIENT],
             .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_SERVER], .nremote = 1 };
-        p11n_handshake_config rc = { .pattern = names[i], .local = keys[K_SERVER],
+        p11n_handshake_config rc = { .size = sizeof(p11n_handshake_config),
+            .pattern = names[i], .local = keys[K_SERVER],
             .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_CLIENT], .nremote = 1 };
         p11n_handshake *hs[2] = { NULL, NULL };
         CU_ASSERT_FATAL(p11n_handshake_initiate(&ic, &hs[0]) == P11N_OK);
@@ -1095,7 +1097,7 @@ static void await_drop(int fd)
 /* A KK initiator done by hand, then a bad transport stream. */
 static p11n_transport *raw_handshake(int fd)
 {
-    p11n_handshake_config cfg = { 0 };
+    p11n_handshake_config cfg = P11N_HANDSHAKE_CONFIG_INIT;
     cfg.local = keys[K_CLIENT];
     cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])&pubs[K_SERVER];
     cfg.nremote = 1;

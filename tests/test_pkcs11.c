@@ -1008,9 +1008,11 @@ static void one_handshake(const char *pattern, p11n_key *ik, p11n_key *rk)
     size_t n = 0;
     CU_ASSERT_FATAL(p11n_key_public(ik, ipub, sizeof(ipub), &n) == P11N_OK);
     CU_ASSERT_FATAL(p11n_key_public(rk, rpub, sizeof(rpub), &n) == P11N_OK);
-    p11n_handshake_config icfg = { .pattern = pattern, .local = ik,
+    p11n_handshake_config icfg = { .size = sizeof(p11n_handshake_config),
+        .pattern = pattern, .local = ik,
         .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])rpub, .nremote = 1 };
-    p11n_handshake_config rcfg = { .pattern = pattern, .local = rk,
+    p11n_handshake_config rcfg = { .size = sizeof(p11n_handshake_config),
+        .pattern = pattern, .local = rk,
         .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])ipub, .nremote = 1 };
     p11n_handshake *side[2] = { NULL, NULL };
     CU_ASSERT_FATAL(p11n_handshake_initiate(&icfg, &side[0]) == P11N_OK);

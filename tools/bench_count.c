@@ -49,9 +49,11 @@ static int count_child(void *arg)
     p11n_key *sk = NULL, *ck = NULL;
     uint8_t spub[P11N_PUBKEY_LEN], cpub[P11N_PUBKEY_LEN];
     int rc = load_via(j, j->srv, &sk, spub) == 0 && load_via(j, j->cli, &ck, cpub) == 0 ? 0 : -1;
-    p11n_handshake_config ci = { .pattern = j->pattern, .local = ck,
+    p11n_handshake_config ci = { .size = sizeof(p11n_handshake_config),
+        .pattern = j->pattern, .local = ck,
         .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])spub, .nremote = 1 };
-    p11n_handshake_config cr = { .pattern = j->pattern, .local = sk,
+    p11n_handshake_config cr = { .size = sizeof(p11n_handshake_config),
+        .pattern = j->pattern, .local = sk,
         .remote = (const uint8_t (*)[P11N_PUBKEY_LEN])cpub, .nremote = 1 };
     FILE *times = j->timed ? fopen(j->path, "w") : NULL;
     if (j->timed && times == NULL)

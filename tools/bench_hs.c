@@ -62,6 +62,7 @@ static int hs_serve(void *arg)
     if (side_key(s->self, &key) != 0)
         return -1;
     memset(&cfg, 0, sizeof(cfg));
+    cfg.size = sizeof(cfg);
     cfg.pattern = s->pattern;
     cfg.local = key;
     cfg.remote = &s->peer->pub;
@@ -130,6 +131,7 @@ int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
     if (pid < 0 || side_key(client, &key) != 0)
         goto done;
     memset(&cfg, 0, sizeof(cfg));
+    cfg.size = sizeof(cfg);
     cfg.pattern = pattern;
     cfg.local = key;
     cfg.remote = &server->pub;
@@ -194,6 +196,7 @@ int bench_p11n_handshakes_local(const bench_opts *o, const char *pattern,
     if (side_key(server, &skey) != 0 || side_key(client, &ckey) != 0)
         goto done;
     memset(&ci, 0, sizeof(ci));
+    ci.size = sizeof(ci);
     ci.pattern = pattern;
     ci.local = ckey;
     ci.remote = &server->pub;

@@ -593,7 +593,7 @@ static int run_handshake_case(json_t *c, const char *protocol, const bytes_t *pr
             goto out;
         }
     }
-    p11n_handshake_config cfg = {
+    p11n_handshake_config cfg = { .size = sizeof(p11n_handshake_config),
         .pattern = pattern,
         .prologue = prologue->p,
         .prologue_len = prologue->len,

@@ -562,7 +562,7 @@ static void job_orphan(p11n_conn *c)
 
 static int hs_create(p11n_conn *c)
 {
-    p11n_handshake_config cfg = {
+    p11n_handshake_config cfg = { .size = sizeof(p11n_handshake_config),
         .pattern = c->ch->wire->name,
         .prologue = c->ch->prologue,
         .prologue_len = c->ch->prologue_len,

@@ -156,12 +156,8 @@ void p11n_wake(p11n_ctx *ctx);
 /* "1.2.3.4:5" or "[::1]:5" */
 void p11n_addr_text(const struct sockaddr *sa, char out[P11N_ADDRSTR]);
 
-/* ---- options.c ---- */
-/* Copy the caller's option structure `src` (leading size_t size) into
- * dst, `known` bytes (the library's sizeof): fields the caller's size
- * leaves out are zero. Errors: INVALID_ARG (size under a size_t, or
- * non-zero bytes past `known`). */
-int p11n_options_copy(void *dst, size_t known, const void *src);
+#include "sized.h"   /* p11n_options_copy, for the option structures */
+
 
 /* ---- post.c ---- */
 /* Errors: NOMEM. */

@@ -65,9 +65,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t ie[32], re[32];
     memset(ie, 0x12, sizeof(ie));
     memset(re, 0x22, sizeof(re));
-    p11n_handshake_config icfg = { .pattern = pattern, .local = ik, .remote = rpub,
+    p11n_handshake_config icfg = { .size = sizeof(p11n_handshake_config),
+        .pattern = pattern, .local = ik, .remote = rpub,
         .nremote = 1, .test_ephemeral = ie };
-    p11n_handshake_config rcfg = { .pattern = pattern, .local = rk, .remote = ipub,
+    p11n_handshake_config rcfg = { .size = sizeof(p11n_handshake_config),
+        .pattern = pattern, .local = rk, .remote = ipub,
         .nremote = 1, .test_ephemeral = re };
     p11n_handshake *hs[2] = { NULL, NULL };
     CHECK(p11n_handshake_initiate(&icfg, &hs[0]) == P11N_OK);

@@ -89,7 +89,8 @@ static void setup(uint8_t cfg, side *s)
             else
                 public_of((uint8_t)(S_DECOY_FILL + i), s->keys[i]);
     }
-    p11n_handshake_config hc = { .pattern = xk ? "XK" : "KK", .local = s->local,
+    p11n_handshake_config hc = { .size = sizeof(p11n_handshake_config),
+        .pattern = xk ? "XK" : "KK", .local = s->local,
         .remote = nkeys > 0 ? (const uint8_t (*)[P11N_PUBKEY_LEN])s->keys : NULL,
         .nremote = nkeys, .test_ephemeral = eph };
     int rc = initiator ? p11n_handshake_initiate(&hc, &s->hs)

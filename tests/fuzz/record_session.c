@@ -41,7 +41,8 @@ static p11n_handshake *peer_of(uint8_t cfg, p11n_key **key)
     *key = key_of(side_initiates ? S_RESPONDER_FILL : S_INITIATOR_FILL);
     public_of(side_initiates ? S_INITIATOR_FILL : S_RESPONDER_FILL, remote[0]);
     size_t nremote = side_initiates && xk ? 0 : 1;
-    p11n_handshake_config hc = { .pattern = xk ? "XK" : "KK", .local = *key,
+    p11n_handshake_config hc = { .size = sizeof(p11n_handshake_config),
+        .pattern = xk ? "XK" : "KK", .local = *key,
         .remote = nremote > 0 ? remote : NULL, .nremote = nremote, .test_ephemeral = eph };
     p11n_handshake *hs = NULL;
     CHECK((side_initiates ? p11n_handshake_respond(&hc, &hs)
