@@ -592,6 +592,15 @@ static void test_vanishing_objects(void)
     unplant("gone");
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define T_LSAN_DISABLE() __lsan_disable()
+#define T_LSAN_ENABLE() __lsan_enable()
+#else
+#define T_LSAN_DISABLE() ((void)0)
+#define T_LSAN_ENABLE() ((void)0)
+#endif
+
 /* A public, modifiable object whose label another thread keeps changing
  * between a short and a long value. */
 struct flipper {
@@ -604,10 +613,17 @@ struct flipper {
 static void *flip(void *arg)
 {
     struct flipper *f = arg;
+    /* SoftHSM2 leaks inside C_SetAttributeValue when an object changes
+     * while another session reads it (and may then lose the object's
+     * handle): what this thread allocates is SoftHSM2's alone, so the leak
+     * check skips it; the scanning thread, our code, stays checked. */
+    T_LSAN_DISABLE();
     CK_SESSION_HANDLE s;
     if (f->tok->fn->C_OpenSession(f->tok->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
-            &s) != CKR_OK)
+            &s) != CKR_OK) {
+        T_LSAN_ENABLE();
         return NULL;
+    }
     static const char longer[] = "flip-flip-flip-flip-flip-flip-flip-flip-flip-flip-flip-flip";
     while (!f->stop) {
         CK_ATTRIBUTE a = { CKA_LABEL, (void *)longer, (f->flips & 1) ? 1 : sizeof(longer) - 1 };
@@ -615,6 +631,7 @@ static void *flip(void *arg)
             f->flips++;
     }
     f->tok->fn->C_CloseSession(s);
+    T_LSAN_ENABLE();
     return NULL;
 }
 
