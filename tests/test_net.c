@@ -1306,6 +1306,13 @@ static void test_handshake_limit(void)
  * before the limit drops, so only the accept side runs out. */
 static void test_accept_emfile(void)
 {
+    /* valgrind keeps descriptors of its own under the limit and emulates
+     * it, so running out of descriptors cannot be staged under it; the
+     * sanitizer run covers this test. */
+    if (getenv("P11N_UNDER_VALGRIND") != NULL) {
+        printf("skipped under valgrind ");
+        return;
+    }
     p11n_ctx *srv = ctx_make("emfile", 0);
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_CLIENT], "client", 0) == P11N_OK);
     server sv;
