@@ -121,22 +121,30 @@ struct p11n_token *t_token_open_public(const char *uri)
     return tok;
 }
 
-void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t priv[32],
-    int derive, int with_pub)
+void t_token_import_key_opts(struct p11n_token *tok, const char *label, const uint8_t priv[32],
+    unsigned opts)
 {
-    uint8_t pub[P11N_PUBKEY_LEN], point[P11N_EC_POINT_DER_LEN];
-    if (p11n_dh_secp256k1.pubkey(priv, pub) != P11N_OK || p11n_ec_point_der(pub, point) != P11N_OK)
+    uint8_t pub[P11N_PUBKEY_LEN], neg[P11N_PUBKEY_LEN];
+    uint8_t point[P11N_EC_POINT_DER_LEN], negpoint[P11N_EC_POINT_DER_LEN];
+    if (p11n_dh_secp256k1.pubkey(priv, pub) != P11N_OK || p11n_ec_point_der(pub, point) != P11N_OK ||
+        p11n_secp256k1_negate(pub, neg) != P11N_OK || p11n_ec_point_der(neg, negpoint) != P11N_OK)
         die("bad test private key");
     CK_OBJECT_CLASS pcls = CKO_PRIVATE_KEY, ucls = CKO_PUBLIC_KEY;
     CK_KEY_TYPE type = CKK_EC;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE, der = derive ? CK_TRUE : CK_FALSE;
+    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+    CK_BBOOL der = (opts & T_KEY_NO_DERIVE) ? CK_FALSE : CK_TRUE;
+    CK_BBOOL extr = (opts & T_KEY_EXTRACTABLE) ? CK_TRUE : CK_FALSE;
+    CK_BBOOL sens = (opts & T_KEY_NOT_SENSITIVE) ? CK_FALSE : CK_TRUE;
+    CK_BBOOL upriv = (opts & T_PUB_PRIVATE) ? CK_TRUE : CK_FALSE;
+    CK_BBOOL umod = (opts & T_PUB_FIXED) ? CK_FALSE : CK_TRUE;
     CK_ULONG llen = strlen(label);
     CK_ATTRIBUTE pt[] = {
         { CKA_CLASS, &pcls, sizeof(pcls) },
         { CKA_KEY_TYPE, &type, sizeof(type) },
         { CKA_TOKEN, &yes, sizeof(yes) },
         { CKA_PRIVATE, &yes, sizeof(yes) },
-        { CKA_SENSITIVE, &yes, sizeof(yes) },
+        { CKA_SENSITIVE, &sens, sizeof(sens) },
+        { CKA_EXTRACTABLE, &extr, sizeof(extr) },
         { CKA_DERIVE, &der, sizeof(der) },
         { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
         { CKA_VALUE, (void *)priv, 32 },
@@ -147,7 +155,8 @@ void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t
         { CKA_CLASS, &ucls, sizeof(ucls) },
         { CKA_KEY_TYPE, &type, sizeof(type) },
         { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_PRIVATE, &no, sizeof(no) },
+        { CKA_PRIVATE, &upriv, sizeof(upriv) },
+        { CKA_MODIFIABLE, &umod, sizeof(umod) },
         { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
         { CKA_EC_POINT, point, sizeof(point) },
         { CKA_LABEL, (void *)label, llen },
@@ -156,8 +165,24 @@ void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t
     CK_OBJECT_HANDLE h;
     if (tok->fn->C_CreateObject(tok->anchor, pt, sizeof(pt) / sizeof(pt[0]), &h) != CKR_OK)
         die("C_CreateObject private key");
-    if (with_pub && tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h) != CKR_OK)
+    if (!(opts & T_KEY_NO_PUB) &&
+        tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h) != CKR_OK)
         die("C_CreateObject public key");
+    if (opts & T_PUB_PLANTED_NEG) {
+        /* What anyone with a session but no PIN could add: -K, public. */
+        ut[3].pValue = &no;
+        ut[4].pValue = &yes;
+        ut[6].pValue = negpoint;
+        if (tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h) != CKR_OK)
+            die("C_CreateObject planted public key");
+    }
+}
+
+void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t priv[32],
+    int derive, int with_pub)
+{
+    t_token_import_key_opts(tok, label, priv,
+        (derive ? 0 : T_KEY_NO_DERIVE) | (with_pub ? 0 : T_KEY_NO_PUB));
 }
 
 void t_token_p256_key(struct p11n_token *tok, const char *label)

@@ -41,6 +41,20 @@ void t_token_plant_public_peer(const char *uri, const char *id, const uint8_t pu
 /* Import a secp256k1 private key from known bytes, with or without
  * CKA_DERIVE, and (with_pub) its public key object with the same CKA_ID
  * and label (CKA_ID = the label). Aborts on failure. */
+/* The same with every attribute a test varies, as T_ flags (0: a
+ * derive-only, sensitive, never-extractable key and its public, modifiable
+ * public-key object). */
+enum {
+    T_KEY_NO_DERIVE = 1,        /* private key CKA_DERIVE false */
+    T_KEY_NO_PUB = 2,           /* no public-key object */
+    T_KEY_EXTRACTABLE = 4,      /* private key CKA_EXTRACTABLE true */
+    T_KEY_NOT_SENSITIVE = 8,    /* private key CKA_SENSITIVE false */
+    T_PUB_PRIVATE = 16,         /* public-key object CKA_PRIVATE true */
+    T_PUB_FIXED = 32,           /* public-key object CKA_MODIFIABLE false */
+    T_PUB_PLANTED_NEG = 64,     /* and a second, public one holding -K */
+};
+void t_token_import_key_opts(struct p11n_token *tok, const char *label, const uint8_t priv[32],
+    unsigned opts);
 void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t priv[32],
     int derive, int with_pub);
 

@@ -517,70 +517,12 @@ static void test_file_key(void)
 
 /* ---- the key's own attributes ---- */
 
-enum {
-    KEY_EXTRACTABLE = 1,    /* private key CKA_EXTRACTABLE true */
-    KEY_NOT_SENSITIVE = 2,  /* private key CKA_SENSITIVE false */
-    PUB_PRIVATE = 4,        /* public-key object CKA_PRIVATE true */
-    PUB_FIXED = 8,          /* public-key object CKA_MODIFIABLE false */
-    PUB_PLANTED = 16,       /* and a second, public one holding -K */
-};
-
-/* A secp256k1 key from known bytes with the chosen attributes; CKA_ID and
- * label are `label`. */
+/* A secp256k1 key from known bytes with the chosen T_ attributes
+ * (softhsm.h); CKA_ID and label are `label`. */
 static void import_key(const char *label, const uint8_t priv[32], unsigned opts)
 {
     struct p11n_token *tok = t_token_open(T.uri);
-    uint8_t pub[P11N_PUBKEY_LEN], neg[P11N_PUBKEY_LEN];
-    uint8_t point[P11N_EC_POINT_DER_LEN], negpoint[P11N_EC_POINT_DER_LEN];
-    CU_ASSERT_FATAL(p11n_dh_secp256k1.pubkey(priv, pub) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_secp256k1_negate(pub, neg) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ec_point_der(pub, point) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ec_point_der(neg, negpoint) == P11N_OK);
-    CK_OBJECT_CLASS pcls = CKO_PRIVATE_KEY, ucls = CKO_PUBLIC_KEY;
-    CK_KEY_TYPE type = CKK_EC;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_BBOOL extr = (opts & KEY_EXTRACTABLE) ? CK_TRUE : CK_FALSE;
-    CK_BBOOL sens = (opts & KEY_NOT_SENSITIVE) ? CK_FALSE : CK_TRUE;
-    CK_BBOOL upriv = (opts & PUB_PRIVATE) ? CK_TRUE : CK_FALSE;
-    CK_BBOOL umod = (opts & PUB_FIXED) ? CK_FALSE : CK_TRUE;
-    CK_ULONG llen = strlen(label);
-    CK_ATTRIBUTE pt[] = {
-        { CKA_CLASS, &pcls, sizeof(pcls) },
-        { CKA_KEY_TYPE, &type, sizeof(type) },
-        { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_PRIVATE, &yes, sizeof(yes) },
-        { CKA_SENSITIVE, &sens, sizeof(sens) },
-        { CKA_EXTRACTABLE, &extr, sizeof(extr) },
-        { CKA_DERIVE, &yes, sizeof(yes) },
-        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
-        { CKA_VALUE, (void *)priv, 32 },
-        { CKA_LABEL, (void *)label, llen },
-        { CKA_ID, (void *)label, llen },
-    };
-    CK_ATTRIBUTE ut[] = {
-        { CKA_CLASS, &ucls, sizeof(ucls) },
-        { CKA_KEY_TYPE, &type, sizeof(type) },
-        { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_PRIVATE, &upriv, sizeof(upriv) },
-        { CKA_MODIFIABLE, &umod, sizeof(umod) },
-        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
-        { CKA_EC_POINT, point, sizeof(point) },
-        { CKA_LABEL, (void *)label, llen },
-        { CKA_ID, (void *)label, llen },
-    };
-    CK_OBJECT_HANDLE h;
-    CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, pt, sizeof(pt) / sizeof(pt[0]), &h)
-        == CKR_OK);
-    CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h)
-        == CKR_OK);
-    if (opts & PUB_PLANTED) {
-        /* What anyone with a session but no PIN could add. */
-        ut[3].pValue = &no;
-        ut[4].pValue = &yes;
-        ut[6].pValue = negpoint;
-        CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, ut, sizeof(ut) / sizeof(ut[0]), &h)
-            == CKR_OK);
-    }
+    t_token_import_key_opts(tok, label, priv, opts);
     p11n_token_close(tok);
 }
 
@@ -613,8 +555,8 @@ static void test_extractable_refused(void)
         unsigned opts;
         const char *says;
     } rows[] = {
-        { "extractable", KEY_EXTRACTABLE | PUB_PRIVATE | PUB_FIXED, "extractable" },
-        { "not-sensitive", KEY_NOT_SENSITIVE | PUB_PRIVATE | PUB_FIXED, "not sensitive" },
+        { "extractable", T_KEY_EXTRACTABLE | T_PUB_PRIVATE | T_PUB_FIXED, "extractable" },
+        { "not-sensitive", T_KEY_NOT_SENSITIVE | T_PUB_PRIVATE | T_PUB_FIXED, "not sensitive" },
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         import_key(rows[i].label, K2_PRIV, rows[i].opts);
@@ -648,12 +590,12 @@ static void test_public_key_object_trust(void)
         unsigned opts;
         const char *warning;    /* NULL: none */
     } rows[] = {
-        { "pub-trusted", PUB_PRIVATE | PUB_FIXED, NULL },
+        { "pub-trusted", T_PUB_PRIVATE | T_PUB_FIXED, NULL },
         { "pub-public", 0, "can be changed without the PIN" },
-        { "pub-public-fixed", PUB_FIXED, "can be changed without the PIN" },
-        { "pub-modifiable", PUB_PRIVATE, "modifiable" },
+        { "pub-public-fixed", T_PUB_FIXED, "can be changed without the PIN" },
+        { "pub-modifiable", T_PUB_PRIVATE, "modifiable" },
         /* -K planted beside the trusted object: the trusted one wins. */
-        { "pub-planted", PUB_PRIVATE | PUB_FIXED | PUB_PLANTED, NULL },
+        { "pub-planted", T_PUB_PRIVATE | T_PUB_FIXED | T_PUB_PLANTED_NEG, NULL },
     };
     uint8_t want[33];
     CU_ASSERT_FATAL(p11n_dh_secp256k1.pubkey(K2_PRIV, want) == P11N_OK);
@@ -703,7 +645,7 @@ static void plant_public_private_key(const char *label, const uint8_t priv[32])
  * neither makes the real key ambiguous nor stands in for a missing one. */
 static void test_planted_private_key_ignored(void)
 {
-    import_key("k-victim", K2_PRIV, PUB_PRIVATE | PUB_FIXED);
+    import_key("k-victim", K2_PRIV, T_PUB_PRIVATE | T_PUB_FIXED);
     plant_public_private_key("k-victim", K1_PRIV);
     p11n_key *k = load(key_uri("k-victim", 0));
     uint8_t want[33];
@@ -838,11 +780,11 @@ static void destroy_labelled(const char *label)
  * again, sees another public key, and refuses it, then and later. */
 static void test_key_replaced(void)
 {
-    import_key("swap", K2_PRIV, PUB_PRIVATE | PUB_FIXED);
+    import_key("swap", K2_PRIV, T_PUB_PRIVATE | T_PUB_FIXED);
     p11n_key *k = load(key_uri("swap", 0));
     check_dh(k, K2_PRIV);
     destroy_labelled("swap");
-    import_key("swap", K1_PRIV, PUB_PRIVATE | PUB_FIXED);
+    import_key("swap", K1_PRIV, T_PUB_PRIVATE | T_PUB_FIXED);
     uint8_t out[32];
     for (int i = 0; i < 3; i++) {
         check_error(p11n_key_dh(k, p11n_secp256k1_generator, out), P11N_ERR_TOKEN_UNAVAILABLE,
