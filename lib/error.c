@@ -55,6 +55,8 @@ static const struct {
     { P11N_ERR_LIMIT, "limit reached" },
     { P11N_ERR_SHUTDOWN, "context shutting down" },
     { P11N_ERR_REVOKED, "peer key revoked" },
+    { P11N_ERR_EVICTED, "evicted to admit a newer connection (handshake table full)" },
+    { P11N_ERR_OVERLOAD, "too much unauthenticated token work queued" },
     { P11N_ERR_SOCKS_UNREACHABLE, "SOCKS5 proxy unreachable" },
     { P11N_ERR_SOCKS_NO_METHOD, "SOCKS5 proxy accepted no offered authentication method" },
     { P11N_ERR_SOCKS_AUTH, "SOCKS5 proxy rejected the username/password" },

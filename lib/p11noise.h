@@ -132,6 +132,10 @@ typedef enum p11n_err {
     P11N_ERR_LIMIT = -77,          /* a configured cap (handshakes, queue) was reached */
     P11N_ERR_SHUTDOWN = -78,       /* context is stopping */
     P11N_ERR_REVOKED = -79,        /* the peer's key was removed or replaced (peer key revoked) */
+    P11N_ERR_EVICTED = -80,        /* a half-open connection closed to admit a newer one
+                                      (handshake table full) */
+    P11N_ERR_OVERLOAD = -81,       /* unauthenticated token work queue full: refused
+                                      before any token operation */
 
     /* SOCKS5 proxy */
     P11N_ERR_SOCKS_UNREACHABLE = -90,  /* could not connect to the proxy */
@@ -667,8 +671,10 @@ typedef struct p11n_ctx_options {
     void *log_arg;
     int log_level;
     unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (256) */
-    unsigned max_token_ops;       /* handshake steps queued or running on workers (64) */
-    unsigned workers;             /* worker threads for token keys (2) */
+    unsigned max_token_ops;       /* token derivations queued or running for outgoing
+                                     connections (256) */
+    unsigned workers;             /* worker threads for token keys, one token session
+                                     each (4) */
     unsigned act_timeout_ms;      /* deadline for each handshake act, and for a graceful
                                      close to flush (10000) */
     unsigned connect_timeout_ms;  /* per address tried, and for the proxy phase (10000) */
@@ -685,6 +691,29 @@ typedef struct p11n_ctx_options {
      * lines: when set, `log` is not called; log_arg is its argument and
      * log_level applies (0: P11N_LOG_INFO). */
     void (*log_record)(const struct p11n_log_record *rec, void *arg);
+
+    /* Limits against hostile load (SECURITY.md, "Limits"). No limit looks
+     * at source addresses: behind a proxy every peer has the same one. */
+    unsigned act1_timeout_ms;     /* deadline for an incoming connection's first act and
+                                     for an outgoing connection's proxy phase (2000) */
+    unsigned max_unauth_token_ops;/* token derivations queued or running for incoming,
+                                     not yet authenticated acts (512); an act counts at
+                                     its worst case (KK: 1 + its candidates); when full,
+                                     the newest act is refused (OVERLOAD) before any
+                                     token operation */
+    unsigned unauth_workers;      /* worker threads that may run unauthenticated work at
+                                     once (workers - 1, at least 1); the others run only
+                                     work of outgoing connections */
+    unsigned max_established;     /* established connections, all listeners and
+                                     outgoing ones together (16384) */
+    int keepalive_idle_s;         /* TCP keepalive on every connection: idle seconds
+                                     before the first probe (0: 60; -1: off) */
+    unsigned keepalive_interval_s;/* seconds between probes (10) */
+    unsigned keepalive_count;     /* unanswered probes before the kernel drops the
+                                     connection (6) */
+    unsigned log_refusals_per_s;  /* lines per second per listener about refused, evicted
+                                     or failed connections before they are only counted
+                                     (5); the counts are summarised every 10 s */
 } p11n_ctx_options;
 
 /* Option structures that can grow. Each starts with `size`, which the
@@ -811,6 +840,8 @@ typedef struct p11n_listen_options {
     const char *const *peers;
     size_t npeers;
     unsigned max_handshakes;      /* handshakes in progress on this listener (0: the context's) */
+    unsigned max_established;     /* established connections from this listener (0: only
+                                     the context's cap) */
 } p11n_listen_options;
 
 #define P11N_LISTEN_OPTIONS_INIT { .size = sizeof(p11n_listen_options) }

@@ -29,8 +29,15 @@
 #include "secure.h"
 
 #define DEF_MAX_HANDSHAKES 256
-#define DEF_MAX_TOKEN_OPS 64
-#define DEF_WORKERS 2
+#define DEF_MAX_TOKEN_OPS 256
+#define DEF_WORKERS 4
+#define DEF_ACT1_TIMEOUT_MS 2000
+#define DEF_MAX_UNAUTH_TOKEN_OPS 512
+#define DEF_MAX_ESTABLISHED 16384
+#define DEF_KEEPALIVE_IDLE_S 60
+#define DEF_KEEPALIVE_INTERVAL_S 10
+#define DEF_KEEPALIVE_COUNT 6
+#define DEF_LOG_REFUSALS_PER_S 5
 #define DEF_ACT_TIMEOUT_MS 10000
 #define DEF_CONNECT_TIMEOUT_MS 10000
 #define DEF_HIGH_WATER (1024 * 1024)
@@ -241,6 +248,21 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     default_to(&o.workers, DEF_WORKERS);
     default_to(&o.act_timeout_ms, DEF_ACT_TIMEOUT_MS);
     default_to(&o.connect_timeout_ms, DEF_CONNECT_TIMEOUT_MS);
+    default_to(&o.act1_timeout_ms, DEF_ACT1_TIMEOUT_MS);
+    default_to(&o.max_unauth_token_ops, DEF_MAX_UNAUTH_TOKEN_OPS);
+    /* At least one thread is kept for outgoing work whenever there are
+     * two: a flood of unauthenticated acts never holds every session. */
+    default_to(&o.unauth_workers, o.workers > 1 ? o.workers - 1 : 1);
+    if (o.unauth_workers > o.workers)
+        o.unauth_workers = o.workers;
+    default_to(&o.max_established, DEF_MAX_ESTABLISHED);
+    if (o.keepalive_idle_s < -1)
+        return P11N_ERR_INVALID_ARG;
+    if (o.keepalive_idle_s == 0)
+        o.keepalive_idle_s = DEF_KEEPALIVE_IDLE_S;
+    default_to(&o.keepalive_interval_s, DEF_KEEPALIVE_INTERVAL_S);
+    default_to(&o.keepalive_count, DEF_KEEPALIVE_COUNT);
+    default_to(&o.log_refusals_per_s, DEF_LOG_REFUSALS_PER_S);
     if (o.write_high_water == 0)
         o.write_high_water = DEF_HIGH_WATER;
 
