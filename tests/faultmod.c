@@ -14,6 +14,10 @@
  *                      "FUNCTION CALLS" for every wrapped function called
  *                      since the last C_Initialize (C_Initialize included)
  *
+ * A test that wants the counts while the module is in use (it was loaded
+ * by the library, through p11-kit) finds faultmod_calls() with
+ * dlopen(path, RTLD_NOLOAD) and dlsym: the same counters, read live.
+ *
  *   ACTION             effect
  *   delay=MS           sleep MS milliseconds before every call
  *   delay@N=MS         ... before the Nth call only (calls count from 1)
@@ -583,6 +587,17 @@ static CK_RV load_real(void)
     FAULT_FUNCS(WRAP)
 #undef WRAP
     return CKR_OK;
+}
+
+/* Calls of the function `name` (one of FAULT_FUNCS) since the last
+ * C_Initialize, read while the module is in use; 0 for an unknown name. */
+unsigned long faultmod_calls(const char *name);
+unsigned long faultmod_calls(const char *name)
+{
+    for (int i = 0; i < NFUNCS; i++)
+        if (strcmp(func_names[i], name) == 0)
+            return atomic_load(&calls[i]);
+    return 0;
 }
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST **list)

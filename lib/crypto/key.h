@@ -79,12 +79,41 @@ static inline int p11n_key_is_slow(const struct p11n_key *key)
     return key->ops->slow;
 }
 
+/* The x-only static-static DH values (ss) of one worker's batch of KK
+ * responder acts, keyed by the candidate initiator's public key. ss is
+ * the same in every act for the same local key, so a batch derives each
+ * candidate's once and only `es` once per act. The table lives on the
+ * worker's stack for the batch alone and is wiped when it ends
+ * (p11n_ss_table_wipe): nothing secret outlives the batch. Room for two
+ * candidate lists: the store may change between two acts of a batch; a
+ * key that finds no room is derived per act, as without a table. */
+#define P11N_SS_TABLE_KEYS 32
+struct p11n_ss_table {
+    size_t n;
+    struct p11n_ss_entry {
+        uint8_t peer[P11N_MAXPUBLEN];
+        uint8_t x[32];
+        int has;
+    } e[P11N_SS_TABLE_KEYS];
+};
+void p11n_ss_table_init(struct p11n_ss_table *t);
+/* Make room for these candidates' values (already there: kept). */
+void p11n_ss_table_admit(struct p11n_ss_table *t, const uint8_t (*peers)[P11N_PUBKEY_LEN],
+    size_t n);
+void p11n_ss_table_wipe(struct p11n_ss_table *t);
+
+/* Asked before each token operation the memo would start: P11N_OK to go
+ * on, else the error that stops the act there (its job was cancelled, or
+ * its deadline passed). */
+typedef int (*p11n_key_wanted_fn)(void *arg);
+
 /* A borrowed key seen through a memo of its last x-only DH: a KK
  * responder tries act one under each candidate initiator key, and `es`
  * (its static key with the initiator's ephemeral) is the same for all, so
- * the token derives it once and only `ss` once per candidate. Used by one
- * thread at a time (the handshake's); nothing to free but the memo to
- * forget (p11n_key_memo_forget wipes it). */
+ * the token derives it once and only `ss` once per candidate -- or once
+ * per batch, with a batch's table. Used by one thread at a time (the
+ * handshake's); nothing to free but the memo to forget
+ * (p11n_key_memo_forget wipes it). */
 struct p11n_key_memo {
     struct p11n_key base;       /* what the engine is given */
     struct p11n_key_ops ops;    /* the inner key's, dh_x through the memo */
@@ -92,9 +121,18 @@ struct p11n_key_memo {
     int has;
     uint8_t peer[P11N_MAXPUBLEN];
     uint8_t x[32];
+    /* For one step run on a worker (p11n_key_memo_gate); NULL otherwise. */
+    p11n_key_wanted_fn wanted;
+    void *wanted_arg;
+    struct p11n_ss_table *ss;   /* borrowed: the worker's batch table */
 };
 void p11n_key_memo_init(struct p11n_key_memo *m, struct p11n_key *inner);
 void p11n_key_memo_forget(struct p11n_key_memo *m);
+/* Ask wanted(arg) before each token operation, and take and keep the ss
+ * values of the table's keys in `ss`; all NULL: neither (call this after
+ * the step, so the memo keeps no pointer into a finished batch). */
+void p11n_key_memo_gate(struct p11n_key_memo *m, p11n_key_wanted_fn wanted, void *arg,
+    struct p11n_ss_table *ss);
 
 /* Software key from a "file:" path: one line of hex private key (2 *
  * alg->privlen digits, trailing whitespace allowed). The key's warning

@@ -33,6 +33,7 @@
 #include "channel.h"
 #include "crypto.h"
 #include "dialer.h"
+#include "hsjob.h"
 #include "worker.h"
 #include "key.h"
 #include "log.h"
@@ -543,20 +544,28 @@ typedef struct hs_job {
     p11n_handshake_op *pending;   /* hs's pending operation */
 } hs_job;
 
-/* Worker thread: sees the job alone, never the connection. */
+static int job_wanted(void *base)
+{
+    return p11n_job_wanted(base);
+}
+
+/* Worker thread: sees the job alone, never the connection. Before each
+ * token operation the step asks whether the job is still wanted. */
 static void job_run(p11n_job *base)
 {
     hs_job *job = (hs_job *)base;
-    base->rc = p11n_handshake_pending_run(job->pending);
+    base->rc = p11n_handshake_pending_run_gated(job->pending, job_wanted, base, base->ss);
 }
 
-/* The connection goes on without its step in flight: the job frees what
- * it holds when it comes back. */
+/* The connection goes on without its step in flight: the job is dropped
+ * before its next token operation and frees what it holds when it comes
+ * back. */
 static void job_orphan(p11n_conn *c)
 {
     if (c->job == NULL)
         return;
     c->job->owner = NULL;
+    p11n_job_cancel(c->job);
     c->job = NULL;
 }
 
@@ -741,6 +750,24 @@ static void hs_complete(p11n_conn *c)
 
 static void job_done(p11n_job *base);
 
+/* The worker pool refused the step: say which budget, and the option
+ * that raises it. */
+static void hs_refused(p11n_conn *c, int rc, unsigned cost)
+{
+    char text[TEXT_LEN + 80];
+    if (rc == P11N_ERR_OVERLOAD)
+        snprintf(text, sizeof(text), "act refused before any token operation: token work "
+            "queued for unauthenticated peers would exceed max_unauth_token_ops (%u "
+            "derivations; this act costs up to %u)", c->ctx->opt.max_unauth_token_ops, cost);
+    else if (rc == P11N_ERR_LIMIT)
+        snprintf(text, sizeof(text), "handshake step refused: token work queued for outgoing "
+            "connections would exceed max_token_ops (%u derivations; this step costs up to %u)",
+            c->ctx->opt.max_token_ops, cost);
+    else
+        snprintf(text, sizeof(text), "cannot hand the handshake to a worker");
+    p11n_conn_end(c, rc, text);
+}
+
 /* The handshake's step is PENDING on token work: hand it to a worker. The
  * job takes the handshake (nothing may touch it while the operation runs)
  * and gives it back in job_done. */
@@ -751,29 +778,34 @@ static int hs_offload(p11n_conn *c, int op)
         p11n_conn_end(c, P11N_ERR_NOMEM, "out of memory handing the handshake to a worker");
         return P11N_ERR_NOMEM;
     }
-    job->base = (p11n_job){ .run = job_run, .done = job_done, .owner = c };
+    p11n_handshake_op *pending = p11n_handshake_pending(c->hs);
+    p11n_job *base = &job->base;
+    base->run = job_run;
+    base->done = job_done;
+    base->owner = c;
+    base->cls = p11n_handshake_op_unauth(pending) ? P11N_JOB_UNAUTH : P11N_JOB_OUTGOING;
+    base->cost = p11n_handshake_op_cost(pending);
+    base->batch = p11n_handshake_op_batch(pending);
+    /* The act's deadline: a read's act was due by the timer hs_read has
+     * just stopped (its `at` stays), a write's by the timer if armed. */
+    base->deadline = op == P11N_JOB_READ || c->timer.slot != 0 ? c->timer.at : 0;
     job->ctx = c->ctx;
     job->id = c->id;
     job->op = op;
     job->hs = c->hs;
-    job->pending = p11n_handshake_pending(c->hs);
-    int rc = p11n_worker_submit(c->ctx, &job->base);
+    job->pending = pending;
+    int rc = p11n_worker_submit(c->ctx, base);
     if (rc != P11N_OK) {
         free(job);
-        p11n_conn_end(c, rc, rc == P11N_ERR_LIMIT ? "token operation queue full"
-                                             : "cannot hand the handshake to a worker");
+        hs_refused(c, rc, p11n_handshake_op_cost(pending));
         return rc;
     }
     c->hs = NULL;
-    c->job = &job->base;
-    /* The queue bound counts jobs; a KK responder's act 1 costs one
-     * derivation for es and one per candidate tried for ss. */
-    if (op == P11N_JOB_READ && c->ncand > 0)
-        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: token read handed to a worker "
-            "(up to %zu derivations: 1 + %zu candidates)", c->id, c->ncand + 1, c->ncand);
-    else
-        p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: token %s handed to a worker", c->id,
-            op == P11N_JOB_WRITE ? "write" : "read");
+    c->job = base;
+    p11n_log(c->ctx, P11N_LOG_DEBUG, "conn #%lu: token %s handed to a worker (%s work, up to "
+        "%u derivation%s%s)", c->id, op == P11N_JOB_WRITE ? "write" : "read",
+        base->cls == P11N_JOB_UNAUTH ? "unauthenticated" : "outgoing", base->cost,
+        base->cost == 1 ? "" : "s", base->batch != NULL ? ": es + ss per candidate" : "");
     update_events(c);
     return P11N_OK;
 }

@@ -3,33 +3,85 @@
 #ifndef P11N_WORKER_H
 #define P11N_WORKER_H
 
+#include <stdatomic.h>
+
 #include "net.h"
+
+struct p11n_ss_table;
 
 /* Room for the token's account of a failed job (p11n_token_last_error). */
 #define P11N_JOB_TEXT 256
+
+/* Whose work a job is: the two queues, each with its own budget. */
+enum p11n_job_class {
+    P11N_JOB_OUTGOING = 0,  /* our own connections' steps: max_token_ops */
+    P11N_JOB_UNAUTH = 1,    /* an incoming peer not yet authenticated: max_unauth_token_ops */
+};
+#define P11N_JOB_CLASSES 2
+
+/* Why a job did not run, or stopped between two token operations. */
+enum p11n_job_drop { P11N_JOB_RAN = 0, P11N_JOB_DEAD, P11N_JOB_LATE };
 
 /* A piece of blocking work: run() on a worker thread, done() back on the
  * loop thread. From submit until done() the job owns its inputs (the
  * submitter hands them over and keeps only the job pointer), so nothing
  * the worker touches is shared. A submitter that goes away first orphans
- * its job (owner = NULL) and forgets it; done() then only frees it. The
- * pool never looks at owner: it is the submitter's, on the loop thread. */
+ * its job (owner = NULL, then p11n_job_cancel) and forgets it; done()
+ * then only frees it. The pool never looks at owner: it is the
+ * submitter's, on the loop thread.
+ *
+ * The submitter sets cls, cost, deadline and batch before submitting and
+ * never changes them; the pool sets ss and dropped for run() and done(). */
 typedef struct p11n_job p11n_job;
 struct p11n_job {
     void (*run)(p11n_job *job);     /* worker thread; sets rc */
     void (*done)(p11n_job *job);    /* loop thread; frees the job */
     void *owner;                    /* loop thread only; NULL: orphaned */
     int rc;
-    char text[P11N_JOB_TEXT];       /* rc != OK: the token's words, or "" */
+    char text[P11N_JOB_TEXT];       /* rc != OK: the token's words, or why it was dropped */
+    int cls;                        /* enum p11n_job_class */
+    unsigned cost;                  /* token derivations at worst (0 counts as 1) */
+    uint64_t deadline;              /* p11n_now_ms() past which the work is useless; 0: none */
+    /* Jobs with the same non-NULL batch (a KK responder's local key) may
+     * run one after another on one worker, sharing `ss`. */
+    const void *batch;
+    struct p11n_ss_table *ss;       /* for run(): the batch's table, or NULL */
+    int dropped;                    /* enum p11n_job_drop, set on the worker */
+    atomic_int cancelled;           /* p11n_job_cancel: read by the worker */
     p11n_job *next;                 /* the pool's queues */
 };
 
-/* Queue a job (threads start on first use). Errors (the job stays the
- * caller's): LIMIT (max_token_ops queued), NOMEM, IO (no thread). */
+/* Queue a job (threads start on first use). Outgoing jobs go before
+ * unauthenticated ones; each class is bounded by the derivations queued
+ * or running (a lone job always fits). Errors (the job stays the
+ * caller's): LIMIT (max_token_ops, outgoing), OVERLOAD
+ * (max_unauth_token_ops; refused before any token operation), NOMEM, IO
+ * (no thread). */
 int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job);
+/* Loop thread: the job's submitter has gone. A job not yet run is
+ * dropped before the token; a running one stops before its next token
+ * operation. done() still runs (and frees it). */
+void p11n_job_cancel(p11n_job *job);
+/* Worker thread, from run(): P11N_OK while the job is wanted; CLOSED
+ * (cancelled) or TIMEOUT (deadline passed), noted in job->dropped. */
+int p11n_job_wanted(p11n_job *job);
 /* Jobs queued since the threads started (0 before): the count of worker
  * trips, read by tests. Loop thread. */
 unsigned long p11n_worker_submitted(p11n_ctx *ctx);
+
+/* The pool's account, for tests and status. */
+struct p11n_worker_stats {
+    unsigned long submitted;
+    unsigned long refused[P11N_JOB_CLASSES];  /* over the class's budget */
+    unsigned long dropped_dead;     /* cancelled before or during run() */
+    unsigned long dropped_late;     /* deadline passed before or during run() */
+    unsigned long dropped_midway;   /* of those, stopped between token operations */
+    unsigned long batches;          /* batches of unauthenticated acts run */
+    unsigned long batched;          /* acts run after the first in a batch */
+    unsigned cost[P11N_JOB_CLASSES];/* derivations queued or running now */
+};
+void p11n_worker_stats(p11n_ctx *ctx, struct p11n_worker_stats *out);
+
 /* Run on wake-up: call done() of finished jobs, oldest first. */
 void p11n_worker_collect(p11n_ctx *ctx);
 /* Stop the threads; jobs not yet collected are orphaned and done()

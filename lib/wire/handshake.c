@@ -12,6 +12,7 @@
 
 #include "p11noise.h"
 #include "crypto.h"
+#include "hsjob.h"
 #include "key.h"
 #include "noise.h"
 #include "secure.h"
@@ -416,6 +417,45 @@ int p11n_handshake_pending_run(p11n_handshake_op *op)
         op->rc = read_act(hs, op->act + VERSION_LEN, op->len - VERSION_LEN);
     op->ran = 1;
     return op->rc;
+}
+
+/* The KK responder's act one: the step that tries every candidate. */
+static int op_picks(const p11n_handshake_op *op)
+{
+    const p11n_handshake *hs = op->hs;
+    return op->kind == OP_READ && !hs->initiator && hs->pattern->responder_chooses
+        && !hs->picked;
+}
+
+unsigned p11n_handshake_op_cost(const p11n_handshake_op *op)
+{
+    if (op->kind == OP_WRITE)
+        return 2;
+    return op_picks(op) ? 1 + (unsigned)op->hs->nremote : 1;
+}
+
+int p11n_handshake_op_unauth(const p11n_handshake_op *op)
+{
+    return op->kind == OP_READ && !op->hs->initiator;
+}
+
+const void *p11n_handshake_op_batch(const p11n_handshake_op *op)
+{
+    return op_picks(op) ? op->hs->local : NULL;
+}
+
+int p11n_handshake_pending_run_gated(p11n_handshake_op *op, p11n_key_wanted_fn wanted,
+    void *arg, struct p11n_ss_table *ss)
+{
+    if (op == NULL)
+        return P11N_ERR_INVALID_ARG;
+    p11n_handshake *hs = op->hs;
+    if (ss != NULL && op_picks(op))
+        p11n_ss_table_admit(ss, (const uint8_t (*)[P11N_PUBKEY_LEN])hs->remote, hs->nremote);
+    p11n_key_memo_gate(&hs->memo, wanted, arg, op_picks(op) ? ss : NULL);
+    int rc = p11n_handshake_pending_run(op);
+    p11n_key_memo_gate(&hs->memo, NULL, NULL, NULL);
+    return rc;
 }
 
 int p11n_handshake_resume(p11n_handshake *hs, uint8_t *out, size_t cap, size_t *outlen)

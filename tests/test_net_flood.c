@@ -1,0 +1,473 @@
+/*
+ * A KK listener under a flood of act-1 messages from peers it cannot
+ * authenticate. Its key is on a SoftHSM2 token behind tests/faultmod.so,
+ * every derivation delayed 5 ms, and it accepts 16 initiators, so a
+ * bogus act is worth up to 17 derivations. A thread sends well-formed
+ * acts (a fresh valid ephemeral point, a random tag) at 200 per second,
+ * directly or through a real SOCKS5 proxy (every peer then comes from
+ * the proxy's address), while legitimate clients keep connecting and an
+ * established connection keeps exchanging messages. Asserted: every
+ * legitimate handshake completes within 3 s, and the established
+ * connection's round trips stay under 1 s. Printed: the handshake times,
+ * the round-trip p50/p99, the acts refused, and the derivations the
+ * token spent per bogus act (counted by the fault module).
+ *
+ * P11N_FLOOD_S sets the flood's length in seconds (default 6).
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "crypto.h"
+#include "faultcount.h"
+#include "net/worker.h"
+#include "netutil.h"
+#include "p11noise.h"
+#include "proxyutil.h"
+#include "softhsm.h"
+#include "testutil.h"
+
+#define NINIT 16                 /* accepted initiators: the listener's candidates */
+#define FLOOD_PER_S 200
+#define DERIVE_DELAY "C_DeriveKey:delay=5"
+#define LEGIT_EVERY_MS 250       /* a new legitimate handshake this often */
+#define LEGIT_MAX_MS 3000        /* each must complete within this */
+#define PING_EVERY_MS 50
+#define RTT_MAX_MS 1000
+#define MAX_SAMPLES 4096
+
+static struct t_token T;
+
+static const uint8_t SERVER_PRIV[32] = {
+    0x3b, 0x71, 0x0e, 0x92, 0x5d, 0xc4, 0x28, 0x6f, 0x13, 0xa9, 0x47, 0xde, 0x80, 0x35, 0xfb, 0x1c,
+    0x66, 0x02, 0xb8, 0x4e, 0x97, 0x2a, 0xd1, 0x5c, 0x0f, 0xe3, 0x74, 0x19, 0xab, 0x40, 0x8d, 0x26,
+};
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000 + (uint64_t)ts.tv_nsec / 1000;
+}
+
+/* ---- the flood ---- */
+
+struct flood {
+    uint16_t port;          /* the listener */
+    uint16_t proxy;         /* 0: direct; else the SOCKS5 proxy's port */
+    unsigned seconds;
+    pthread_t thread;
+    atomic_uint sent;       /* acts sent whole */
+    atomic_uint failed;     /* connections or proxy tunnels that failed */
+};
+
+static int send_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int recv_all(int fd, uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r <= 0)
+            return -1;
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+/* A SOCKS5 tunnel (no authentication) to 127.0.0.1:port. */
+static int socks5_open(int fd, uint16_t port)
+{
+    static const uint8_t hello[] = { 5, 1, 0 };
+    uint8_t req[10] = { 5, 1, 0, 1, 127, 0, 0, 1, (uint8_t)(port >> 8), (uint8_t)port };
+    uint8_t rep[10];
+    if (send_all(fd, hello, sizeof(hello)) != 0 || recv_all(fd, rep, 2) != 0 || rep[1] != 0)
+        return -1;
+    if (send_all(fd, req, sizeof(req)) != 0 || recv_all(fd, rep, sizeof(rep)) != 0 || rep[1] != 0)
+        return -1;
+    return 0;
+}
+
+/* Version byte, a fresh valid ephemeral point, a random tag: what a real
+ * initiator's act 1 looks like to anyone without the key. */
+static void bogus_act(uint8_t act[50], uint64_t *seed)
+{
+    uint8_t priv[32];
+    act[0] = 0;
+    if (p11n_dh_secp256k1.generate(priv, act + 1) != P11N_OK)
+        abort();
+    t_fill(act + 34, 16, seed);
+}
+
+static void *flood_main(void *arg)
+{
+    struct flood *f = arg;
+    uint64_t seed = now_us();
+    unsigned total = f->seconds * FLOOD_PER_S;
+    uint64_t start = now_us();
+    for (unsigned i = 0; i < total; i++) {
+        uint64_t due = start + (uint64_t)i * 1000000 / FLOOD_PER_S;
+        uint64_t t = now_us();
+        if (t < due)
+            usleep((useconds_t)(due - t));
+        uint8_t act[50];
+        bogus_act(act, &seed);
+        int fd = t_connect_loopback(f->proxy != 0 ? f->proxy : f->port);
+        int ok = fd >= 0 && (f->proxy == 0 || socks5_open(fd, f->port) == 0)
+            && send_all(fd, act, sizeof(act)) == 0;
+        if (ok)
+            atomic_fetch_add(&f->sent, 1);
+        else
+            atomic_fetch_add(&f->failed, 1);
+        if (fd >= 0)
+            close(fd);
+    }
+    return NULL;
+}
+
+/* ---- the legitimate side ---- */
+
+struct legit {
+    uint64_t started;       /* now_ms() at p11n_connect */
+    p11n_conn *conn;
+    int established, closed, reason;
+    unsigned attempts;      /* closes before it was established */
+};
+
+struct clients {
+    struct legit hs[256];
+    size_t nhs;
+    /* the established connection's round trips */
+    p11n_conn *pinger;
+    int pinger_up, pinger_closed;
+    uint64_t rtt_us[MAX_SAMPLES];
+    size_t nrtt;
+};
+
+static struct clients C;
+
+static void legit_up(p11n_conn *c, const char *peer, void *arg)
+{
+    struct legit *l = arg;
+    (void)c;
+    (void)peer;
+    if (!l->established)
+        l->established = (int)(now_ms() - l->started) + 1;
+}
+
+static void legit_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    struct legit *l = arg;
+    (void)c;
+    (void)text;
+    if (!l->established)
+        l->attempts++;
+    if (final) {
+        l->closed = 1;
+        l->reason = reason;
+        l->conn = NULL;     /* freed after this call */
+    }
+}
+
+static void ping_up(p11n_conn *c, const char *peer, void *arg)
+{
+    (void)c;
+    (void)peer;
+    (void)arg;
+    C.pinger_up = 1;
+}
+
+static void ping_msg(p11n_conn *c, const uint8_t *m, size_t len, void *arg)
+{
+    (void)c;
+    (void)arg;
+    uint64_t sent;
+    if (len != sizeof(sent))
+        return;
+    memcpy(&sent, m, sizeof(sent));
+    if (C.nrtt < MAX_SAMPLES)
+        C.rtt_us[C.nrtt++] = now_us() - sent;
+}
+
+static void ping_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    (void)c;
+    (void)reason;
+    (void)text;
+    (void)arg;
+    if (final)
+        C.pinger_closed = 1;
+}
+
+/* The server echoes every message. */
+static void echo_msg(p11n_conn *c, const uint8_t *m, size_t len, void *arg)
+{
+    (void)arg;
+    if (p11n_send(c, m, len) != P11N_OK)
+        abort();
+}
+
+static void noop_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    (void)c;
+    (void)reason;
+    (void)text;
+    (void)final;
+    (void)arg;
+}
+
+/* Clients reconnect, as real ones do: an act refused under the flood
+ * (OVERLOAD, before any token work) is tried again after the backoff. */
+static p11n_conn *dial(p11n_ctx *cli, uint16_t port, p11n_key *key, p11n_callbacks cb)
+{
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.reconnect = 1;
+    co.ch.key = key;
+    co.ch.pattern = "KK";
+    co.ch.cb = cb;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, "server", &co, &c) == P11N_OK);
+    return c;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* ---- one run ---- */
+
+struct flood_case {
+    const char *what;
+    int loop;               /* P11N_LOOP_* */
+    int via_proxy;
+};
+
+static p11n_ctx *ctx_make(const char *name, int loop)
+{
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log = t_log_cb;
+    o.log_arg = (void *)name;
+    o.log_level = P11N_LOG_INFO;
+    o.loop = loop;
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    return ctx;
+}
+
+static unsigned flood_seconds(void)
+{
+    const char *s = getenv("P11N_FLOOD_S");
+    int n = s != NULL ? atoi(s) : 0;
+    return n > 0 && n <= 60 ? (unsigned)n : 6;
+}
+
+static void report(const struct flood_case *fc, const struct flood *f, unsigned long derived,
+    size_t refused, size_t mark, const struct p11n_worker_stats *st)
+{
+    uint64_t worst = 0;
+    for (size_t i = 0; i < C.nhs; i++)
+        if ((uint64_t)C.hs[i].established > worst)
+            worst = (uint64_t)C.hs[i].established;
+    qsort(C.rtt_us, C.nrtt, sizeof(C.rtt_us[0]), cmp_u64);
+    uint64_t p50 = C.nrtt > 0 ? C.rtt_us[C.nrtt / 2] : 0;
+    uint64_t p99 = C.nrtt > 0 ? C.rtt_us[(C.nrtt * 99) / 100] : 0;
+    size_t done = 0, retried = 0;
+    for (size_t i = 0; i < C.nhs; i++) {
+        done += C.hs[i].established > 0;
+        retried += C.hs[i].attempts;
+    }
+    printf("\nflood (%s): %u bogus acts sent (%u failed to send) in %u s; %zu of %zu "
+        "legitimate handshakes completed (%zu attempts refused and retried), slowest %llu ms; "
+        "round trip p50 %.2f ms, p99 %.2f ms (%zu samples); %lu derivations, %.2f per bogus act; %zu acts refused (%s), "
+        "%zu refused at accept; worker pool: %lu refused, %lu dropped dead, %lu late "
+        "(%lu midway), %lu batches, %lu acts batched\n",
+        fc->what, atomic_load(&f->sent), atomic_load(&f->failed), f->seconds, done, C.nhs, retried,
+        (unsigned long long)(worst > 0 ? worst - 1 : 0), (double)p50 / 1000.0,
+        (double)p99 / 1000.0, C.nrtt, derived,
+        atomic_load(&f->sent) > 0 ? (double)derived / atomic_load(&f->sent) : 0.0, refused,
+        p11n_strerror(P11N_ERR_OVERLOAD), t_log_count(mark, "handshakes in progress"),
+        st->refused[P11N_JOB_UNAUTH], st->dropped_dead, st->dropped_late, st->dropped_midway,
+        st->batches, st->batched);
+    fflush(stdout);
+}
+
+static void run_flood(const struct flood_case *fc)
+{
+    memset(&C, 0, sizeof(C));
+    setenv("P11N_FAULT", DERIVE_DELAY, 1);
+    p11n_key *skey = NULL;
+    char uri[sizeof(T.fault_uri) + 32];
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=server?module-path=%s&pin-value=" T_PIN,
+        T.label, P11N_FAULT_MODULE);
+    int rc = p11n_key_load(uri, &skey);
+    unsetenv("P11N_FAULT");
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    uint8_t spub[P11N_PUBKEY_LEN];
+    size_t len = 0;
+    CU_ASSERT_FATAL(p11n_key_public(skey, spub, sizeof(spub), &len) == P11N_OK);
+
+    p11n_ctx *srv = ctx_make("srv", fc->loop);
+    p11n_ctx *cli = ctx_make("cli", fc->loop);
+    p11n_key *ikey[NINIT];
+    for (int i = 0; i < NINIT; i++) {
+        uint8_t priv[32], pub[P11N_PUBKEY_LEN];
+        CU_ASSERT_FATAL(p11n_dh_secp256k1.generate(priv, pub) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", priv, 32, &ikey[i]) == P11N_OK);
+        char id[16];
+        snprintf(id, sizeof(id), "init%02d", i);
+        CU_ASSERT_FATAL(p11n_ceremony_input(srv, pub, id, 0) == P11N_OK);
+    }
+    CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
+
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = skey;
+    lo.ch.pattern = "KK";
+    lo.ch.cb = (p11n_callbacks){ .message = echo_msg, .closed = noop_closed };
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    uint16_t port = p11n_listener_port(l);
+    p11n_ctx *const both[] = { srv, cli };
+
+    /* The established connection, from the first candidate. */
+    C.pinger = dial(cli, port, ikey[0], (p11n_callbacks){ .established = ping_up,
+        .message = ping_msg, .closed = ping_closed });
+    uint64_t guard = now_ms() + 30000;
+    while (!C.pinger_up && now_ms() < guard)
+        t_pump(both, 2, 20);
+    CU_ASSERT_FATAL(C.pinger_up);
+
+    t_proxy px = { 0 };
+    if (fc->via_proxy)
+        CU_ASSERT_FATAL(t_proxy_start(&px, NULL, NULL) == 0);
+    struct flood f = { .port = port, .proxy = px.port, .seconds = flood_seconds() };
+    size_t mark = t_log_mark();
+    unsigned long before = t_fault_calls("C_DeriveKey");
+    CU_ASSERT_FATAL(pthread_create(&f.thread, NULL, flood_main, &f) == 0);
+
+    /* Legitimate handshakes from the last candidate (the most costly to
+     * find), one every LEGIT_EVERY_MS, and a ping every PING_EVERY_MS. */
+    uint64_t start = now_ms(), end = start + f.seconds * 1000ull;
+    uint64_t next_legit = start + 200, next_ping = start;
+    while (now_ms() < end) {
+        uint64_t t = now_ms();
+        if (t >= next_legit && C.nhs < sizeof(C.hs) / sizeof(C.hs[0])) {
+            struct legit *lg = &C.hs[C.nhs++];
+            lg->started = t;
+            lg->conn = dial(cli, port, ikey[NINIT - 1], (p11n_callbacks){
+                .established = legit_up, .closed = legit_closed, .arg = lg });
+            next_legit += LEGIT_EVERY_MS;
+        }
+        if (t >= next_ping && !C.pinger_closed) {
+            uint64_t us = now_us();
+            CU_ASSERT(p11n_send(C.pinger, (const uint8_t *)&us, sizeof(us)) == P11N_OK);
+            next_ping += PING_EVERY_MS;
+        }
+        t_pump(both, 2, 5);
+        for (size_t i = 0; i < C.nhs; i++)
+            if (C.hs[i].established && C.hs[i].conn != NULL) {
+                p11n_close(C.hs[i].conn);
+                C.hs[i].conn = NULL;
+            }
+    }
+    pthread_join(f.thread, NULL);
+    /* The last legitimate handshakes get their full time. */
+    guard = now_ms() + LEGIT_MAX_MS + 500;
+    while (now_ms() < guard) {
+        int waiting = 0;
+        for (size_t i = 0; i < C.nhs; i++)
+            waiting |= !C.hs[i].established && now_ms() - C.hs[i].started <= LEGIT_MAX_MS;
+        if (!waiting)
+            break;
+        t_pump(both, 2, 10);
+    }
+    unsigned long derived = t_fault_calls("C_DeriveKey") - before;
+    size_t refused = t_log_count(mark, p11n_strerror(P11N_ERR_OVERLOAD));
+    struct p11n_worker_stats st;
+    p11n_worker_stats(srv, &st);
+    report(fc, &f, derived, refused, mark, &st);
+
+    CU_ASSERT(atomic_load(&f.sent) >= f.seconds * FLOOD_PER_S * 9 / 10);
+    CU_ASSERT(C.nhs >= f.seconds * 1000 / LEGIT_EVERY_MS - 2);
+    for (size_t i = 0; i < C.nhs; i++) {
+        CU_ASSERT(C.hs[i].established > 0 && C.hs[i].established - 1 <= LEGIT_MAX_MS);
+        if (C.hs[i].conn != NULL)
+            p11n_close(C.hs[i].conn);
+    }
+    CU_ASSERT(!C.pinger_closed);
+    CU_ASSERT(C.nrtt >= f.seconds * 1000 / PING_EVERY_MS / 2);
+    for (size_t i = 0; i < C.nrtt; i++)
+        CU_ASSERT(C.rtt_us[i] <= RTT_MAX_MS * 1000ull);
+
+    if (fc->via_proxy)
+        t_proxy_stop(&px);
+    p11n_ctx_free(cli);
+    p11n_ctx_free(srv);
+    for (int i = 0; i < NINIT; i++)
+        p11n_key_free(ikey[i]);
+    p11n_key_free(skey);
+}
+
+static void test_flood_epoll(void)
+{
+    run_flood(&(struct flood_case){ "direct, epoll", P11N_LOOP_EPOLL, 0 });
+}
+
+static void test_flood_poll(void)
+{
+    run_flood(&(struct flood_case){ "direct, poll", P11N_LOOP_POLL, 0 });
+}
+
+static void test_flood_proxy(void)
+{
+    if (!t_proxy_available()) {
+        printf("\n  (skipped: no microsocks)\n");
+        return;
+    }
+    run_flood(&(struct flood_case){ "through a SOCKS5 proxy", P11N_LOOP_DEFAULT, 1 });
+}
+
+int main(void)
+{
+    t_token_setup(&T, "p11n-flood");
+    struct p11n_token *tok = t_token_open(T.uri);
+    t_token_import_key(tok, "server", SERVER_PRIV, 1, 1);
+    p11n_token_close(tok);
+    static const p11n_test tests[] = {
+        { "act-1 flood, 16 candidates, 5 ms token: legitimate peers get in (epoll)",
+            test_flood_epoll },
+        { "act-1 flood through a SOCKS5 proxy, every peer from one address",
+            test_flood_proxy },
+        { "act-1 flood on the poll() backend", test_flood_poll },
+        { NULL, NULL },
+    };
+    int rc = p11n_test_main("net-flood", tests);
+    t_token_teardown(&T);
+    t_log_free();
+    return rc;
+}

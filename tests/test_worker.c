@@ -1,0 +1,473 @@
+/*
+ * The worker pool's rules (lib/net/worker.c), on a context whose loop
+ * does not run: the test submits jobs and collects them itself.
+ *
+ *  - outgoing work never waits behind queued unauthenticated work, not
+ *    even behind the rest of a batch;
+ *  - each queue is bounded in derivations: the newest unauthenticated act
+ *    over the budget is refused (OVERLOAD) with no token call;
+ *  - a cancelled or late job is dropped before the token, and a job that
+ *    becomes unwanted stops between two token operations;
+ *  - a batch of KK responder acts for one key derives each candidate's ss
+ *    once: 16 + 1 per act instead of 17 per act.
+ *
+ * Token work is counted by the fault module's live counters; the token is
+ * SoftHSM2 behind tests/faultmod.so.
+ */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "crypto.h"
+#include "faultcount.h"
+#include "hsjob.h"
+#include "net/worker.h"
+#include "p11noise.h"
+#include "softhsm.h"
+#include "testutil.h"
+
+#define NCAND 16
+#define GUARD_MS 20000
+
+static struct t_token T;
+
+static const uint8_t SERVER_PRIV[32] = {
+    0x6d, 0x14, 0xa2, 0x3f, 0x88, 0x0b, 0xc9, 0x51, 0x7e, 0x26, 0xf0, 0x93, 0x4a, 0xd5, 0x1b, 0x62,
+    0x0c, 0xb7, 0x39, 0xe4, 0x55, 0x8f, 0x21, 0x9a, 0x73, 0x06, 0xcd, 0x48, 0xe1, 0x3c, 0x97, 0x2f,
+};
+
+/* ---- what the jobs report ---- */
+
+static int done_ids[64];
+static size_t ndone;
+static atomic_int running_id;       /* the id of a blocker that has started */
+
+/* A job that records its id when done(); a blocker (release != NULL)
+ * holds its worker until released. */
+struct tjob {
+    p11n_job base;
+    int id;
+    atomic_int *release;
+    /* a handshake step, or NULL */
+    p11n_handshake *hs;
+    p11n_handshake_op *op;
+    int *rc_out, *dropped_out;
+};
+
+static void tjob_run(p11n_job *base)
+{
+    struct tjob *j = (struct tjob *)base;
+    atomic_store(&running_id, j->id);
+    uint64_t guard = p11n_now_ms() + GUARD_MS;
+    while (j->release != NULL && !atomic_load(j->release) && p11n_now_ms() < guard)
+        usleep(500);
+}
+
+static int job_wanted(void *base)
+{
+    return p11n_job_wanted(base);
+}
+
+/* What the connection layer's job does (lib/net/conn.c job_run). */
+static void hsjob_run(p11n_job *base)
+{
+    struct tjob *j = (struct tjob *)base;
+    base->rc = p11n_handshake_pending_run_gated(j->op, job_wanted, base, base->ss);
+}
+
+static void tjob_done(p11n_job *base)
+{
+    struct tjob *j = (struct tjob *)base;
+    if (ndone < sizeof(done_ids) / sizeof(done_ids[0]))
+        done_ids[ndone++] = j->id;
+    if (j->rc_out != NULL)
+        *j->rc_out = base->rc;
+    if (j->dropped_out != NULL)
+        *j->dropped_out = base->dropped;
+    p11n_handshake_free(j->hs);
+    free(j);
+}
+
+static struct tjob *tjob_new(int id, int cls, unsigned cost, const void *batch,
+    atomic_int *release)
+{
+    struct tjob *j = calloc(1, sizeof(*j));
+    CU_ASSERT_FATAL(j != NULL);
+    j->base.run = tjob_run;
+    j->base.done = tjob_done;
+    j->base.cls = cls;
+    j->base.cost = cost;
+    j->base.batch = batch;
+    j->id = id;
+    j->release = release;
+    return j;
+}
+
+static p11n_ctx *pool_ctx(unsigned workers, unsigned out_ops, unsigned unauth_ops)
+{
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.workers = workers;
+    o.max_token_ops = out_ops;
+    o.max_unauth_token_ops = unauth_ops;
+    p11n_ctx *ctx = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &ctx) == P11N_OK);
+    ndone = 0;
+    atomic_store(&running_id, 0);
+    return ctx;
+}
+
+static void submit(p11n_ctx *ctx, struct tjob *j)
+{
+    CU_ASSERT_FATAL(p11n_worker_submit(ctx, &j->base) == P11N_OK);
+}
+
+/* Collect until `n` jobs are done (the guard only stops a hung test). */
+static void collect_until(p11n_ctx *ctx, size_t n)
+{
+    uint64_t guard = p11n_now_ms() + GUARD_MS;
+    while (ndone < n && p11n_now_ms() < guard) {
+        p11n_worker_collect(ctx);
+        usleep(500);
+    }
+    CU_ASSERT_FATAL(ndone >= n);
+}
+
+static void wait_running(int id)
+{
+    uint64_t guard = p11n_now_ms() + GUARD_MS;
+    while (atomic_load(&running_id) != id && p11n_now_ms() < guard)
+        usleep(200);
+    CU_ASSERT_FATAL(atomic_load(&running_id) == id);
+}
+
+/* ---- scheduling ---- */
+
+/* One worker (it may run unauthenticated work too): after the act it is
+ * running, the outgoing job goes first, before the acts queued earlier
+ * -- with or without a batch between them. */
+static void run_outgoing_first(const void *batch)
+{
+    p11n_ctx *ctx = pool_ctx(1, 0, 0);
+    atomic_int release = 0;
+    submit(ctx, tjob_new(1, P11N_JOB_UNAUTH, 1, batch, &release));
+    wait_running(1);
+    submit(ctx, tjob_new(2, P11N_JOB_UNAUTH, 1, batch, NULL));
+    submit(ctx, tjob_new(3, P11N_JOB_UNAUTH, 1, batch, NULL));
+    submit(ctx, tjob_new(4, P11N_JOB_OUTGOING, 2, NULL, NULL));
+    atomic_store(&release, 1);
+    collect_until(ctx, 4);
+    static const int want[] = { 1, 4, 2, 3 };
+    for (size_t i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(done_ids[i], want[i]);
+    p11n_ctx_free(ctx);
+}
+
+static void test_outgoing_first(void)
+{
+    run_outgoing_first(NULL);
+}
+
+static void test_outgoing_first_batch(void)
+{
+    static const int key;   /* any address: the batch's key */
+    run_outgoing_first(&key);
+}
+
+/* Two workers: one of them never takes unauthenticated work, so an
+ * outgoing job finishes while every unauthenticated slot is held. */
+static void test_outgoing_free_worker(void)
+{
+    p11n_ctx *ctx = pool_ctx(2, 0, 0);
+    atomic_int release = 0;
+    submit(ctx, tjob_new(1, P11N_JOB_UNAUTH, 1, NULL, &release));
+    wait_running(1);
+    submit(ctx, tjob_new(2, P11N_JOB_UNAUTH, 1, NULL, NULL));
+    submit(ctx, tjob_new(3, P11N_JOB_OUTGOING, 1, NULL, NULL));
+    collect_until(ctx, 1);
+    CU_ASSERT_EQUAL(done_ids[0], 3);
+    p11n_worker_collect(ctx);
+    CU_ASSERT_EQUAL(ndone, 1);  /* the queued act still waits for the one slot */
+    atomic_store(&release, 1);
+    collect_until(ctx, 3);
+    p11n_ctx_free(ctx);
+}
+
+/* Budgets in derivations, one per class; a lone job always fits. */
+static void test_budgets(void)
+{
+    p11n_ctx *ctx = pool_ctx(2, 2, 17);
+    atomic_int release = 0;
+    submit(ctx, tjob_new(1, P11N_JOB_UNAUTH, 17, NULL, &release));
+    struct tjob *over = tjob_new(2, P11N_JOB_UNAUTH, 1, NULL, NULL);
+    CU_ASSERT_EQUAL(p11n_worker_submit(ctx, &over->base), P11N_ERR_OVERLOAD);
+    submit(ctx, tjob_new(3, P11N_JOB_OUTGOING, 2, NULL, &release));
+    struct tjob *full = tjob_new(4, P11N_JOB_OUTGOING, 1, NULL, NULL);
+    CU_ASSERT_EQUAL(p11n_worker_submit(ctx, &full->base), P11N_ERR_LIMIT);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 17);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_OUTGOING], 2);
+    CU_ASSERT_EQUAL(st.refused[P11N_JOB_UNAUTH], 1);
+    CU_ASSERT_EQUAL(st.refused[P11N_JOB_OUTGOING], 1);
+    atomic_store(&release, 1);
+    collect_until(ctx, 2);
+    /* The budget is back: the refused jobs (still the caller's) fit now. */
+    submit(ctx, over);
+    submit(ctx, full);
+    collect_until(ctx, 4);
+    p11n_worker_stats(ctx, &st);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_OUTGOING], 0);
+    p11n_ctx_free(ctx);
+}
+
+/* ---- with the token ---- */
+
+struct kk {
+    p11n_key *key;                  /* the responder's, on the token */
+    p11n_key *init[NCAND];          /* the candidates, software keys */
+    uint8_t cand[NCAND][P11N_PUBKEY_LEN];
+    uint8_t pub[P11N_PUBKEY_LEN];
+};
+
+static void kk_setup(struct kk *k, const char *fault)
+{
+    char uri[sizeof(T.fault_uri) + 32];
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=server?module-path=%s&pin-value=" T_PIN,
+        T.label, P11N_FAULT_MODULE);
+    setenv("P11N_FAULT", fault, 1);
+    int rc = p11n_key_load(uri, &k->key);
+    unsetenv("P11N_FAULT");
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    size_t len = 0;
+    CU_ASSERT_FATAL(p11n_key_public(k->key, k->pub, sizeof(k->pub), &len) == P11N_OK);
+    for (int i = 0; i < NCAND; i++) {
+        uint8_t priv[32];
+        CU_ASSERT_FATAL(p11n_dh_secp256k1.generate(priv, k->cand[i]) == P11N_OK);
+        CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", priv, 32, &k->init[i]) == P11N_OK);
+    }
+}
+
+static void kk_teardown(struct kk *k)
+{
+    for (int i = 0; i < NCAND; i++)
+        p11n_key_free(k->init[i]);
+    p11n_key_free(k->key);
+}
+
+/* Act one from candidate `who`, or (who < 0) a bogus one: a fresh valid
+ * ephemeral point and a random tag. */
+static void act1(const struct kk *k, int who, uint8_t act[50])
+{
+    static uint64_t seed = 7;
+    if (who < 0) {
+        uint8_t priv[32];
+        act[0] = 0;
+        CU_ASSERT_FATAL(p11n_dh_secp256k1.generate(priv, act + 1) == P11N_OK);
+        t_fill(act + 34, 16, &seed);
+        return;
+    }
+    p11n_handshake_config cfg = P11N_HANDSHAKE_CONFIG_INIT;
+    cfg.local = k->init[who];
+    cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])k->pub;
+    cfg.nremote = 1;
+    p11n_handshake *hs = NULL;
+    CU_ASSERT_FATAL(p11n_handshake_initiate(&cfg, &hs) == P11N_OK);
+    size_t n = 0;
+    CU_ASSERT_FATAL(p11n_handshake_write(hs, act, 50, &n) == P11N_OK && n == 50);
+    p11n_handshake_free(hs);
+}
+
+/* A KK responder's act-one step as the connection layer makes it. */
+static struct tjob *kk_job(const struct kk *k, int id, int who, int *rc, int *dropped)
+{
+    p11n_handshake_config cfg = P11N_HANDSHAKE_CONFIG_INIT;
+    cfg.local = k->key;
+    cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])k->cand;
+    cfg.nremote = NCAND;
+    cfg.flags = P11N_HS_ASYNC_TOKEN;
+    p11n_handshake *hs = NULL;
+    CU_ASSERT_FATAL(p11n_handshake_respond(&cfg, &hs) == P11N_OK);
+    uint8_t act[50];
+    act1(k, who, act);
+    CU_ASSERT_FATAL(p11n_handshake_read(hs, act, sizeof(act)) == P11N_ERR_PENDING);
+    p11n_handshake_op *op = p11n_handshake_pending(hs);
+    CU_ASSERT_EQUAL(p11n_handshake_op_cost(op), 1 + NCAND);
+    CU_ASSERT(p11n_handshake_op_unauth(op));
+    struct tjob *j = tjob_new(id, P11N_JOB_UNAUTH, p11n_handshake_op_cost(op),
+        p11n_handshake_op_batch(op), NULL);
+    j->base.run = hsjob_run;
+    j->hs = hs;
+    j->op = op;
+    j->rc_out = rc;
+    j->dropped_out = dropped;
+    return j;
+}
+
+static unsigned long derived(void)
+{
+    return t_fault_calls("C_DeriveKey");
+}
+
+/* A late job and a cancelled one never reach the token. */
+static void test_dropped_before_token(void)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    p11n_ctx *ctx = pool_ctx(1, 0, 0);
+    int rc[2] = { 0, 0 }, dropped[2] = { 0, 0 };
+    unsigned long before = derived();
+
+    struct tjob *late = kk_job(&k, 1, -1, &rc[0], &dropped[0]);
+    late->base.deadline = p11n_now_ms() - 1;
+    submit(ctx, late);
+    collect_until(ctx, 1);
+    CU_ASSERT_EQUAL(rc[0], P11N_ERR_TIMEOUT);
+    CU_ASSERT_EQUAL(dropped[0], P11N_JOB_LATE);
+
+    atomic_int release = 0;
+    submit(ctx, tjob_new(2, P11N_JOB_UNAUTH, 1, NULL, &release));
+    wait_running(2);
+    struct tjob *dead = kk_job(&k, 3, -1, &rc[1], &dropped[1]);
+    submit(ctx, dead);
+    dead->base.owner = NULL;        /* what the connection's job_orphan does */
+    p11n_job_cancel(&dead->base);
+    atomic_store(&release, 1);
+    collect_until(ctx, 3);
+    CU_ASSERT_EQUAL(rc[1], P11N_ERR_CLOSED);
+    CU_ASSERT_EQUAL(dropped[1], P11N_JOB_DEAD);
+
+    CU_ASSERT_EQUAL(derived() - before, 0);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    CU_ASSERT_EQUAL(st.dropped_late, 1);
+    CU_ASSERT_EQUAL(st.dropped_dead, 1);
+    CU_ASSERT_EQUAL(st.dropped_midway, 0);
+    p11n_ctx_free(ctx);
+    kk_teardown(&k);
+}
+
+/* The step asks before each token operation: allowed three, a KK act
+ * with 16 candidates derives es and ss for the first pair (2), then ss
+ * twice more, and stops. */
+static int allow_left;
+static int allow_some(void *arg)
+{
+    (void)arg;
+    return allow_left-- > 0 ? P11N_OK : P11N_ERR_TIMEOUT;
+}
+
+static void test_stops_between_derivations(void)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    int rc = 0;
+    struct tjob *j = kk_job(&k, 1, -1, &rc, NULL);
+    unsigned long before = derived();
+    allow_left = 3;
+    CU_ASSERT_EQUAL(p11n_handshake_pending_run_gated(j->op, allow_some, NULL, NULL),
+        P11N_ERR_TIMEOUT);
+    CU_ASSERT_EQUAL(derived() - before, 4);
+    tjob_done(&j->base);
+    kk_teardown(&k);
+}
+
+/* On the pool: a deadline that passes while the act runs (20 ms per
+ * derivation; 17 would take 340 ms) stops it before its next derivation. */
+static void test_late_midway(void)
+{
+    struct kk k;
+    kk_setup(&k, "C_DeriveKey:delay=20");
+    p11n_ctx *ctx = pool_ctx(1, 0, 0);
+    int rc = 0, dropped = 0;
+    struct tjob *j = kk_job(&k, 1, -1, &rc, &dropped);
+    j->base.deadline = p11n_now_ms() + 60;
+    unsigned long before = derived();
+    submit(ctx, j);
+    collect_until(ctx, 1);
+    CU_ASSERT_EQUAL(rc, P11N_ERR_TIMEOUT);
+    CU_ASSERT_EQUAL(dropped, P11N_JOB_LATE);
+    unsigned long n = derived() - before;
+    printf("\n  late act stopped after %lu of up to %d derivations\n", n, 1 + NCAND);
+    CU_ASSERT(n < 1 + NCAND);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    CU_ASSERT_EQUAL(st.dropped_late, 1);
+    p11n_ctx_free(ctx);
+    kk_teardown(&k);
+}
+
+/* Eight acts for one key queued behind a busy worker: one batch, 16 ss
+ * plus one es per act. A genuine act in the batch, from the last
+ * candidate, is found with the batch's ss values. Without the batch key
+ * each act costs its 17. */
+static void run_batch(int batched, unsigned long want)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    p11n_ctx *ctx = pool_ctx(1, 0, 0);
+    atomic_int release = 0;
+    submit(ctx, tjob_new(100, P11N_JOB_UNAUTH, 1, NULL, &release));
+    wait_running(100);
+    int rc[8], genuine = 5;
+    for (int i = 0; i < 8; i++) {
+        struct tjob *j = kk_job(&k, i + 1, i == genuine ? NCAND - 1 : -1, &rc[i], NULL);
+        if (!batched)
+            j->base.batch = NULL;
+        submit(ctx, j);
+    }
+    unsigned long before = derived();
+    atomic_store(&release, 1);
+    collect_until(ctx, 9);
+    unsigned long n = derived() - before;
+    printf("\n  8 acts, 16 candidates, %s: %lu derivations\n", batched ? "one batch" : "no batch",
+        n);
+    CU_ASSERT_EQUAL(n, want);
+    for (int i = 0; i < 8; i++)
+        CU_ASSERT_EQUAL(rc[i], i == genuine ? P11N_OK : P11N_ERR_UNKNOWN_PEER);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    CU_ASSERT_EQUAL(st.batches, batched ? 1 : 0);
+    CU_ASSERT_EQUAL(st.batched, batched ? 7 : 0);
+    p11n_ctx_free(ctx);
+    kk_teardown(&k);
+}
+
+static void test_batch_ss_once(void)
+{
+    /* First act: es + 16 ss; seven more: es each (the genuine one stops
+     * at its candidate, but its ss values are already in the table). */
+    run_batch(1, 1 + NCAND + 7);
+}
+
+static void test_no_batch(void)
+{
+    /* Seven bogus acts try every candidate; the genuine one stops at the
+     * last, which is every candidate too. */
+    run_batch(0, 8 * (1 + NCAND));
+}
+
+int main(void)
+{
+    t_token_setup(&T, "p11n-worker");
+    struct p11n_token *tok = t_token_open(T.uri);
+    t_token_import_key(tok, "server", SERVER_PRIV, 1, 1);
+    p11n_token_close(tok);
+    static const p11n_test tests[] = {
+        { "outgoing work goes before queued unauthenticated acts", test_outgoing_first },
+        { "... and before the rest of a batch", test_outgoing_first_batch },
+        { "one worker is kept for outgoing work", test_outgoing_free_worker },
+        { "budgets in derivations: OVERLOAD and LIMIT", test_budgets },
+        { "late and cancelled jobs never reach the token", test_dropped_before_token },
+        { "an unwanted act stops between derivations", test_stops_between_derivations },
+        { "a deadline passing mid-act stops it on the pool", test_late_midway },
+        { "a batch derives each candidate's ss once", test_batch_ss_once },
+        { "without a batch every act derives its own", test_no_batch },
+        { NULL, NULL },
+    };
+    int rc = p11n_test_main("worker", tests);
+    t_token_teardown(&T);
+    return rc;
+}
