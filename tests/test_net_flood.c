@@ -452,6 +452,68 @@ static void test_flood_proxy(void)
     run_flood(&(struct flood_case){ "through a SOCKS5 proxy", P11N_LOOP_DEFAULT, 1 });
 }
 
+/* Acts that wait for the token past their deadline are dropped before
+ * it, and their connections say why: one worker, 200 ms per derivation
+ * (an act with one candidate costs es and ss, asked for at once), a
+ * 300 ms act deadline, six bogus acts at once. */
+static void test_late_acts_dropped(void)
+{
+    char uri[sizeof(T.fault_uri) + 32];
+    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=server?module-path=%s&pin-value=" T_PIN,
+        T.label, P11N_FAULT_MODULE);
+    setenv("P11N_FAULT", "C_DeriveKey:delay=200", 1);
+    p11n_key *skey = NULL;
+    int rc = p11n_key_load(uri, &skey);
+    unsetenv("P11N_FAULT");
+    CU_ASSERT_FATAL(rc == P11N_OK);
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log = t_log_cb;
+    o.log_arg = (void *)"late";
+    o.workers = 1;
+    o.act_timeout_ms = o.act1_timeout_ms = 300;
+    p11n_ctx *srv = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &srv) == P11N_OK);
+    uint8_t priv[32], pub[P11N_PUBKEY_LEN];
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.generate(priv, pub) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pub, "only", 0) == P11N_OK);
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = skey;
+    lo.ch.cb = (p11n_callbacks){ .closed = noop_closed };
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+
+    size_t mark = t_log_mark();
+    unsigned long before = t_fault_calls("C_DeriveKey");
+    uint64_t seed = 11;
+    int fds[6];
+    for (int i = 0; i < 6; i++) {
+        uint8_t act[50];
+        bogus_act(act, &seed);
+        fds[i] = t_connect_loopback(p11n_listener_port(l));
+        CU_ASSERT_FATAL(fds[i] >= 0 && send_all(fds[i], act, sizeof(act)) == 0);
+    }
+    p11n_ctx *const one[] = { srv };
+    uint64_t guard = now_ms() + 20000;
+    while (t_log_count(mark, "failed during handshake") < 6 && now_ms() < guard)
+        t_pump(one, 1, 20);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(srv, &st);
+    unsigned long derived = t_fault_calls("C_DeriveKey") - before;
+    printf("\n  6 acts: %lu dropped late, %lu derivations\n", st.dropped_late, derived);
+    CU_ASSERT_EQUAL(t_log_count(mark, "failed during handshake"), 6);
+    CU_ASSERT(st.dropped_late >= 2);
+    /* Each act that ran derived its es, and its ss unless an earlier act
+     * of its batch had. */
+    unsigned long ran = 6 - st.dropped_late;
+    CU_ASSERT(ran >= 1 && derived >= ran + 1 && derived <= 2 * ran);
+    CU_ASSERT_EQUAL(t_log_count(mark, "the act's deadline passed while it waited"),
+        st.dropped_late);
+    for (int i = 0; i < 6; i++)
+        close(fds[i]);
+    p11n_ctx_free(srv);
+    p11n_key_free(skey);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-flood");
@@ -464,6 +526,7 @@ int main(void)
         { "act-1 flood through a SOCKS5 proxy, every peer from one address",
             test_flood_proxy },
         { "act-1 flood on the poll() backend", test_flood_poll },
+        { "acts late for the token are dropped before it", test_late_acts_dropped },
         { NULL, NULL },
     };
     int rc = p11n_test_main("net-flood", tests);

@@ -927,8 +927,11 @@ static void job_done(p11n_job *base)
     }
     c->job = NULL;
     c->hs = job->hs;
-    /* A write's act comes out here; a read leaves act_len 0. */
+    /* A write's act comes out here; a read leaves act_len 0. A job
+     * dropped before the token left its step pending: the drop is why. */
     int rc = p11n_handshake_resume(c->hs, c->act, sizeof(c->act), &c->act_len);
+    if (base->dropped != P11N_JOB_RAN)
+        rc = base->rc;
     int op = job->op;
     char why[P11N_JOB_TEXT];
     memcpy(why, base->text, sizeof(why));
