@@ -26,7 +26,7 @@
 #include <sys/socket.h>
 
 #include "crypto.h"
-#include "faultcount.h"
+#include "faultutil.h"
 #include "net/worker.h"
 #include "netutil.h"
 #include "p11noise.h"
@@ -44,11 +44,6 @@
 #define MAX_SAMPLES 4096
 
 static struct t_token T;
-
-static const uint8_t SERVER_PRIV[32] = {
-    0x3b, 0x71, 0x0e, 0x92, 0x5d, 0xc4, 0x28, 0x6f, 0x13, 0xa9, 0x47, 0xde, 0x80, 0x35, 0xfb, 0x1c,
-    0x66, 0x02, 0xb8, 0x4e, 0x97, 0x2a, 0xd1, 0x5c, 0x0f, 0xe3, 0x74, 0x19, 0xab, 0x40, 0x8d, 0x26,
-};
 
 static uint64_t now_ms(void)
 {
@@ -75,28 +70,15 @@ struct flood {
     atomic_uint failed;     /* connections or proxy tunnels that failed */
 };
 
+/* Small messages on a blocking loopback socket: one call each. */
 static int send_all(int fd, const uint8_t *p, size_t n)
 {
-    while (n > 0) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
+    return send(fd, p, n, MSG_NOSIGNAL) == (ssize_t)n ? 0 : -1;
 }
 
 static int recv_all(int fd, uint8_t *p, size_t n)
 {
-    while (n > 0) {
-        ssize_t r = recv(fd, p, n, 0);
-        if (r <= 0)
-            return -1;
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
+    return recv(fd, p, n, MSG_WAITALL) == (ssize_t)n ? 0 : -1;
 }
 
 /* A SOCKS5 tunnel (no authentication) to 127.0.0.1:port. */
@@ -241,11 +223,15 @@ static void noop_closed(p11n_conn *c, int reason, const char *text, int final, v
 }
 
 /* Clients reconnect, as real ones do: an act refused under the flood
- * (OVERLOAD, before any token work) is tried again after the backoff. */
+ * (OVERLOAD, before any token work, when the flood outruns the token) is
+ * tried again after a short backoff (100 ms doubling to 800 ms, with
+ * jitter), so that a few refusals in a row fit in the 3 s. */
 static p11n_conn *dial(p11n_ctx *cli, uint16_t port, p11n_key *key, p11n_callbacks cb)
 {
     p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.reconnect = 1;
+    co.backoff_min_ms = 100;
+    co.backoff_max_ms = 800;
     co.ch.key = key;
     co.ch.pattern = "KK";
     co.ch.cb = cb;
@@ -320,14 +306,7 @@ static void report(const struct flood_case *fc, const struct flood *f, unsigned 
 static void run_flood(const struct flood_case *fc)
 {
     memset(&C, 0, sizeof(C));
-    setenv("P11N_FAULT", DERIVE_DELAY, 1);
-    p11n_key *skey = NULL;
-    char uri[sizeof(T.fault_uri) + 32];
-    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=server?module-path=%s&pin-value=" T_PIN,
-        T.label, P11N_FAULT_MODULE);
-    int rc = p11n_key_load(uri, &skey);
-    unsetenv("P11N_FAULT");
-    CU_ASSERT_FATAL(rc == P11N_OK);
+    p11n_key *skey = t_fault_key(&T, "server", DERIVE_DELAY);
     uint8_t spub[P11N_PUBKEY_LEN];
     size_t len = 0;
     CU_ASSERT_FATAL(p11n_key_public(skey, spub, sizeof(spub), &len) == P11N_OK);
@@ -458,14 +437,7 @@ static void test_flood_proxy(void)
  * 300 ms act deadline, six bogus acts at once. */
 static void test_late_acts_dropped(void)
 {
-    char uri[sizeof(T.fault_uri) + 32];
-    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=server?module-path=%s&pin-value=" T_PIN,
-        T.label, P11N_FAULT_MODULE);
-    setenv("P11N_FAULT", "C_DeriveKey:delay=200", 1);
-    p11n_key *skey = NULL;
-    int rc = p11n_key_load(uri, &skey);
-    unsetenv("P11N_FAULT");
-    CU_ASSERT_FATAL(rc == P11N_OK);
+    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
     o.log_arg = (void *)"late";
@@ -517,9 +489,7 @@ static void test_late_acts_dropped(void)
 int main(void)
 {
     t_token_setup(&T, "p11n-flood");
-    struct p11n_token *tok = t_token_open(T.uri);
-    t_token_import_key(tok, "server", SERVER_PRIV, 1, 1);
-    p11n_token_close(tok);
+    t_token_new_key(&T, "server");
     static const p11n_test tests[] = {
         { "act-1 flood, 16 candidates, 5 ms token: legitimate peers get in (epoll)",
             test_flood_epoll },

@@ -18,7 +18,7 @@
 #include <sys/socket.h>
 
 #include "crypto.h"
-#include "faultcount.h"
+#include "faultutil.h"
 #include "net/worker.h"
 #include "netutil.h"
 #include "p11noise.h"

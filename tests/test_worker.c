@@ -21,7 +21,7 @@
 #include <unistd.h>
 
 #include "crypto.h"
-#include "faultcount.h"
+#include "faultutil.h"
 #include "hsjob.h"
 #include "net/worker.h"
 #include "p11noise.h"
@@ -32,11 +32,6 @@
 #define GUARD_MS 20000
 
 static struct t_token T;
-
-static const uint8_t SERVER_PRIV[32] = {
-    0x6d, 0x14, 0xa2, 0x3f, 0x88, 0x0b, 0xc9, 0x51, 0x7e, 0x26, 0xf0, 0x93, 0x4a, 0xd5, 0x1b, 0x62,
-    0x0c, 0xb7, 0x39, 0xe4, 0x55, 0x8f, 0x21, 0x9a, 0x73, 0x06, 0xcd, 0x48, 0xe1, 0x3c, 0x97, 0x2f,
-};
 
 /* ---- what the jobs report ---- */
 
@@ -134,8 +129,11 @@ static void collect_until(p11n_ctx *ctx, size_t n)
     CU_ASSERT_FATAL(ndone >= n);
 }
 
-static void wait_running(int id)
+/* An unauthenticated job `id` that holds its worker until *release,
+ * running once this returns. */
+static void block_worker(p11n_ctx *ctx, int id, const void *batch, atomic_int *release)
 {
+    submit(ctx, tjob_new(id, P11N_JOB_UNAUTH, 1, batch, release));
     uint64_t guard = p11n_now_ms() + GUARD_MS;
     while (atomic_load(&running_id) != id && p11n_now_ms() < guard)
         usleep(200);
@@ -151,8 +149,7 @@ static void run_outgoing_first(const void *batch)
 {
     p11n_ctx *ctx = pool_ctx(1, 0, 0);
     atomic_int release = 0;
-    submit(ctx, tjob_new(1, P11N_JOB_UNAUTH, 1, batch, &release));
-    wait_running(1);
+    block_worker(ctx, 1, batch, &release);
     submit(ctx, tjob_new(2, P11N_JOB_UNAUTH, 1, batch, NULL));
     submit(ctx, tjob_new(3, P11N_JOB_UNAUTH, 1, batch, NULL));
     submit(ctx, tjob_new(4, P11N_JOB_OUTGOING, 2, NULL, NULL));
@@ -181,8 +178,7 @@ static void test_outgoing_free_worker(void)
 {
     p11n_ctx *ctx = pool_ctx(2, 0, 0);
     atomic_int release = 0;
-    submit(ctx, tjob_new(1, P11N_JOB_UNAUTH, 1, NULL, &release));
-    wait_running(1);
+    block_worker(ctx, 1, NULL, &release);
     submit(ctx, tjob_new(2, P11N_JOB_UNAUTH, 1, NULL, NULL));
     submit(ctx, tjob_new(3, P11N_JOB_OUTGOING, 1, NULL, NULL));
     collect_until(ctx, 1);
@@ -234,13 +230,7 @@ struct kk {
 
 static void kk_setup(struct kk *k, const char *fault)
 {
-    char uri[sizeof(T.fault_uri) + 32];
-    snprintf(uri, sizeof(uri), "pkcs11:token=%s;object=server?module-path=%s&pin-value=" T_PIN,
-        T.label, P11N_FAULT_MODULE);
-    setenv("P11N_FAULT", fault, 1);
-    int rc = p11n_key_load(uri, &k->key);
-    unsetenv("P11N_FAULT");
-    CU_ASSERT_FATAL(rc == P11N_OK);
+    k->key = t_fault_key(&T, "server", fault);
     size_t len = 0;
     CU_ASSERT_FATAL(p11n_key_public(k->key, k->pub, sizeof(k->pub), &len) == P11N_OK);
     for (int i = 0; i < NCAND; i++) {
@@ -328,8 +318,7 @@ static void test_dropped_before_token(void)
     CU_ASSERT_EQUAL(dropped[0], P11N_JOB_LATE);
 
     atomic_int release = 0;
-    submit(ctx, tjob_new(2, P11N_JOB_UNAUTH, 1, NULL, &release));
-    wait_running(2);
+    block_worker(ctx, 2, NULL, &release);
     struct tjob *dead = kk_job(&k, 3, -1, &rc[1], &dropped[1]);
     submit(ctx, dead);
     dead->base.owner = NULL;        /* what the connection's job_orphan does */
@@ -409,8 +398,7 @@ static void run_batch(int batched, unsigned long want)
     kk_setup(&k, "");
     p11n_ctx *ctx = pool_ctx(1, 0, 0);
     atomic_int release = 0;
-    submit(ctx, tjob_new(100, P11N_JOB_UNAUTH, 1, NULL, &release));
-    wait_running(100);
+    block_worker(ctx, 100, NULL, &release);
     int rc[8], genuine = 5;
     for (int i = 0; i < 8; i++) {
         struct tjob *j = kk_job(&k, i + 1, i == genuine ? NCAND - 1 : -1, &rc[i], NULL);
@@ -452,9 +440,7 @@ static void test_no_batch(void)
 int main(void)
 {
     t_token_setup(&T, "p11n-worker");
-    struct p11n_token *tok = t_token_open(T.uri);
-    t_token_import_key(tok, "server", SERVER_PRIV, 1, 1);
-    p11n_token_close(tok);
+    t_token_new_key(&T, "server");
     static const p11n_test tests[] = {
         { "outgoing work goes before queued unauthenticated acts", test_outgoing_first },
         { "... and before the rest of a batch", test_outgoing_first_batch },
