@@ -81,9 +81,9 @@ int p11n_job_wanted(p11n_job *job)
 }
 
 static const char *const drop_text[] = {
-    [P11N_JOB_DEAD] = "dropped before the token: its connection has gone",
-    [P11N_JOB_LATE] = "dropped before the token: the act's deadline passed while it waited "
-        "for the token",
+    [P11N_JOB_RAN] = "",
+    [P11N_JOB_DEAD] = "its connection has gone",
+    [P11N_JOB_LATE] = "the act's deadline passed while it waited for the token",
 };
 
 /* Worker thread, mutex not held. Returns 1 if the job stopped between
@@ -96,7 +96,8 @@ static int run_job(p11n_job *job, struct p11n_ss_table *ss)
     int rc = p11n_job_wanted(job);
     if (rc != P11N_OK) {
         job->rc = rc;
-        snprintf(job->text, sizeof(job->text), "%s", drop_text[job->dropped]);
+        snprintf(job->text, sizeof(job->text), "dropped before the token: %s",
+            drop_text[job->dropped]);
         return 0;
     }
     /* The thread's last token error may be another job's: a job that
@@ -105,13 +106,13 @@ static int run_job(p11n_job *job, struct p11n_ss_table *ss)
     job->ss = ss;
     job->run(job);
     job->ss = NULL;
-    /* The token's account of a failure is this thread's: take it along,
-     * or the loop could never tell which call failed and how. */
     if (job->dropped != P11N_JOB_RAN) {
-        snprintf(job->text, sizeof(job->text), "%s (in the middle of the act)",
+        snprintf(job->text, sizeof(job->text), "stopped between two token operations: %s",
             drop_text[job->dropped]);
         return 1;
     }
+    /* The token's account of a failure is this thread's: take it along,
+     * or the loop could never tell which call failed and how. */
     if (job->rc != P11N_OK)
         snprintf(job->text, sizeof(job->text), "%s", p11n_token_last_error());
     return 0;
