@@ -65,10 +65,12 @@ static int job_wanted(void *base)
     return p11n_job_wanted(base);
 }
 
-/* What the connection layer's job does (lib/net/conn.c job_run). */
+/* What the connection layer's job does (lib/net/conn.c job_run), after
+ * holding its worker like a blocker when it has a release flag. */
 static void hsjob_run(p11n_job *base)
 {
     struct tjob *j = (struct tjob *)base;
+    tjob_run(base);
     base->rc = p11n_handshake_pending_run_gated(j->op, job_wanted, base, base->ss);
 }
 
@@ -338,6 +340,34 @@ static void test_dropped_before_token(void)
     kk_teardown(&k);
 }
 
+/* With the budget at one act, a second act is refused before it reaches
+ * the token: the derivations are the first act's 17 alone, and the
+ * refused step is still pending (never ran), the caller's to free. */
+static void test_overload_no_token(void)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    p11n_ctx *ctx = pool_ctx(1, 0, 1 + NCAND);
+    int rc = 0;
+    struct tjob *first = kk_job(&k, 1, -1, &rc, NULL);
+    struct tjob *refused = kk_job(&k, 2, -1, NULL, NULL);
+    /* The first act holds its worker until released: its 17 derivations
+     * are in the budget when the second comes. */
+    atomic_int release = 0;
+    first->release = &release;
+    unsigned long before = derived();
+    submit(ctx, first);
+    CU_ASSERT_EQUAL(p11n_worker_submit(ctx, &refused->base), P11N_ERR_OVERLOAD);
+    atomic_store(&release, 1);
+    collect_until(ctx, 1);
+    CU_ASSERT_EQUAL(rc, P11N_ERR_UNKNOWN_PEER);
+    CU_ASSERT_EQUAL(derived() - before, 1 + NCAND);
+    CU_ASSERT(p11n_handshake_pending(refused->hs) != NULL);
+    tjob_done(&refused->base);
+    p11n_ctx_free(ctx);
+    kk_teardown(&k);
+}
+
 /* The step asks before each token operation: allowed three, a KK act
  * with 16 candidates derives es and ss for the first pair (2), then ss
  * twice more, and stops. */
@@ -446,6 +476,7 @@ int main(void)
         { "... and before the rest of a batch", test_outgoing_first_batch },
         { "one worker is kept for outgoing work", test_outgoing_free_worker },
         { "budgets in derivations: OVERLOAD and LIMIT", test_budgets },
+        { "an act over the budget never reaches the token", test_overload_no_token },
         { "late and cancelled jobs never reach the token", test_dropped_before_token },
         { "an unwanted act stops between derivations", test_stops_between_derivations },
         { "a deadline passing mid-act stops it on the pool", test_late_midway },
