@@ -56,7 +56,7 @@ struct p11n_job {
  * or running (a lone job always fits). Errors (the job stays the
  * caller's): LIMIT (max_token_ops, outgoing), OVERLOAD
  * (max_unauth_token_ops; refused before any token operation), NOMEM, IO
- * (no thread). */
+ * (no thread), INVALID_ARG (no such class). */
 int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job);
 /* Loop thread: the job's submitter has gone. A job not yet run is
  * dropped before the token; a running one stops before its next token
