@@ -90,40 +90,62 @@ static void refusal_line(void *arg, int summary, const char *line)
         p11n_log(l->ctx, P11N_LOG_WARN, "%s", line);
 }
 
+/* The earlier of the two limiters' summaries (0: none pending). */
+static uint64_t summary_due(const p11n_listener *l)
+{
+    uint64_t a = p11n_ratelog_due(&l->refusals), b = p11n_ratelog_due(&l->arrivals);
+    return a == 0 || (b != 0 && b < a) ? b : a;
+}
+
 static void on_summary(void *obj)
 {
     p11n_listener *l = obj;
     p11n_ratelog_tick(&l->refusals, l->ctx->now, 0);
-    uint64_t due = p11n_ratelog_due(&l->refusals);
+    p11n_ratelog_tick(&l->arrivals, l->ctx->now, 0);
+    uint64_t due = summary_due(l);
     if (due != 0)
         p11n_timer_arm(l->ctx, &l->summary, due);
 }
 
 void p11n_admit_listener_init(p11n_listener *l)
 {
-    p11n_ratelog_init(&l->refusals, l->ctx->opt.log_refusals_per_s, "refused", refusal_names,
-        P11N_RF_COUNT, refusal_line, l);
+    static const char *const accepted[] = { "accepted" };
+    unsigned per_s = l->ctx->opt.log_refusals_per_s;
+    p11n_ratelog_init(&l->refusals, per_s, "refused", refusal_names, P11N_RF_COUNT,
+        refusal_line, l);
+    p11n_ratelog_init(&l->arrivals, per_s, "accepted", accepted, 1, refusal_line, l);
     p11n_timer_init(&l->summary, on_summary, l);
 }
 
 void p11n_admit_listener_flush(p11n_listener *l)
 {
     p11n_timer_cancel(l->ctx, &l->summary);
+    p11n_ratelog_tick(&l->arrivals, l->ctx->now, 1);
     p11n_ratelog_tick(&l->refusals, l->ctx->now, 1);
 }
 
-/* Count an event of `reason` on l; 1 if its line may go out. A closed
- * listener has no timer left for a summary, and only the connections it
- * had can still fail: their lines all go out. */
-static int refusal_allowed(p11n_listener *l, int reason)
+/* Count an event of `reason` in rl, one of l's; 1 if its line may go
+ * out. A closed listener has no timer left for a summary, and only the
+ * connections it had can still fail: their lines all go out. */
+static int line_allowed(p11n_listener *l, p11n_ratelog *rl, int reason)
 {
     if (l->closed)
         return 1;
-    if (p11n_ratelog_allow(&l->refusals, l->ctx->now, (size_t)reason))
+    if (p11n_ratelog_allow(rl, l->ctx->now, (size_t)reason))
         return 1;
     if (l->summary.slot == 0)
-        p11n_timer_arm(l->ctx, &l->summary, p11n_ratelog_due(&l->refusals));
+        p11n_timer_arm(l->ctx, &l->summary, summary_due(l));
     return 0;
+}
+
+static int refusal_allowed(p11n_listener *l, int reason)
+{
+    return line_allowed(l, &l->refusals, reason);
+}
+
+int p11n_admit_arrival_allowed(p11n_listener *l)
+{
+    return line_allowed(l, &l->arrivals, 0);
 }
 
 void p11n_admit_refusal(p11n_listener *l, int reason, const char *fmt, ...)

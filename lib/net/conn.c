@@ -1266,8 +1266,9 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     c->counted = 1;
     ctx->cl->handshakes_in++;
     l->handshakes++;
-    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
-        l->ch->wire->name);
+    if (p11n_admit_arrival_allowed(l))
+        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr,
+            l->addr, l->ch->wire->name);
     handshake_begin(c);
     return P11N_OK;
 }

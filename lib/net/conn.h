@@ -155,7 +155,8 @@ struct p11n_listener {
     unsigned max_established;     /* 0: only the context's cap */
     struct p11n_ho_list halfopen; /* its connections waiting for an act, oldest first */
     p11n_ratelog refusals;        /* lines about refused, evicted, failed connections */
-    p11n_timer summary;           /* the refusal summary is due */
+    p11n_ratelog arrivals;        /* lines about accepted connections */
+    p11n_timer summary;           /* a summary is due */
     uint16_t port;
     char addr[P11N_ADDRSTR];
     p11n_timer pause;             /* accepting resumes (after EMFILE and the like) */
@@ -204,6 +205,9 @@ int p11n_admit_log_allowed(const p11n_conn *c, int reason);
  * flushed (a summary of what was not logged yet) when it goes. */
 void p11n_admit_listener_init(p11n_listener *l);
 void p11n_admit_listener_flush(p11n_listener *l);
+/* A connection was accepted on l: may its line be logged? (Arrivals
+ * have a budget of their own, as large as the refusals'.) */
+int p11n_admit_arrival_allowed(p11n_listener *l);
 /* A refusal of `reason` (enum p11n_refusal) on l: logged if the rate
  * allows, counted always. */
 void p11n_admit_refusal(p11n_listener *l, int reason, const char *fmt, ...)

@@ -29,11 +29,12 @@ static void summarise(p11n_ratelog *rl, uint64_t now)
 {
     char line[LINE_MAX_LEN];
     int len = snprintf(line, sizeof(line), "%lu connections %s in the last %llu s (%lu not "
-        "logged one by one):", rl->events, rl->what,
+        "logged one by one)", rl->events, rl->what,
         (unsigned long long)((now - rl->period_start + 999) / 1000), rl->dropped);
-    const char *sep = " ";
-    for (size_t i = 0; i < rl->nnames && len > 0 && (size_t)len < sizeof(line); i++) {
-        if (rl->counts[i] == 0)
+    /* With one reason alone, the verb says it already. */
+    const char *sep = ": ";
+    for (size_t i = 0; i < rl->nnames && rl->nnames > 1; i++) {
+        if (rl->counts[i] == 0 || len < 0 || (size_t)len >= sizeof(line))
             continue;
         len += snprintf(line + len, sizeof(line) - (size_t)len, "%s%lu %s", sep, rl->counts[i],
             rl->names[i]);
