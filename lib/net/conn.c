@@ -719,6 +719,8 @@ static int conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
 {
     if (wbuf_reserve(c, len) != P11N_OK)
         return P11N_ERR_NOMEM;
+    if (!has_output(c))
+        c->wprogress = c->ctx->now;  /* the stall deadline counts from here */
     memcpy(c->wbuf + c->wlen, bytes, len);
     c->wlen += len;
     schedule_flush(c);
