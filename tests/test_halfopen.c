@@ -694,6 +694,40 @@ static void test_established_cap_at_completion(void)
     ctx_close_all();
 }
 
+/* ---- the proxy phase of an outgoing connection ---- */
+
+/* A "proxy" that accepts (the kernel does, from the backlog) and never
+ * answers the greeting: the attempt ends at the act-1 deadline, not the
+ * connect deadline. */
+static void test_proxy_phase_deadline(void)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sa);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    CU_ASSERT_FATAL(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && listen(lfd, 4) == 0
+        && getsockname(lfd, (struct sockaddr *)&sa, &len) == 0);
+    char proxy[32];
+    snprintf(proxy, sizeof(proxy), "127.0.0.1:%u", ntohs(sa.sin_port));
+    p11n_ctx_options co = P11N_CTX_OPTIONS_INIT;
+    co.act1_timeout_ms = 300;
+    co.connect_timeout_ms = 20000;
+    co.socks5 = proxy;
+    p11n_ctx *cli = ctx_open(1, "cli", co);
+    end e;
+    uint64_t t0 = mono_ms();
+    dial(cli, 9, &e);
+    CU_ASSERT(pump_until(end_closed, &e));
+    uint64_t took = mono_ms() - t0;
+    CU_ASSERT(e.reason == P11N_ERR_TIMEOUT);
+    CU_ASSERT(strstr(e.text, "timed out after 300 ms") != NULL);
+    CU_ASSERT(strstr(e.text, "(act1_timeout_ms)") != NULL);
+    /* Not the 20 s connect deadline (a hang guard, not a speed test). */
+    CU_ASSERT(took < 15000);
+    ctx_close_all();
+    close(lfd);
+}
+
 /* ---- keepalive ---- */
 
 static int sock_int(int fd, int level, int opt)
@@ -811,6 +845,8 @@ int main(void)
         { "established caps: context (outgoing too) and listener", test_established_caps },
         { "established cap checked at completion", test_established_cap_at_completion },
         { "keepalive on accepted and outgoing sockets", test_keepalive },
+        { "proxy phase of an outgoing connection: the act-1 deadline",
+            test_proxy_phase_deadline },
         { "stalled peers closed at their deadlines", test_stalled_peers },
         { "1,000 idle sockets held open", test_thousand_idle },
         { "idle sockets arriving continuously", test_idle_arrivals },

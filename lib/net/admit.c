@@ -247,6 +247,9 @@ int p11n_admit_accept(p11n_listener *l, const char *addr)
     p11n_conn *v = which == P11N_HO_CTX ? ctx->cl->halfopen.head : l->halfopen.head;
     if (v != NULL) {
         evict(v, which);
+        /* The victim's `closed` callback may have closed the listener. */
+        if (l->closed)
+            return P11N_ERR_CLOSED;
         if ((which = table_full(l)) < 0)
             return P11N_OK;
     }

@@ -185,7 +185,8 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text);
  * that has waited longest, when the table is full); otherwise LIMIT,
  * logged (rate-limited), and the caller closes the socket. Also LIMIT
  * when an established cap is reached already: a handshake certain to be
- * refused at its end would spend token work for nothing. */
+ * refused at its end would spend token work for nothing. CLOSED: the
+ * evicted connection's `closed` callback closed the listener. */
 int p11n_admit_accept(p11n_listener *l, const char *addr);
 /* c (incoming, counted) waits for the peer's next act: it becomes
  * evictable. */
