@@ -420,6 +420,14 @@ static uint64_t stall_due(const p11n_conn *c)
     return due;
 }
 
+/* Bytes are about to be queued: an empty queue's stall deadline counts
+ * from now, not from its last progress. */
+static void queue_starting(p11n_conn *c)
+{
+    if (!has_output(c))
+        c->wprogress = c->ctx->now;
+}
+
 static void stall_arm(p11n_conn *c)
 {
     uint64_t due = stall_due(c);
@@ -719,8 +727,7 @@ static int conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
 {
     if (wbuf_reserve(c, len) != P11N_OK)
         return P11N_ERR_NOMEM;
-    if (!has_output(c))
-        c->wprogress = c->ctx->now;  /* the stall deadline counts from here */
+    queue_starting(c);
     memcpy(c->wbuf + c->wlen, bytes, len);
     c->wlen += len;
     schedule_flush(c);
@@ -1412,8 +1419,7 @@ int p11n_send(p11n_conn *c, const uint8_t *msg, size_t len)
     int rc = wbuf_reserve(c, len + P11N_FRAME_OVERHEAD);
     if (rc != P11N_OK)
         return rc;
-    if (!has_output(c))
-        c->wprogress = c->ctx->now;  /* the stall deadline counts from here */
+    queue_starting(c);
     size_t outlen = 0;
     static const uint8_t empty[1];
     rc = p11n_transport_seal(c->t, len ? msg : empty, len, c->wbuf + c->wlen,
