@@ -670,14 +670,24 @@ typedef struct p11n_ctx_options {
     p11n_log_callback log;
     void *log_arg;
     int log_level;
-    unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (256) */
+    unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (256).
+                                     When full, the connection that has waited longest
+                                     for its peer's act is closed (EVICTED) to admit the
+                                     new one; one whose act is with the token is not
+                                     evictable, and with none evictable the new one is
+                                     refused (LIMIT) */
     unsigned max_token_ops;       /* token derivations queued or running for outgoing
                                      connections (256) */
     unsigned workers;             /* worker threads for token keys, one token session
                                      each (4) */
     unsigned act_timeout_ms;      /* deadline for each handshake act, and for a graceful
-                                     close to flush (10000) */
-    unsigned connect_timeout_ms;  /* per address tried, and for the proxy phase (10000) */
+                                     close to flush (10000). Established, it is also the
+                                     stall rule: a write queue that stays non-empty with
+                                     no byte taken by the peer for this long, or a
+                                     transport message begun and not completed within
+                                     it, closes the connection (TIMEOUT, the reason says
+                                     which) */
+    unsigned connect_timeout_ms;  /* per address tried (10000) */
     unsigned idle_timeout_ms;     /* close established connections idle this long (0: never) */
     size_t write_high_water;      /* queued bytes at which p11n_send would block (1 MiB) */
     const char *token_uri;        /* token for P11N_PEER_TO_TOKEN (copied; may be NULL) */
@@ -695,7 +705,9 @@ typedef struct p11n_ctx_options {
     /* Limits against hostile load (SECURITY.md, "Limits"). No limit looks
      * at source addresses: behind a proxy every peer has the same one. */
     unsigned act1_timeout_ms;     /* deadline for an incoming connection's first act and
-                                     for an outgoing connection's proxy phase (2000) */
+                                     for an outgoing connection's proxy phase, SOCKS5
+                                     greeting to the CONNECT reply (2000; never longer
+                                     than act_timeout_ms, resp. connect_timeout_ms) */
     unsigned max_unauth_token_ops;/* token derivations queued or running for incoming,
                                      not yet authenticated acts (512); an act counts at
                                      its worst case (KK: 1 + its candidates); when full,
@@ -705,15 +717,23 @@ typedef struct p11n_ctx_options {
                                      once (workers - 1, at least 1); the others run only
                                      work of outgoing connections */
     unsigned max_established;     /* established connections, all listeners and
-                                     outgoing ones together (16384) */
-    int keepalive_idle_s;         /* TCP keepalive on every connection: idle seconds
-                                     before the first probe (0: 60; -1: off) */
+                                     outgoing ones together (16384); closing ones count
+                                     until closed. A handshake that completes beyond it
+                                     ends with LIMIT; an incoming connection arriving
+                                     while it is reached is refused at once, before any
+                                     token work */
+    int keepalive_idle_s;         /* TCP keepalive on every connection's socket (the
+                                     proxy's when tunnelled): idle seconds before the
+                                     first probe (0: 60; -1: off). A peer gone without
+                                     a reset is dropped after idle + interval * count */
     unsigned keepalive_interval_s;/* seconds between probes (10) */
     unsigned keepalive_count;     /* unanswered probes before the kernel drops the
                                      connection (6) */
     unsigned log_refusals_per_s;  /* lines per second per listener about refused, evicted
-                                     or failed connections before they are only counted
-                                     (5); the counts are summarised every 10 s */
+                                     or failed incoming connections before they are only
+                                     counted (5), and as many about accepted ones; what
+                                     was not logged is summarised by reason every 10 s
+                                     ("N connections refused in the last 10 s ...") */
 } p11n_ctx_options;
 
 /* Option structures that can grow. Each starts with `size`, which the
@@ -841,7 +861,8 @@ typedef struct p11n_listen_options {
     size_t npeers;
     unsigned max_handshakes;      /* handshakes in progress on this listener (0: the context's) */
     unsigned max_established;     /* established connections from this listener (0: only
-                                     the context's cap) */
+                                     the context's cap); as the context's cap, checked
+                                     at accept and when a handshake completes */
 } p11n_listen_options;
 
 #define P11N_LISTEN_OPTIONS_INIT { .size = sizeof(p11n_listen_options) }

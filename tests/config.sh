@@ -94,7 +94,49 @@ bad bad-flag "echo wants yes or no" "echo = maybe"
 bad no-equals '"key = value" expected' "bind 127.0.0.1:0"
 bad log-level "log_level must be error, warn, info or debug" "log_level = loud"
 bad empty-value "bind needs a value" "bind ="
+bad keepalive-negative "keepalive_idle_s wants a whole number from 1 to 32767, or off" \
+    "keepalive_idle_s = -1"
+bad keepalive-count "keepalive_count wants a whole number from 1 to 127" "keepalive_count = 128"
+bad max-established "max_established wants a whole number from 1 to" "max_established = 0"
+bad log-refusals "log_refusals_per_s wants a whole number" "log_refusals_per_s = 2.5"
 t_exit "a missing config file" 2 listen --config "$tmp/nosuch.conf"
+
+# Every limit of hostile load as a key, and each also as an option that
+# wins over the file: --act1-timeout 700 over act1_timeout_ms = 1500.
+cat > "$tmp/limits.conf" <<EOC
+key = $skey
+peers = $tmp/server.peers
+bind = 127.0.0.1:0
+act1_timeout_ms = 1500
+max_established = 3
+max_unauth_token_ops = 64
+unauth_workers = 1
+workers = 2
+max_token_ops = 32
+keepalive_idle_s = off
+keepalive_interval_s = 5
+keepalive_count = 3
+log_refusals_per_s = 2
+EOC
+t_listen "$tmp/lim.log" /dev/null --config "$tmp/limits.conf" --act1-timeout 700 \
+    --idle-timeout=900 && {
+    lpid=$t_pid
+    # A socket that sends nothing meets the first act's deadline.
+    python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1])));
+s.settimeout(20); s.recv(1)' "$port"
+    t_check "--act1-timeout on the command line wins over the file" \
+        'grep -q "handshake act not received within 700 ms (0 of 50 bytes); first act" \
+            "$tmp/lim.log"'
+    kill "$lpid"
+}
+t_exit "a bad limit option" 2 listen --key "$skey" --bind 127.0.0.1:0 --max-established 0
+t_check "... named, value not repeated" \
+    'grep -q "listen: --max-established wants a whole number from 1 to 10000000" "$tmp/exit.err"'
+t_exit "a limit option without its value" 2 connect --key "$ckey" --peer x --keepalive-idle
+t_check "... named" 'grep -q "connect: --keepalive-idle needs a value" "$tmp/exit.err"'
+t_exit "keepalive off on the command line" 2 listen --keepalive-idle off --bind 127.0.0.1:0
+t_check "... is accepted (the missing --key is what fails)" \
+    'grep -q "key URI is required" "$tmp/exit.err"'
 
 # The tunnel: its own keys per side.
 cat > "$tmp/ts.conf" <<EOC

@@ -6,7 +6,7 @@ srcdir="${P11N_SRCDIR:-.}"
 P11N_LOOP=poll
 export P11N_LOOP
 status=0
-for t in tests/test_loop tests/test_net tests/test_net_token tests/test_net_trust; do
+for t in tests/test_loop tests/test_net tests/test_net_token tests/test_net_trust tests/test_halfopen; do
     echo "== P11N_LOOP=poll $t"
     "$builddir/$t"
     rc=$?

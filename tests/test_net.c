@@ -1272,7 +1272,7 @@ static void test_handshake_limit(void)
     p11n_listener *l = NULL;
     CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
     size_t mark = t_log_mark();
-    /* Two stalled peers hold both slots; the third is refused at once. */
+    /* Two stalled peers hold both slots. */
     int fds[3];
     for (int i = 0; i < 3; i++) {
         fds[i] = raw_connect(p11n_listener_port(l));
@@ -1284,8 +1284,11 @@ static void test_handshake_limit(void)
             CU_ASSERT(pump_until(log_seen, &w));
         }
     }
-    log_wait w = { mark, "refused: 2 handshakes in progress", "limit" };
+    /* The third evicts the one that has waited longest. */
+    log_wait w = { mark, "conn #1 from", "evicted: handshake table full (2 of the listener's "
+        "max_handshakes), waited" };
     CU_ASSERT(pump_until(log_seen, &w));
+    CU_ASSERT(sv.last_reason == P11N_ERR_EVICTED);
     /* The stalled ones hit the act deadline, freeing the slots. */
     log_wait w2 = { mark, "handshake act not received within 300 ms", NULL };
     CU_ASSERT(pump_until(log_seen, &w2));

@@ -62,6 +62,9 @@ struct cli_limits {
     unsigned act_timeout_ms, connect_timeout_ms, idle_timeout_ms;
     size_t write_high_water;
     int log_level;                /* 0: from -v */
+    unsigned act1_timeout_ms, max_unauth_token_ops, unauth_workers, max_established;
+    int keepalive_idle_s;         /* -1: off */
+    unsigned keepalive_interval_s, keepalive_count, log_refusals_per_s;
 };
 struct cli_config_opts {
     const char *cmd;              /* starts error lines */
@@ -71,8 +74,11 @@ struct cli_config_opts {
     void *arg;
 };
 /* Finds --config in *argv; if there, reads the file and replaces *argc and
- * *argv (valid until cli_config_free). Returns 0 or an exit status after
- * printing (the line of the file named). */
+ * *argv (valid until cli_config_free). Each limit is also a command-line
+ * option (--idle-timeout MS, --max-established N, ...: the key without
+ * its unit, '-' for '_'), which wins over the file's line and is taken
+ * out of *argv here. Returns 0 or an exit status after printing (the
+ * line of the file, or the option, named). */
 int cli_config_apply(const struct cli_config_opts *co, int *argc, char ***argv,
     struct cli_limits *lim);
 void cli_config_free(void);

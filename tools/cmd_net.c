@@ -53,7 +53,7 @@ static const char LISTEN_USAGE[] =
     "usage: p11noise listen --key URI --bind HOST:PORT [--pattern KK|XK] [--prologue S]\n"
     "                       [--peer ID]... [--peers FILE] [--echo | [--raw] [--show-peer]]\n"
     "                       [--dev-allow-extractable-key] [--log-format text|journal|json] [-v]\n"
-    "                       [--config FILE] [--control PATH]\n"
+    "                       [--config FILE] [--control PATH] [--idle-timeout MS] [--LIMIT N]...\n"
     "Accepts Noise connections and prints each message received on one line of\n"
     "stdout (--echo: sends it back instead). Bytes other than printable ASCII\n"
     "are escaped as \\n \\t \\r \\\\ or \\xNN (two hex digits), so a peer cannot\n"
@@ -69,19 +69,24 @@ static const char LISTEN_USAGE[] =
     "the peers; SIGTERM or SIGINT closes every connection gracefully and exits 0.\n"
     "--config FILE reads options and the library's limits from \"key = value\"\n"
     "lines (p11noise.conf(5)); the command line's options win. --control PATH\n"
-    "serves `p11noise status` on a Unix socket (mode 0600).\n";
+    "serves `p11noise status` on a Unix socket (mode 0600). Each of the library's\n"
+    "limits is an option too, named as its key without the unit: --idle-timeout MS\n"
+    "(close established connections idle this long), --act1-timeout MS,\n"
+    "--max-established N, --keepalive-idle S|off, ... (p11noise(1), LIMITS).\n";
 static const char CONNECT_USAGE[] =
     "usage: p11noise connect --key URI --peer ID|PUBHEX [--pattern KK|XK] [--prologue S]\n"
     "                        [--peers FILE] [--socks5 [USER:PASS@]HOST:PORT] [--linger MS]\n"
     "                        [--dev-allow-extractable-key] [--log-format text|journal|json]\n"
-    "                        [--config FILE] [-v] HOST:PORT\n"
+    "                        [--config FILE] [--idle-timeout MS] [--LIMIT N]... [-v]\n"
+    "                        HOST:PORT\n"
     "Connects, sends each line of standard input as one message and prints each\n"
     "message received. Once input has ended and every line went out, it closes\n"
     "the channel and exits 0 when as many messages came back as it sent (an\n"
     "echo), or when the peer has been silent for --linger MS (default 1000).\n"
     "--socks5 reaches HOST through a SOCKS5 proxy, which resolves the name.\n"
     "--dev-allow-extractable-key: for development only, accept a token key that\n"
-    "can be read out of the token. Logs go to stderr (-v: more).\n";
+    "can be read out of the token. Logs go to stderr (-v: more). The library's\n"
+    "limits are options too (--idle-timeout MS, ...: p11noise(1), LIMITS).\n";
 
 /* Parse results of parse_args besides 0. */
 #define ARGS_BAD 2       /* error printed: exit 2 */

@@ -38,6 +38,7 @@
 #include "key.h"
 #include "log.h"
 #include "secure.h"
+#include "tcpopt.h"
 #include "transport.h"
 
 #define DEF_BACKOFF_MIN_MS 500
@@ -92,6 +93,7 @@ static p11n_conn *conn_new(p11n_ctx *ctx, p11n_channel *ch)
 
 static void uncount_handshake(p11n_conn *c)
 {
+    p11n_admit_unwait(c);
     if (!c->counted)
         return;
     c->counted = 0;
@@ -147,6 +149,7 @@ static void conn_release(p11n_conn *c)
     c->t = NULL;
     kept_drop(c);
     uncount_handshake(c);
+    p11n_admit_release(c);
     c->wpos = c->wlen = 0;
     c->partial = 0;
     c->want_writable = 0;
@@ -298,7 +301,7 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
             (unsigned long long)c->msgs_out, (unsigned long long)c->bytes_out,
             (unsigned long long)c->msgs_in, (unsigned long long)c->bytes_in,
             (unsigned long long)(ctx->now - c->started));
-    } else {
+    } else if (p11n_admit_log_allowed(c, reason)) {
         p11n_log(ctx, level, "conn #%lu %s %s failed during %s: %s%s after %llu ms",
             c->id, c->incoming ? "from" : "to", where, state_name(c->state), text, why,
             (unsigned long long)(ctx->now - c->started));
@@ -400,6 +403,60 @@ static int wbuf_reserve(p11n_conn *c, size_t need)
 
 static void drain_read(p11n_conn *c);
 
+/* ---- stalls of an established connection ----
+ * A peer that takes none of the bytes queued for it, or that sends part
+ * of a message and stops, holds the connection's buffers for nothing:
+ * each gets act_timeout_ms to make progress. Established, c->timer is
+ * free for these deadlines; it is armed lazily (when the socket is full,
+ * when a frame is split) and re-armed by the check, so steady traffic
+ * costs no timer operation. */
+
+static uint64_t stall_due(const p11n_conn *c)
+{
+    uint64_t t = c->ctx->opt.act_timeout_ms, due = 0;
+    if (has_output(c))
+        due = c->wprogress + t;
+    if (c->partial && !c->paused && (due == 0 || c->partial_since + t < due))
+        due = c->partial_since + t;
+    return due;
+}
+
+/* Bytes are about to be queued: an empty queue's stall deadline counts
+ * from now, not from its last progress. */
+static void queue_starting(p11n_conn *c)
+{
+    if (!has_output(c))
+        c->wprogress = c->ctx->now;
+}
+
+static void stall_arm(p11n_conn *c)
+{
+    uint64_t due = stall_due(c);
+    if (c->state == P11N_CS_ESTABLISHED && due != 0
+        && (c->timer.slot == 0 || c->timer.at > due))
+        p11n_timer_arm(c->ctx, &c->timer, due);
+}
+
+static void stall_check(p11n_conn *c)
+{
+    p11n_ctx *ctx = c->ctx;
+    uint64_t t = ctx->opt.act_timeout_ms;
+    char text[TEXT_LEN];
+    if (has_output(c) && ctx->now - c->wprogress >= t) {
+        snprintf(text, sizeof(text), "peer took none of %zu queued bytes for %u ms "
+            "(it does not read)", c->wlen - c->wpos, ctx->opt.act_timeout_ms);
+        p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
+        return;
+    }
+    if (c->partial && !c->paused && ctx->now - c->partial_since >= t) {
+        snprintf(text, sizeof(text), "message begun %llu ms ago still incomplete (the peer "
+            "stopped in the middle of a frame)", (unsigned long long)(ctx->now - c->partial_since));
+        p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
+        return;
+    }
+    stall_arm(c);
+}
+
 static unsigned linger_ms(const p11n_ctx *ctx)
 {
     return ctx->opt.act_timeout_ms < P11N_LINGER_MS ? ctx->opt.act_timeout_ms : P11N_LINGER_MS;
@@ -466,6 +523,7 @@ static void conn_flush(p11n_conn *c)
                 continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
                 update_events(c);
+                stall_arm(c);
                 return;
             }
             end_errno(c, "send", errno);
@@ -473,6 +531,7 @@ static void conn_flush(p11n_conn *c)
         }
         c->wpos += (size_t)n;
         c->wrote = 1;
+        c->wprogress = c->ctx->now;
     }
     c->wpos = c->wlen = 0;
     update_events(c);
@@ -677,6 +736,7 @@ static int conn_queue(p11n_conn *c, const uint8_t *bytes, size_t len)
 {
     if (wbuf_reserve(c, len) != P11N_OK)
         return P11N_ERR_NOMEM;
+    queue_starting(c);
     memcpy(c->wbuf + c->wlen, bytes, len);
     c->wlen += len;
     schedule_flush(c);
@@ -722,6 +782,8 @@ static void hs_complete(p11n_conn *c)
         hs_refuse(c, rc);
         return;
     }
+    if (!p11n_admit_established(c))
+        return;
     rc = p11n_handshake_finish(c->hs, &c->t);
     p11n_handshake_free(c->hs);
     c->hs = NULL;
@@ -827,6 +889,17 @@ static void hs_start_early(p11n_conn *c)
         hs_fail(c, "write", rc);
 }
 
+/* An incoming connection's first act has the short deadline: an idle
+ * socket costs its sender nothing and holds a handshake slot until then.
+ * Never longer than the later acts' deadline. */
+static unsigned act_deadline_ms(const p11n_conn *c)
+{
+    const p11n_ctx_options *o = &c->ctx->opt;
+    if (c->incoming && !c->acts_in && o->act1_timeout_ms < o->act_timeout_ms)
+        return o->act1_timeout_ms;
+    return o->act_timeout_ms;
+}
+
 /* Advance the handshake as far as it goes without peer input. */
 static void hs_step(p11n_conn *c)
 {
@@ -857,7 +930,8 @@ static void hs_step(p11n_conn *c)
         }
         c->act_want = want;
         c->act_len = 0;
-        p11n_timer_arm(c->ctx, &c->timer, c->ctx->now + c->ctx->opt.act_timeout_ms);
+        p11n_timer_arm(c->ctx, &c->timer, c->ctx->now + act_deadline_ms(c));
+        p11n_admit_wait(c);
         update_events(c);
         return;
     }
@@ -884,6 +958,8 @@ static void hs_read(p11n_conn *c)
         return;
     p11n_timer_cancel(c->ctx, &c->timer);
     c->act_want = 0;
+    c->acts_in = 1;
+    p11n_admit_unwait(c);
     int rc = p11n_handshake_read(c->hs, c->act, c->act_len);
     if (rc == P11N_ERR_PENDING) {
         hs_offload(c, P11N_JOB_READ);
@@ -976,7 +1052,10 @@ static size_t deliver(p11n_conn *c, const uint8_t *in, size_t n)
             return n;
         }
         if (r == 0) {
+            if (!c->partial)
+                c->partial_since = c->ctx->now;
             c->partial = 1;
+            stall_arm(c);
             break;
         }
         c->partial = 0;
@@ -1156,9 +1235,13 @@ static void on_timer(void *obj)
         attempt_start(c);
         return;
     case P11N_CS_HANDSHAKE:
-        snprintf(text, sizeof(text), "handshake act not received within %u ms (%zu of %zu bytes)",
-            ctx->opt.act_timeout_ms, c->act_len, c->act_want);
+        snprintf(text, sizeof(text), "handshake act not received within %u ms (%zu of %zu "
+            "bytes)%s", act_deadline_ms(c), c->act_len, c->act_want,
+            c->incoming && !c->acts_in ? "; first act: act1_timeout_ms" : "");
         p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
+        return;
+    case P11N_CS_ESTABLISHED:
+        stall_check(c);
         return;
     case P11N_CS_CLOSING:
         if (c->shut_wr) {
@@ -1200,14 +1283,10 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
     p11n_ctx *ctx = l->ctx;
     char addr[P11N_ADDRSTR];
     p11n_addr_text(sa, addr);
-    if (ctx->cl->handshakes_in >= ctx->opt.max_handshakes || l->handshakes >= l->max_handshakes) {
-        p11n_log(ctx, P11N_LOG_WARN,
-            "incoming from %s on %s refused: %u handshakes in progress (limit %u), %u on this "
-            "listener (limit %u) [%s]",
-            addr, l->addr, ctx->cl->handshakes_in, ctx->opt.max_handshakes, l->handshakes,
-            l->max_handshakes, p11n_strerror(P11N_ERR_LIMIT));
+    int rc = p11n_admit_accept(l, addr);
+    if (rc != P11N_OK) {
         close(fd);
-        return P11N_ERR_LIMIT;
+        return rc;
     }
     p11n_conn *c = conn_new(ctx, l->ch);
     if (c == NULL) {
@@ -1227,13 +1306,13 @@ int p11n_conn_accepted(p11n_listener *l, int fd, const struct sockaddr *sa)
         return P11N_ERR_NOMEM;
     }
     c->fd = fd;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    (void)p11n_tcp_setup(ctx, fd);
     c->counted = 1;
     ctx->cl->handshakes_in++;
     l->handshakes++;
-    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr, l->addr,
-        l->ch->wire->name);
+    if (p11n_admit_arrival_allowed(l))
+        p11n_log(ctx, P11N_LOG_INFO, "conn #%lu incoming from %s on %s (%s)", c->id, addr,
+            l->addr, l->ch->wire->name);
     handshake_begin(c);
     return P11N_OK;
 }
@@ -1375,6 +1454,7 @@ int p11n_send(p11n_conn *c, const uint8_t *msg, size_t len)
     int rc = wbuf_reserve(c, len + P11N_FRAME_OVERHEAD);
     if (rc != P11N_OK)
         return rc;
+    queue_starting(c);
     size_t outlen = 0;
     static const uint8_t empty[1];
     rc = p11n_transport_seal(c->t, len ? msg : empty, len, c->wbuf + c->wlen,
@@ -1420,6 +1500,9 @@ int p11n_conn_pause_read(p11n_conn *c, int pause)
         c->paused = 1;
     } else if (c->paused) {
         c->paused = 0;
+        /* Reading resumes: the rest of a split frame gets its full time. */
+        c->partial_since = c->ctx->now;
+        stall_arm(c);
         /* Kept messages are delivered by the loop, not inside this call. */
         if (c->kept != NULL && !c->in_readq) {
             c->in_readq = 1;

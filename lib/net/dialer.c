@@ -24,6 +24,7 @@
 #include "log.h"
 #include "secure.h"
 #include "socks5.h"
+#include "tcpopt.h"
 
 /* Replies are at most P11N_SOCKS5_IN_MAX bytes; a small read keeps the
  * target's first bytes (if any) from being pulled in with them. */
@@ -149,6 +150,15 @@ static int proxy_send(p11n_dialer *d)
     return 0;
 }
 
+/* The proxy phase is a half-open connection of ours: a proxy that
+ * accepts and then says nothing gets the short deadline of a first act
+ * (act1_timeout_ms), never longer than connect_timeout_ms. */
+static unsigned proxy_deadline_ms(const p11n_ctx *ctx)
+{
+    return ctx->opt.act1_timeout_ms < ctx->opt.connect_timeout_ms ? ctx->opt.act1_timeout_ms
+                                                                   : ctx->opt.connect_timeout_ms;
+}
+
 static void proxy_begin(p11n_dialer *d)
 {
     p11n_ctx *ctx = d->ctx;
@@ -158,7 +168,7 @@ static void proxy_begin(p11n_dialer *d)
         proxy_fail(d, rc, "request for the target refused before sending");
         return;
     }
-    p11n_timer_arm(ctx, &d->timer, ctx->now + ctx->opt.connect_timeout_ms);
+    p11n_timer_arm(ctx, &d->timer, ctx->now + proxy_deadline_ms(ctx));
     p11n_log(ctx, P11N_LOG_DEBUG, "%s: SOCKS5 negotiation with %s for %s:%u%s", d->who, d->addr,
         d->host, d->port, d->proxy->user ? " (username/password)" : "");
     (void)proxy_send(d);
@@ -264,8 +274,7 @@ static int try_address(p11n_dialer *d, const struct sockaddr_storage *ss)
         p11n_log(ctx, P11N_LOG_INFO, "%s: socket for %s: %s", d->who, d->addr, strerror(errno));
         return -1;
     }
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    (void)p11n_tcp_setup(ctx, fd);
     int r = connect(fd, (const struct sockaddr *)ss, sa_len(ss));
     if (r < 0 && errno != EINPROGRESS) {
         d->last_err = errno;
@@ -401,8 +410,8 @@ static void on_timer(void *obj)
         try_next_address(d);
         return;
     case D_PROXY:
-        snprintf(text, sizeof(text), "timed out after %u ms %s", ctx->opt.connect_timeout_ms,
-            p11n_socks5_phase_text(&d->socks));
+        snprintf(text, sizeof(text), "timed out after %u ms %s (act1_timeout_ms)",
+            proxy_deadline_ms(ctx), p11n_socks5_phase_text(&d->socks));
         proxy_fail(d, P11N_ERR_TIMEOUT, text);
         return;
     }

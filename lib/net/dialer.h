@@ -25,9 +25,11 @@ typedef void (*p11n_dial_fn)(void *arg, int rc, const char *text, int fd, const 
 /* Start dialing host:port, or through `proxy` (NULL or proxy->host NULL:
  * direct). host and proxy are borrowed: they must stay unchanged until
  * fn runs or the attempt is cancelled. `who` ("conn #7") prefixes the
- * log lines; copied. The whole attempt, proxy phase included, is bounded
- * by the context's connect timeout per step (resolving, each address,
- * the proxy phase). Errors (fn is not called): NOMEM. */
+ * log lines; copied. Each step has a deadline: the context's connect
+ * timeout for resolving and for each address, its act-1 deadline (at
+ * most the connect timeout) for the proxy phase, which a proxy that
+ * accepts and says nothing must not hold longer. Every socket gets the
+ * context's keepalive (tcpopt.h). Errors (fn is not called): NOMEM. */
 int p11n_dial_start(p11n_ctx *ctx, const char *who, const char *host, uint16_t port,
     const p11n_proxy *proxy, p11n_dial_fn fn, void *arg, p11n_dialer **out);
 

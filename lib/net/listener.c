@@ -26,6 +26,9 @@
  * would spin, logging one line per turn. */
 #define ACCEPT_PAUSE_MS 100
 
+/* Timers a listener holds: the accept pause and the refusal summary. */
+#define LISTENER_TIMERS 2
+
 static void on_resume(void *obj)
 {
     p11n_listener *l = obj;
@@ -171,17 +174,20 @@ static int listener_new(p11n_ctx *ctx, const p11n_listen_options *opts, p11n_lis
     if (ctx == NULL || opts->ch.key == NULL || (opts->peers == NULL && opts->npeers > 0)
         || (opts->ch.prologue == NULL && opts->ch.prologue_len > 0))
         return P11N_ERR_INVALID_ARG;
-    if (p11n_conn_layer_attach(ctx) != P11N_OK || p11n_timers_reserve(ctx, 1) != P11N_OK)
+    if (p11n_conn_layer_attach(ctx) != P11N_OK
+        || p11n_timers_reserve(ctx, LISTENER_TIMERS) != P11N_OK)
         return P11N_ERR_NOMEM;
     p11n_listener *l = calloc(1, sizeof(*l));
     if (l == NULL) {
-        p11n_timers_release(ctx, 1);
+        p11n_timers_release(ctx, LISTENER_TIMERS);
         return P11N_ERR_NOMEM;
     }
     l->ctx = ctx;
     l->fd = -1;
     p11n_timer_init(&l->pause, on_resume, l);
+    p11n_admit_listener_init(l);
     l->max_handshakes = opts->max_handshakes ? opts->max_handshakes : ctx->opt.max_handshakes;
+    l->max_established = opts->max_established;
     int rc = p11n_channel_new(&opts->ch, &l->ch);
     if (rc == P11N_OK)
         rc = load_ids(l, opts);
@@ -200,7 +206,7 @@ static void listener_discard(p11n_listener *l)
         close(l->fd);
     free(l->ids);
     p11n_channel_unref(l->ch);
-    p11n_timers_release(l->ctx, 1);
+    p11n_timers_release(l->ctx, LISTENER_TIMERS);
     free(l);
 }
 
@@ -327,7 +333,8 @@ void p11n_listener_free(p11n_listener *l)
         close(l->fd);
         l->fd = -1;
         p11n_timer_cancel(ctx, &l->pause);
-        p11n_timers_release(ctx, 1);
+        p11n_admit_listener_flush(l);
+        p11n_timers_release(ctx, LISTENER_TIMERS);
     }
     if (l->refs > 0)
         return;
