@@ -687,7 +687,9 @@ typedef struct p11n_ctx_options {
                                      transport message begun and not completed within
                                      it, closes the connection (TIMEOUT, the reason says
                                      which) */
-    unsigned connect_timeout_ms;  /* per address tried (10000) */
+    unsigned connect_timeout_ms;  /* per address tried, and for a proxy's CONNECT reply,
+                                     which waits for the proxy to reach the target
+                                     (10000) */
     unsigned idle_timeout_ms;     /* close established connections idle this long (0: never) */
     size_t write_high_water;      /* queued bytes at which p11n_send would block (1 MiB) */
     const char *token_uri;        /* token for P11N_PEER_TO_TOKEN (copied; may be NULL) */
@@ -705,9 +707,10 @@ typedef struct p11n_ctx_options {
     /* Limits against hostile load (SECURITY.md, "Limits"). No limit looks
      * at source addresses: behind a proxy every peer has the same one. */
     unsigned act1_timeout_ms;     /* deadline for an incoming connection's first act and
-                                     for an outgoing connection's proxy phase, SOCKS5
-                                     greeting to the CONNECT reply (2000; never longer
-                                     than act_timeout_ms, resp. connect_timeout_ms) */
+                                     for the proxy's own answers to an outgoing
+                                     connection (SOCKS5 method and authentication
+                                     replies) (2000; never longer than act_timeout_ms,
+                                     resp. connect_timeout_ms) */
     unsigned max_unauth_token_ops;/* token derivations queued or running for incoming,
                                      not yet authenticated acts (512); an act counts at
                                      its worst case (KK: 1 + its candidates); when full,

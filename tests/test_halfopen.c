@@ -728,6 +728,110 @@ static void test_proxy_phase_deadline(void)
     close(lfd);
 }
 
+/* A proxy that answers the greeting at once and the CONNECT request
+ * after `reply_ms` (never when < 0), as a proxy does that must first
+ * reach the target (through Tor: build a circuit). */
+typedef struct slow_proxy {
+    int lfd;
+    int reply_ms;
+    pthread_t th;
+} slow_proxy;
+
+static int read_full(int fd, uint8_t *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = recv(fd, buf + got, len - got, 0);
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
+    }
+    return 0;
+}
+
+static void *slow_proxy_main(void *arg)
+{
+    slow_proxy *sp = arg;
+    int fd = accept(sp->lfd, NULL, NULL);
+    if (fd < 0)
+        return NULL;
+    uint8_t buf[300];
+    static const uint8_t method[2] = { 5, 0 };
+    /* VER NMETHODS METHODS..., then VER CMD RSV ATYP ADDR PORT, the
+     * address 4 or 16 bytes, or a length byte and a name. */
+    size_t addr = 0;
+    if (read_full(fd, buf, 2) == 0 && read_full(fd, buf + 2, buf[1]) == 0
+        && send(fd, method, 2, MSG_NOSIGNAL) == 2 && read_full(fd, buf, 5) == 0) {
+        addr = buf[3] == 1 ? 3 : buf[3] == 4 ? 15 : buf[4];
+        if (read_full(fd, buf + 5, addr + 2) != 0)
+            addr = 0;
+    }
+    if (addr > 0 && sp->reply_ms >= 0) {
+        struct timespec ts = { sp->reply_ms / 1000, (sp->reply_ms % 1000) * 1000000L };
+        nanosleep(&ts, NULL);
+        static const uint8_t ok[10] = { 5, 0, 0, 1, 127, 0, 0, 1, 0, 9 };
+        (void)send(fd, ok, sizeof(ok), MSG_NOSIGNAL);
+    }
+    /* Hold the connection until the client gives up or the test ends. */
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    while (poll(&pfd, 1, 5000) > 0 && recv(fd, buf, sizeof(buf), 0) > 0)
+        ;
+    close(fd);
+    return NULL;
+}
+
+static void slow_proxy_start(slow_proxy *sp, int reply_ms, char *spec, size_t cap)
+{
+    sp->reply_ms = reply_ms;
+    sp->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET };
+    socklen_t len = sizeof(sa);
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    CU_ASSERT_FATAL(bind(sp->lfd, (struct sockaddr *)&sa, sizeof(sa)) == 0
+        && listen(sp->lfd, 4) == 0 && getsockname(sp->lfd, (struct sockaddr *)&sa, &len) == 0);
+    snprintf(spec, cap, "127.0.0.1:%u", ntohs(sa.sin_port));
+    CU_ASSERT_FATAL(pthread_create(&sp->th, NULL, slow_proxy_main, sp) == 0);
+}
+
+static void slow_proxy_stop(slow_proxy *sp)
+{
+    pthread_join(sp->th, NULL);
+    close(sp->lfd);
+}
+
+/* The CONNECT reply waits for the proxy to reach the target: it gets the
+ * connect deadline, not the short one of the proxy's own answers. A
+ * reply later than act1_timeout_ms opens the tunnel; one that never
+ * comes ends the attempt at connect_timeout_ms, named as such. */
+static void test_proxy_connect_reply_deadline(void)
+{
+    static const struct { int reply_ms; int timeout; } cases[] = { { 900, 0 }, { -1, 1 } };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        slow_proxy sp;
+        char proxy[32];
+        slow_proxy_start(&sp, cases[i].reply_ms, proxy, sizeof(proxy));
+        p11n_ctx_options co = P11N_CTX_OPTIONS_INIT;
+        co.act1_timeout_ms = 300;
+        co.connect_timeout_ms = 1500;
+        co.socks5 = proxy;
+        p11n_ctx *cli = ctx_open(1, "cli", co);
+        end e;
+        dial(cli, 9, &e);
+        CU_ASSERT(pump_until(end_closed, &e));
+        if (cases[i].timeout) {
+            CU_ASSERT(e.reason == P11N_ERR_TIMEOUT);
+            CU_ASSERT(strstr(e.text, "timed out after 1500 ms") != NULL);
+            CU_ASSERT(strstr(e.text, "(connect_timeout_ms)") != NULL);
+        } else {
+            /* The tunnel opened; nothing speaks p11noise behind it. */
+            CU_ASSERT(strstr(e.text, "act1_timeout_ms") == NULL);
+            CU_ASSERT(strstr(e.text, "connect_timeout_ms") == NULL);
+        }
+        ctx_close_all();
+        slow_proxy_stop(&sp);
+    }
+}
+
 /* ---- keepalive ---- */
 
 static int sock_int(int fd, int level, int opt)
@@ -847,6 +951,8 @@ int main(void)
         { "keepalive on accepted and outgoing sockets", test_keepalive },
         { "proxy phase of an outgoing connection: the act-1 deadline",
             test_proxy_phase_deadline },
+        { "proxy phase: the CONNECT reply gets the connect deadline",
+            test_proxy_connect_reply_deadline },
         { "stalled peers closed at their deadlines", test_stalled_peers },
         { "1,000 idle sockets held open", test_thousand_idle },
         { "idle sockets arriving continuously", test_idle_arrivals },

@@ -43,6 +43,7 @@ struct p11n_dialer {
     void *arg;
     enum dial_phase phase;
     p11n_timer timer;
+    int proxy_connecting;         /* the proxy phase's timer is the CONNECT reply's */
     p11n_resolve_req *req;
     struct sockaddr_storage addrs[P11N_MAX_ADDRS];
     size_t naddrs, addr_i;
@@ -150,13 +151,35 @@ static int proxy_send(p11n_dialer *d)
     return 0;
 }
 
-/* The proxy phase is a half-open connection of ours: a proxy that
- * accepts and then says nothing gets the short deadline of a first act
- * (act1_timeout_ms), never longer than connect_timeout_ms. */
-static unsigned proxy_deadline_ms(const p11n_ctx *ctx)
+/* The proxy phase is a half-open connection of ours. The proxy's own
+ * answers (method selection, authentication) get the short deadline of a
+ * first act (act1_timeout_ms): a proxy that accepts and then says nothing
+ * is cut off fast. The CONNECT reply waits for the proxy to reach the
+ * target (through Tor: a circuit, often seconds), so it gets
+ * connect_timeout_ms, re-armed when the request goes out. Neither is
+ * longer than connect_timeout_ms. */
+static unsigned proxy_deadline_ms(const p11n_ctx *ctx, int phase)
 {
-    return ctx->opt.act1_timeout_ms < ctx->opt.connect_timeout_ms ? ctx->opt.act1_timeout_ms
-                                                                   : ctx->opt.connect_timeout_ms;
+    if (phase == P11N_SOCKS5_CONNECT || ctx->opt.act1_timeout_ms > ctx->opt.connect_timeout_ms)
+        return ctx->opt.connect_timeout_ms;
+    return ctx->opt.act1_timeout_ms;
+}
+
+static const char *proxy_deadline_name(const p11n_ctx *ctx, int phase)
+{
+    return proxy_deadline_ms(ctx, phase) == ctx->opt.act1_timeout_ms
+            && phase != P11N_SOCKS5_CONNECT ? "act1_timeout_ms" : "connect_timeout_ms";
+}
+
+/* Arm the deadline of the phase the negotiation is in, once per phase. */
+static void proxy_arm(p11n_dialer *d)
+{
+    int phase = p11n_socks5_phase(&d->socks);
+    int connect = phase == P11N_SOCKS5_CONNECT;
+    if (d->timer.slot != 0 && connect == d->proxy_connecting)
+        return;
+    d->proxy_connecting = connect;
+    p11n_timer_arm(d->ctx, &d->timer, d->ctx->now + proxy_deadline_ms(d->ctx, phase));
 }
 
 static void proxy_begin(p11n_dialer *d)
@@ -168,7 +191,9 @@ static void proxy_begin(p11n_dialer *d)
         proxy_fail(d, rc, "request for the target refused before sending");
         return;
     }
-    p11n_timer_arm(ctx, &d->timer, ctx->now + proxy_deadline_ms(ctx));
+    d->proxy_connecting = 0;
+    p11n_timer_cancel(ctx, &d->timer);
+    proxy_arm(d);
     p11n_log(ctx, P11N_LOG_DEBUG, "%s: SOCKS5 negotiation with %s for %s:%u%s", d->who, d->addr,
         d->host, d->port, d->proxy->user ? " (username/password)" : "");
     (void)proxy_send(d);
@@ -200,6 +225,7 @@ static void proxy_read(p11n_dialer *d)
         return;
     }
     if (rc == 0) {
+        proxy_arm(d);
         (void)proxy_send(d);
         return;
     }
@@ -410,8 +436,10 @@ static void on_timer(void *obj)
         try_next_address(d);
         return;
     case D_PROXY:
-        snprintf(text, sizeof(text), "timed out after %u ms %s (act1_timeout_ms)",
-            proxy_deadline_ms(ctx), p11n_socks5_phase_text(&d->socks));
+        snprintf(text, sizeof(text), "timed out after %u ms %s (%s)",
+            proxy_deadline_ms(ctx, p11n_socks5_phase(&d->socks)),
+            p11n_socks5_phase_text(&d->socks),
+            proxy_deadline_name(ctx, p11n_socks5_phase(&d->socks)));
         proxy_fail(d, P11N_ERR_TIMEOUT, text);
         return;
     }
