@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -43,26 +44,62 @@ struct cli_control {
     size_t len;
 };
 
+/* The rotation's date ("-" before the first) and the handshake hash in
+ * hex ("-" before the handshake ends): what the status line adds to the
+ * counters. */
+struct extras {
+    char rotated[32];
+    char hash[2 * P11N_CONN_HASH_MAX + 1];
+};
+
+static void extras_of(const p11n_conn_info *i, struct extras *x)
+{
+    snprintf(x->rotated, sizeof(x->rotated), "-");
+    if (i->last_rotation_unix_ms != 0) {
+        time_t s = (time_t)(i->last_rotation_unix_ms / 1000);
+        struct tm tm;
+        gmtime_r(&s, &tm);
+        char day[24];
+        strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(x->rotated, sizeof(x->rotated), "%s.%03uZ", day,
+            (unsigned)(i->last_rotation_unix_ms % 1000));
+    }
+    snprintf(x->hash, sizeof(x->hash), "-");
+    for (size_t k = 0; k < i->handshake_hash_len && k < P11N_CONN_HASH_MAX; k++)
+        snprintf(x->hash + 2 * k, 3, "%02x", i->handshake_hash[k]);
+}
+
 /* One connection as a line: key=value words, or a JSON object. */
 static void put_line(FILE *f, const p11n_conn_info *i, int json)
 {
     const char *dir = i->incoming ? "in" : "out";
     const char *peer = i->peer[0] ? i->peer : "-", *addr = i->addr[0] ? i->addr : "-";
+    struct extras x;
+    extras_of(i, &x);
     if (!json) {
         fprintf(f, "#%lu peer=%s remote=%s direction=%s state=%s since_ms=%llu "
-            "msgs_in=%llu bytes_in=%llu msgs_out=%llu bytes_out=%llu\n", i->id, peer, addr,
+            "msgs_in=%llu bytes_in=%llu msgs_out=%llu bytes_out=%llu rotations_in=%llu "
+            "rotations_out=%llu last_rotation=%s handshake_hash=%s\n", i->id, peer, addr,
             dir, i->state, (unsigned long long)i->since_ms, (unsigned long long)i->msgs_in,
             (unsigned long long)i->bytes_in, (unsigned long long)i->msgs_out,
-            (unsigned long long)i->bytes_out);
+            (unsigned long long)i->bytes_out, (unsigned long long)i->rotations_in,
+            (unsigned long long)i->rotations_out, x.rotated, x.hash);
         return;
     }
-    /* Identifiers, hex keys and numeric addresses: nothing to escape. */
+    /* Identifiers, hex keys, numeric addresses and dates: nothing to
+     * escape. "-" is JSON's null. */
+    const char *q_rot = x.rotated[0] == '-' ? "" : "\"";
+    const char *q_hash = x.hash[0] == '-' ? "" : "\"";
     fprintf(f, "{\"id\":%lu,\"peer\":\"%s\",\"peer_id\":\"%s\",\"remote\":\"%s\","
         "\"direction\":\"%s\",\"state\":\"%s\",\"since_ms\":%llu,\"msgs_in\":%llu,"
-        "\"bytes_in\":%llu,\"msgs_out\":%llu,\"bytes_out\":%llu}\n", i->id, i->peer,
-        i->peer_id, i->addr, dir, i->state, (unsigned long long)i->since_ms,
+        "\"bytes_in\":%llu,\"msgs_out\":%llu,\"bytes_out\":%llu,\"rotations_in\":%llu,"
+        "\"rotations_out\":%llu,\"last_rotation\":%s%s%s,\"handshake_hash\":%s%s%s}\n",
+        i->id, i->peer, i->peer_id, i->addr, dir, i->state, (unsigned long long)i->since_ms,
         (unsigned long long)i->msgs_in, (unsigned long long)i->bytes_in,
-        (unsigned long long)i->msgs_out, (unsigned long long)i->bytes_out);
+        (unsigned long long)i->msgs_out, (unsigned long long)i->bytes_out,
+        (unsigned long long)i->rotations_in, (unsigned long long)i->rotations_out,
+        q_rot, x.rotated[0] == '-' ? "null" : x.rotated, q_rot,
+        q_hash, x.hash[0] == '-' ? "null" : x.hash, q_hash);
 }
 
 struct walk {

@@ -300,3 +300,14 @@ int p11n_peer_remove(p11n_ctx *ctx, const char *identifier)
     p11n_trust_revoke_stale(ctx);
     return P11N_OK;
 }
+
+int p11n_peer_key(const p11n_ctx *ctx, const char *identifier, uint8_t out[P11N_PUBKEY_LEN])
+{
+    if (ctx == NULL || identifier == NULL || out == NULL)
+        return P11N_ERR_INVALID_ARG;
+    const p11n_peer_entry *e = p11n_peer_by_id(ctx, identifier);
+    if (e == NULL)
+        return P11N_ERR_UNKNOWN_PEER;
+    memcpy(out, e->pub, P11N_PUBKEY_LEN);
+    return P11N_OK;
+}

@@ -1,0 +1,345 @@
+/*
+ * What an operator reads about a connection, checked over real loopback
+ * connections: the handshake hash (the same at both ends, one per
+ * session), the key rotations each way and when the last one was, the
+ * fields of the connection events' log records (peer, address, reason),
+ * the KK responder's account of an act 1 it cannot verify, and the peer
+ * store's answer for one identifier (p11n_peer_key).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "netutil.h"
+#include "p11noise.h"
+#include "testutil.h"
+
+enum { K_SERVER, K_CLIENT, K_STRANGER, NKEYS };
+static p11n_key *keys[NKEYS];
+static uint8_t pubs[NKEYS][P11N_PUBKEY_LEN];
+
+/* The server's connection events, as its log records gave them. */
+#define MAX_EVENTS 16
+struct event {
+    char event[16], peer[80], addr[80], reason[240], text[512];
+    unsigned long conn;
+};
+static struct event events[MAX_EVENTS];
+static int nevents;
+
+static void on_record(const p11n_log_record *r, void *arg)
+{
+    (void)arg;
+    CU_ASSERT(r->size >= sizeof(*r));
+    if (r->event == NULL || nevents == MAX_EVENTS)
+        return;
+    struct event *e = &events[nevents++];
+    snprintf(e->event, sizeof(e->event), "%s", r->event);
+    snprintf(e->peer, sizeof(e->peer), "%s", r->peer ? r->peer : "(none)");
+    snprintf(e->addr, sizeof(e->addr), "%s", r->addr ? r->addr : "(none)");
+    snprintf(e->reason, sizeof(e->reason), "%s", r->reason ? r->reason : "(none)");
+    snprintf(e->text, sizeof(e->text), "%s", r->text);
+    e->conn = r->conn_id;
+}
+
+static const struct event *find_event(const char *name)
+{
+    for (int i = 0; i < nevents; i++)
+        if (strcmp(events[i].event, name) == 0)
+            return &events[i];
+    return NULL;
+}
+
+/* ctxs[0] the server (records), ctxs[1] a client knowing the server. */
+static p11n_ctx *ctxs[2];
+
+static void setup(void)
+{
+    uint64_t seed = 0x64696167;
+    for (int i = 0; i < NKEYS; i++) {
+        uint8_t priv[32];
+        size_t len = 0;
+        t_fill(priv, sizeof(priv), &seed);
+        if (p11n_key_from_private("secp256k1", priv, 32, &keys[i]) != P11N_OK
+            || p11n_key_public(keys[i], pubs[i], sizeof(pubs[i]), &len) != P11N_OK)
+            abort();
+    }
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT;
+    so.log_record = on_record;
+    CU_ASSERT_FATAL(p11n_ctx_new(&so, &ctxs[0]) == P11N_OK);
+    p11n_ctx_options co = P11N_CTX_OPTIONS_INIT;
+    co.log = t_log_cb;
+    co.log_arg = (void *)"cli";
+    CU_ASSERT_FATAL(p11n_ctx_new(&co, &ctxs[1]) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctxs[0], pubs[K_CLIENT], "client", 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctxs[1], pubs[K_SERVER], "server", 0) == P11N_OK);
+    nevents = 0;
+}
+
+static void teardown(void)
+{
+    for (int i = 0; i < 2; i++) {
+        p11n_ctx_free(ctxs[i]);
+        ctxs[i] = NULL;
+    }
+    for (int i = 0; i < NKEYS; i++) {
+        p11n_key_free(keys[i]);
+        keys[i] = NULL;
+    }
+}
+
+static int established, echoed, closed;
+
+static void on_established(p11n_conn *c, const char *peer, void *arg)
+{
+    (void)c;
+    (void)peer;
+    (void)arg;
+    established++;
+}
+
+static void on_message(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    (void)arg;
+    CU_ASSERT(p11n_send(c, msg, len) == P11N_OK);  /* the server echoes */
+}
+
+static void on_echo(p11n_conn *c, const uint8_t *msg, size_t len, void *arg)
+{
+    (void)c;
+    (void)msg;
+    (void)len;
+    (void)arg;
+    echoed++;
+}
+
+static void on_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    (void)c;
+    (void)reason;
+    (void)text;
+    (void)arg;
+    closed += final;
+}
+
+/* Pump until *counter reaches want (a hang guard, not a timing check). */
+static int pump_to(const int *counter, int want)
+{
+    time_t guard = time(NULL) + 60;
+    while (*counter < want && time(NULL) < guard)
+        t_pump(ctxs, 2, 50);
+    return *counter >= want;
+}
+
+static p11n_listener *serve(uint16_t *port)
+{
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.cb.established = on_established;
+    lo.ch.cb.message = on_message;
+    lo.ch.cb.closed = on_closed;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(ctxs[0], "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    *port = p11n_listener_port(l);
+    return l;
+}
+
+static p11n_conn *dial(uint16_t port, int key, const char *prologue)
+{
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.ch.key = keys[key];
+    co.ch.cb.established = on_established;
+    co.ch.cb.message = on_echo;
+    co.ch.cb.closed = on_closed;
+    if (prologue != NULL) {
+        co.ch.prologue = (const uint8_t *)prologue;
+        co.ch.prologue_len = strlen(prologue);
+    }
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(ctxs[1], "127.0.0.1", port, "server", &co, &c) == P11N_OK);
+    return c;
+}
+
+static int first_conn(p11n_conn *c, void *arg)
+{
+    *(p11n_conn **)arg = c;
+    return 1;
+}
+
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Both ends hold the same hash; another session has another one. */
+static void test_handshake_hash(void)
+{
+    setup();
+    established = 0;
+    uint16_t port;
+    p11n_listener *l = serve(&port);
+    p11n_conn *c = dial(port, K_CLIENT, NULL);
+    uint8_t h[P11N_CONN_HASH_MAX], hs[P11N_CONN_HASH_MAX], h2[P11N_CONN_HASH_MAX];
+    size_t len = 99, slen = 0, len2 = 0;
+    CU_ASSERT(p11n_conn_handshake_hash(c, h, sizeof(h), &len) == P11N_ERR_STATE && len == 0);
+    CU_ASSERT_FATAL(pump_to(&established, 2));
+    CU_ASSERT(p11n_conn_handshake_hash(c, h, sizeof(h), &len) == P11N_OK && len == 32);
+    p11n_conn *s = NULL;
+    CU_ASSERT_FATAL(p11n_conn_foreach(ctxs[0], first_conn, &s) == 1 && s != NULL);
+    CU_ASSERT(p11n_conn_handshake_hash(s, hs, sizeof(hs), &slen) == P11N_OK && slen == 32);
+    CU_ASSERT(memcmp(h, hs, 32) == 0);
+    static const uint8_t zero[32];
+    CU_ASSERT(memcmp(h, zero, 32) != 0);
+    /* The snapshot carries the same bytes. */
+    p11n_conn_info info = P11N_CONN_INFO_INIT;
+    CU_ASSERT(p11n_conn_info_get(c, &info) == P11N_OK);
+    CU_ASSERT(info.handshake_hash_len == 32 && memcmp(info.handshake_hash, h, 32) == 0);
+    uint8_t small[16];
+    CU_ASSERT(p11n_conn_handshake_hash(c, small, sizeof(small), &len)
+        == P11N_ERR_BUFFER_TOO_SMALL && len == 32);
+    CU_ASSERT(p11n_conn_handshake_hash(NULL, h, sizeof(h), &len) == P11N_ERR_INVALID_ARG);
+    CU_ASSERT(p11n_conn_handshake_hash(c, h, sizeof(h), NULL) == P11N_ERR_INVALID_ARG);
+
+    p11n_conn *c2 = dial(port, K_CLIENT, NULL);
+    CU_ASSERT_FATAL(pump_to(&established, 4));
+    CU_ASSERT(p11n_conn_handshake_hash(c2, h2, sizeof(h2), &len2) == P11N_OK && len2 == 32);
+    CU_ASSERT(memcmp(h, h2, 32) != 0);  /* fresh ephemerals: another session */
+    p11n_listener_close(l);
+    teardown();
+}
+
+/* 600 messages each way: 1200 nonces, one rotation per direction at both
+ * ends (BOLT #8 rotates after 1000 nonces, two per message). */
+static void test_rotations(void)
+{
+    setup();
+    established = echoed = 0;
+    uint16_t port;
+    p11n_listener *l = serve(&port);
+    p11n_conn *c = dial(port, K_CLIENT, NULL);
+    CU_ASSERT_FATAL(pump_to(&established, 2));
+    p11n_conn_info before = P11N_CONN_INFO_INIT;
+    CU_ASSERT(p11n_conn_info_get(c, &before) == P11N_OK);
+    CU_ASSERT(before.rotations_in == 0 && before.rotations_out == 0
+        && before.last_rotation_unix_ms == 0);
+    uint64_t t0 = wall_ms();
+    for (int i = 0; i < 600; i++)
+        CU_ASSERT_FATAL(p11n_send(c, (const uint8_t *)"rotation", 8) == P11N_OK);
+    CU_ASSERT_FATAL(pump_to(&echoed, 600));
+    uint64_t t1 = wall_ms();
+    p11n_conn *s = NULL;
+    CU_ASSERT_FATAL(p11n_conn_foreach(ctxs[0], first_conn, &s) == 1);
+    p11n_conn_info ci = P11N_CONN_INFO_INIT, si = P11N_CONN_INFO_INIT;
+    CU_ASSERT(p11n_conn_info_get(c, &ci) == P11N_OK && p11n_conn_info_get(s, &si) == P11N_OK);
+    CU_ASSERT(ci.rotations_out == 1 && ci.rotations_in == 1);
+    CU_ASSERT(si.rotations_out == 1 && si.rotations_in == 1);
+    CU_ASSERT(ci.last_rotation_unix_ms >= t0 && ci.last_rotation_unix_ms <= t1);
+    CU_ASSERT(si.last_rotation_unix_ms >= t0 && si.last_rotation_unix_ms <= t1);
+    CU_ASSERT(ci.msgs_out == 600 && si.msgs_in == 600);
+    p11n_listener_close(l);
+    teardown();
+}
+
+/* "established" and "closed" name the peer, its address and the reason. */
+static void test_log_fields(void)
+{
+    setup();
+    established = closed = 0;
+    uint16_t port;
+    p11n_listener *l = serve(&port);
+    p11n_conn *c = dial(port, K_CLIENT, NULL);
+    CU_ASSERT_FATAL(pump_to(&established, 2));
+    p11n_close(c);
+    CU_ASSERT_FATAL(pump_to(&closed, 2));
+    const struct event *up = find_event("established"), *down = find_event("closed");
+    CU_ASSERT_FATAL(up != NULL && down != NULL);
+    CU_ASSERT_STRING_EQUAL(up->peer, "client");
+    CU_ASSERT(strncmp(up->addr, "127.0.0.1:", 10) == 0);
+    CU_ASSERT_STRING_EQUAL(up->reason, "(none)");
+    CU_ASSERT(up->conn != 0 && up->conn == down->conn);
+    CU_ASSERT_STRING_EQUAL(down->peer, "client");
+    CU_ASSERT_STRING_EQUAL(down->addr, up->addr);
+    CU_ASSERT(strstr(down->reason, "closed by peer") != NULL);
+    CU_ASSERT(strstr(down->text, down->reason) != NULL);  /* the line says it too */
+    p11n_listener_close(l);
+    teardown();
+}
+
+/* A KK responder cannot tell why act 1 verifies under no candidate: an
+ * initiator not in its store and a known one with another prologue get
+ * the same account, which does not claim the key is unknown. */
+static void test_kk_unverified(void)
+{
+    static const struct {
+        const char *what;
+        int key;
+        const char *prologue;
+    } cases[] = {
+        { "an initiator not in the store", K_STRANGER, NULL },
+        { "a known initiator, another prologue", K_CLIENT, "not p11noise/1" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        setup();
+        closed = 0;
+        uint16_t port;
+        p11n_listener *l = serve(&port);
+        (void)dial(port, cases[i].key, cases[i].prologue);
+        CU_ASSERT_FATAL(pump_to(&closed, 2));
+        const struct event *f = find_event("failed");
+        CU_ASSERT_FATAL(f != NULL);
+        fprintf(stderr, "%s: %s\n", cases[i].what, f->text);
+        CU_ASSERT(strstr(f->reason, "act 1 did not verify under any of the 1 accepted "
+            "initiator keys: an initiator not in our ceremony, a changed key, a different "
+            "pattern or prologue, or a corrupted act") != NULL);
+        CU_ASSERT(strstr(f->text, p11n_strerror(P11N_ERR_UNKNOWN_PEER)) == NULL);
+        CU_ASSERT_STRING_EQUAL(f->peer, "(none)");  /* nobody was authenticated */
+        p11n_listener_close(l);
+        teardown();
+    }
+}
+
+static void test_peer_key(void)
+{
+    setup();
+    uint8_t out[P11N_PUBKEY_LEN];
+    memset(out, 0xaa, sizeof(out));
+    CU_ASSERT(p11n_peer_key(ctxs[0], "client", out) == P11N_OK);
+    CU_ASSERT(memcmp(out, pubs[K_CLIENT], sizeof(out)) == 0);
+    uint8_t keep[P11N_PUBKEY_LEN];
+    memcpy(keep, out, sizeof(keep));
+    CU_ASSERT(p11n_peer_key(ctxs[0], "nobody", out) == P11N_ERR_UNKNOWN_PEER);
+    CU_ASSERT(memcmp(out, keep, sizeof(out)) == 0);
+    CU_ASSERT(p11n_peer_key(ctxs[0], "clien", out) == P11N_ERR_UNKNOWN_PEER);
+    CU_ASSERT(p11n_peer_key(NULL, "client", out) == P11N_ERR_INVALID_ARG);
+    CU_ASSERT(p11n_peer_key(ctxs[0], NULL, out) == P11N_ERR_INVALID_ARG);
+    CU_ASSERT(p11n_peer_key(ctxs[0], "client", NULL) == P11N_ERR_INVALID_ARG);
+    /* A replaced key is the one returned; a removed peer is gone. */
+    CU_ASSERT(p11n_ceremony_input(ctxs[0], pubs[K_STRANGER], "client", P11N_PEER_REPLACE)
+        == P11N_OK);
+    CU_ASSERT(p11n_peer_key(ctxs[0], "client", out) == P11N_OK);
+    CU_ASSERT(memcmp(out, pubs[K_STRANGER], sizeof(out)) == 0);
+    CU_ASSERT(p11n_peer_remove(ctxs[0], "client") == P11N_OK);
+    CU_ASSERT(p11n_peer_key(ctxs[0], "client", out) == P11N_ERR_UNKNOWN_PEER);
+    teardown();
+}
+
+int main(void)
+{
+    static const p11n_test tests[] = {
+        { "handshake hash: equal at both ends, another per session, STATE before",
+            test_handshake_hash },
+        { "key rotations counted each way, with the time of the last", test_rotations },
+        { "log records of established and closed carry peer, address, reason",
+            test_log_fields },
+        { "KK act 1 under no candidate: the reason lists what it may be", test_kk_unverified },
+        { "p11n_peer_key: the store's key, UNKNOWN_PEER, after replace and remove",
+            test_peer_key },
+        { NULL, NULL },
+    };
+    int rc = p11n_test_main("diag", tests);
+    t_log_free();
+    return rc;
+}
