@@ -555,6 +555,17 @@ P11N_API size_t p11n_peers_line(const char *text, size_t len, size_t index);
  *  thread's next token call. */
 P11N_API const char *p11n_token_last_error(void);
 
+/** A URI as messages show it (the form p11n_token_last_error and the PIN
+ *  callback use): for "pkcs11:", percent-escapes resolved where the byte
+ *  is printable ASCII other than ; ? & = % # (which stay escaped, so the
+ *  attributes read the same), pin-value removed wherever it appears,
+ *  pin-source and the rest kept; any other text as it is. In both, a
+ *  byte outside printable ASCII (a control byte, DEL, UTF-8) is written
+ *  as %XX, never raw. Writes at most cap bytes including the NUL (cap 0:
+ *  nothing) and returns the length of the whole text, as snprintf does:
+ *  a result >= cap means it was cut. `uri` NULL: "". */
+P11N_API size_t p11n_uri_display(const char *uri, char *out, size_t cap);
+
 /** Generate a secp256k1 key pair on the token named by `token_uri`, with
  *  CKA_LABEL `label`; `pub` receives its public key. Errors: EXISTS (label
  *  taken), and the token errors. */

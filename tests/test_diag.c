@@ -4,7 +4,8 @@
  * session), the key rotations each way and when the last one was, the
  * fields of the connection events' log records (peer, address, reason),
  * the KK responder's account of an act 1 it cannot verify, and the peer
- * store's answer for one identifier (p11n_peer_key).
+ * store's answer for one identifier (p11n_peer_key), and a URI as
+ * messages show it (p11n_uri_display).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -326,6 +327,46 @@ static void test_peer_key(void)
     teardown();
 }
 
+static void test_uri_display(void)
+{
+    static const struct {
+        const char *what, *in, *out;
+    } rows[] = {
+        { "escapes of printable bytes resolved, pin-value removed, pin-source kept",
+            "pkcs11:token=my%20token;object=a%2Fb?pin-value=1234&pin-source=file:/p",
+            "pkcs11:token=my token;object=a/b?pin-source=file:/p" },
+        { "a query of pin-value alone: no '?' left",
+            "pkcs11:token=t?pin-value=12%2034", "pkcs11:token=t" },
+        { "pin-value first, last, or in the path", "pkcs11:pin-value=1;token=t?a=b&pin-value=2",
+            "pkcs11:token=t?a=b" },
+        { "control bytes and DEL stay escaped", "pkcs11:object=a%0Ab%1b%7F",
+            "pkcs11:object=a%0Ab%1B%7F" },
+        { "raw control bytes are escaped", "pkcs11:object=a\nb\033", "pkcs11:object=a%0Ab%1B" },
+        { "the URI's own delimiters stay escaped", "pkcs11:token=a%3Bb%3Fc%26d%3De%25f",
+            "pkcs11:token=a%3Bb%3Fc%26d%3De%25f" },
+        { "UTF-8 stays escaped", "pkcs11:token=%E2%82%AC", "pkcs11:token=%E2%82%AC" },
+        { "a lone or bad '%' is shown as it is", "pkcs11:token=100%;object=%zz",
+            "pkcs11:token=100%;object=%zz" },
+        { "another scheme: only unprintable bytes escaped", "file:/k%20ey\t\xff",
+            "file:/k%20ey%09%FF" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char out[256];
+        size_t n = p11n_uri_display(rows[i].in, out, sizeof(out));
+        if (strcmp(out, rows[i].out) != 0 || n != strlen(rows[i].out))
+            fprintf(stderr, "%s: got '%s' (%zu)\n", rows[i].what, out, n);
+        CU_ASSERT_STRING_EQUAL(out, rows[i].out);
+        CU_ASSERT(n == strlen(rows[i].out));
+    }
+    /* Cut as snprintf cuts: NUL-terminated, the whole length returned. */
+    char small[8];
+    memset(small, 'x', sizeof(small));
+    CU_ASSERT(p11n_uri_display("pkcs11:token=abc", small, sizeof(small)) == 16);
+    CU_ASSERT_STRING_EQUAL(small, "pkcs11:");
+    CU_ASSERT(p11n_uri_display("pkcs11:token=abc", NULL, 0) == 16);
+    CU_ASSERT(p11n_uri_display(NULL, small, sizeof(small)) == 0 && small[0] == '\0');
+}
+
 int main(void)
 {
     static const p11n_test tests[] = {
@@ -337,6 +378,7 @@ int main(void)
         { "KK act 1 under no candidate: the reason lists what it may be", test_kk_unverified },
         { "p11n_peer_key: the store's key, UNKNOWN_PEER, after replace and remove",
             test_peer_key },
+        { "p11n_uri_display: readable, no PIN, unprintable bytes escaped", test_uri_display },
         { NULL, NULL },
     };
     int rc = p11n_test_main("diag", tests);

@@ -202,8 +202,10 @@ static int load_public(const char *uri, uint8_t pub[P11N_PUBKEY_LEN])
     p11n_key *key = NULL;
     int err = p11n_key_load(uri, &key);
     if (err != P11N_OK && strncmp(uri, "file:", 5) == 0) {
-        /* A file: URI holds no PIN: name it. */
-        cli_error("pubkey: %s: %s", uri, p11n_strerror(err));
+        /* A file: URI holds no PIN: name it, readably. */
+        char shown[512];
+        p11n_uri_display(uri, shown, sizeof(shown));
+        cli_error("pubkey: %s: %s", shown, p11n_strerror(err));
         return cli_exit_status(err);
     }
     if (err != P11N_OK)
