@@ -543,6 +543,16 @@ P11N_API int p11n_identifier_valid(const char *id);
 P11N_API P11N_WARN_UNUSED int p11n_peers_parse(const char *text, size_t len,
     p11n_peer_entry **entries, size_t *n, size_t *bad_line);
 
+/** p11n_peers_parse, and on error one line in `why` (cap bytes, cut to
+ *  fit; may be NULL) saying what is wrong with line `*bad_line`: a byte
+ *  order mark, a NUL byte, one field only, an extra field, a bad
+ *  identifier, a bad character in the key, an uncompressed key, a key
+ *  of the wrong length, not a compressed point or not on the curve, an
+ *  identifier already used (naming its first line). The key is never
+ *  quoted: it may be a private key pasted by mistake. Same errors. */
+P11N_API P11N_WARN_UNUSED int p11n_peers_parse_why(const char *text, size_t len,
+    p11n_peer_entry **entries, size_t *n, size_t *bad_line, char *why, size_t cap);
+
 /** The 1-based line of entry `index` of text that p11n_peers_parse
  *  accepted (0 if there is no such entry): turns an entry index reported
  *  by p11n_ceremony_write back into a line number. */

@@ -4,7 +4,8 @@
  * session), the key rotations each way and when the last one was, the
  * fields of the connection events' log records (peer, address, reason),
  * the KK responder's account of an act 1 it cannot verify, and the peer
- * store's answer for one identifier (p11n_peer_key), and a URI as
+ * store's answer for one identifier (p11n_peer_key), what is wrong with a
+ * malformed line of a peers file (p11n_peers_parse_why), and a URI as
  * messages show it (p11n_uri_display).
  */
 #include <stdio.h>
@@ -367,6 +368,68 @@ static void test_uri_display(void)
     CU_ASSERT(p11n_uri_display(NULL, small, sizeof(small)) == 0 && small[0] == '\0');
 }
 
+/* Each malformed line: its number, its class of error, what is wrong. */
+static void test_peers_why(void)
+{
+#define PUB "034f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa"
+#define PUB_X "4f355bdcb7cc0af728ef3cceb9615d90684bb5b2ca5f859ab0f0b704075871aa"
+    static const struct {
+        const char *what, *line2;
+        int err;
+        const char *why;
+    } rows[] = {
+        { "wrong length", "p2 " PUB "00", P11N_ERR_PARSE,
+            "wrong length: the key has 68 hex digits, not 66" },
+        { "uncompressed key", "p2 04" PUB_X PUB_X, P11N_ERR_PARSE,
+            "uncompressed key (130 hex digits): give the 66-digit compressed form" },
+        { "bad character", "p2 03" PUB_X "\x01", P11N_ERR_PARSE,
+            "bad byte 0x01 in the key (hex digits only)" },
+        { "bad printable character", "p2 g" PUB_X, P11N_ERR_PARSE,
+            "bad character 'g' in the key" },
+        { "extra field", "p2 " PUB " extra", P11N_ERR_PARSE, "extra field after the key" },
+        { "one field", "p2", P11N_ERR_PARSE, "IDENTIFIER PUBHEX expected: one field only" },
+        { "BOM", "\xef\xbb\xbfp2 " PUB, P11N_ERR_PARSE, "byte order mark" },
+        { "bad identifier", "p/2 " PUB, P11N_ERR_BAD_IDENTIFIER,
+            "the identifier is not 1-64 characters" },
+        { "long identifier",
+            "p2345678901234567890123456789012345678901234567890123456789012345 " PUB,
+            P11N_ERR_BAD_IDENTIFIER, "the identifier is not 1-64 characters" },
+        { "not compressed", "p2 05" PUB_X, P11N_ERR_BAD_PUBKEY,
+            "does not start with 02 or 03" },
+        { "not on the curve", "p2 02" "ffffffffffffffffffffffffffffffff"
+            "ffffffffffffffffffffffffffffffff", P11N_ERR_BAD_PUBKEY, "not a point of secp256k1" },
+        { "identifier again", "p1 " PUB, P11N_ERR_EXISTS, "identifier p1 already on line 1" },
+    };
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        char text[512], why[160] = "unset";
+        snprintf(text, sizeof(text), "p1 " PUB "\n%s\n# after\n", rows[i].line2);
+        p11n_peer_entry *e = NULL;
+        size_t n = 0, bad = 0;
+        int rc = p11n_peers_parse_why(text, strlen(text), &e, &n, &bad, why, sizeof(why));
+        if (rc != rows[i].err || bad != 2 || strstr(why, rows[i].why) == NULL)
+            fprintf(stderr, "%s: %d line %zu '%s'\n", rows[i].what, rc, bad, why);
+        CU_ASSERT(rc == rows[i].err && bad == 2 && e == NULL);
+        CU_ASSERT(strstr(why, rows[i].why) != NULL);
+        CU_ASSERT(strstr(why, PUB_X) == NULL);  /* never the key itself */
+    }
+    /* A NUL, and a good file: no reason, the entries. */
+    char why[160] = "unset";
+    p11n_peer_entry *e = NULL;
+    size_t n = 0, bad = 0;
+    static const char nul[] = "p1 " PUB "\n\np\0\n";
+    CU_ASSERT(p11n_peers_parse_why(nul, sizeof(nul) - 1, &e, &n, &bad, why, sizeof(why))
+        == P11N_ERR_PARSE && bad == 3 && strstr(why, "NUL") != NULL);
+    static const char good[] = "p1 " PUB "\n";
+    CU_ASSERT(p11n_peers_parse_why(good, sizeof(good) - 1, &e, &n, &bad, why, sizeof(why))
+        == P11N_OK && n == 1 && why[0] == '\0');
+    p11n_free(e);
+    /* Without a buffer, as p11n_peers_parse. */
+    CU_ASSERT(p11n_peers_parse_why("x\n", 2, &e, &n, &bad, NULL, 0) == P11N_ERR_PARSE
+        && bad == 1);
+#undef PUB
+#undef PUB_X
+}
+
 int main(void)
 {
     static const p11n_test tests[] = {
@@ -379,6 +442,7 @@ int main(void)
         { "p11n_peer_key: the store's key, UNKNOWN_PEER, after replace and remove",
             test_peer_key },
         { "p11n_uri_display: readable, no PIN, unprintable bytes escaped", test_uri_display },
+        { "peers text: each malformed line's number, class and reason", test_peers_why },
         { NULL, NULL },
     };
     int rc = p11n_test_main("diag", tests);

@@ -267,11 +267,11 @@ static int ceremony_import(const struct args *a)
     }
     p11n_peer_entry *entries = NULL;
     size_t n = 0, bad_line = 0, bad_index = 0;
-    int err = p11n_peers_parse(text, len, &entries, &n, &bad_line);
+    char why[160];
+    int err = p11n_peers_parse_why(text, len, &entries, &n, &bad_line, why, sizeof(why));
     if (err != P11N_OK) {
-        char why[160];
         cli_error("ceremony import: %s:%zu: %s: %s; nothing imported", name, bad_line,
-            p11n_strerror(err), cli_ceremony_line_why(text, len, bad_line, why, sizeof(why)));
+            p11n_strerror(err), why);
         free(text);
         return cli_exit_status(err);
     }
