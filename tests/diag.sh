@@ -4,7 +4,8 @@
 # one and the handshake hash; `--log-format json` names peer, addr and
 # reason on connection events; a KK listener that cannot verify an act 1
 # says what that may be, not that the key is unknown; token errors show
-# the URI decoded, without its PIN, control bytes escaped.
+# the URI decoded, without its PIN, control bytes escaped; SIGHUP moves
+# the control socket when the configuration file names another path.
 set -u
 . "$(dirname "$0")/lib.sh"
 t_init diag
@@ -115,5 +116,39 @@ t_exit "a file: key that does not exist, a control byte in its name" 3 pubkey \
     --key "file:$tmp/no$(printf '\033')such"
 t_check "... named with the byte escaped" \
     'grep -qF "no%1Bsuch" "$tmp/exit.err" && ! grep -q "$(printf "\033")" "$tmp/exit.err"'
+
+# ---- SIGHUP moves the control socket named in the configuration file ----
+write_conf() {
+    printf 'key = %s\npeers = %s\nbind = 127.0.0.1:0\ncontrol = %s\n' "$skey" \
+        "$tmp/server.peers" "$1" > "$tmp/svc.conf"
+}
+# wait_log PATTERN: at most 10 s for a line of $tmp/svc.log.
+wait_log() {
+    for _ in $(seq 100); do
+        grep -q "$1" "$tmp/svc.log" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+write_conf "$tmp/one.sock"
+t_listen "$tmp/svc.log" /dev/null --config "$tmp/svc.conf" && {
+    svc=$t_pid
+    t_check "control socket from the file" '"$tool" status --control "$tmp/one.sock"'
+    write_conf "$tmp/two.sock"
+    kill -HUP "$svc"
+    t_check "SIGHUP: the control socket moves to the file's new path, logged" \
+        'wait_log "listen: control socket now at .*two.sock" &&
+         "$tool" status --control "$tmp/two.sock" && [ ! -e "$tmp/one.sock" ]'
+    echo keep > "$tmp/plain"
+    write_conf "$tmp/plain"
+    kill -HUP "$svc"
+    t_check "a path that cannot serve: one line says why, the socket stays where it was" \
+        'wait_log "exists and is not a socket; the control socket stays at .*two.sock" &&
+         "$tool" status --control "$tmp/two.sock" && [ "$(cat "$tmp/plain")" = keep ]'
+    kill -TERM "$svc"
+    t_check "at the end, the socket in use is removed" \
+        'for _ in $(seq 100); do kill -0 $svc 2>/dev/null || break; sleep 0.1; done;
+         [ ! -e "$tmp/two.sock" ]'
+}
 
 t_done

@@ -466,9 +466,9 @@ static int same(const char *x, const char *y)
 
 /* SIGHUP with --config: the file is read again, with the command line
  * (which still wins). A running listener takes the peers file, the log
- * level and the log form; the rest is named as waiting for a restart. A
- * file that does not parse changes nothing. */
-static void reread_config(struct net_args *a)
+ * level, the log form and the control socket; the rest is named as
+ * waiting for a restart. A file that does not parse changes nothing. */
+static void reread_config(struct net_args *a, p11n_ctx *ctx, struct cli_control **control)
 {
     if (!a->has_config)
         return;
@@ -481,6 +481,8 @@ static void reread_config(struct net_args *a)
         return;
     }
     a->peers_file = b.peers_file;
+    cli_control_reload(control, ctx, "listen", b.control);
+    a->control = b.control;
     cli_log_init(b.verbose);
     if (b.log_format != NULL)
         cli_log_format = cli_log_format_parse(b.log_format);
@@ -509,7 +511,7 @@ static void reread_config(struct net_args *a)
 /* Run until SIGTERM or SIGINT, reloading on SIGHUP. Returns the exit
  * status. */
 static int listen_run(struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
-    struct listen_state *st)
+    struct listen_state *st, struct cli_control **control)
 {
     cli_service_signals(ctx);
     cli_notify_ready(0);
@@ -523,7 +525,7 @@ static int listen_run(struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
         if (sig == CLI_SIG_STOP)
             break;
         if (sig == CLI_SIG_RELOAD) {
-            reread_config(a);
+            reread_config(a, ctx, control);
             (void)cli_service_reload("listen", ctx, a->key, a->peers_file);
             cli_notify_ready(st->nconns);
         }
@@ -562,7 +564,7 @@ int cmd_listen(int argc, char **argv)
         status = CLI_EXIT_USAGE;
         goto out;
     }
-    status = listen_run(&a, ctx, l, &st);
+    status = listen_run(&a, ctx, l, &st, &control);
 out:
     cli_control_stop(control);
     p11n_ctx_free(ctx);
