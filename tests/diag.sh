@@ -117,6 +117,24 @@ t_exit "a file: key that does not exist, a control byte in its name" 3 pubkey \
 t_check "... named with the byte escaped" \
     'grep -qF "no%1Bsuch" "$tmp/exit.err" && ! grep -q "$(printf "\033")" "$tmp/exit.err"'
 
+# ---- KK through the token: the act 1 read runs on a worker, same account ----
+tok="pkcs11:token=diag?pin-value=1234"
+tpub=$("$tool" keygen --token "$tok" --label srv | cut -d" " -f2)
+printf 'client %s\n' "$client_pub" | "$tool" ceremony import --token "$tok" - ||
+    t_fail "ceremony import"
+printf 'server %s\n' "$tpub" > "$tmp/tok.peers"
+t_listen "$tmp/tok.log" /dev/null --key "pkcs11:token=diag;object=srv?pin-value=1234" \
+    --bind 127.0.0.1:0 && {
+    tpid=$t_pid
+    timeout 30 "$tool" connect --key "file:$tmp/stranger.key" --peers "$tmp/tok.peers" \
+        --peer server "127.0.0.1:$port" < /dev/null > /dev/null 2>&1
+    t_check "token listener: the same account of an act 1 it cannot verify" \
+        'for _ in $(seq 100); do grep -q "failed during" "$tmp/tok.log" && break; sleep 0.1; done;
+         grep -q "act 1 did not verify under any of the 1 accepted initiator keys" "$tmp/tok.log" &&
+         ! grep -q "not a known peer" "$tmp/tok.log"'
+    kill "$tpid"
+}
+
 # ---- SIGHUP moves the control socket named in the configuration file ----
 write_conf() {
     printf 'key = %s\npeers = %s\nbind = 127.0.0.1:0\ncontrol = %s\n' "$skey" \
