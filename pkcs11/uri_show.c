@@ -71,12 +71,27 @@ static void put_component(struct shown *s, const char *p, size_t n)
 }
 
 /* 1 if the attribute p[0..n) is a pin-value (in the path or the query:
- * RFC 7512 puts it in the query, and the path form would hold a PIN too). */
+ * RFC 7512 puts it in the query, and the path form would hold a PIN too).
+ * The name is compared decoded and in any case, so that no spelling of
+ * it (pin%2Dvalue, PIN-VALUE) is shown decoded with its PIN. */
 static int is_pin_value(const char *p, size_t n)
 {
     static const char name[] = "pin-value";
-    size_t k = sizeof(name) - 1;
-    return n >= k && strncmp(p, name, k) == 0 && (n == k || p[k] == '=');
+    size_t k = 0;
+    for (size_t i = 0; i < n && k <= sizeof(name) - 1; i++, k++) {
+        int c = (unsigned char)p[i];
+        if (c == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
+            c = hexval(p[i + 1]) << 4 | hexval(p[i + 2]);
+            i += 2;
+        }
+        if (k == sizeof(name) - 1)
+            return c == '=';
+        if (c >= 'A' && c <= 'Z')
+            c += 'a' - 'A';
+        if (c != name[k])
+            return 0;
+    }
+    return k == sizeof(name) - 1;
 }
 
 /* "pkcs11:" path ';' attributes, then '?' query '&' attributes; the '?'
