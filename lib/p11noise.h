@@ -1052,8 +1052,8 @@ typedef struct p11n_log_record {
     const char *event;            /* what happened in one word ("listening", ...), or
                                      NULL where the library does not name it */
     unsigned long conn_id;        /* the connection ("#id" in the text), 0: none */
-    /* Added for connection events ("established", "closed", "failed"),
-     * NULL elsewhere: */
+    /* Added for connection events ("established", "closed", "failed",
+     * "revoked"), NULL elsewhere: */
     const char *peer;             /* the peer: identifier, or key in hex; NULL before
                                      an incoming handshake says who it is */
     const char *addr;             /* the remote address ("IP:PORT", or "HOST:PORT via
@@ -1079,10 +1079,11 @@ P11N_API int p11n_conn_foreach(p11n_ctx *ctx, int (*fn)(p11n_conn *c, void *arg)
  *  an application may sign them or compare them out of band to show
  *  that no one relays between the two. Not secret. `out` (cap bytes)
  *  receives it and `*len` its length (32 for SHA-256; at most
- *  P11N_CONN_HASH_MAX). Valid from the `established` callback until the
- *  final `closed`. Errors: INVALID_ARG (a NULL argument), STATE (the
- *  handshake has not finished, or the connection has ended),
- *  BUFFER_TOO_SMALL (`*len` says how much is needed). */
+ *  P11N_CONN_HASH_MAX). Available from the `established` callback until
+ *  the connection ends (in `closed` it is gone). Errors: INVALID_ARG (a
+ *  NULL argument), STATE (the handshake has not finished, or the
+ *  connection has ended), BUFFER_TOO_SMALL (`*len` says how much is
+ *  needed). */
 P11N_API P11N_WARN_UNUSED int p11n_conn_handshake_hash(const p11n_conn *c, uint8_t *out,
     size_t cap, size_t *len);
 
