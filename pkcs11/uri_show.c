@@ -72,14 +72,17 @@ static void put_component(struct shown *s, const char *p, size_t n)
 
 /* 1 if the attribute p[0..n) is a pin-value (in the path or the query:
  * RFC 7512 puts it in the query, and the path form would hold a PIN too).
- * The name is compared decoded and in any case, so that no spelling of
- * it (pin%2Dvalue, PIN-VALUE) is shown decoded with its PIN. */
+ * The name is compared decoded, in any case and without the whitespace
+ * p11-kit drops, so that no spelling of it (pin%2Dvalue, PIN-VALUE,
+ * "pin-val ue") is shown with its PIN. */
 static int is_pin_value(const char *p, size_t n)
 {
     static const char name[] = "pin-value";
-    size_t k = 0;
-    for (size_t i = 0; i < n && k <= sizeof(name) - 1; i++, k++) {
+    size_t k = 0;   /* characters of the name matched */
+    for (size_t i = 0; i < n; i++) {
         int c = (unsigned char)p[i];
+        if (c != '\0' && strchr(" \f\n\r\t\v", c) != NULL)
+            continue;
         if (c == '%' && i + 2 < n && hexval(p[i + 1]) >= 0 && hexval(p[i + 2]) >= 0) {
             c = hexval(p[i + 1]) << 4 | hexval(p[i + 2]);
             i += 2;
@@ -88,7 +91,7 @@ static int is_pin_value(const char *p, size_t n)
             return c == '=';
         if (c >= 'A' && c <= 'Z')
             c += 'a' - 'A';
-        if (c != name[k])
+        if (c != name[k++])
             return 0;
     }
     return k == sizeof(name) - 1;

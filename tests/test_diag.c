@@ -341,7 +341,7 @@ static void test_uri_display(void)
         { "pin-value first, last, or in the path", "pkcs11:pin-value=1;token=t?a=b&pin-value=2",
             "pkcs11:token=t?a=b" },
         { "pin-value spelled escaped or in capitals", "pkcs11:token=t?pin%2Dvalue=1&PIN-VALUE=2"
-            "&pin-valu%65%3D3&pin-values=4", "pkcs11:token=t?pin-values=4" },
+            "&pin-valu%65%3D3&pin-values=4&pin-val\tu e =5", "pkcs11:token=t?pin-values=4" },
         { "control bytes and DEL stay escaped", "pkcs11:object=a%0Ab%1b%7F",
             "pkcs11:object=a%0Ab%1B%7F" },
         { "raw control bytes are escaped", "pkcs11:object=a\nb\033", "pkcs11:object=a%0Ab%1B" },
