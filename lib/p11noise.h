@@ -543,6 +543,16 @@ P11N_API int p11n_identifier_valid(const char *id);
 P11N_API P11N_WARN_UNUSED int p11n_peers_parse(const char *text, size_t len,
     p11n_peer_entry **entries, size_t *n, size_t *bad_line);
 
+/** p11n_peers_parse, and on error one line in `why` (cap bytes, cut to
+ *  fit; may be NULL) saying what is wrong with line `*bad_line`: a byte
+ *  order mark, a NUL byte, one field only, an extra field, a bad
+ *  identifier, a bad character in the key, an uncompressed key, a key
+ *  of the wrong length, not a compressed point or not on the curve, an
+ *  identifier already used (naming its first line). The key is never
+ *  quoted: it may be a private key pasted by mistake. Same errors. */
+P11N_API P11N_WARN_UNUSED int p11n_peers_parse_why(const char *text, size_t len,
+    p11n_peer_entry **entries, size_t *n, size_t *bad_line, char *why, size_t cap);
+
 /** The 1-based line of entry `index` of text that p11n_peers_parse
  *  accepted (0 if there is no such entry): turns an entry index reported
  *  by p11n_ceremony_write back into a line number. */
@@ -554,6 +564,17 @@ P11N_API size_t p11n_peers_line(const char *text, size_t len, size_t index);
  *  incorrect (CKR_PIN_INCORRECT)". Empty after a success. Valid until the
  *  thread's next token call. */
 P11N_API const char *p11n_token_last_error(void);
+
+/** A URI as messages show it (the form p11n_token_last_error and the PIN
+ *  callback use): for "pkcs11:", percent-escapes resolved where the byte
+ *  is printable ASCII other than ; ? & = % # (which stay escaped, so the
+ *  attributes read the same), pin-value removed wherever it appears,
+ *  pin-source and the rest kept; any other text as it is. In both, a
+ *  byte outside printable ASCII (a control byte, DEL, UTF-8) is written
+ *  as %XX, never raw. Writes at most cap bytes including the NUL (cap 0:
+ *  nothing) and returns the length of the whole text, as snprintf does:
+ *  a result >= cap means it was cut. `uri` NULL: "". */
+P11N_API size_t p11n_uri_display(const char *uri, char *out, size_t cap);
 
 /** Generate a secp256k1 key pair on the token named by `token_uri`, with
  *  CKA_LABEL `label`; `pub` receives its public key. Errors: EXISTS (label
@@ -811,6 +832,13 @@ P11N_API P11N_WARN_UNUSED int p11n_peers_load_token(p11n_ctx *ctx, const char *t
  *  UNKNOWN_PEER (no such identifier). */
 P11N_API int p11n_peer_remove(p11n_ctx *ctx, const char *identifier);
 
+/** The key the store holds for `identifier` (the ceremony's, as loaded
+ *  now: after a reload, the new one), copied to `out`. Loop thread, like
+ *  every store call. Errors: INVALID_ARG (a NULL argument), UNKNOWN_PEER
+ *  (no such identifier; `out` untouched). */
+P11N_API P11N_WARN_UNUSED int p11n_peer_key(const p11n_ctx *ctx, const char *identifier,
+    uint8_t out[P11N_PUBKEY_LEN]);
+
 /* ---- callbacks ----
  * `arg` is the callbacks' arg, or the connection's own after
  * p11n_conn_set_arg(). Any p11n_* call on the connection is allowed inside
@@ -1048,6 +1076,14 @@ typedef struct p11n_log_record {
     const char *event;            /* what happened in one word ("listening", ...), or
                                      NULL where the library does not name it */
     unsigned long conn_id;        /* the connection ("#id" in the text), 0: none */
+    /* Added for connection events ("established", "closed", "failed",
+     * "revoked"), NULL elsewhere: */
+    const char *peer;             /* the peer: identifier, or key in hex; NULL before
+                                     an incoming handshake says who it is */
+    const char *addr;             /* the remote address ("IP:PORT", or "HOST:PORT via
+                                     PROXY" for an outgoing connection through a proxy) */
+    const char *reason;           /* "closed", "failed": why, as the `closed` callback's
+                                     text */
 } p11n_log_record;
 
 /* ---- status: the connections of a running context ---- */
@@ -1060,6 +1096,20 @@ typedef struct p11n_log_record {
 P11N_API int p11n_conn_foreach(p11n_ctx *ctx, int (*fn)(p11n_conn *c, void *arg), void *arg);
 
 #define P11N_CONN_ADDR_MAX 64
+#define P11N_CONN_HASH_MAX 64     /* longest handshake hash (SHA-512, BLAKE2b) */
+
+/** The Noise handshake hash h at the end of c's handshake, for channel
+ *  binding: both ends get the same bytes, unique to this session, and
+ *  an application may sign them or compare them out of band to show
+ *  that no one relays between the two. Not secret. `out` (cap bytes)
+ *  receives it and `*len` its length (32 for SHA-256; at most
+ *  P11N_CONN_HASH_MAX). Available from the `established` callback until
+ *  the connection ends (in `closed` it is gone). Errors: INVALID_ARG (a
+ *  NULL argument), STATE (the handshake has not finished, or the
+ *  connection has ended), BUFFER_TOO_SMALL (`*len` says how much is
+ *  needed). */
+P11N_API P11N_WARN_UNUSED int p11n_conn_handshake_hash(const p11n_conn *c, uint8_t *out,
+    size_t cap, size_t *len);
 
 /** A snapshot of one connection; grows at the end like the option
  *  structures: set `size` with P11N_CONN_INFO_INIT. Everything is
@@ -1077,6 +1127,11 @@ typedef struct p11n_conn_info {
     uint64_t since_ms;            /* how long the current attempt or connection has lasted */
     uint64_t msgs_in, msgs_out;   /* messages received and sent in this connection */
     uint64_t bytes_in, bytes_out; /* their plaintext bytes */
+    /* Added with the handshake hash: */
+    uint64_t rotations_in, rotations_out; /* key rotations (every 500 messages) each way */
+    uint64_t last_rotation_unix_ms; /* wall clock of the last one, ms since 1970 UTC; 0: none */
+    uint8_t handshake_hash[P11N_CONN_HASH_MAX]; /* as p11n_conn_handshake_hash gives it */
+    size_t handshake_hash_len;    /* 0 until established */
 } p11n_conn_info;
 
 #define P11N_CONN_INFO_INIT { .size = sizeof(p11n_conn_info) }

@@ -72,7 +72,8 @@ enum {
 /* ---- URIs (uri.c) ---- */
 
 /* Parse a pkcs11: URI with p11-kit. *safe is the same URI without
- * pin-value, for messages (free()). Errors: URI, NOMEM. */
+ * pin-value in its readable form (p11n_uri_display), for messages
+ * (free()). Errors: URI, NOMEM. */
 int p11n_uri_parse(const char *text, P11KitUri **parsed, char **safe);
 /* Wipe any pin-value the URI still holds, then free it. NULL-safe. */
 void p11n_uri_free(P11KitUri *uri);

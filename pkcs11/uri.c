@@ -64,6 +64,18 @@ static int query_known(const char *text)
     return 1;
 }
 
+/* p11-kit's formatted URI (no PIN in it) as messages show it; `s` is
+ * freed. NULL when out of memory. */
+static char *readable(char *s)
+{
+    size_t n = p11n_uri_display(s, NULL, 0);
+    char *r = malloc(n + 1);
+    if (r != NULL)
+        p11n_uri_display(s, r, n + 1);
+    free(s);
+    return r;
+}
+
 int p11n_uri_parse(const char *text, P11KitUri **parsed, char **safe)
 {
     *parsed = NULL;
@@ -96,6 +108,8 @@ int p11n_uri_parse(const char *text, P11KitUri **parsed, char **safe)
     char *s = NULL;
     rc = p11_kit_uri_format(tmp, P11_KIT_URI_FOR_ANY, &s);
     p11_kit_uri_free(tmp);
+    if (rc == P11_KIT_URI_OK && s != NULL)
+        s = readable(s);
     if (rc != P11_KIT_URI_OK || s == NULL) {
         clear_pin_value(uri);
         p11_kit_uri_free(uri);

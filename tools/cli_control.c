@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -41,28 +42,68 @@ struct cli_control {
     int stopping;
     char *text;
     size_t len;
+    /* Sockets this one replaced on reload: stopped, but freed only with
+     * this one, after p11n_ctx_free (a snapshot they posted may still
+     * run until then). */
+    struct cli_control *retired;
 };
+
+/* The rotation's date ("-" before the first) and the handshake hash in
+ * hex ("-" before the handshake ends): what the status line adds to the
+ * counters. */
+struct extras {
+    char rotated[32];
+    char hash[2 * P11N_CONN_HASH_MAX + 1];
+};
+
+static void extras_of(const p11n_conn_info *i, struct extras *x)
+{
+    snprintf(x->rotated, sizeof(x->rotated), "-");
+    if (i->last_rotation_unix_ms != 0) {
+        time_t s = (time_t)(i->last_rotation_unix_ms / 1000);
+        struct tm tm;
+        gmtime_r(&s, &tm);
+        char day[24];
+        strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm);
+        snprintf(x->rotated, sizeof(x->rotated), "%s.%03uZ", day,
+            (unsigned)(i->last_rotation_unix_ms % 1000));
+    }
+    snprintf(x->hash, sizeof(x->hash), "-");
+    for (size_t k = 0; k < i->handshake_hash_len && k < P11N_CONN_HASH_MAX; k++)
+        snprintf(x->hash + 2 * k, 3, "%02x", i->handshake_hash[k]);
+}
 
 /* One connection as a line: key=value words, or a JSON object. */
 static void put_line(FILE *f, const p11n_conn_info *i, int json)
 {
     const char *dir = i->incoming ? "in" : "out";
     const char *peer = i->peer[0] ? i->peer : "-", *addr = i->addr[0] ? i->addr : "-";
+    struct extras x;
+    extras_of(i, &x);
     if (!json) {
         fprintf(f, "#%lu peer=%s remote=%s direction=%s state=%s since_ms=%llu "
-            "msgs_in=%llu bytes_in=%llu msgs_out=%llu bytes_out=%llu\n", i->id, peer, addr,
+            "msgs_in=%llu bytes_in=%llu msgs_out=%llu bytes_out=%llu rotations_in=%llu "
+            "rotations_out=%llu last_rotation=%s handshake_hash=%s\n", i->id, peer, addr,
             dir, i->state, (unsigned long long)i->since_ms, (unsigned long long)i->msgs_in,
             (unsigned long long)i->bytes_in, (unsigned long long)i->msgs_out,
-            (unsigned long long)i->bytes_out);
+            (unsigned long long)i->bytes_out, (unsigned long long)i->rotations_in,
+            (unsigned long long)i->rotations_out, x.rotated, x.hash);
         return;
     }
-    /* Identifiers, hex keys and numeric addresses: nothing to escape. */
+    /* Identifiers, hex keys, numeric addresses and dates: nothing to
+     * escape. "-" is JSON's null. */
+    const char *q_rot = x.rotated[0] == '-' ? "" : "\"";
+    const char *q_hash = x.hash[0] == '-' ? "" : "\"";
     fprintf(f, "{\"id\":%lu,\"peer\":\"%s\",\"peer_id\":\"%s\",\"remote\":\"%s\","
         "\"direction\":\"%s\",\"state\":\"%s\",\"since_ms\":%llu,\"msgs_in\":%llu,"
-        "\"bytes_in\":%llu,\"msgs_out\":%llu,\"bytes_out\":%llu}\n", i->id, i->peer,
-        i->peer_id, i->addr, dir, i->state, (unsigned long long)i->since_ms,
+        "\"bytes_in\":%llu,\"msgs_out\":%llu,\"bytes_out\":%llu,\"rotations_in\":%llu,"
+        "\"rotations_out\":%llu,\"last_rotation\":%s%s%s,\"handshake_hash\":%s%s%s}\n",
+        i->id, i->peer, i->peer_id, i->addr, dir, i->state, (unsigned long long)i->since_ms,
         (unsigned long long)i->msgs_in, (unsigned long long)i->bytes_in,
-        (unsigned long long)i->msgs_out, (unsigned long long)i->bytes_out);
+        (unsigned long long)i->msgs_out, (unsigned long long)i->bytes_out,
+        (unsigned long long)i->rotations_in, (unsigned long long)i->rotations_out,
+        q_rot, x.rotated[0] == '-' ? "null" : x.rotated, q_rot,
+        q_hash, x.hash[0] == '-' ? "null" : x.hash, q_hash);
 }
 
 struct walk {
@@ -216,12 +257,13 @@ static int control_bind(const char *path, char *err, size_t cap)
     return fd;
 }
 
-struct cli_control *cli_control_open(p11n_ctx *ctx, const char *cmd, const char *path)
+/* The socket at `path` with its thread, or NULL with `err` saying why. */
+static struct cli_control *control_start(p11n_ctx *ctx, const char *path, char *err,
+    size_t cap)
 {
-    char err[128];
     struct cli_control *k = calloc(1, sizeof(*k));
     if (k == NULL || pipe2(k->wake, O_CLOEXEC) < 0) {
-        cli_error("%s: --control: out of memory or descriptors", cmd);
+        snprintf(err, cap, "out of memory or descriptors");
         free(k);
         return NULL;
     }
@@ -229,7 +271,7 @@ struct cli_control *cli_control_open(p11n_ctx *ctx, const char *cmd, const char 
     snprintf(k->path, sizeof(k->path), "%s", path);
     pthread_mutex_init(&k->mu, NULL);
     pthread_cond_init(&k->cv, NULL);
-    k->fd = control_bind(path, err, sizeof(err));
+    k->fd = control_bind(path, err, cap);
     /* Signals stay with the loop's thread: the thread starts with them
      * blocked. */
     sigset_t all, old;
@@ -238,10 +280,8 @@ struct cli_control *cli_control_open(p11n_ctx *ctx, const char *cmd, const char 
     int started = k->fd >= 0 && pthread_create(&k->thread, NULL, control_thread, k) == 0;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (!started) {
-        char shown[CLI_SHOWN_MAX];
-        cli_error("%s: --control %s: %s", cmd, cli_shown(path, shown),
-            k->fd < 0 ? err : "cannot start its thread");
         if (k->fd >= 0) {
+            snprintf(err, cap, "cannot start its thread");
             close(k->fd);
             unlink(path);
         }
@@ -250,6 +290,44 @@ struct cli_control *cli_control_open(p11n_ctx *ctx, const char *cmd, const char 
         return NULL;
     }
     return k;
+}
+
+struct cli_control *cli_control_open(p11n_ctx *ctx, const char *cmd, const char *path)
+{
+    char err[128], shown[CLI_SHOWN_MAX];
+    struct cli_control *k = control_start(ctx, path, err, sizeof(err));
+    if (k == NULL)
+        cli_error("%s: --control %s: %s", cmd, cli_shown(path, shown), err);
+    return k;
+}
+
+void cli_control_reload(struct cli_control **k, p11n_ctx *ctx, const char *cmd,
+    const char *path)
+{
+    struct cli_control *old = *k;
+    int serving = old != NULL && old->fd >= 0;
+    if ((!serving && path == NULL) || (serving && path != NULL && strcmp(old->path, path) == 0))
+        return;
+    char err[128], shown[CLI_SHOWN_MAX], was[CLI_SHOWN_MAX];
+    if (path == NULL) {
+        /* Stopped, kept: freed at the end like a running one. */
+        cli_control_stop(old);
+        cli_log_event(P11N_LOG_INFO, "reload", "%s: control socket closed (no --control in "
+            "the configuration file)", cmd);
+        return;
+    }
+    struct cli_control *now = control_start(ctx, path, err, sizeof(err));
+    if (now == NULL) {
+        cli_log_event(P11N_LOG_ERROR, "reload", "%s: --control %s from the configuration "
+            "file: %s; the control socket stays %s%s", cmd, cli_shown(path, shown), err,
+            serving ? "at " : "closed", serving ? cli_shown(old->path, was) : "");
+        return;
+    }
+    cli_control_stop(old);
+    now->retired = old;
+    *k = now;
+    cli_log_event(P11N_LOG_INFO, "reload", "%s: control socket now at %s", cmd,
+        cli_shown(path, shown));
 }
 
 void cli_control_stop(struct cli_control *k)
@@ -277,5 +355,6 @@ void cli_control_free(struct cli_control *k)
     pthread_mutex_destroy(&k->mu);
     pthread_cond_destroy(&k->cv);
     free(k->text);
+    cli_control_free(k->retired);
     free(k);
 }

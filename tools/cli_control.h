@@ -18,6 +18,12 @@ struct cli_control *cli_control_open(p11n_ctx *ctx, const char *cmd, const char 
  * NULL does nothing. */
 void cli_control_stop(struct cli_control *k);
 void cli_control_free(struct cli_control *k);
+/* SIGHUP: the control socket moves to `path` (NULL: none), opened before
+ * the old one closes; when it cannot be opened the old one stays, and
+ * one log line says so. The same path changes nothing. *k may change;
+ * free it as above. */
+void cli_control_reload(struct cli_control **k, p11n_ctx *ctx, const char *cmd,
+    const char *path);
 
 /* p11noise status --control PATH [--json]. */
 int cmd_status(int argc, char **argv);

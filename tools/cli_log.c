@@ -6,13 +6,16 @@
  *   journal  "<6>LINE": the journal adds its own time stamp and reads
  *            the priority from the prefix (sd-daemon(3))
  *   json     one object per line: {"ts":..., "level":..., "event":...,
- *            "conn":..., "text":...}. "event" and "conn" come from the
- *            library's log record where it names them, else they are read
- *            back from the text (the table below), and are absent where
- *            neither says; the command's own lines name their event
- *            (reload, stop, error).
+ *            "conn":..., "peer":..., "addr":..., "reason":..., "text":...}.
+ *            "event" and "conn" come from the library's log record where
+ *            it names them, else they are read back from the text (the
+ *            table below); "peer", "addr" and "reason" come from the
+ *            record alone (connection events: established, closed,
+ *            failed, revoked). A field neither says is absent; the
+ *            command's own lines name their event (reload, stop, error).
  */
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -107,8 +110,24 @@ static void put_json(FILE *f, const char *s)
     fputc('"', f);
 }
 
-/* `conn`: the connection's id, 0 for none. */
-static void emit(int level, const char *event, unsigned long conn, const char *line)
+/* What a JSON line says beside its text; NULL or 0: absent. */
+struct fields {
+    const char *event;
+    unsigned long conn;
+    const char *peer, *addr, *reason;
+};
+
+/* ,"name":"value", escaped (a reason may hold the peer's words, e.g. a
+ * proxy's, or a file name); nothing for NULL. */
+static void put_str(FILE *f, const char *name, const char *value)
+{
+    if (value == NULL)
+        return;
+    fprintf(f, ",\"%s\":", name);
+    put_json(f, value);
+}
+
+static void emit(int level, const struct fields *fl, const char *line)
 {
     if (level > cli_log_level)
         return;
@@ -136,10 +155,12 @@ static void emit(int level, const char *event, unsigned long conn, const char *l
         return;
     fprintf(f, "{\"ts\":\"%s.%03ldZ\",\"level\":\"%s\"", stamp, ts.tv_nsec / 1000000L,
         levels[lv].name);
-    if (event != NULL)
-        fprintf(f, ",\"event\":\"%s\"", event);
-    if (conn != 0)
-        fprintf(f, ",\"conn\":%lu", conn);
+    put_str(f, "event", fl->event);
+    if (fl->conn != 0)
+        fprintf(f, ",\"conn\":%lu", fl->conn);
+    put_str(f, "peer", fl->peer);
+    put_str(f, "addr", fl->addr);
+    put_str(f, "reason", fl->reason);
     fputs(",\"text\":", f);
     put_json(f, line);
     fputs("}\n", f);
@@ -153,13 +174,18 @@ static void emit(int level, const char *event, unsigned long conn, const char *l
 void cli_log_record(const p11n_log_record *r, void *arg)
 {
     (void)arg;
-    const char *event = r->event;
-    unsigned long conn = r->conn_id;
-    if (cli_log_format == CLI_LOG_JSON && event == NULL)
-        event = event_of(r->text);
-    if (conn == 0 && sscanf(r->text, "conn #%lu", &conn) != 1)
-        conn = 0;
-    emit(r->level, event, conn, r->text);
+    struct fields fl = { .event = r->event, .conn = r->conn_id };
+    /* A library older than the fields has a smaller record. */
+    if (r->size >= offsetof(p11n_log_record, reason) + sizeof(r->reason)) {
+        fl.peer = r->peer;
+        fl.addr = r->addr;
+        fl.reason = r->reason;
+    }
+    if (cli_log_format == CLI_LOG_JSON && fl.event == NULL)
+        fl.event = event_of(r->text);
+    if (fl.conn == 0 && sscanf(r->text, "conn #%lu", &fl.conn) != 1)
+        fl.conn = 0;
+    emit(r->level, &fl, r->text);
 }
 
 void cli_log_event(int level, const char *event, const char *fmt, ...)
@@ -171,7 +197,8 @@ void cli_log_event(int level, const char *event, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof(line), fmt, ap);
     va_end(ap);
-    emit(level, event, 0, line);
+    struct fields fl = { .event = event };
+    emit(level, &fl, line);
 }
 
 long long cli_now_ms(void)

@@ -69,9 +69,4 @@ int cli_peers_file_apply(p11n_ctx *ctx, const char *path, struct cli_peers_diff 
     size_t cap);
 void cli_peers_free(void);
 
-/* What is wrong with line `line` (1-based) of ceremony text that the
- * library refused: BOM, fields, identifier, key length or characters. */
-const char *cli_ceremony_line_why(const char *text, size_t len, size_t line, char *buf,
-    size_t cap);
-
 #endif

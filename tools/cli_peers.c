@@ -5,8 +5,8 @@
  * left or changed key (p11n_peer_remove closes their connections) and
  * leaves the others' connections alone.
  *
- * A line the library refuses is looked at again here to say what is
- * wrong with it: the library reports the line and a class of error only.
+ * A line the library refuses is named with what is wrong with it, as the
+ * library's parser says (p11n_peers_parse_why).
  */
 #include <errno.h>
 #include <stdio.h>
@@ -15,8 +15,6 @@
 
 #include "cli.h"
 #include "cli_net.h"
-
-#define HEX_LEN (2 * P11N_PUBKEY_LEN)
 
 /* The entries the store holds from the file (none before the first load). */
 static p11n_peer_entry *kept;
@@ -28,61 +26,6 @@ static const p11n_peer_entry *find(const p11n_peer_entry *e, size_t n, const cha
         if (strcmp(e[i].id, id) == 0)
             return &e[i];
     return NULL;
-}
-
-/* What is wrong with the key field `k` (n bytes), or NULL. */
-static const char *key_why(const char *k, size_t n, char *buf, size_t cap)
-{
-    size_t bad = strspn(k, "0123456789abcdefABCDEF");
-    if (bad < n) {
-        unsigned char c = (unsigned char)k[bad];
-        if (c >= 0x21 && c < 0x7f)
-            snprintf(buf, cap, "bad character '%c' in the key (hex digits only)", c);
-        else
-            snprintf(buf, cap, "bad byte 0x%02x in the key (hex digits only)", c);
-    } else if (n == 2 * HEX_LEN - 2 && k[0] == '0' && k[1] == '4') {
-        snprintf(buf, cap, "uncompressed key (%zu hex digits): give the %d-digit compressed "
-            "form, 02 or 03 and the x coordinate", n, HEX_LEN);
-    } else if (n != HEX_LEN) {
-        snprintf(buf, cap, "wrong length: the key has %zu hex digits, not %d", n, HEX_LEN);
-    } else if (k[0] != '0' || (k[1] != '2' && k[1] != '3')) {
-        snprintf(buf, cap, "the key does not start with 02 or 03 (not a compressed point)");
-    } else {
-        snprintf(buf, cap, "the key is not a point of secp256k1");
-    }
-    return buf;
-}
-
-const char *cli_ceremony_line_why(const char *text, size_t len, size_t line, char *buf,
-    size_t cap)
-{
-    const char *p = text, *end = text + len;
-    for (size_t l = 1; l < line && p < end; l++) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        p = nl ? nl + 1 : end;
-    }
-    if (line == 1 && end - p >= 3 && memcmp(p, "\xef\xbb\xbf", 3) == 0)
-        return "the file starts with a byte order mark (save it as UTF-8 without BOM)";
-    const char *nl = memchr(p, '\n', (size_t)(end - p));
-    char row[512];
-    size_t n = (size_t)((nl ? nl : end) - p);
-    if (n >= sizeof(row))
-        return "line too long";
-    memcpy(row, p, n);
-    row[n] = '\0';
-    char *hash = strchr(row, '#');
-    if (hash != NULL)
-        *hash = '\0';
-    char *save = NULL, *id = strtok_r(row, " \t\r", &save);
-    char *key = id ? strtok_r(NULL, " \t\r", &save) : NULL;
-    char *extra = key ? strtok_r(NULL, " \t\r", &save) : NULL;
-    if (key == NULL)
-        return "IDENTIFIER PUBHEX expected: one field only";
-    if (extra != NULL)
-        return "extra field after the key";
-    if (!p11n_identifier_valid(id))
-        return "the identifier is not 1-64 characters of A-Z a-z 0-9 . _ -";
-    return key_why(key, strlen(key), buf, cap);
 }
 
 /* Checks the library's parser does not make: one key under two names. */
@@ -110,11 +53,10 @@ static int read_file(const char *path, p11n_peer_entry **e, size_t *n, char *why
         snprintf(why, cap, "%s", strerror(errno));
         return CLI_EXIT_USAGE;
     }
-    int rc = p11n_peers_parse(text, len, e, n, &bad);
+    char detail[160];
+    int rc = p11n_peers_parse_why(text, len, e, n, &bad, detail, sizeof(detail));
     if (rc != P11N_OK) {
-        char detail[160];
-        snprintf(why, cap, "line %zu: %s: %s", bad, p11n_strerror(rc),
-            cli_ceremony_line_why(text, len, bad, detail, sizeof(detail)));
+        snprintf(why, cap, "line %zu: %s: %s", bad, p11n_strerror(rc), detail);
     } else {
         rc = check_keys(text, len, *e, *n, why, cap);
     }

@@ -471,9 +471,9 @@ static int same(const char *x, const char *y)
 
 /* SIGHUP with --config: the file is read again, with the command line
  * (which still wins). A running listener takes the peers file, the log
- * level and the log form; the rest is named as waiting for a restart. A
- * file that does not parse changes nothing. */
-static void reread_config(struct net_args *a)
+ * level, the log form and the control socket; the rest is named as
+ * waiting for a restart. A file that does not parse changes nothing. */
+static void reread_config(struct net_args *a, p11n_ctx *ctx, struct cli_control **control)
 {
     if (!a->has_config)
         return;
@@ -486,6 +486,8 @@ static void reread_config(struct net_args *a)
         return;
     }
     a->peers_file = b.peers_file;
+    cli_control_reload(control, ctx, "listen", b.control);
+    a->control = b.control;
     cli_log_init(b.verbose);
     if (b.log_format != NULL)
         cli_log_format = cli_log_format_parse(b.log_format);
@@ -514,7 +516,7 @@ static void reread_config(struct net_args *a)
 /* Run until SIGTERM or SIGINT, reloading on SIGHUP. Returns the exit
  * status. */
 static int listen_run(struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
-    struct listen_state *st)
+    struct listen_state *st, struct cli_control **control)
 {
     cli_service_signals(ctx);
     cli_notify_ready(0);
@@ -528,7 +530,7 @@ static int listen_run(struct net_args *a, p11n_ctx *ctx, p11n_listener *l,
         if (sig == CLI_SIG_STOP)
             break;
         if (sig == CLI_SIG_RELOAD) {
-            reread_config(a);
+            reread_config(a, ctx, control);
             (void)cli_service_reload("listen", ctx, a->key, a->peers_file);
             cli_notify_ready(st->nconns);
         }
@@ -567,7 +569,7 @@ int cmd_listen(int argc, char **argv)
         status = CLI_EXIT_USAGE;
         goto out;
     }
-    status = listen_run(&a, ctx, l, &st);
+    status = listen_run(&a, ctx, l, &st, &control);
 out:
     cli_control_stop(control);
     p11n_ctx_free(ctx);
@@ -658,29 +660,19 @@ static void c_closed(p11n_conn *c, int reason, const char *text, int final, void
     snprintf(st->text, sizeof(st->text), "%s", text);
 }
 
-/* The key we expect `peer` to hold, in hex (67 bytes), or "" when it
- * cannot be found again: `peer` itself when given in hex, else its entry
- * in the peers file or on the key's token. */
-static void expected_key(const struct net_args *a, char hex[2 * P11N_PUBKEY_LEN + 1])
+/* The key we expect `peer` to hold, in hex (67 bytes), or "" when it is
+ * not known: `peer` itself when given in hex, else its key in the store
+ * (from the peers file or the key's token, as the connection used it). */
+static void expected_key(p11n_ctx *ctx, const char *peer, char hex[2 * P11N_PUBKEY_LEN + 1])
 {
     hex[0] = '\0';
-    if (strlen(a->peer) == 2 * P11N_PUBKEY_LEN
-        && strspn(a->peer, "0123456789abcdefABCDEF") == 2 * P11N_PUBKEY_LEN) {
-        memcpy(hex, a->peer, 2 * P11N_PUBKEY_LEN + 1);
-        return;
-    }
-    p11n_peer_entry *e = NULL;
-    size_t n = 0, bad = 0, len = 0;
-    char *text = a->peers_file ? cli_slurp(a->peers_file, &len) : NULL;
-    int rc = text ? p11n_peers_parse(text, len, &e, &n, &bad)
-        : strncmp(a->key, "pkcs11:", 7) == 0 ? p11n_ceremony_read(a->key, &e, &n)
-        : P11N_ERR_STATE;
-    for (size_t i = 0; rc == P11N_OK && i < n; i++)
-        if (strcmp(e[i].id, a->peer) == 0)
-            for (size_t k = 0; k < P11N_PUBKEY_LEN; k++)
-                snprintf(hex + 2 * k, 3, "%02x", e[i].pub[k]);
-    free(e);
-    free(text);
+    uint8_t pub[P11N_PUBKEY_LEN];
+    if (strlen(peer) == 2 * P11N_PUBKEY_LEN
+        && strspn(peer, "0123456789abcdefABCDEF") == 2 * P11N_PUBKEY_LEN)
+        memcpy(hex, peer, 2 * P11N_PUBKEY_LEN + 1);
+    else if (p11n_peer_key(ctx, peer, pub) == P11N_OK)
+        for (size_t k = 0; k < P11N_PUBKEY_LEN; k++)
+            snprintf(hex + 2 * k, 3, "%02x", pub[k]);
 }
 
 /* A KK initiator whose handshake ends with the responder hanging up after
@@ -695,7 +687,7 @@ static int report_rejected(const struct net_args *a, const struct connect_state 
         && st->reason != P11N_ERR_BAD_TAG))
         return 0;
     char hex[2 * P11N_PUBKEY_LEN + 1], shown[CLI_SHOWN_MAX];
-    expected_key(a, hex);
+    expected_key(st->ctx, a->peer, hex);
     cli_error("connect: the responder rejected us or is not the key we know as %s (our key "
         "not in its ceremony, its key changed, or pattern/prologue differ)%s%s; it %s",
         cli_shown(a->peer, shown), hex[0] ? "; expected key " : "", hex,

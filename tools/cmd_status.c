@@ -14,8 +14,10 @@
 static const char STATUS_USAGE[] =
     "usage: p11noise status --control PATH [--json]\n"
     "Prints one line per connection of the listen or tunnel server started with\n"
-    "--control PATH: its peer, remote address, direction, state, age, and the\n"
-    "messages and bytes each way (--json: one JSON object per line).\n";
+    "--control PATH: its peer, remote address, direction, state, age, the\n"
+    "messages, bytes and key rotations each way, the time of the last rotation,\n"
+    "and the handshake hash (channel binding; the same at both ends).\n"
+    "--json: one JSON object per line.\n";
 
 enum { O_CONTROL = 1, O_JSON };
 

@@ -202,8 +202,10 @@ static int load_public(const char *uri, uint8_t pub[P11N_PUBKEY_LEN])
     p11n_key *key = NULL;
     int err = p11n_key_load(uri, &key);
     if (err != P11N_OK && strncmp(uri, "file:", 5) == 0) {
-        /* A file: URI holds no PIN: name it. */
-        cli_error("pubkey: %s: %s", uri, p11n_strerror(err));
+        /* A file: URI holds no PIN: name it, readably. */
+        char shown[512];
+        p11n_uri_display(uri, shown, sizeof(shown));
+        cli_error("pubkey: %s: %s", shown, p11n_strerror(err));
         return cli_exit_status(err);
     }
     if (err != P11N_OK)
@@ -265,11 +267,11 @@ static int ceremony_import(const struct args *a)
     }
     p11n_peer_entry *entries = NULL;
     size_t n = 0, bad_line = 0, bad_index = 0;
-    int err = p11n_peers_parse(text, len, &entries, &n, &bad_line);
+    char why[160];
+    int err = p11n_peers_parse_why(text, len, &entries, &n, &bad_line, why, sizeof(why));
     if (err != P11N_OK) {
-        char why[160];
         cli_error("ceremony import: %s:%zu: %s: %s; nothing imported", name, bad_line,
-            p11n_strerror(err), cli_ceremony_line_why(text, len, bad_line, why, sizeof(why)));
+            p11n_strerror(err), why);
         free(text);
         return cli_exit_status(err);
     }

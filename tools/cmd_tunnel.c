@@ -70,8 +70,8 @@ static void begin_stop(struct tunnel *t, const char *cmd)
 
 /* SIGHUP with --config: the file is read again, with the command line
  * (which still wins). A running tunnel takes the peers file, the log
- * level and the log form; other changes wait for a restart. A file that
- * does not parse changes nothing. */
+ * level, the log form and the control socket; other changes wait for a
+ * restart. A file that does not parse changes nothing. */
 static void reread_config(struct tunnel *t, const char *cmd)
 {
     if (!t->has_config)
@@ -93,6 +93,8 @@ static void reread_config(struct tunnel *t, const char *cmd)
         return;
     }
     t->a.peers_file = n->a.peers_file;
+    cli_control_reload(&t->control, t->ctx, cmd, n->a.control);
+    t->a.control = n->a.control;
     cli_log_init(n->a.verbose);
     if (n->a.log_format != NULL)
         cli_log_format = cli_log_format_parse(n->a.log_format);

@@ -278,6 +278,16 @@ static void conn_where(const p11n_conn *c, char *out, size_t cap)
         snprintf(out, cap, "%s:%u", c->host ? c->host : "?", c->port);
 }
 
+/* A KK responder whose act 1 verified under none of its candidates
+ * cannot tell an unknown initiator from a changed key, another pattern or
+ * prologue, or a corrupted act: UNKNOWN_PEER's own text would claim more
+ * than is known, so the reason says what is. */
+static int kk_act1_unverified(const p11n_conn *c, int rc)
+{
+    return rc == P11N_ERR_UNKNOWN_PEER && c->incoming && c->ch->wire->responder_chooses
+        && c->hs != NULL;
+}
+
 void p11n_conn_end(p11n_conn *c, int reason, const char *text)
 {
     if (c->state == P11N_CS_DEAD)
@@ -289,12 +299,17 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
     conn_where(c, where, sizeof(where));
     /* The error's own text, unless `text` already says it. */
     char why[100] = "";
-    if (reason != P11N_OK && strstr(text, p11n_strerror(reason)) == NULL)
+    if (reason != P11N_OK && strstr(text, p11n_strerror(reason)) == NULL
+        && !kk_act1_unverified(c, reason))
         snprintf(why, sizeof(why), " [%s]", p11n_strerror(reason));
+    struct p11n_log_fields lf = { .event = reason == P11N_ERR_REVOKED ? "revoked"
+        : was_up || c->state == P11N_CS_BACKOFF ? "closed" : "failed", .conn_id = c->id, .peer = c->peer[0] ? c->peer : c->peer_name,
+        .addr = where, .reason = text };
     if (c->state == P11N_CS_BACKOFF) {
-        p11n_log(ctx, level, "conn #%lu to %s: %s (reconnect cancelled)", c->id, where, text);
+        p11n_log_with(ctx, level, &lf, "conn #%lu to %s: %s (reconnect cancelled)", c->id,
+            where, text);
     } else if (was_up) {
-        p11n_log(ctx, level,
+        p11n_log_with(ctx, level, &lf,
             "conn #%lu %s %s peer %s closed: %s%s; sent %llu msgs %llu bytes, "
             "received %llu msgs %llu bytes, %llu ms",
             c->id, c->incoming ? "from" : "to", where, c->peer, text, why,
@@ -302,7 +317,7 @@ void p11n_conn_end(p11n_conn *c, int reason, const char *text)
             (unsigned long long)c->msgs_in, (unsigned long long)c->bytes_in,
             (unsigned long long)(ctx->now - c->started));
     } else if (p11n_admit_log_allowed(c, reason)) {
-        p11n_log(ctx, level, "conn #%lu %s %s failed during %s: %s%s after %llu ms",
+        p11n_log_with(ctx, level, &lf, "conn #%lu %s %s failed during %s: %s%s after %llu ms",
             c->id, c->incoming ? "from" : "to", where, state_name(c->state), text, why,
             (unsigned long long)(ctx->now - c->started));
     }
@@ -662,8 +677,13 @@ static int hs_create(p11n_conn *c)
 
 static void hs_fail(p11n_conn *c, const char *what, int rc)
 {
-    char text[TEXT_LEN];
-    snprintf(text, sizeof(text), "handshake %s: %s", what, p11n_strerror(rc));
+    char text[TEXT_LEN + 80];
+    if (kk_act1_unverified(c, rc))
+        snprintf(text, sizeof(text), "handshake %s: act 1 did not verify under any of the %zu "
+            "accepted initiator keys: an initiator not in our ceremony, a changed key, a "
+            "different pattern or prologue, or a corrupted act", what, c->ncand);
+    else
+        snprintf(text, sizeof(text), "handshake %s: %s", what, p11n_strerror(rc));
     p11n_conn_end(c, rc, text);
 }
 
@@ -800,7 +820,10 @@ static void hs_complete(p11n_conn *c)
         p11n_timer_arm(ctx, &c->idle, ctx->now + ctx->opt.idle_timeout_ms);
     char where[2 * P11N_ADDRSTR + 300];
     conn_where(c, where, sizeof(where));
-    p11n_log(ctx, P11N_LOG_INFO, "conn #%lu %s %s: handshake complete (%s %s), peer %s, %llu ms",
+    struct p11n_log_fields lf = { .event = "established", .conn_id = c->id, .peer = c->peer,
+        .addr = where };
+    p11n_log_with(ctx, P11N_LOG_INFO, &lf,
+        "conn #%lu %s %s: handshake complete (%s %s), peer %s, %llu ms",
         c->id, c->incoming ? "from" : "to", where, c->ch->wire->name,
         c->incoming ? "responder" : "initiator", c->peer,
         (unsigned long long)(ctx->now - c->started));

@@ -30,15 +30,25 @@ int p11n_log_on(const p11n_ctx *ctx, int level)
     return level <= max;
 }
 
-static void deliver(const p11n_ctx *ctx, int level, const char *event, unsigned long conn_id,
+/* Empty strings are "not said" as much as NULL: the record has NULL. */
+static const char *said(const char *s)
+{
+    return s != NULL && s[0] != '\0' ? s : NULL;
+}
+
+static void deliver(const p11n_ctx *ctx, int level, const struct p11n_log_fields *f,
     const char *line)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     if (ctx->opt.log_record != NULL) {
+        static const struct p11n_log_fields none = { 0 };
+        if (f == NULL)
+            f = &none;
         p11n_log_record r = { .size = sizeof(r), .level = level, .text = line,
-            .event = event, .conn_id = conn_id,
-            .unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000 };
+            .event = f->event, .conn_id = f->conn_id,
+            .unix_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000,
+            .peer = said(f->peer), .addr = said(f->addr), .reason = said(f->reason) };
         ctx->opt.log_record(&r, ctx->opt.log_arg);
         return;
     }
@@ -57,16 +67,36 @@ static void deliver(const p11n_ctx *ctx, int level, const char *event, unsigned 
         level_name(level), line);
 }
 
+static void vlog(const p11n_ctx *ctx, int level, const struct p11n_log_fields *f,
+    const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void vlog(const p11n_ctx *ctx, int level, const struct p11n_log_fields *f,
+    const char *fmt, va_list ap)
+{
+    char line[P11N_LOG_LINE];
+    vsnprintf(line, sizeof(line), fmt, ap);
+    deliver(ctx, level, f, line);
+}
+
 void p11n_log(const p11n_ctx *ctx, int level, const char *fmt, ...)
 {
     if (!p11n_log_on(ctx, level))
         return;
-    char line[P11N_LOG_LINE];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
+    vlog(ctx, level, NULL, fmt, ap);
     va_end(ap);
-    deliver(ctx, level, NULL, 0, line);
+}
+
+void p11n_log_with(const p11n_ctx *ctx, int level, const struct p11n_log_fields *f,
+    const char *fmt, ...)
+{
+    if (!p11n_log_on(ctx, level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vlog(ctx, level, f, fmt, ap);
+    va_end(ap);
 }
 
 void p11n_log_ev(const p11n_ctx *ctx, int level, const char *event, unsigned long conn_id,
@@ -74,12 +104,11 @@ void p11n_log_ev(const p11n_ctx *ctx, int level, const char *event, unsigned lon
 {
     if (!p11n_log_on(ctx, level))
         return;
-    char line[P11N_LOG_LINE];
+    struct p11n_log_fields f = { .event = event, .conn_id = conn_id };
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof(line), fmt, ap);
+    vlog(ctx, level, &f, fmt, ap);
     va_end(ap);
-    deliver(ctx, level, event, conn_id, line);
 }
 
 void p11n_log_key_warning(const p11n_ctx *ctx, p11n_key *key)

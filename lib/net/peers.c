@@ -220,11 +220,12 @@ int p11n_peers_load_file(p11n_ctx *ctx, const char *path)
     }
     p11n_peer_entry *e = NULL;
     size_t n = 0, bad_line = 0;
-    rc = p11n_peers_parse(text, len, &e, &n, &bad_line);
+    char why[160];
+    rc = p11n_peers_parse_why(text, len, &e, &n, &bad_line, why, sizeof(why));
     free(text);
     if (rc != P11N_OK) {
-        p11n_log(ctx, P11N_LOG_ERROR, "peers file %s, line %zu: %s", path, bad_line,
-            p11n_strerror(rc));
+        p11n_log(ctx, P11N_LOG_ERROR, "peers file %s, line %zu: %s: %s", path, bad_line,
+            p11n_strerror(rc), why);
         return rc;
     }
     rc = load_entries(ctx, e, n, path);
@@ -298,5 +299,16 @@ int p11n_peer_remove(p11n_ctx *ctx, const char *identifier)
     ctx->npeers--;
     p11n_log(ctx, P11N_LOG_INFO, "ceremony: peer %s removed", identifier);
     p11n_trust_revoke_stale(ctx);
+    return P11N_OK;
+}
+
+int p11n_peer_key(const p11n_ctx *ctx, const char *identifier, uint8_t out[P11N_PUBKEY_LEN])
+{
+    if (ctx == NULL || identifier == NULL || out == NULL)
+        return P11N_ERR_INVALID_ARG;
+    const p11n_peer_entry *e = p11n_peer_by_id(ctx, identifier);
+    if (e == NULL)
+        return P11N_ERR_UNKNOWN_PEER;
+    memcpy(out, e->pub, P11N_PUBKEY_LEN);
     return P11N_OK;
 }

@@ -6,7 +6,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "crypto.h"
+#include "transport.h"
+
 _Static_assert(P11N_CONN_ADDR_MAX >= P11N_ADDRSTR, "the public address text holds ours");
+_Static_assert(P11N_CONN_HASH_MAX >= P11N_MAXHASHLEN, "the public hash field holds every hash");
 
 /* By enum p11n_conn_state: the words status output shows. */
 static const char *const state_names[] = {
@@ -62,6 +66,16 @@ int p11n_conn_info_get(const p11n_conn *c, p11n_conn_info *out)
     info.msgs_out = c->msgs_out;
     info.bytes_in = c->bytes_in;
     info.bytes_out = c->bytes_out;
+    if (c->t != NULL) {
+        struct p11n_rotations r;
+        p11n_transport_rotations(c->t, &r);
+        info.rotations_in = r.received;
+        info.rotations_out = r.sent;
+        info.last_rotation_unix_ms = r.last_unix_ms;
+        if (p11n_transport_hash(c->t, info.handshake_hash, sizeof(info.handshake_hash),
+                &info.handshake_hash_len) != P11N_OK)
+            info.handshake_hash_len = 0;
+    }
     /* An older caller's smaller structure gets the fields it knows;
      * `size` stays what the caller said. */
     if (size > sizeof(info))
@@ -70,4 +84,17 @@ int p11n_conn_info_get(const p11n_conn *c, p11n_conn_info *out)
         (const unsigned char *)&info + sizeof(size),
         (size < sizeof(info) ? size : sizeof(info)) - sizeof(size));
     return P11N_OK;
+}
+
+int p11n_conn_handshake_hash(const p11n_conn *c, uint8_t *out, size_t cap, size_t *len)
+{
+    if (len != NULL)
+        *len = 0;
+    if (c == NULL || out == NULL || len == NULL)
+        return P11N_ERR_INVALID_ARG;
+    /* The transport exists from the end of the handshake to the end of
+     * the connection, and holds the hash. */
+    if (c->t == NULL || c->state == P11N_CS_DEAD)
+        return P11N_ERR_STATE;
+    return p11n_transport_hash(c->t, out, cap, len);
 }

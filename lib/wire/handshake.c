@@ -530,6 +530,11 @@ int p11n_handshake_finish(p11n_handshake *hs, p11n_transport **out)
         const uint8_t *rk = hs->initiator ? k2 : k1;
         rc = p11n_transport_create(hash, cipher, ck, sk, rk, out);
     }
+    uint8_t h[P11N_MAXHASHLEN];
+    size_t hlen = 0;
+    /* The transport keeps h for channel binding (p11n_conn_handshake_hash). */
+    if (rc == P11N_OK && p11n_noise_handshake_hash(hs->noise, h, sizeof(h), &hlen) == P11N_OK)
+        p11n_transport_set_hash(*out, h, hlen);
     p11n_wipe(ck, sizeof(ck));
     p11n_wipe(k1, sizeof(k1));
     p11n_wipe(k2, sizeof(k2));

@@ -9,6 +9,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <openssl/crypto.h>
 
 #include "p11noise.h"
@@ -23,6 +24,8 @@ struct direction {
     uint64_t n;               /* always < P11N_ROTATE_AT */
     uint8_t ck[P11N_MAXHASHLEN];
     uint8_t k[P11N_KEYLEN];
+    uint64_t rotations;       /* for status only: kept when the keys are cleared */
+    uint64_t rotated_ms;      /* wall clock of the last rotation, 0: none */
 };
 
 enum rx_stage { RX_HEADER, RX_BODY };
@@ -50,6 +53,9 @@ struct p11n_transport {
     uint8_t header[P11N_HEADER_LEN];
     uint8_t *body;            /* NULL until needed and after a trim */
     size_t body_cap;
+
+    uint8_t hs_hash[P11N_MAXHASHLEN]; /* the handshake's h, for channel binding */
+    size_t hs_hash_len;       /* 0: none kept */
 };
 
 /* `dirs` is P11N_AEAD_SEAL or P11N_AEAD_OPEN: a direction only ever does
@@ -84,6 +90,14 @@ static int direction_rotate(struct direction *d, const p11n_hash_alg *hash)
         memcpy(d->k, k, P11N_KEYLEN);   /* a longer hash output is truncated, as in Split() */
         d->n = 0;
         rc = p11n_aead_setkey(&d->aead, d->k);
+    }
+    if (rc == P11N_OK) {
+        /* Read here, once per 500 messages, because seal and feed take no
+         * time from their caller; status reports it as a date. */
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        d->rotations++;
+        d->rotated_ms = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
     }
     p11n_wipe(ck, sizeof(ck));
     p11n_wipe(k, sizeof(k));
@@ -319,6 +333,33 @@ int p11n_transport_trim(p11n_transport *t)
         return 0;
     body_release(t);
     return 1;
+}
+
+void p11n_transport_set_hash(p11n_transport *t, const uint8_t *h, size_t len)
+{
+    if (len > sizeof(t->hs_hash))
+        len = 0;  /* no hash is longer: keep none rather than part of one */
+    memcpy(t->hs_hash, h, len);
+    t->hs_hash_len = len;
+}
+
+int p11n_transport_hash(const p11n_transport *t, uint8_t *out, size_t cap, size_t *len)
+{
+    *len = t->hs_hash_len;
+    if (t->hs_hash_len == 0)
+        return P11N_ERR_STATE;
+    if (cap < t->hs_hash_len)
+        return P11N_ERR_BUFFER_TOO_SMALL;
+    memcpy(out, t->hs_hash, t->hs_hash_len);
+    return P11N_OK;
+}
+
+void p11n_transport_rotations(const p11n_transport *t, struct p11n_rotations *out)
+{
+    out->sent = t->send.rotations;
+    out->received = t->recv.rotations;
+    out->last_unix_ms = t->send.rotated_ms > t->recv.rotated_ms ? t->send.rotated_ms
+                                                               : t->recv.rotated_ms;
 }
 
 void p11n_transport_free(p11n_transport *t)

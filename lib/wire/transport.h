@@ -31,4 +31,20 @@ int p11n_transport_create(const p11n_hash_alg *hash, const p11n_cipher_alg *ciph
  * freed, 0 if there was none or it is in use. */
 int p11n_transport_trim(p11n_transport *t);
 
+/* Keep the handshake hash h that ended the handshake (channel binding;
+ * not secret, but bound to this session only). len <= P11N_MAXHASHLEN. */
+void p11n_transport_set_hash(p11n_transport *t, const uint8_t *h, size_t len);
+
+/* The hash kept by p11n_transport_set_hash, copied into out (cap bytes).
+ * Errors: STATE (none kept), BUFFER_TOO_SMALL (*len says how much). */
+int p11n_transport_hash(const p11n_transport *t, uint8_t *out, size_t cap, size_t *len);
+
+/* Key rotations so far, per direction, and the wall-clock time of the
+ * last one in either direction (ms since 1970 UTC; 0: none yet). */
+struct p11n_rotations {
+    uint64_t sent, received;
+    uint64_t last_unix_ms;
+};
+void p11n_transport_rotations(const p11n_transport *t, struct p11n_rotations *out);
+
 #endif

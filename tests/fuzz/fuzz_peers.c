@@ -4,7 +4,9 @@
  * Checks besides memory safety: a failure is one of the documented errors,
  * names a line that exists and returns no entries; a success returns valid,
  * distinct identifiers with compressed public keys, and those entries
- * written back out as "IDENTIFIER PUBHEX" lines parse to the same list. */
+ * written back out as "IDENTIFIER PUBHEX" lines parse to the same list;
+ * p11n_peers_parse_why agrees with it and gives a printable reason for
+ * every failure. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = (size_t)-1, bad_line = (size_t)-1;
 
     int rc = p11n_peers_parse((const char *)data, size, &entries, &n, &bad_line);
+    char why[160];
+    p11n_peer_entry *e2 = NULL;
+    size_t n3 = 0, bad3 = 0;
+    CHECK(p11n_peers_parse_why((const char *)data, size, &e2, &n3, &bad3, why, sizeof(why))
+        == rc);
+    CHECK(bad3 == bad_line && n3 == (rc == P11N_OK ? n : 0));
+    CHECK(rc == P11N_ERR_NOMEM || (rc == P11N_OK) == (why[0] == '\0'));
+    for (const char *c = why; *c; c++)
+        CHECK(*c >= 0x20 && *c < 0x7f);
+    free(e2);
     if (rc != P11N_OK) {
         CHECK(rc == P11N_ERR_PARSE || rc == P11N_ERR_BAD_IDENTIFIER
             || rc == P11N_ERR_BAD_PUBKEY || rc == P11N_ERR_EXISTS || rc == P11N_ERR_NOMEM);

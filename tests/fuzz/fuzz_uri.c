@@ -17,7 +17,9 @@
  *    last error, parse again without a pin-value;
  *  - the PIN comes back exactly as the URI holds it and is then gone
  *    from the parsed URI; without pin-value and pin-source the callback
- *    gives it. */
+ *    gives it;
+ *  - p11n_uri_display of any text is printable ASCII only, of the length
+ *    it returns, and for a pkcs11: URI holds no pin-value. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +97,8 @@ static void check_parsed(const char *text, P11KitUri *uri, const char *safe)
     CHECK(query_all_known(text));
     CHECK(strncmp(safe, "pkcs11:", 7) == 0);
     check_pin_free(safe);
+    for (const char *c = safe; *c; c++)
+        CHECK(*c >= 0x20 && *c < 0x7f);   /* readable, never a raw control byte */
     /* What the loader reads next (pkcs11/tokenkey.c's find_private). */
     static const CK_ATTRIBUTE_TYPE types[] = { CKA_CLASS, CKA_LABEL, CKA_ID };
     for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
@@ -131,6 +135,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(text, data, size);
     text[size] = '\0';
+
+    static char shown[3 * sizeof(text)];   /* every byte may become %XX */
+    size_t n = p11n_uri_display(text, shown, sizeof(shown));
+    CHECK(n < sizeof(shown) && strlen(shown) == n);
+    for (size_t i = 0; i < n; i++)
+        CHECK(shown[i] >= 0x20 && shown[i] < 0x7f);
+    if (strncmp(text, "pkcs11:", 7) == 0)
+        check_pin_free(shown);
 
     if (strncmp(text, "pkcs11:", 7) != 0) {
         p11n_key *k = NULL;
