@@ -704,10 +704,11 @@ typedef struct p11n_ctx_options {
     unsigned act_timeout_ms;      /* deadline for each handshake act, and for a graceful
                                      close to flush (10000). Established, it is also the
                                      stall rule: a write queue that stays non-empty with
-                                     no byte taken by the peer for this long, or a
-                                     transport message begun and not completed within
-                                     it, closes the connection (TIMEOUT, the reason says
-                                     which) */
+                                     no byte taken by the peer for this long, or an
+                                     unfinished transport message with no byte of it
+                                     received for this long, closes the connection
+                                     (TIMEOUT, the reason says which); a slow link that
+                                     keeps moving is never cut */
     unsigned connect_timeout_ms;  /* per address tried, and for a proxy's CONNECT reply,
                                      which waits for the proxy to reach the target
                                      (10000) */

@@ -492,7 +492,7 @@ static p11n_transport *raw_kk(int fd)
     return t;
 }
 
-enum { STALL_NO_READ, STALL_DRIP, STALL_HALF_FRAME };
+enum { STALL_NO_READ, STALL_DRIP, STALL_HALF_FRAME, STALL_SLOW_FRAME };
 
 typedef struct staller {
     uint16_t port;
@@ -526,6 +526,17 @@ static void *staller_main(void *arg)
             if (p11n_transport_seal(t, msg, sizeof(msg), b, sizeof(b), &len) != P11N_OK)
                 abort();
             send(fd, b, 18, MSG_NOSIGNAL);
+        } else if (s->kind == STALL_SLOW_FRAME) {
+            /* A whole 16-byte message, one byte every 100 ms: 5 s in
+             * all, longer than the stall deadline, but always moving. */
+            size_t len = 0;
+            static const uint8_t msg[16];
+            if (p11n_transport_seal(t, msg, sizeof(msg), b, sizeof(b), &len) != P11N_OK)
+                abort();
+            for (size_t i = 0; i < len && send(fd, b + i, 1, MSG_NOSIGNAL) == 1; i++) {
+                struct timespec ts = { 0, 100 * 1000000L };
+                nanosleep(&ts, NULL);
+            }
         }
         p11n_transport_free(t);
     }
@@ -606,11 +617,26 @@ static void test_stalled_peers(void)
     srv_flood = 0;
     stalled(port, STALL_DRIP, "handshake act not received within 1500 ms (",
         "of 50 bytes); first act: act1_timeout_ms", &steady);
-    stalled(port, STALL_HALF_FRAME, "[srv]", "still incomplete (the peer stopped in the "
-        "middle of a frame)", &steady);
+    stalled(port, STALL_HALF_FRAME, "[srv]", "(the peer stopped in the middle of a frame)",
+        &steady);
     CU_ASSERT(srv_ends[2].reason == P11N_ERR_TIMEOUT);
-    CU_ASSERT(strstr(srv_ends[2].text, "message begun 1") != NULL);
+    CU_ASSERT(strstr(srv_ends[2].text, "no byte of an unfinished message for 1") != NULL);
     CU_ASSERT(srv_n == 3);
+
+    /* A slow link is not a stall: the trickled message arrives whole. */
+    staller slow = { .port = port, .kind = STALL_SLOW_FRAME };
+    pthread_t th;
+    CU_ASSERT_FATAL(pthread_create(&th, NULL, staller_main, &slow) == 0);
+    uint64_t guard = mono_ms() + 30000;
+    while (mono_ms() < guard && !(srv_n > 3 && (srv_ends[3].msgs > 0 || srv_ends[3].closed)))
+        t_pump(ctxs, 2, 20);
+    CU_ASSERT(srv_n == 4 && srv_ends[3].msgs == 1 && srv_ends[3].closed == 0);
+    if (srv_n == 4 && srv_ends[3].closed)
+        fprintf(stderr, "slow link closed: %s\n", srv_ends[3].text);
+    __atomic_store_n(&slow.stop, 1, __ATOMIC_SEQ_CST);
+    while (!__atomic_load_n(&slow.done, __ATOMIC_SEQ_CST))
+        t_pump(ctxs, 2, 20);
+    pthread_join(th, NULL);
     ctx_close_all();
 }
 

@@ -421,7 +421,8 @@ static void drain_read(p11n_conn *c);
 /* ---- stalls of an established connection ----
  * A peer that takes none of the bytes queued for it, or that sends part
  * of a message and stops, holds the connection's buffers for nothing:
- * each gets act_timeout_ms to make progress. Established, c->timer is
+ * each gets act_timeout_ms to make progress (a byte taken, a byte of the
+ * message received), so a slow link is never mistaken for a stall. Established, c->timer is
  * free for these deadlines; it is armed lazily (when the socket is full,
  * when a frame is split) and re-armed by the check, so steady traffic
  * costs no timer operation. */
@@ -464,7 +465,7 @@ static void stall_check(p11n_conn *c)
         return;
     }
     if (c->partial && !c->paused && ctx->now - c->partial_since >= t) {
-        snprintf(text, sizeof(text), "message begun %llu ms ago still incomplete (the peer "
+        snprintf(text, sizeof(text), "no byte of an unfinished message for %llu ms (the peer "
             "stopped in the middle of a frame)", (unsigned long long)(ctx->now - c->partial_since));
         p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
         return;
@@ -1075,7 +1076,9 @@ static size_t deliver(p11n_conn *c, const uint8_t *in, size_t n)
             return n;
         }
         if (r == 0) {
-            if (!c->partial)
+            /* The deadline is for a peer that stops, not for a slow link:
+             * every byte of the unfinished message restarts it. */
+            if (!c->partial || used > 0)
                 c->partial_since = c->ctx->now;
             c->partial = 1;
             stall_arm(c);
