@@ -862,8 +862,8 @@ int cmd_connect(int argc, char **argv)
         status = CLI_EXIT_PEER;
     } else if (status == 0 && st.reason != P11N_OK) {
         cli_error("connect: %s (%s)%s", st.text, p11n_strerror(st.reason),
-            st.reason == P11N_ERR_LIMIT ? "; the limit is max_token_ops (64), raised in "
-            "the --config file" : "");
+            st.reason == P11N_ERR_LIMIT ? "; the limit named is raised by its option or "
+            "--config key (p11noise(1), LIMITS)" : "");
         status = cli_exit_status(st.reason);
     }
     free(fds);
