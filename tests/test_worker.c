@@ -624,6 +624,39 @@ static void test_token_spends_charge(void)
     kk_teardown(&k);
 }
 
+/* ---- what a write is charged ---- */
+
+/* A KK initiator's act one (ss with the responder's static key) on a
+ * token key: charged 2 while the key does not know the parity of that
+ * DH, and what it spends is 2; once a handshake has taught it, 1, and
+ * the token spends 1. */
+static void test_write_cost(void)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    unsigned want[2] = { 2, 1 };
+    for (int round = 0; round < 2; round++) {
+        p11n_handshake_config cfg = P11N_HANDSHAKE_CONFIG_INIT;
+        cfg.local = k.key;
+        cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])k.cand[3];
+        cfg.nremote = 1;
+        cfg.flags = P11N_HS_ASYNC_TOKEN;
+        p11n_handshake *hs = NULL;
+        CU_ASSERT_FATAL(p11n_handshake_initiate(&cfg, &hs) == P11N_OK);
+        uint8_t act[50];
+        size_t n = 0;
+        CU_ASSERT_FATAL(p11n_handshake_write(hs, act, sizeof(act), &n) == P11N_ERR_PENDING);
+        p11n_handshake_op *op = p11n_handshake_pending(hs);
+        CU_ASSERT(!p11n_handshake_op_unauth(op));
+        CU_ASSERT_EQUAL(p11n_handshake_op_cost(op), want[round]);
+        unsigned long before = derived();
+        CU_ASSERT_EQUAL(p11n_handshake_pending_run(op), P11N_OK);
+        CU_ASSERT_EQUAL(derived() - before, want[round]);
+        p11n_handshake_free(hs);
+    }
+    kk_teardown(&k);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-worker");
@@ -642,6 +675,7 @@ int main(void)
         { "acts are charged 1 + N to open a group, 1 to join it", test_charges },
         { "a flood with drops, cancels and refusals drains to zero", test_flood_drain },
         { "the token spends what the acts were charged", test_token_spends_charge },
+        { "a write is charged 1 once the key knows the parity, else 2", test_write_cost },
         { NULL, NULL },
     };
     int rc = p11n_test_main("worker", tests);
