@@ -547,6 +547,8 @@ static void test_flood_drain(void)
     static const int *const keys[] = { &key_a, &key_b, NULL };
     size_t accepted = 0, refused = 0, over = 0;
     for (int i = 0; i < 600; i++) {
+        if (i >= 300)
+            usleep(100);   /* after a burst, a pace the workers keep up with */
         int out = i % 10 == 9;
         struct tjob *j = tjob_new(i + 1, out ? P11N_JOB_OUTGOING : P11N_JOB_UNAUTH,
             out ? 2 : 17, out ? NULL : keys[i % 3], NULL);
@@ -567,8 +569,6 @@ static void test_flood_drain(void)
         over += unauth_cost(ctx) > budget;
         if (i % 50 == 0)
             p11n_worker_collect(ctx);
-        if (i >= 300)
-            usleep(100);   /* after a burst, a pace the workers keep up with */
     }
     collect_until(ctx, accepted);
     struct p11n_worker_stats st;
