@@ -107,12 +107,20 @@ static void bogus_act(uint8_t act[50], uint64_t *seed)
     t_fill(act + 34, 16, seed);
 }
 
+/* Each bogus connection stays open for the next HOLD acts (0.64 s at 200
+ * per second), as an attacker's would: a peer that closes at once has its
+ * queued act dropped before the token, which would make the flood cheap. */
+#define HOLD 128
+
 static void *flood_main(void *arg)
 {
     struct flood *f = arg;
     uint64_t seed = now_us();
     unsigned total = f->seconds * FLOOD_PER_S;
     uint64_t start = now_us();
+    int held[HOLD];
+    for (unsigned i = 0; i < HOLD; i++)
+        held[i] = -1;
     for (unsigned i = 0; i < total; i++) {
         uint64_t due = start + (uint64_t)i * 1000000 / FLOOD_PER_S;
         uint64_t t = now_us();
@@ -127,9 +135,13 @@ static void *flood_main(void *arg)
             atomic_fetch_add(&f->sent, 1);
         else
             atomic_fetch_add(&f->failed, 1);
-        if (fd >= 0)
-            close(fd);
+        if (held[i % HOLD] >= 0)
+            close(held[i % HOLD]);
+        held[i % HOLD] = fd;
     }
+    for (unsigned i = 0; i < HOLD; i++)
+        if (held[i] >= 0)
+            close(held[i]);
     return NULL;
 }
 
@@ -489,6 +501,64 @@ static void test_late_acts_dropped(void)
     p11n_key_free(skey);
 }
 
+/* Peers that leave while their acts wait for the token: one worker, 200
+ * ms per derivation, six bogus acts whose senders close at once. The
+ * first act may have reached the token; the others are dropped before
+ * it, their connections saying why. */
+static void test_gone_acts_dropped(void)
+{
+    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log = t_log_cb;
+    o.log_arg = (void *)"gone";
+    o.workers = 1;
+    p11n_ctx *srv = NULL;
+    CU_ASSERT_FATAL(p11n_ctx_new(&o, &srv) == P11N_OK);
+    uint8_t priv[32], pub[P11N_PUBKEY_LEN];
+    CU_ASSERT_FATAL(p11n_dh_secp256k1.generate(priv, pub) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pub, "only", 0) == P11N_OK);
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = skey;
+    lo.ch.cb = (p11n_callbacks){ .closed = noop_closed };
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+
+    size_t mark = t_log_mark();
+    unsigned long before = t_fault_calls("C_DeriveKey");
+    p11n_ctx *const one[] = { srv };
+    uint64_t seed = 12;
+    for (int i = 0; i < 6; i++) {
+        uint8_t act[50];
+        bogus_act(act, &seed);
+        int fd = t_connect_loopback(p11n_listener_port(l));
+        CU_ASSERT_FATAL(fd >= 0 && send_all(fd, act, sizeof(act)) == 0);
+        t_pump(one, 1, 20);   /* the act is read and queued before its sender leaves */
+        close(fd);
+    }
+    uint64_t guard = now_ms() + 20000;
+    while (t_log_count(mark, "failed during handshake") < 6 && now_ms() < guard)
+        t_pump(one, 1, 20);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(srv, &st);
+    uint64_t drain = now_ms() + 5000;
+    while (st.jobs[P11N_JOB_UNAUTH] > 0 && now_ms() < drain) {
+        t_pump(one, 1, 20);
+        p11n_worker_stats(srv, &st);
+    }
+    unsigned long derived = t_fault_calls("C_DeriveKey") - before;
+    size_t gone = t_log_count(mark, "closed by peer while its handshake step waited");
+    printf("\n  6 acts, senders gone: %zu connections ended so, %lu dropped dead, "
+        "%lu derivations\n", gone, st.dropped_dead, derived);
+    CU_ASSERT_EQUAL(t_log_count(mark, "failed during handshake"), 6);
+    CU_ASSERT(gone >= 5);
+    CU_ASSERT(st.dropped_dead >= 4);
+    /* es and ss of the act (or two) that reached the token, no more */
+    CU_ASSERT(derived <= 2 * (6 - st.dropped_dead));
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
+    p11n_ctx_free(srv);
+    p11n_key_free(skey);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-flood");
@@ -500,6 +570,7 @@ int main(void)
             test_flood_proxy },
         { "act-1 flood on the poll() backend", test_flood_poll },
         { "acts late for the token are dropped before it", test_late_acts_dropped },
+        { "acts of peers that left are dropped before the token", test_gone_acts_dropped },
         { NULL, NULL },
     };
     int rc = p11n_test_main("net-flood", tests);
