@@ -446,18 +446,16 @@ static void test_flood_proxy(void)
     run_flood(&(struct flood_case){ "through a SOCKS5 proxy", P11N_LOOP_DEFAULT, 1 });
 }
 
-/* Acts that wait for the token past their deadline are dropped before
- * it, and their connections say why: one worker, 200 ms per derivation
- * (an act with one candidate costs es and ss, asked for at once), a
- * 300 ms act deadline, six bogus acts at once. */
-static void test_late_acts_dropped(void)
+/* A KK listener with one candidate on one worker and a token that takes
+ * 200 ms per derivation; act deadlines of act_ms (0: the default). */
+static p11n_ctx *slow_listener(const char *name, p11n_key *skey, unsigned act_ms,
+    uint16_t *port)
 {
-    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
-    o.log_arg = (void *)"late";
+    o.log_arg = (void *)name;
     o.workers = 1;
-    o.act_timeout_ms = o.act1_timeout_ms = 300;
+    o.act_timeout_ms = o.act1_timeout_ms = act_ms;
     p11n_ctx *srv = NULL;
     CU_ASSERT_FATAL(p11n_ctx_new(&o, &srv) == P11N_OK);
     uint8_t priv[32], pub[P11N_PUBKEY_LEN];
@@ -468,6 +466,19 @@ static void test_late_acts_dropped(void)
     lo.ch.cb = (p11n_callbacks){ .closed = noop_closed };
     p11n_listener *l = NULL;
     CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    *port = p11n_listener_port(l);
+    return srv;
+}
+
+/* Acts that wait for the token past their deadline are dropped before
+ * it, and their connections say why: one worker, 200 ms per derivation
+ * (an act with one candidate costs es and ss, asked for at once), a
+ * 300 ms act deadline, six bogus acts at once. */
+static void test_late_acts_dropped(void)
+{
+    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
+    uint16_t port = 0;
+    p11n_ctx *srv = slow_listener("late", skey, 300, &port);
 
     size_t mark = t_log_mark();
     unsigned long before = t_fault_calls("C_DeriveKey");
@@ -476,7 +487,7 @@ static void test_late_acts_dropped(void)
     for (int i = 0; i < 6; i++) {
         uint8_t act[50];
         bogus_act(act, &seed);
-        fds[i] = t_connect_loopback(p11n_listener_port(l));
+        fds[i] = t_connect_loopback(port);
         CU_ASSERT_FATAL(fds[i] >= 0 && send_all(fds[i], act, sizeof(act)) == 0);
     }
     p11n_ctx *const one[] = { srv };
@@ -508,20 +519,8 @@ static void test_late_acts_dropped(void)
 static void test_gone_acts_dropped(void)
 {
     p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
-    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
-    o.log = t_log_cb;
-    o.log_arg = (void *)"gone";
-    o.workers = 1;
-    p11n_ctx *srv = NULL;
-    CU_ASSERT_FATAL(p11n_ctx_new(&o, &srv) == P11N_OK);
-    uint8_t priv[32], pub[P11N_PUBKEY_LEN];
-    CU_ASSERT_FATAL(p11n_dh_secp256k1.generate(priv, pub) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pub, "only", 0) == P11N_OK);
-    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
-    lo.ch.key = skey;
-    lo.ch.cb = (p11n_callbacks){ .closed = noop_closed };
-    p11n_listener *l = NULL;
-    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    uint16_t port = 0;
+    p11n_ctx *srv = slow_listener("gone", skey, 0, &port);
 
     size_t mark = t_log_mark();
     unsigned long before = t_fault_calls("C_DeriveKey");
@@ -530,7 +529,7 @@ static void test_gone_acts_dropped(void)
     for (int i = 0; i < 6; i++) {
         uint8_t act[50];
         bogus_act(act, &seed);
-        int fd = t_connect_loopback(p11n_listener_port(l));
+        int fd = t_connect_loopback(port);
         CU_ASSERT_FATAL(fd >= 0 && send_all(fd, act, sizeof(act)) == 0);
         t_pump(one, 1, 20);   /* the act is read and queued before its sender leaves */
         close(fd);
