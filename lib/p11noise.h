@@ -734,8 +734,9 @@ typedef struct p11n_ctx_options {
                                      replies) (2000; never longer than act_timeout_ms,
                                      resp. connect_timeout_ms) */
     unsigned max_unauth_token_ops;/* token derivations queued or running for incoming,
-                                     not yet authenticated acts (512); an act counts at
-                                     its worst case (KK: 1 + its candidates); when full,
+                                     not yet authenticated acts (512); a KK act counts
+                                     1 + its candidates when it opens a batch of its
+                                     key, 1 when it joins one (SECURITY.md); when full,
                                      the newest act is refused (OVERLOAD) before any
                                      token operation */
     unsigned unauth_workers;      /* worker threads that may run unauthenticated work at

@@ -102,6 +102,14 @@ static int tkey_dh_static(struct p11n_key *key, const uint8_t *peer, uint8_t *ou
     return err;
 }
 
+static int tkey_knows_static(struct p11n_key *key, const uint8_t *peer)
+{
+    uint8_t bit = 0;
+    int known = parity_get((struct token_key *)key, peer, &bit);
+    p11n_wipe(&bit, sizeof(bit));
+    return known;
+}
+
 static void tkey_free(struct token_key *tk)
 {
     p11n_token_close(tk->tok);
@@ -124,6 +132,7 @@ static const struct p11n_key_ops tkey_ops = {
     .slow = 1,
     .dh = tkey_dh,
     .dh_static = tkey_dh_static,
+    .knows_static = tkey_knows_static,
     .dh_x = tkey_dh_x,
     .dh_x2 = tkey_dh_x2,
     .destroy = tkey_destroy,

@@ -6,11 +6,13 @@
  * acts (a fresh valid ephemeral point, a random tag) at 200 per second,
  * directly or through a real SOCKS5 proxy (every peer then comes from
  * the proxy's address), while legitimate clients keep connecting and an
- * established connection keeps exchanging messages. Asserted: every
+ * established connection keeps exchanging messages. The legitimate
+ * clients use the library's default reconnect backoff. Asserted: every
  * legitimate handshake completes within 3 s, and the established
  * connection's round trips stay under 1 s. Printed: the handshake times,
- * the round-trip p50/p99, the acts refused, and the derivations the
- * token spent per bogus act (counted by the fault module).
+ * the legitimate attempts refused, the round-trip p50/p99, the acts
+ * refused, the derivations the token spent per bogus act (counted by the
+ * fault module), and the pool's groups, batches and deepest queue.
  *
  * P11N_FLOOD_S sets the flood's length in seconds (default 6).
  */
@@ -105,12 +107,20 @@ static void bogus_act(uint8_t act[50], uint64_t *seed)
     t_fill(act + 34, 16, seed);
 }
 
+/* Each bogus connection stays open for the next HOLD acts (0.64 s at 200
+ * per second), as an attacker's would: a peer that closes at once has its
+ * queued act dropped before the token, which would make the flood cheap. */
+#define HOLD 128
+
 static void *flood_main(void *arg)
 {
     struct flood *f = arg;
     uint64_t seed = now_us();
     unsigned total = f->seconds * FLOOD_PER_S;
     uint64_t start = now_us();
+    int held[HOLD];
+    for (unsigned i = 0; i < HOLD; i++)
+        held[i] = -1;
     for (unsigned i = 0; i < total; i++) {
         uint64_t due = start + (uint64_t)i * 1000000 / FLOOD_PER_S;
         uint64_t t = now_us();
@@ -125,9 +135,13 @@ static void *flood_main(void *arg)
             atomic_fetch_add(&f->sent, 1);
         else
             atomic_fetch_add(&f->failed, 1);
-        if (fd >= 0)
-            close(fd);
+        if (held[i % HOLD] >= 0)
+            close(held[i % HOLD]);
+        held[i % HOLD] = fd;
     }
+    for (unsigned i = 0; i < HOLD; i++)
+        if (held[i] >= 0)
+            close(held[i]);
     return NULL;
 }
 
@@ -222,16 +236,14 @@ static void noop_closed(p11n_conn *c, int reason, const char *text, int final, v
     (void)arg;
 }
 
-/* Clients reconnect, as real ones do: an act refused under the flood
- * (OVERLOAD, before any token work, when the flood outruns the token) is
- * tried again after a short backoff (100 ms doubling to 800 ms, with
- * jitter), so that a few refusals in a row fit in the 3 s. */
+/* Clients reconnect as the library does by default: an act refused under
+ * the flood is tried again after 500 ms, then 1 s (with jitter), so two
+ * refusals in a row already miss the 3 s. The budget has to let them in
+ * the first time. */
 static p11n_conn *dial(p11n_ctx *cli, uint16_t port, p11n_key *key, p11n_callbacks cb)
 {
     p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.reconnect = 1;
-    co.backoff_min_ms = 100;
-    co.backoff_max_ms = 800;
     co.ch.key = key;
     co.ch.pattern = "KK";
     co.ch.cb = cb;
@@ -289,17 +301,20 @@ static void report(const struct flood_case *fc, const struct flood *f, unsigned 
         retried += C.hs[i].attempts;
     }
     printf("\nflood (%s): %u bogus acts sent (%u failed to send) in %u s; %zu of %zu "
-        "legitimate handshakes completed (%zu attempts refused and retried), slowest %llu ms; "
-        "round trip p50 %.2f ms, p99 %.2f ms (%zu samples); %lu derivations, %.2f per bogus act; %zu acts refused (%s), "
-        "%zu refused at accept; worker pool: %lu refused, %lu dropped dead, %lu late "
-        "(%lu midway), %lu batches, %lu acts batched\n",
+        "legitimate handshakes completed (%zu legitimate attempts refused and retried), "
+        "slowest %llu ms; round trip p50 %.2f ms, p99 %.2f ms (%zu samples); %lu derivations, "
+        "%.2f per bogus act; %zu acts refused (%s), %zu refused at accept; worker pool: %lu "
+        "refused, %lu dropped dead, %lu late (%lu midway), %lu groups, %lu batches of "
+        "%.1f acts on average, deepest queue %u acts\n",
         fc->what, atomic_load(&f->sent), atomic_load(&f->failed), f->seconds, done, C.nhs, retried,
         (unsigned long long)(worst > 0 ? worst - 1 : 0), (double)p50 / 1000.0,
         (double)p99 / 1000.0, C.nrtt, derived,
         atomic_load(&f->sent) > 0 ? (double)derived / atomic_load(&f->sent) : 0.0, refused,
         p11n_strerror(P11N_ERR_OVERLOAD), t_log_count(mark, "handshakes in progress"),
         st->refused[P11N_JOB_UNAUTH], st->dropped_dead, st->dropped_late, st->dropped_midway,
-        st->batches, st->batched);
+        st->groups, st->batches,
+        st->batches > 0 ? (double)(st->batches + st->batched) / (double)st->batches : 0.0,
+        st->depth_peak);
     fflush(stdout);
 }
 
@@ -431,19 +446,17 @@ static void test_flood_proxy(void)
     run_flood(&(struct flood_case){ "through a SOCKS5 proxy", P11N_LOOP_DEFAULT, 1 });
 }
 
-/* Acts that wait for the token past their deadline are dropped before
- * it, and their connections say why: one worker, 200 ms per derivation
- * (an act with one candidate costs es and ss, asked for at once), a
- * 300 ms act deadline, six bogus acts at once. */
-static void test_late_acts_dropped(void)
+/* A KK listener with one candidate on one worker and a token that takes
+ * 200 ms per derivation; act deadlines of act_ms (0: the default). */
+static p11n_ctx *slow_listener(const char *name, p11n_key *skey, unsigned act_ms,
+    uint16_t *port)
 {
-    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
-    o.log_arg = (void *)"late";
+    o.log_arg = (void *)name;
     o.workers = 1;
-    o.act_timeout_ms = o.act1_timeout_ms = 300;
-    o.log_refusals_per_s = 100;   /* every line counted below is logged */
+    o.act_timeout_ms = o.act1_timeout_ms = act_ms;
+    o.log_refusals_per_s = 100;   /* every line the tests count is logged */
     p11n_ctx *srv = NULL;
     CU_ASSERT_FATAL(p11n_ctx_new(&o, &srv) == P11N_OK);
     uint8_t priv[32], pub[P11N_PUBKEY_LEN];
@@ -454,6 +467,19 @@ static void test_late_acts_dropped(void)
     lo.ch.cb = (p11n_callbacks){ .closed = noop_closed };
     p11n_listener *l = NULL;
     CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    *port = p11n_listener_port(l);
+    return srv;
+}
+
+/* Acts that wait for the token past their deadline are dropped before
+ * it, and their connections say why: one worker, 200 ms per derivation
+ * (an act with one candidate costs es and ss, asked for at once), a
+ * 300 ms act deadline, six bogus acts at once. */
+static void test_late_acts_dropped(void)
+{
+    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
+    uint16_t port = 0;
+    p11n_ctx *srv = slow_listener("late", skey, 300, &port);
 
     size_t mark = t_log_mark();
     unsigned long before = t_fault_calls("C_DeriveKey");
@@ -462,7 +488,7 @@ static void test_late_acts_dropped(void)
     for (int i = 0; i < 6; i++) {
         uint8_t act[50];
         bogus_act(act, &seed);
-        fds[i] = t_connect_loopback(p11n_listener_port(l));
+        fds[i] = t_connect_loopback(port);
         CU_ASSERT_FATAL(fds[i] >= 0 && send_all(fds[i], act, sizeof(act)) == 0);
     }
     p11n_ctx *const one[] = { srv };
@@ -487,6 +513,52 @@ static void test_late_acts_dropped(void)
     p11n_key_free(skey);
 }
 
+/* Peers that leave while their acts wait for the token: one worker, 200
+ * ms per derivation, six bogus acts whose senders close at once. The
+ * first act may have reached the token; the others are dropped before
+ * it, their connections saying why. */
+static void test_gone_acts_dropped(void)
+{
+    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
+    uint16_t port = 0;
+    p11n_ctx *srv = slow_listener("gone", skey, 0, &port);
+
+    size_t mark = t_log_mark();
+    unsigned long before = t_fault_calls("C_DeriveKey");
+    p11n_ctx *const one[] = { srv };
+    uint64_t seed = 12;
+    for (int i = 0; i < 6; i++) {
+        uint8_t act[50];
+        bogus_act(act, &seed);
+        int fd = t_connect_loopback(port);
+        CU_ASSERT_FATAL(fd >= 0 && send_all(fd, act, sizeof(act)) == 0);
+        t_pump(one, 1, 20);   /* the act is read and queued before its sender leaves */
+        close(fd);
+    }
+    uint64_t guard = now_ms() + 20000;
+    while (t_log_count(mark, "failed during handshake") < 6 && now_ms() < guard)
+        t_pump(one, 1, 20);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(srv, &st);
+    uint64_t drain = now_ms() + 5000;
+    while (st.jobs[P11N_JOB_UNAUTH] > 0 && now_ms() < drain) {
+        t_pump(one, 1, 20);
+        p11n_worker_stats(srv, &st);
+    }
+    unsigned long derived = t_fault_calls("C_DeriveKey") - before;
+    size_t gone = t_log_count(mark, "closed by peer while its handshake step waited");
+    printf("\n  6 acts, senders gone: %zu connections ended so, %lu dropped dead, "
+        "%lu derivations\n", gone, st.dropped_dead, derived);
+    CU_ASSERT_EQUAL(t_log_count(mark, "failed during handshake"), 6);
+    CU_ASSERT(gone >= 5);
+    CU_ASSERT(st.dropped_dead >= 4);
+    /* es and ss of the act (or two) that reached the token, no more */
+    CU_ASSERT(derived <= 2 * (6 - st.dropped_dead));
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
+    p11n_ctx_free(srv);
+    p11n_key_free(skey);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-flood");
@@ -498,6 +570,7 @@ int main(void)
             test_flood_proxy },
         { "act-1 flood on the poll() backend", test_flood_poll },
         { "acts late for the token are dropped before it", test_late_acts_dropped },
+        { "acts of peers that left are dropped before the token", test_gone_acts_dropped },
         { NULL, NULL },
     };
     int rc = p11n_test_main("net-flood", tests);

@@ -9,7 +9,11 @@
  *  - a cancelled or late job is dropped before the token, and a job that
  *    becomes unwanted stops between two token operations;
  *  - a batch of KK responder acts for one key derives each candidate's ss
- *    once: 16 + 1 per act instead of 17 per act.
+ *    once: 16 + 1 per act instead of 17 per act;
+ *  - acts are charged what they will cost: 1 + 16 for the act that opens
+ *    a group of its key, 1 for one that joins it; the token spends no
+ *    more than was charged, and after a flood with drops, cancels and
+ *    refusals every counter is back at zero.
  *
  * Token work is counted by the fault module's live counters; the token is
  * SoftHSM2 behind tests/faultmod.so.
@@ -35,7 +39,7 @@ static struct t_token T;
 
 /* ---- what the jobs report ---- */
 
-static int done_ids[64];
+static int done_ids[1024];
 static size_t ndone;
 static atomic_int running_id;       /* the id of a blocker that has started */
 
@@ -467,6 +471,192 @@ static void test_no_batch(void)
     run_batch(0, 8 * (1 + NCAND));
 }
 
+/* ---- what acts are charged ---- */
+
+static const int key_a, key_b;     /* two responders' keys: any addresses */
+
+/* Mutex-free view of the unauthenticated charge. */
+static unsigned unauth_cost(p11n_ctx *ctx)
+{
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    return st.cost[P11N_JOB_UNAUTH];
+}
+
+/* Behind a busy worker: the act that opens a group is charged 1 + N, the
+ * next 63 of its key 1 each, the 65th opens a new group; another key, or
+ * another count of candidates, opens its own. The budget refuses at
+ * exactly the sum; everything charged comes back when the jobs are done. */
+static void test_charges(void)
+{
+    const unsigned budget = 1 + (17 + 63) + 17 + 17 + 5;
+    p11n_ctx *ctx = pool_ctx(1, 0, budget);
+    atomic_int release = 0;
+    block_worker(ctx, 1, NULL, &release);
+    CU_ASSERT_EQUAL(unauth_cost(ctx), 1);
+    int id = 2;
+    submit(ctx, tjob_new(id++, P11N_JOB_UNAUTH, 17, &key_a, NULL));
+    CU_ASSERT_EQUAL(unauth_cost(ctx), 1 + 17);
+    for (int i = 1; i < P11N_JOB_BATCH_MAX; i++)
+        submit(ctx, tjob_new(id++, P11N_JOB_UNAUTH, 17, &key_a, NULL));
+    CU_ASSERT_EQUAL(unauth_cost(ctx), 1 + 17 + 63);
+    submit(ctx, tjob_new(id++, P11N_JOB_UNAUTH, 17, &key_a, NULL));   /* group full */
+    CU_ASSERT_EQUAL(unauth_cost(ctx), 1 + 17 + 63 + 17);
+    submit(ctx, tjob_new(id++, P11N_JOB_UNAUTH, 17, &key_b, NULL));
+    submit(ctx, tjob_new(id++, P11N_JOB_UNAUTH, 5, &key_a, NULL));    /* 4 candidates */
+    CU_ASSERT_EQUAL(unauth_cost(ctx), budget);
+    struct tjob *over = tjob_new(id, P11N_JOB_UNAUTH, 17, &key_a, NULL);
+    CU_ASSERT_EQUAL(p11n_worker_submit(ctx, &over->base), P11N_ERR_OVERLOAD);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    CU_ASSERT_EQUAL(st.groups_live, 4);
+    CU_ASSERT_EQUAL(st.jobs[P11N_JOB_UNAUTH], 1 + 64 + 3);
+    CU_ASSERT_EQUAL(st.depth_peak, 64 + 3);
+    atomic_store(&release, 1);
+    collect_until(ctx, (size_t)id - 1);
+    p11n_worker_stats(ctx, &st);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
+    CU_ASSERT_EQUAL(st.jobs[P11N_JOB_UNAUTH], 0);
+    CU_ASSERT_EQUAL(st.groups_live, 0);
+    CU_ASSERT_EQUAL(st.groups, 4);
+    /* One worker, one batch per group: the first 64 acts of key a run in
+     * one batch. */
+    CU_ASSERT_EQUAL(st.batches, 4);
+    CU_ASSERT_EQUAL(st.batched, 63);
+    tjob_done(&over->base);
+    p11n_ctx_free(ctx);
+}
+
+/* A job that holds its worker a random moment (0-400 us). */
+static void jitter_run(p11n_job *base)
+{
+    struct tjob *j = (struct tjob *)base;
+    usleep((useconds_t)(j->id * 7919 % 400));
+}
+
+/* Four workers under 600 jobs of three keys, a burst and then a steady
+ * pace, outgoing work in between (which ends batches early), a sixth of
+ * the acts late, a sixth cancelled just after submission, those over
+ * the budget refused:
+ * the charge never exceeds the budget while it runs, and every counter
+ * is back at zero once the pool has drained. */
+static void test_flood_drain(void)
+{
+    const unsigned budget = 200;
+    p11n_ctx *ctx = pool_ctx(4, 8, budget);
+    static const int *const keys[] = { &key_a, &key_b, NULL };
+    size_t accepted = 0, refused = 0, over = 0;
+    for (int i = 0; i < 600; i++) {
+        if (i >= 300)
+            usleep(100);   /* after a burst, a pace the workers keep up with */
+        int out = i % 10 == 9;
+        struct tjob *j = tjob_new(i + 1, out ? P11N_JOB_OUTGOING : P11N_JOB_UNAUTH,
+            out ? 2 : 17, out ? NULL : keys[i % 3], NULL);
+        j->base.run = jitter_run;
+        if (i % 6 == 1)
+            j->base.deadline = p11n_now_ms() - 1;
+        int rc = p11n_worker_submit(ctx, &j->base);
+        if (rc != P11N_OK) {
+            CU_ASSERT(rc == P11N_ERR_OVERLOAD || rc == P11N_ERR_LIMIT);
+            refused++;
+            tjob_done(&j->base);
+            ndone--;
+            continue;
+        }
+        accepted++;
+        if (i % 6 == 2)
+            p11n_job_cancel(&j->base);
+        over += unauth_cost(ctx) > budget;
+        if (i % 50 == 0)
+            p11n_worker_collect(ctx);
+    }
+    collect_until(ctx, accepted);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    printf("\n  %zu accepted, %zu refused; %lu groups, %lu batches, %lu dropped late, "
+        "%lu dead; deepest queue %u\n", accepted, refused, st.groups, st.batches,
+        st.dropped_late, st.dropped_dead, st.depth_peak);
+    CU_ASSERT_EQUAL(over, 0);
+    CU_ASSERT(refused > 0);
+    CU_ASSERT_EQUAL(st.submitted, accepted);
+    CU_ASSERT_EQUAL(st.refused[P11N_JOB_UNAUTH] + st.refused[P11N_JOB_OUTGOING], refused);
+    CU_ASSERT(st.dropped_late > 0 && st.dropped_dead > 0);
+    for (int c = 0; c < P11N_JOB_CLASSES; c++) {
+        CU_ASSERT_EQUAL(st.cost[c], 0);
+        CU_ASSERT_EQUAL(st.jobs[c], 0);
+    }
+    CU_ASSERT_EQUAL(st.groups_live, 0);
+    p11n_ctx_free(ctx);
+}
+
+/* Two workers on unauthenticated acts, 150 bogus acts of one key, no
+ * outgoing work: each group runs as one batch on one worker, so the
+ * token spends exactly what the acts were charged, 1 each and 16 per
+ * group, and the groups run in parallel. */
+static void test_token_spends_charge(void)
+{
+    struct kk k;
+    kk_setup(&k, "C_DeriveKey:delay=1");
+    p11n_ctx *ctx = pool_ctx(3, 0, 0);
+    enum { ACTS = 150 };
+    static int rc[ACTS];
+    unsigned long before = derived();
+    unsigned peak = 0;
+    for (int i = 0; i < ACTS; i++) {
+        submit(ctx, kk_job(&k, i + 1, -1, &rc[i], NULL));
+        unsigned c = unauth_cost(ctx);
+        peak = c > peak ? c : peak;
+    }
+    collect_until(ctx, ACTS);
+    unsigned long n = derived() - before;
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    printf("\n  %d acts: %lu derivations (%.2f per act), %lu groups, %lu batches, "
+        "peak charge %u\n", ACTS, n, (double)n / ACTS, st.groups, st.batches, peak);
+    CU_ASSERT_EQUAL(st.batches, st.groups);
+    CU_ASSERT_EQUAL(n, ACTS + NCAND * st.groups);
+    CU_ASSERT(st.groups >= (ACTS + P11N_JOB_BATCH_MAX - 1) / P11N_JOB_BATCH_MAX);
+    for (int i = 0; i < ACTS; i++)
+        CU_ASSERT_EQUAL(rc[i], P11N_ERR_UNKNOWN_PEER);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
+    CU_ASSERT_EQUAL(st.groups_live, 0);
+    p11n_ctx_free(ctx);
+    kk_teardown(&k);
+}
+
+/* ---- what a write is charged ---- */
+
+/* A KK initiator's act one (ss with the responder's static key) on a
+ * token key: charged 2 while the key does not know the parity of that
+ * DH, and what it spends is 2; once a handshake has taught it, 1, and
+ * the token spends 1. */
+static void test_write_cost(void)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    unsigned want[2] = { 2, 1 };
+    for (int round = 0; round < 2; round++) {
+        p11n_handshake_config cfg = P11N_HANDSHAKE_CONFIG_INIT;
+        cfg.local = k.key;
+        cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])k.cand[3];
+        cfg.nremote = 1;
+        cfg.flags = P11N_HS_ASYNC_TOKEN;
+        p11n_handshake *hs = NULL;
+        CU_ASSERT_FATAL(p11n_handshake_initiate(&cfg, &hs) == P11N_OK);
+        uint8_t act[50];
+        size_t n = 0;
+        CU_ASSERT_FATAL(p11n_handshake_write(hs, act, sizeof(act), &n) == P11N_ERR_PENDING);
+        p11n_handshake_op *op = p11n_handshake_pending(hs);
+        CU_ASSERT(!p11n_handshake_op_unauth(op));
+        CU_ASSERT_EQUAL(p11n_handshake_op_cost(op), want[round]);
+        unsigned long before = derived();
+        CU_ASSERT_EQUAL(p11n_handshake_pending_run(op), P11N_OK);
+        CU_ASSERT_EQUAL(derived() - before, want[round]);
+        p11n_handshake_free(hs);
+    }
+    kk_teardown(&k);
+}
+
 int main(void)
 {
     t_token_setup(&T, "p11n-worker");
@@ -482,6 +672,10 @@ int main(void)
         { "a deadline passing mid-act stops it on the pool", test_late_midway },
         { "a batch derives each candidate's ss once", test_batch_ss_once },
         { "without a batch every act derives its own", test_no_batch },
+        { "acts are charged 1 + N to open a group, 1 to join it", test_charges },
+        { "a flood with drops, cancels and refusals drains to zero", test_flood_drain },
+        { "the token spends what the acts were charged", test_token_spends_charge },
+        { "a write is charged 1 once the key knows the parity, else 2", test_write_cost },
         { NULL, NULL },
     };
     int rc = p11n_test_main("worker", tests);

@@ -28,6 +28,10 @@ struct p11n_key_ops {
      * sessions in parallel), for a message that needs both. */
     int (*dh_x2)(struct p11n_key *key, const uint8_t *peer1, const uint8_t *peer2,
         uint8_t *x1, uint8_t *x2);
+    /* Optional (NULL: never). 1 if dh_static with `peer` would take one
+     * token derivation now (a token key that remembers the parity of k·P),
+     * 0 if it would need the two of the parity recovery. Thread-safe. */
+    int (*knows_static)(struct p11n_key *key, const uint8_t *peer);
     void (*destroy)(struct p11n_key *key);
 };
 
@@ -72,6 +76,15 @@ static inline int p11n_key_dh_x2(struct p11n_key *key, const uint8_t *peer1,
         return key->ops->dh_x2(key, peer1, peer2, x1, x2);
     int rc = key->ops->dh_x(key, peer1, x1);
     return rc == P11N_OK ? key->ops->dh_x(key, peer2, x2) : rc;
+}
+
+/* Token derivations of a DH with our key: one once the key knows the
+ * parity for a static peer, else two (x, then the parity recovery).
+ * peer NULL: an ephemeral peer. */
+static inline unsigned p11n_key_dh_cost(struct p11n_key *key, const uint8_t *peer)
+{
+    return peer != NULL && key->ops->knows_static != NULL
+        && key->ops->knows_static(key, peer) ? 1 : 2;
 }
 
 static inline int p11n_key_is_slow(const struct p11n_key *key)

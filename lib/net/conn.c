@@ -20,6 +20,7 @@
  * until its end of stream: a socket closed with unread bytes sends a
  * reset, which can destroy the messages the peer has not read yet.
  */
+#define _GNU_SOURCE /* POLLRDHUP: P11N_POLL_PEER_GONE */
 #include "conn.h"
 
 #include <errno.h>
@@ -364,6 +365,8 @@ static void update_events(p11n_conn *c)
     case P11N_CS_HANDSHAKE:
         if (c->job == NULL && c->act_want > 0)
             ev = POLLIN;
+        else if (c->job != NULL && c->incoming)
+            ev = P11N_POLL_PEER_GONE;   /* hs_peer_gone */
         break;
     case P11N_CS_ESTABLISHED:
         /* Kept bytes go first: reading more now would reorder messages. */
@@ -836,6 +839,16 @@ static void hs_complete(p11n_conn *c)
 
 static void job_done(p11n_job *base);
 
+/* An incoming peer left while its step was with a worker: nobody is
+ * left to answer, so the step is dropped before its next token
+ * operation (job_orphan, through the end). The initiator of a handshake
+ * never shuts down its side before our act comes. */
+static void hs_peer_gone(p11n_conn *c)
+{
+    p11n_conn_end(c, P11N_ERR_CLOSED, "closed by peer while its handshake step waited for "
+        "the token: dropped before any further token operation");
+}
+
 /* The worker pool refused the step: say which budget, and the option
  * that raises it. */
 static void hs_refused(p11n_conn *c, int rc, unsigned cost)
@@ -1216,6 +1229,8 @@ static void on_io(void *obj, int fd, short revents)
             return;
         if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && c->job == NULL)
             hs_read(c);
+        else if (c->job != NULL && (revents & (P11N_POLL_PEER_GONE | POLLHUP | POLLERR)))
+            hs_peer_gone(c);
         else if ((revents & (POLLHUP | POLLERR)) && !(revents & POLLIN))
             p11n_conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");
         return;

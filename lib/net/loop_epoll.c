@@ -5,6 +5,7 @@
  * of reaching the fd's new owner. The wake-up fd is an eventfd. An
  * external loop polls the epoll fd alone.
  */
+#define _GNU_SOURCE /* POLLRDHUP: P11N_POLL_PEER_GONE */
 #include "backend.h"
 
 #ifdef P11N_HAVE_EPOLL
@@ -31,13 +32,15 @@ typedef struct epoll_be {
 
 static uint32_t to_epoll(short ev)
 {
-    return (uint32_t)((ev & POLLIN ? EPOLLIN : 0) | (ev & POLLOUT ? EPOLLOUT : 0));
+    return (uint32_t)((ev & POLLIN ? EPOLLIN : 0) | (ev & POLLOUT ? EPOLLOUT : 0)
+        | (ev & P11N_POLL_PEER_GONE ? EPOLLRDHUP : 0));
 }
 
 static short from_epoll(uint32_t ev)
 {
     return (short)((ev & EPOLLIN ? POLLIN : 0) | (ev & EPOLLOUT ? POLLOUT : 0)
-        | (ev & EPOLLERR ? POLLERR : 0) | (ev & EPOLLHUP ? POLLHUP : 0));
+        | (ev & EPOLLERR ? POLLERR : 0) | (ev & EPOLLHUP ? POLLHUP : 0)
+        | (ev & EPOLLRDHUP ? P11N_POLL_PEER_GONE : 0));
 }
 
 static int epoll_op(epoll_be *b, int op, int fd, const p11n_io *io)

@@ -118,6 +118,16 @@ typedef struct p11n_loop_hooks {
 } p11n_loop_hooks;
 
 /* ---- fdset.c ---- */
+/* An event besides POLLIN/POLLOUT: the peer has shut down its sending
+ * side (Linux's POLLRDHUP, on both backends), asked for while no bytes
+ * are wanted; 0 where the system has no such event. A file that uses it
+ * defines _GNU_SOURCE before any include. */
+#ifdef POLLRDHUP
+#define P11N_POLL_PEER_GONE POLLRDHUP
+#else
+#define P11N_POLL_PEER_GONE 0
+#endif
+
 /* Watch fd (one registration per fd; adding a watched fd replaces it).
  * Errors: INVALID_ARG, NOMEM, IO. */
 int p11n_io_add(p11n_ctx *ctx, int fd, short events, p11n_io_fn fn, void *obj);

@@ -5,9 +5,10 @@
  * context's wake-up fd, where its done() runs on the loop thread.
  * Threads start on first use. The pool knows jobs, never connections.
  *
- * Two queues, each bounded in token derivations (a job's cost at worst),
- * queued or running: our own connections' work (max_token_ops) and acts
- * of peers not yet authenticated (max_unauth_token_ops). A worker always
+ * Two queues, each bounded in the token derivations charged for its jobs
+ * queued or running (a job's cost at worst; batches below): our own
+ * connections' work (max_token_ops) and acts of peers not yet
+ * authenticated (max_unauth_token_ops). A worker always
  * takes outgoing work first, and at most unauth_workers threads run
  * unauthenticated work at once, so a flood of bogus acts never holds
  * every token session. A full unauthenticated queue refuses the newest
@@ -18,11 +19,18 @@
  * runs, and run() asks again before each token operation
  * (p11n_job_wanted).
  *
- * A worker that takes a KK responder's act one (a job with a batch key)
- * goes on with the other queued acts for the same key, up to BATCH_MAX,
- * with one table of ss values on its stack: each candidate's ss is
- * derived once per batch, es once per act. Between two acts it looks at
- * the outgoing queue and ends the batch when work waits there.
+ * A KK responder's acts one (jobs with a batch key) are charged what
+ * they will cost, not their worst case each: they go into groups of up to
+ * P11N_JOB_BATCH_MAX acts of one key, and one worker runs a group as one
+ * batch with one table of ss values on its stack, so each candidate's ss
+ * is derived once per group and es once per act. The act that opens a
+ * group is charged 1 + N, one that joins it 1 (worker.h). No two workers
+ * run one group at once (the shared part is charged once), but groups of
+ * one key run in parallel: a flood fills a group, the next one opens and
+ * an idle worker takes it. Between two acts a worker looks at the
+ * outgoing queue and ends the batch when work waits there; the rest of
+ * the group stays queued with its shared part still charged, since the
+ * worker that takes it up derives the ss values again.
  */
 #include "worker.h"
 
@@ -34,15 +42,22 @@
 #include "log.h"
 #include "token.h"
 
-/* Acts in one batch: long enough that the 16 ss derivations are shared
- * by many acts (1 derivation per act plus 16 per batch: 1.25 per act),
- * short enough that the table of secrets is wiped often (a full batch
- * takes well under a second of token time at 5 ms per derivation). */
-#define BATCH_MAX 64
+/* Acts of one key and cost that one worker runs as one batch. Lives
+ * while any of its jobs is queued or running; pool mutex. */
+struct p11n_job_group {
+    const void *key;          /* the jobs' batch key */
+    unsigned shared;          /* derivations charged once: cost - 1 */
+    unsigned joined;          /* jobs ever in it (a group takes no more at the batch size) */
+    unsigned members;         /* of those, queued or running */
+    int running;              /* a worker has it */
+    struct p11n_job_group *next;
+};
 
 struct jobq {
     p11n_job *head, *tail;
-    unsigned cost;            /* derivations queued or running */
+    unsigned cost;            /* derivations charged for jobs queued or running */
+    unsigned jobs;            /* jobs queued or running */
+    unsigned waiting;         /* of those, queued */
 };
 
 struct p11n_workers {
@@ -50,6 +65,7 @@ struct p11n_workers {
     pthread_cond_t cv;
     struct jobq q[P11N_JOB_CLASSES];
     unsigned unauth_running;  /* threads running unauthenticated work */
+    struct p11n_job_group *groups;  /* live batch groups */
     p11n_job *done;           /* finished, newest first */
     struct p11n_worker_stats st;
     int stop;
@@ -60,6 +76,13 @@ struct p11n_workers {
 static unsigned job_cost(const p11n_job *job)
 {
     return job->cost > 0 ? job->cost : 1;
+}
+
+/* What the job is charged on its own: its cost, less the part its group
+ * carries. */
+static unsigned own_cost(const p11n_job *job)
+{
+    return job_cost(job) - (job->group != NULL ? job->group->shared : 0);
 }
 
 void p11n_job_cancel(p11n_job *job)
@@ -128,11 +151,20 @@ static void push(struct jobq *q, p11n_job *job)
     q->tail = job;
 }
 
-/* Take the first job of q (of the batch, unless NULL), or NULL. */
-static p11n_job *take_from(struct jobq *q, const void *batch)
+/* Whether a worker may take the job: not while its group is another
+ * worker's (`group`: the caller's own batch, or NULL for any job). */
+static int takeable(const p11n_job *job, const struct p11n_job_group *group)
+{
+    if (group != NULL)
+        return job->group == group;
+    return job->group == NULL || !job->group->running;
+}
+
+/* Take the first job of q that the caller may take, or NULL. */
+static p11n_job *take_from(struct jobq *q, const struct p11n_job_group *group)
 {
     p11n_job *prev = NULL, *job = q->head;
-    while (job != NULL && batch != NULL && job->batch != batch) {
+    while (job != NULL && !takeable(job, group)) {
         prev = job;
         job = job->next;
     }
@@ -145,6 +177,9 @@ static p11n_job *take_from(struct jobq *q, const void *batch)
     if (q->tail == job)
         q->tail = prev;
     job->next = NULL;
+    q->waiting--;
+    if (job->group != NULL)
+        job->group->running = 1;
     return job;
 }
 
@@ -164,7 +199,11 @@ static p11n_job *take(p11n_ctx *ctx, struct p11n_workers *w)
  * to the done list for the loop thread. */
 static void finish(p11n_ctx *ctx, struct p11n_workers *w, p11n_job *job, int midway)
 {
-    w->q[job->cls].cost -= job_cost(job);
+    w->q[job->cls].cost -= own_cost(job);
+    w->q[job->cls].jobs--;
+    if (job->group != NULL)
+        job->group->members--;
+    job->group = NULL;
     w->st.dropped_dead += job->dropped == P11N_JOB_DEAD;
     w->st.dropped_late += job->dropped == P11N_JOB_LATE;
     w->st.dropped_midway += midway;
@@ -173,29 +212,47 @@ static void finish(p11n_ctx *ctx, struct p11n_workers *w, p11n_job *job, int mid
     p11n_wake(ctx);
 }
 
+/* Mutex held: the worker that ran the group is done with it. A group
+ * with no jobs left gives back its shared part; one whose batch ended
+ * early waits, charged, for the next worker. */
+static void group_end(struct p11n_workers *w, struct p11n_job_group *g)
+{
+    g->running = 0;
+    if (g->members > 0)
+        return;
+    w->q[P11N_JOB_UNAUTH].cost -= g->shared;
+    struct p11n_job_group **pp = &w->groups;
+    while (*pp != g)
+        pp = &(*pp)->next;
+    *pp = g->next;
+    free(g);
+}
+
 /* Mutex held on entry and return. An unauthenticated job, and after it
- * the queued jobs of its batch while no outgoing work waits. */
+ * the queued jobs of its group while no outgoing work waits. */
 static void run_unauth(p11n_ctx *ctx, struct p11n_workers *w, p11n_job *job)
 {
     struct p11n_ss_table table;
     p11n_ss_table_init(&table);
-    const void *batch = job->batch;
+    struct p11n_job_group *g = job->group;
     unsigned n = 0;
     while (job != NULL) {
         pthread_mutex_unlock(&w->mu);
-        int midway = run_job(job, batch != NULL ? &table : NULL);
+        int midway = run_job(job, g != NULL ? &table : NULL);
         pthread_mutex_lock(&w->mu);
         finish(ctx, w, job, midway);
         n++;
         job = NULL;
-        if (batch != NULL && n < BATCH_MAX && !w->stop
+        if (g != NULL && n < P11N_JOB_BATCH_MAX && !w->stop
             && w->q[P11N_JOB_OUTGOING].head == NULL)
-            job = take_from(&w->q[P11N_JOB_UNAUTH], batch);
+            job = take_from(&w->q[P11N_JOB_UNAUTH], g);
     }
     p11n_ss_table_wipe(&table);
+    if (g != NULL)
+        group_end(w, g);
     w->unauth_running--;
-    w->st.batches += batch != NULL;
-    w->st.batched += batch != NULL ? n - 1 : 0;
+    w->st.batches += g != NULL;
+    w->st.batched += g != NULL ? n - 1 : 0;
     /* The thread slot is free: another worker may take unauthenticated
      * work now. */
     pthread_cond_broadcast(&w->cv);
@@ -252,6 +309,43 @@ static int workers_start(p11n_ctx *ctx)
     return P11N_OK;
 }
 
+/* Mutex held: the open group the job would join (same key and cost,
+ * room left), or NULL. */
+static struct p11n_job_group *group_open(struct p11n_workers *w, const p11n_job *job)
+{
+    if (job->cls != P11N_JOB_UNAUTH || job->batch == NULL)
+        return NULL;
+    for (struct p11n_job_group *g = w->groups; g != NULL; g = g->next)
+        if (g->key == job->batch && g->shared == job_cost(job) - 1
+            && g->joined < P11N_JOB_BATCH_MAX)
+            return g;
+    return NULL;
+}
+
+/* Mutex held: put an unauthenticated job with a batch key in `g`, or in
+ * a new group when g is NULL; other jobs stay out of groups. Errors:
+ * NOMEM. */
+static int group_join(struct p11n_workers *w, p11n_job *job, struct p11n_job_group *g)
+{
+    job->group = NULL;
+    if (job->cls != P11N_JOB_UNAUTH || job->batch == NULL)
+        return P11N_OK;
+    if (g == NULL) {
+        g = calloc(1, sizeof(*g));
+        if (g == NULL)
+            return P11N_ERR_NOMEM;
+        g->key = job->batch;
+        g->shared = job_cost(job) - 1;
+        g->next = w->groups;
+        w->groups = g;
+        w->st.groups++;
+    }
+    g->joined++;
+    g->members++;
+    job->group = g;
+    return P11N_OK;
+}
+
 int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job)
 {
     if (job->cls < 0 || job->cls >= P11N_JOB_CLASSES)
@@ -269,17 +363,29 @@ int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job)
                                                  : ctx->opt.max_token_ops;
     struct jobq *q = &w->q[job->cls];
     pthread_mutex_lock(&w->mu);
-    /* A lone job always fits: a limit below one act's cost must not make
-     * the act impossible. */
-    if (q->cost > 0 && q->cost + job_cost(job) > limit) {
+    /* Joining an open group costs the act's own derivation; anything
+     * else its whole cost. A lone job always fits: a limit below one
+     * act's cost must not make the act impossible. */
+    struct p11n_job_group *g = group_open(w, job);
+    unsigned charge = g != NULL ? job_cost(job) - g->shared : job_cost(job);
+    if (q->cost > 0 && q->cost + charge > limit) {
         w->st.refused[job->cls]++;
         pthread_mutex_unlock(&w->mu);
         return refusal[job->cls];
     }
+    int rc = group_join(w, job, g);
+    if (rc != P11N_OK) {
+        pthread_mutex_unlock(&w->mu);
+        return rc;
+    }
     job->dropped = P11N_JOB_RAN;
     job->ss = NULL;
     push(q, job);
-    q->cost += job_cost(job);
+    q->cost += charge;
+    q->jobs++;
+    q->waiting++;
+    if (job->cls == P11N_JOB_UNAUTH && q->waiting > w->st.depth_peak)
+        w->st.depth_peak = q->waiting;
     w->st.submitted++;
     /* Broadcast: the thread woken must be one allowed to take this class. */
     pthread_cond_broadcast(&w->cv);
@@ -302,8 +408,12 @@ void p11n_worker_stats(p11n_ctx *ctx, struct p11n_worker_stats *out)
         return;
     pthread_mutex_lock(&w->mu);
     *out = w->st;
-    for (int i = 0; i < P11N_JOB_CLASSES; i++)
+    for (int i = 0; i < P11N_JOB_CLASSES; i++) {
         out->cost[i] = w->q[i].cost;
+        out->jobs[i] = w->q[i].jobs;
+    }
+    for (const struct p11n_job_group *g = w->groups; g != NULL; g = g->next)
+        out->groups_live++;
     pthread_mutex_unlock(&w->mu);
 }
 
@@ -340,8 +450,10 @@ void p11n_worker_collect(p11n_ctx *ctx)
 /* Orphan every job of a queue and let done() free it. */
 static void orphan_queue(struct jobq *q)
 {
-    for (p11n_job *job = q->head; job != NULL; job = job->next)
+    for (p11n_job *job = q->head; job != NULL; job = job->next) {
         job->owner = NULL;
+        job->group = NULL;
+    }
     finish_all(q->head);
     q->head = q->tail = NULL;
 }
@@ -365,6 +477,11 @@ void p11n_workers_free(p11n_ctx *ctx)
     finish_all(left);
     for (int i = 0; i < P11N_JOB_CLASSES; i++)
         orphan_queue(&w->q[i]);
+    while (w->groups != NULL) {
+        struct p11n_job_group *g = w->groups;
+        w->groups = g->next;
+        free(g);
+    }
     pthread_cond_destroy(&w->cv);
     pthread_mutex_destroy(&w->mu);
     free(w);

@@ -8,6 +8,7 @@
 #include "net.h"
 
 struct p11n_ss_table;
+struct p11n_job_group;
 
 /* Room for the token's account of a failed job (p11n_token_last_error). */
 #define P11N_JOB_TEXT 256
@@ -31,7 +32,15 @@ enum p11n_job_drop { P11N_JOB_RAN = 0, P11N_JOB_DEAD, P11N_JOB_LATE };
  * submitter's, on the loop thread.
  *
  * The submitter sets cls, cost, deadline and batch before submitting and
- * never changes them; the pool sets ss and dropped for run() and done(). */
+ * never changes them; the pool sets ss and dropped for run() and done().
+ *
+ * What a job is charged: its cost, unless it is unauthenticated work
+ * with a batch key. Those jobs go into groups of up to P11N_JOB_BATCH_MAX
+ * acts of one key (and one cost), each group run by one worker as one
+ * batch: of a batch job's cost, 1 is its own (es) and cost - 1 is what
+ * the group shares (one ss per candidate). The job that opens a group
+ * is charged its whole cost, one that joins an open group 1; the shared
+ * part leaves the budget when the group's last job is done. */
 typedef struct p11n_job p11n_job;
 struct p11n_job {
     void (*run)(p11n_job *job);     /* worker thread; sets rc */
@@ -47,13 +56,19 @@ struct p11n_job {
     const void *batch;
     struct p11n_ss_table *ss;       /* for run(): the batch's table, or NULL */
     int dropped;                    /* enum p11n_job_drop, set on the worker */
+    struct p11n_job_group *group;   /* the pool's: the batch group joined, or NULL */
     atomic_int cancelled;           /* p11n_job_cancel: read by the worker */
     p11n_job *next;                 /* the pool's queues */
 };
 
+/* Acts of one key and cost in one group: the 16 ss derivations of a KK
+ * responder with 16 candidates are shared by 64 acts (1.25 derivations
+ * per act), and the table of secrets is wiped after each batch. */
+#define P11N_JOB_BATCH_MAX 64
+
 /* Queue a job (threads start on first use). Outgoing jobs go before
- * unauthenticated ones; each class is bounded by the derivations queued
- * or running (a lone job always fits). Errors (the job stays the
+ * unauthenticated ones; each class is bounded by the derivations charged
+ * for its jobs queued or running (a lone job always fits). Errors (the job stays the
  * caller's): LIMIT (max_token_ops, outgoing), OVERLOAD
  * (max_unauth_token_ops; refused before any token operation), NOMEM, IO
  * (no thread), INVALID_ARG (no such class). */
@@ -78,7 +93,11 @@ struct p11n_worker_stats {
     unsigned long dropped_midway;   /* of those, stopped between token operations */
     unsigned long batches;          /* batches of unauthenticated acts run */
     unsigned long batched;          /* acts run after the first in a batch */
-    unsigned cost[P11N_JOB_CLASSES];/* derivations queued or running now */
+    unsigned long groups;           /* batch groups opened (each charged its shared part) */
+    unsigned depth_peak;            /* most unauthenticated jobs waiting at once */
+    unsigned cost[P11N_JOB_CLASSES];/* derivations charged for jobs queued or running now */
+    unsigned jobs[P11N_JOB_CLASSES];/* jobs queued or running now */
+    unsigned groups_live;           /* batch groups with jobs queued or running now */
 };
 void p11n_worker_stats(p11n_ctx *ctx, struct p11n_worker_stats *out);
 

@@ -761,6 +761,19 @@ int p11n_noise_next_uses_static(const p11n_noise *hs)
     return 0;
 }
 
+size_t p11n_noise_next_static_peers(const p11n_noise *hs, const uint8_t **peers, size_t cap)
+{
+    size_t n = 0;
+    if (hs == NULL || hs->state != HS_RUNNING)
+        return 0;
+    for (const uint8_t *t = hs->proto.msg[hs->msg]; *t != P11N_TOK_END && n < cap; t++)
+        if (is_dh_token(*t) && dh_local(hs, *t) == P11N_PRE_S) {
+            const uint8_t *peer = dh_peer(hs, *t);
+            peers[n++] = peer != NULL && peer == hs->rs ? peer : NULL;
+        }
+    return n;
+}
+
 int p11n_noise_is_initiator(const p11n_noise *hs)
 {
     return hs->initiator;

@@ -180,6 +180,11 @@ const p11n_protocol *p11n_noise_protocol(const p11n_noise *hs);
 /* CONTRACT: 1 if the next message (ours to write or to read) has a DH
  * with our static key. */
 int p11n_noise_next_uses_static(const p11n_noise *hs);
+/* CONTRACT: the DHs with our static key in the next message (at most
+ * `cap`), each one's peer key in peers[]: the remote static key (a DH
+ * the key may make cheaper, dh_static), or NULL when the peer is an
+ * ephemeral key or not yet known. Returns how many. */
+size_t p11n_noise_next_static_peers(const p11n_noise *hs, const uint8_t **peers, size_t cap);
 /* CONTRACT: 1 if this side is the initiator. */
 int p11n_noise_is_initiator(const p11n_noise *hs);
 

@@ -429,9 +429,14 @@ static int op_picks(const p11n_handshake_op *op)
 
 unsigned p11n_handshake_op_cost(const p11n_handshake_op *op)
 {
-    if (op->kind == OP_WRITE)
-        return 2;
-    return op_picks(op) ? 1 + (unsigned)op->hs->nremote : 1;
+    if (op->kind != OP_WRITE)
+        return op_picks(op) ? 1 + (unsigned)op->hs->nremote : 1;
+    const uint8_t *peers[4];
+    size_t n = p11n_noise_next_static_peers(op->hs->noise, peers, 4);
+    unsigned cost = 0;
+    for (size_t i = 0; i < n; i++)
+        cost += p11n_key_dh_cost(op->hs->local, peers[i]);
+    return cost > 0 ? cost : 2;
 }
 
 int p11n_handshake_op_unauth(const p11n_handshake_op *op)

@@ -13,9 +13,9 @@
 
 /* Token derivations the step costs at worst: a KK responder's act one
  * 1 + its candidates (es once, ss once per candidate), any other read 1
- * (one x-only DH, its parity picked by the tag), a write 2 (a full DH:
- * the parity recovery's second derivation, unless the key remembers the
- * parity). */
+ * (one x-only DH, its parity picked by the tag), a write 2 per DH with
+ * our key (a full DH: the parity recovery's second derivation), 1 for a
+ * DH with the peer's static key whose parity the key remembers now. */
 unsigned p11n_handshake_op_cost(const p11n_handshake_op *op);
 
 /* 1 if the step is work for a peer not yet authenticated: a responder's

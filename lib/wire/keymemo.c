@@ -127,6 +127,12 @@ static int memo_dh_x2(struct p11n_key *key, const uint8_t *peer1, const uint8_t 
     return P11N_OK;
 }
 
+static int memo_knows_static(struct p11n_key *key, const uint8_t *peer)
+{
+    struct p11n_key *inner = memo_of(key)->inner;
+    return inner->ops->knows_static != NULL && inner->ops->knows_static(inner, peer);
+}
+
 static void memo_destroy(struct p11n_key *key)
 {
     p11n_key_memo_forget(memo_of(key));   /* borrowed: nothing else to free */
@@ -144,6 +150,7 @@ void p11n_key_memo_init(struct p11n_key_memo *m, struct p11n_key *inner)
         /* only a key that gives x only gets the memo's x-only calls */
         .dh_x = inner->ops->dh_x != NULL ? memo_dh_x : NULL,
         .dh_x2 = inner->ops->dh_x != NULL ? memo_dh_x2 : NULL,
+        .knows_static = memo_knows_static,
         .destroy = memo_destroy,
     };
     m->base.ops = &m->ops;
