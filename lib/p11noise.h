@@ -691,7 +691,8 @@ typedef struct p11n_ctx_options {
     p11n_log_callback log;
     void *log_arg;
     int log_level;
-    unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (256).
+    unsigned max_handshakes;      /* incoming handshakes in progress, all listeners (1024;
+                                     above the ~400 acts max_unauth_token_ops queues).
                                      When full, the connection that has waited longest
                                      for its peer's act is closed (EVICTED) to admit the
                                      new one; one whose act is with the token is not

@@ -424,7 +424,9 @@ static void under_idlers(idlers *d, const char *what)
     p11n_ctx_options co = P11N_CTX_OPTIONS_INIT;
     p11n_ctx *cli = ctx_open(1, "cli", co);
     server_reset();
-    d->port = listen_kk(srv, 0, 0, NULL);
+    /* A table smaller than the idlers (the default, 1024, would hold
+     * 1,000 of them without a fight): they must be evicted, not obeyed. */
+    d->port = listen_kk(srv, 256, 0, NULL);
     d->cap = cap;
     d->fds = calloc(cap, sizeof(int));
     CU_ASSERT_FATAL(d->fds != NULL);

@@ -28,7 +28,10 @@
 #include "log.h"
 #include "secure.h"
 
-#define DEF_MAX_HANDSHAKES 256
+/* Above what max_unauth_token_ops holds queued (about 400 acts of one
+ * key at the defaults): acts waiting for the token, which are not
+ * evictable, never fill the table by themselves. */
+#define DEF_MAX_HANDSHAKES 1024
 #define DEF_MAX_TOKEN_OPS 256
 #define DEF_WORKERS 4
 #define DEF_ACT1_TIMEOUT_MS 2000
