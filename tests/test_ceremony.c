@@ -311,8 +311,6 @@ static p11n_peer_entry keyed(const char *id, unsigned k)
     return e;
 }
 
-static const uint8_t p256_oid[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
-
 /* An object with the ceremony's prefix made by hand, and why it must be
  * ignored. */
 struct plant {
@@ -360,38 +358,19 @@ static void plant(const struct plant *p)
 {
     struct p11n_token *tok = p->pin ? t_token_open(T.uri) : t_token_open_public(T.uri);
     p11n_peer_entry e = keyed("x", p->key);
-    uint8_t point[P11N_EC_POINT_DER_LEN];
-    CU_ASSERT_FATAL(p11n_ec_point_der(e.pub, point) == P11N_OK);
-    if (p->bad_point)
-        memset(point + 3, 0x01, 64);
     char id[128];
     snprintf(id, sizeof(id), P11N_PEER_ID_PREFIX "%s", p->cka_id);
-    const char *label = p->label != NULL ? p->label : p->cka_id;
-    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
-    CK_KEY_TYPE type = CKK_EC;
-    CK_BBOOL yes = CK_TRUE, priv = p->pin ? CK_TRUE : CK_FALSE, mod = p->modifiable;
-    CK_ATTRIBUTE t[] = {
-        { CKA_CLASS, &cls, sizeof(cls) },
-        { CKA_KEY_TYPE, &type, sizeof(type) },
-        { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_PRIVATE, &priv, sizeof(priv) },
-        { CKA_MODIFIABLE, &mod, sizeof(mod) },
-        { CKA_LABEL, (void *)label, strlen(label) },
-        { CKA_ID, id, strlen(id) },
-        { CKA_EC_PARAMS, (void *)(p->p256 ? p256_oid : p11n_secp256k1_oid),
-          p->p256 ? sizeof(p256_oid) : sizeof(p11n_secp256k1_oid) },
-        { CKA_EC_POINT, point, sizeof(point) },
-    };
-    CK_OBJECT_HANDLE h;
-    CK_RV rv = tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h);
+    struct t_plant tp = { .id = id, .label = p->label != NULL ? p->label : p->cka_id,
+        .pub = e.pub, .private_obj = p->pin, .modifiable = p->modifiable, .p256 = p->p256,
+        .bad_point = p->bad_point };
+    unsigned long rv = t_token_plant_in(tok, &tp);
     if (rv != CKR_OK)
-        fprintf(stderr, "plant %s: CKR 0x%lx\n", p->what, (unsigned long)rv);
+        fprintf(stderr, "plant %s: CKR 0x%lx\n", p->what, rv);
     CU_ASSERT_FATAL(rv == CKR_OK);
     /* The premise: without the PIN, a private object cannot be made. */
     if (!p->pin) {
-        priv = CK_TRUE;
-        CU_ASSERT(tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h) ==
-            CKR_USER_NOT_LOGGED_IN);
+        tp.private_obj = 1;
+        CU_ASSERT(t_token_plant_in(tok, &tp) == CKR_USER_NOT_LOGGED_IN);
     }
     p11n_token_close(tok);
 }

@@ -619,26 +619,8 @@ static void test_public_key_object_trust(void)
  * object of class CKO_PRIVATE_KEY under `label`, holding `priv`. */
 static void plant_public_private_key(const char *label, const uint8_t priv[32])
 {
-    struct p11n_token *tok = t_token_open_public(T.uri);
-    CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
-    CK_KEY_TYPE type = CKK_EC;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ATTRIBUTE t[] = {
-        { CKA_CLASS, &cls, sizeof(cls) },
-        { CKA_KEY_TYPE, &type, sizeof(type) },
-        { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_PRIVATE, &no, sizeof(no) },
-        { CKA_DERIVE, &yes, sizeof(yes) },
-        { CKA_SENSITIVE, &yes, sizeof(yes) },
-        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
-        { CKA_VALUE, (void *)priv, 32 },
-        { CKA_LABEL, (void *)label, strlen(label) },
-        { CKA_ID, (void *)label, strlen(label) },
-    };
-    CK_OBJECT_HANDLE h;
-    CU_ASSERT_FATAL(tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h) ==
-        CKR_OK);
-    p11n_token_close(tok);
+    const struct t_plant p = { .id = label, .priv = priv };
+    t_token_plant_public(T.uri, &p);
 }
 
 /* A private-key object planted without the PIN under the key's label
