@@ -403,13 +403,15 @@ static void resetter_close(resetter *r)
 /* An attempt that ends while its token step runs leaves the step to its
  * worker: the reconnect starts at once, its own step runs on another
  * worker, and the old one is dropped when it comes back. The first
- * derivation of the handshakes takes 3 s, the later ones none; under
- * valgrind, where a reset, a reconnect and a handshake take tens of times
- * longer, 12 s, so that the later attempt still comes back first. */
+ * derivation of the handshakes takes 3 s, the later ones none. Under
+ * valgrind, which runs one thread at a time (and a login on a fresh
+ * worker session there takes seconds), which step comes back first is
+ * its scheduler's choice: the order is not asserted there, only that both
+ * come back and the old one is dropped. */
 static void test_reconnect_during_token_step(void)
 {
-    setenv("P11N_FAULT", getenv("P11N_UNDER_VALGRIND") != NULL ? "C_DeriveKey:delay@2=12000"
-        : "C_DeriveKey:delay@2=3000", 1);
+    int ordered = getenv("P11N_UNDER_VALGRIND") == NULL;
+    setenv("P11N_FAULT", "C_DeriveKey:delay@2=3000", 1);
     p11n_key *ckey = load(key_uri("client", 1));
     unsetenv("P11N_FAULT");
     p11n_key *skey = soft_key(SERVER_PRIV);
@@ -438,13 +440,17 @@ static void test_reconnect_during_token_step(void)
     }
     /* A later attempt's step came back before the first one's. */
     CU_ASSERT(s.closed >= 1);
-    CU_ASSERT(t_log_count(mark, later) >= 1);
-    CU_ASSERT(t_log_count(mark, orphan) == 0);
-    while (t_log_count(mark, orphan) == 0 && time(NULL) < guard) {
+    if (ordered) {
+        CU_ASSERT(t_log_count(mark, later) >= 1);
+        CU_ASSERT(t_log_count(mark, orphan) == 0);
+    }
+    while ((t_log_count(mark, orphan) == 0 || t_log_count(mark, later) == 0)
+        && time(NULL) < guard) {
         resetter_step(&r, t_log_count(mark, "connected to"));
         pump(cli, NULL);
     }
     CU_ASSERT(t_log_count(mark, orphan) >= 1);
+    CU_ASSERT(t_log_count(mark, later) >= 1);
     p11n_close(c);
     pump(cli, NULL);
     p11n_ctx_free(cli);
