@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -545,6 +546,69 @@ static void test_migrate_public_object(void)
     CU_ASSERT(objects() == before);
 }
 
+/* Thousands of public objects with the prefix, which anyone who reaches
+ * the token can make without the PIN, change nothing in the ceremony and
+ * are each reported ignored, with the reason for a public object. The
+ * scan's time is printed, not asserted. Valgrind gets a tenth of them. */
+static void test_many_public_objects(void)
+{
+    unsigned many = getenv("P11N_UNDER_VALGRIND") != NULL ? 200 : 2000;
+    p11n_peer_entry good[2] = { keyed("m-alice", 50), keyed("m-bob", 51) };
+    size_t before = objects(), bad;
+    CU_ASSERT_FATAL(p11n_ceremony_write(T.uri, good, 2, 0, &bad) == P11N_OK);
+    struct scan sc0;
+    scan(&sc0);
+    struct p11n_token *tok = t_token_open_public(T.uri);
+    for (unsigned i = 0; i < many; i++) {
+        char id[64];
+        snprintf(id, sizeof(id), P11N_PEER_ID_PREFIX "flood%04u", i);
+        /* Half of them under the trusted peers' identifiers or keys. */
+        p11n_peer_entry e = keyed("x", i % 4 < 2 ? 50 + i % 2 : 100 + i % 100);
+        const char *label = i % 4 == 0 ? "m-alice" : id + P11N_PEER_ID_PREFIX_LEN;
+        struct t_plant tp = { .id = i % 4 == 0 ? P11N_PEER_ID_PREFIX "m-alice" : id,
+            .label = label, .pub = e.pub };
+        CU_ASSERT_FATAL(t_token_plant_in(tok, &tp) == CKR_OK);
+    }
+    p11n_token_close(tok);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct scan sc;
+    scan(&sc);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    printf("scan with %u public objects planted: %.0f ms ", many,
+        (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    CU_ASSERT(sc.n == sc0.n);
+    for (size_t i = 0; i < sc0.n; i++) {
+        const p11n_peer_entry *t = trusted(&sc, sc0.e[i].id);
+        CU_ASSERT(t != NULL && memcmp(t->pub, sc0.e[i].pub, P11N_PUBKEY_LEN) == 0);
+    }
+    CU_ASSERT(trusted(&sc, "m-alice") != NULL && trusted(&sc, "m-bob") != NULL);
+    CU_ASSERT(sc.nig == sc0.nig + many);
+    size_t public = 0;
+    for (size_t i = 0; i < sc.nig; i++)
+        public += strstr(sc.ig[i].reason, "public object (CKA_PRIVATE false)") != NULL;
+    CU_ASSERT(public == many);
+    CU_ASSERT(ignored_as(&sc, "m-alice", "CKA_PRIVATE false") == many / 4);
+    scan_free(&sc);
+    scan_free(&sc0);
+    /* Cleared from a logged-in session, which may destroy them. */
+    tok = t_token_open(T.uri);
+    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_BBOOL no = CK_FALSE;
+    CK_ATTRIBUTE t[] = { { CKA_CLASS, &cls, sizeof(cls) }, { CKA_PRIVATE, &no, sizeof(no) } };
+    CK_OBJECT_HANDLE *h;
+    size_t n;
+    CU_ASSERT_FATAL(p11n_token_find(tok, tok->anchor, t, 2, &h, &n) == P11N_OK);
+    CU_ASSERT(n == many);
+    for (size_t i = 0; i < n; i++)
+        CU_ASSERT(tok->fn->C_DestroyObject(tok->anchor, h[i]) == CKR_OK);
+    free(h);
+    p11n_token_close(tok);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "m-alice") == P11N_OK);
+    CU_ASSERT(p11n_ceremony_remove(T.uri, "m-bob") == P11N_OK);
+    CU_ASSERT(objects() == before);
+}
+
 /* Public objects can be destroyed without the PIN at any moment, also
  * between the search and the attribute reads: an object gone by then is
  * skipped, so nobody can make the scan fail that way. Any other failure
@@ -809,6 +873,8 @@ int main(void)
         { "untrusted objects are ignored with their reason", test_untrusted_objects_ignored },
         { "one key under two identifiers is refused at import", test_import_duplicate_key },
         { "--replace rewrites a public object as a private one", test_migrate_public_object },
+        { "thousands of public objects with the prefix: reported, nothing changes",
+          test_many_public_objects },
         { "an object destroyed during the scan does not fail it", test_vanishing_objects },
         { "an object changed during the scan does not fail it", test_changing_object },
         { "keygen: derive-only private key, private fixed public key", test_keygen_attributes },
