@@ -6,8 +6,8 @@
 #    function defined in the connection file;
 #  - the loop (context, timers, fd set, backends, posted calls) calls into
 #    the connection and listener files only through the callbacks it was
-#    given: it calls none of their functions by name and includes neither
-#    header.
+#    given: it calls none of their functions by name, includes neither
+#    header and does not name the connection structure either.
 # Comments do not count. The checker first proves on a copy with planted
 # violations that it finds each kind.
 src="${P11N_SRCDIR:-.}"
@@ -29,6 +29,24 @@ defined_in() {
         sort -u
 }
 
+# reach DIR FNS WHAT FILE...: in each FILE of DIR, an include of a
+# connection header and a call of a function listed in FNS ("calls NAME
+# WHAT"), one line each.
+reach() {
+    dir=$1 fns=$2 what=$3
+    shift 3
+    for f in "$@"; do
+        [ -f "$dir/$f" ] || continue
+        code "$dir/$f" > "$tmp/code"
+        grep -n '#include *"\(conn\|listener\|channel\)\.h"' "$tmp/code" |
+            sed "s|^|$f: includes a connection header: |"
+        while read -r fn; do
+            grep -n "\\b$fn *(" "$tmp/code" | sed "s|^|$f: calls $fn $what: |"
+        done < "$fns"
+        grep -n '\bp11n_conn\b' "$tmp/code" | sed "s|^|$f: names the connection structure: |"
+    done
+}
+
 # check DIR: prints one line per violation in the lib/net copy DIR.
 check() {
     dir=$1
@@ -38,25 +56,10 @@ check() {
         echo "no function found in conn.c: the checker is broken"
         return
     fi
-    for f in $HELPERS; do
-        [ -f "$dir/$f" ] || continue
-        code "$dir/$f" > "$tmp/code"
-        grep -n '\bp11n_conn\b' "$tmp/code" | sed "s|^|$f: names the connection structure: |"
-        grep -n '#include *"\(conn\|listener\|channel\)\.h"' "$tmp/code" |
-            sed "s|^|$f: includes a connection header: |"
-        while read -r fn; do
-            grep -n "\\b$fn *(" "$tmp/code" | sed "s|^|$f: calls $fn of conn.c: |"
-        done < "$tmp/conn.fns"
-    done
-    for f in $LOOP; do
-        [ -f "$dir/$f" ] || continue
-        code "$dir/$f" > "$tmp/code"
-        grep -n '#include *"\(conn\|listener\|channel\)\.h"' "$tmp/code" |
-            sed "s|^|$f: includes a connection header: |"
-        while read -r fn; do
-            grep -n "\\b$fn *(" "$tmp/code" | sed "s|^|$f: calls $fn by name: |"
-        done < "$tmp/connlisten.fns"
-    done
+    # shellcheck disable=SC2086
+    reach "$dir" "$tmp/conn.fns" "of conn.c" $HELPERS
+    # shellcheck disable=SC2086
+    reach "$dir" "$tmp/connlisten.fns" "by name" $LOOP
 }
 
 fail=0
