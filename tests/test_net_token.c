@@ -187,10 +187,7 @@ static void test_start_early(void)
     p11n_ctx *srv = ctx_make("early-srv", 0);
     char servers[64];
     snprintf(servers, sizeof(servers), "127.0.0.1:%u", d.port);
-    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
-    o.log = t_log_cb;
-    o.log_arg = (void *)"early-cli";
-    o.log_level = P11N_LOG_DEBUG;
+    p11n_ctx_options o = t_ctx_options("early-cli");
     o.dns_servers = servers;
     o.connect_timeout_ms = 30000;
     p11n_ctx *cli = NULL;

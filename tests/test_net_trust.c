@@ -87,6 +87,17 @@ static void ctx_drop(void)
 
 #define PUMP_UNTIL(cond) T_PUMP_UNTIL(ctxs, 2, cond)
 
+/* The server's and the client's contexts (ctxs[0] and ctxs[1]): the
+ * server's store holds `id` with the key `peer`, the client's "server"
+ * with K_SRV's. */
+static void two_ctxs(int peer, const char *id)
+{
+    ctx_make(0, "srv");
+    ctx_make(1, "cli");
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctxs[0], pubs[peer], id, 0) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_ceremony_input(ctxs[1], pubs[K_SRV], "server", 0) == P11N_OK);
+}
+
 /* ---- one connection's view (tests/netutil.h) ---- */
 
 typedef t_side side;
@@ -161,11 +172,9 @@ typedef struct revoke_case {
  * admitted. */
 static void run_revoke_case(const revoke_case *rc)
 {
-    p11n_ctx *srv = ctx_make(0, "srv");
-    p11n_ctx *cli = ctx_make(1, "cli");
-    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
+    two_ctxs(K_A, "a");
+    p11n_ctx *srv = ctxs[0], *cli = ctxs[1];
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_B], "b", 0) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
     static const char *const ids[] = { "a", "b" };
     static server sv;
     p11n_listener *l = listen_with(srv, keys[K_SRV], rc->pattern, ids, rc->listed ? 2 : 0, &sv);
@@ -238,10 +247,8 @@ static void test_replace_and_remove(void)
  * the one it made by key is not (the caller trusted that key itself). */
 static void test_peer_reports_and_client_side(void)
 {
-    p11n_ctx *srv = ctx_make(0, "srv");
-    p11n_ctx *cli = ctx_make(1, "cli");
-    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    two_ctxs(K_A, "a");
+    p11n_ctx *srv = ctxs[0], *cli = ctxs[1];
     static server sv, sv2;
     uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "XK", NULL, 0, &sv));
     uint16_t port2 = p11n_listener_port(listen_with(srv, keys[K_SRV2], "XK", NULL, 0, &sv2));
@@ -290,10 +297,8 @@ static void test_peer_reports_and_client_side(void)
  * at each attempt: revoked, it does not come back with the old key. */
 static void test_reconnect_after_removal(void)
 {
-    p11n_ctx *srv = ctx_make(0, "srv");
-    p11n_ctx *cli = ctx_make(1, "cli");
-    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    two_ctxs(K_A, "a");
+    p11n_ctx *srv = ctxs[0], *cli = ctxs[1];
     static server sv;
     uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "KK", NULL, 0, &sv));
     side s;
@@ -341,10 +346,8 @@ static void test_handshake_in_progress(void)
 
 static void test_key_warning_once(void)
 {
-    p11n_ctx *srv = ctx_make(0, "srv");
-    p11n_ctx *cli = ctx_make(1, "cli");
-    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_B], "b", 0) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    two_ctxs(K_B, "b");
+    p11n_ctx *srv = ctxs[0], *cli = ctxs[1];
     keys[K_SRV]->warning = "a development key (test)";
     keys[K_SRV]->warned = 0;
     keys[K_B]->warning = "another weak key (test)";
@@ -407,10 +410,8 @@ static void test_proxy_credentials_wiped(void)
     }
     t_proxy px;
     CU_ASSERT_FATAL(t_proxy_start(&px, "machine1", long_pass()) == 0);
-    p11n_ctx *srv = ctx_make(0, "srv");
-    p11n_ctx *cli = ctx_make(1, "cli");
-    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    two_ctxs(K_A, "a");
+    p11n_ctx *srv = ctxs[0], *cli = ctxs[1];
     static server sv;
     uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "KK", NULL, 0, &sv));
     char spec[300];
@@ -627,10 +628,8 @@ static void revoke_then_read(side *s, p11n_conn *c, const uint8_t *m, size_t len
 
 static void test_revoke_inside_message(void)
 {
-    p11n_ctx *srv = ctx_make(0, "srv");
-    p11n_ctx *cli = ctx_make(1, "cli");
-    CU_ASSERT_FATAL(p11n_ceremony_input(srv, pubs[K_A], "a", 0) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_ceremony_input(cli, pubs[K_SRV], "server", 0) == P11N_OK);
+    two_ctxs(K_A, "a");
+    p11n_ctx *srv = ctxs[0], *cli = ctxs[1];
     static server sv;
     static const char *const ids[] = { "a" };
     uint16_t port = p11n_listener_port(listen_with(srv, keys[K_SRV], "KK", ids, 1, &sv));
