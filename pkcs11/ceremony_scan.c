@@ -4,6 +4,8 @@
  * ceremony_obj.c. Only what the PIN was needed to create can be trusted,
  * so the search for peers asks for CKA_PRIVATE true and each object found
  * is checked again; every other object is looked at too, to be reported.
+ * A public object (found by a search for CKA_PRIVATE false) has only its
+ * CKA_ID read: anyone could make thousands of them.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -46,21 +48,34 @@ static int by_handle(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* The EC public keys the token finds with CKA_PRIVATE true, sorted. */
-static int find_private(struct p11n_token *tok, CK_OBJECT_HANDLE **h, size_t *n)
+/* The objects the token finds with CKA_PRIVATE `priv` (and, when
+ * `ec_public`, of class CKO_PUBLIC_KEY and key type CKK_EC), sorted. */
+static int find_sorted(struct p11n_token *tok, CK_BBOOL priv, int ec_public,
+    CK_OBJECT_HANDLE **h, size_t *n)
 {
     CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
     CK_KEY_TYPE type = CKK_EC;
-    CK_BBOOL yes = CK_TRUE;
     CK_ATTRIBUTE tmpl[] = {
+        { CKA_PRIVATE, &priv, sizeof(priv) },
         { CKA_CLASS, &cls, sizeof(cls) },
         { CKA_KEY_TYPE, &type, sizeof(type) },
-        { CKA_PRIVATE, &yes, sizeof(yes) },
     };
-    int err = p11n_token_find(tok, tok->anchor, tmpl, 3, h, n);
+    int err = p11n_token_find(tok, tok->anchor, tmpl, ec_public ? 3 : 1, h, n);
     if (err == P11N_OK)
         qsort(*h, *n, sizeof(**h), by_handle);
     return err;
+}
+
+/* The handles a scan sorts objects by: the private EC public keys (the
+ * only candidates for trust) and the public objects (never trusted). */
+struct found {
+    CK_OBJECT_HANDLE *priv, *pub;
+    size_t npriv, npub;
+};
+
+static int in(const CK_OBJECT_HANDLE *h, const CK_OBJECT_HANDLE *set, size_t n)
+{
+    return bsearch(h, set, n, sizeof(*set), by_handle) != NULL;
 }
 
 /* The attributes judged, in the order of struct attr_bufs. */
@@ -107,10 +122,25 @@ static int judge(struct p11n_token *tok, CK_OBJECT_HANDLE h, const uint8_t *id, 
     return err;
 }
 
+/* A public object with the prefix: the search said CKA_PRIVATE false,
+ * which alone decides that it is never trusted, so none of its other
+ * attributes is read (a token may hold thousands, made without the PIN). */
+static void judge_public(CK_OBJECT_HANDLE h, const uint8_t *id, size_t idlen,
+    struct p11n_cer_obj *o)
+{
+    static const CK_BBOOL no = CK_FALSE;
+    struct p11n_cer_attrs a = {
+        .id = id + P11N_PEER_ID_PREFIX_LEN, .idlen = idlen - P11N_PEER_ID_PREFIX_LEN,
+        .priv = &no, .privlen = sizeof(no),
+    };
+    p11n_cer_decode(&a, o);
+    o->h = h;
+}
+
 /* Judge every object in `all` that has the prefix into `o`; *count gets
- * their number. */
+ * their number. Only its CKA_ID is read unless it may be trusted. */
 static int judge_all(struct p11n_token *tok, const CK_OBJECT_HANDLE *all, size_t nall,
-    const CK_OBJECT_HANDLE *priv, size_t npriv, struct p11n_cer_obj *o, size_t *count)
+    const struct found *f, struct p11n_cer_obj *o, size_t *count)
 {
     int err = P11N_OK;
     *count = 0;
@@ -119,8 +149,11 @@ static int judge_all(struct p11n_token *tok, const CK_OBJECT_HANDLE *all, size_t
         size_t idlen;
         err = p11n_token_attr_loose(tok, all[i], CKA_ID, &id, &idlen);
         if (err == P11N_OK && p11n_is_peer_id(id, idlen)) {
-            int found = bsearch(&all[i], priv, npriv, sizeof(*priv), by_handle) != NULL;
-            err = judge(tok, all[i], id, idlen, found, &o[*count]);
+            if (in(&all[i], f->pub, f->npub))
+                judge_public(all[i], id, idlen, &o[*count]);
+            else
+                err = judge(tok, all[i], id, idlen, in(&all[i], f->priv, f->npriv),
+                    &o[*count]);
             *count += err == P11N_OK;
         }
         free(id);
@@ -132,12 +165,15 @@ int p11n_cer_scan_token(struct p11n_token *tok, struct p11n_cer_obj **objs, size
 {
     *objs = NULL;
     *n = 0;
-    CK_OBJECT_HANDLE *priv = NULL, *all = NULL;
-    size_t npriv = 0, nall = 0, count = 0;
+    struct found f = { NULL, NULL, 0, 0 };
+    CK_OBJECT_HANDLE *all = NULL;
+    size_t nall = 0, count = 0;
     struct p11n_cer_obj *o = NULL;
     int err = check_logged_in(tok);
     if (err == P11N_OK)
-        err = find_private(tok, &priv, &npriv);
+        err = find_sorted(tok, CK_TRUE, 1, &f.priv, &f.npriv);
+    if (err == P11N_OK)
+        err = find_sorted(tok, CK_FALSE, 0, &f.pub, &f.npub);
     /* Every object the session sees, whatever its class and CKA_PRIVATE:
      * the ones left out above are reported. */
     if (err == P11N_OK)
@@ -145,10 +181,11 @@ int p11n_cer_scan_token(struct p11n_token *tok, struct p11n_cer_obj **objs, size
     if (err == P11N_OK && (o = calloc(nall + 1, sizeof(*o))) == NULL)
         err = P11N_ERR_NOMEM;
     if (err == P11N_OK)
-        err = judge_all(tok, all, nall, priv, npriv, o, &count);
+        err = judge_all(tok, all, nall, &f, o, &count);
     if (err == P11N_OK)
         err = p11n_cer_resolve(o, count);
-    free(priv);
+    free(f.priv);
+    free(f.pub);
     free(all);
     if (err != P11N_OK) {
         free(o);

@@ -1,6 +1,8 @@
-/* One runner for the BOLT #8 handshake vectors (tests/vectors/bolt8.json),
- * whatever holds the local static key: a software key in test_handshake, a
- * SoftHSM2 key in test_pkcs11. */
+/* The BOLT #8 handshake vectors (tests/vectors/bolt8.json) for the CUnit
+ * tests, whatever holds the local static key: a software key in
+ * test_handshake, a SoftHSM2 key in test_pkcs11. The checks are those of
+ * `p11noise vectors` (tools/vectors_bolt8.c, compiled into the test
+ * helpers): one runner for the tool and the tests. */
 #ifndef P11N_BOLT8CASE_H
 #define P11N_BOLT8CASE_H
 
@@ -11,17 +13,13 @@
  * missing or, if want > 0, not `want` bytes long. */
 uint8_t *t_hex_field(json_t *obj, const char *field, size_t want);
 
-/* `t` has send key sk, receive key rk and chaining key ck: its frames equal
- * those of a transport made from those keys and open at their mirror, and
- * it opens the mirror's frames, past a rotation each way. */
-void t_bolt8_check_keys(p11n_transport *t, const uint8_t *ck, const uint8_t *sk,
-    const uint8_t *rk);
-
-/* Run one handshake case step by step with `local` as the static key (its
- * public key must be the case's ls_pub): every act written must equal the
- * vector, every failure must be its own error and leave the handshake dead,
- * and the final keys must match (ck from the transport-message case). The
- * responder must end with `initiator_pub` as the peer's key. */
+/* Runs one handshake case of bolt8.json step by step with `local` as the
+ * static key (its public key must be the case's ls_pub): every act written
+ * must equal the vector, every failure must be its own error and leave the
+ * handshake dead, and the final keys must match past a rotation, starting
+ * from `ck` (that of the transport-message case). The responder must end
+ * with `initiator_pub` as the peer's key. Fails the test, naming the case
+ * and the reason, otherwise. */
 void t_bolt8_run_case(json_t *c, p11n_key *local, const uint8_t *ck,
     const uint8_t *initiator_pub);
 

@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <CUnit/CUnit.h>
 
 /* ---- logs ---- */
 
@@ -131,6 +132,93 @@ void t_pump(p11n_ctx *const *ctxs, size_t n, int max_wait)
     for (size_t i = 0; i < n; i++)
         if (ctxs[i] != NULL)
             (void)p11n_process(ctxs[i], fds + start[i], start[i + 1] - start[i]);
+}
+
+p11n_ctx_options t_ctx_options(const char *name)
+{
+    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
+    o.log = t_log_cb;
+    o.log_arg = (void *)name;
+    o.log_level = P11N_LOG_DEBUG;
+    return o;
+}
+
+/* ---- one connection's view ---- */
+
+void t_side_up(p11n_conn *c, const char *peer, void *arg)
+{
+    t_side *s = arg;
+    s->established++;
+    s->conn = c;
+    snprintf(s->peer, sizeof(s->peer), "%s", peer);
+}
+
+static void side_msg(p11n_conn *c, const uint8_t *m, size_t len, void *arg)
+{
+    t_side *s = arg;
+    s->msgs++;
+    if (s->on_message != NULL)
+        s->on_message(s, c, m, len);
+    else if (s->echo && p11n_send(c, m, len) != P11N_OK)
+        abort();
+}
+
+static void side_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    t_side *s = arg;
+    (void)c;
+    s->closed++;
+    s->reason = reason;
+    s->final = final;
+    s->unavailable += reason == P11N_ERR_TOKEN_UNAVAILABLE;
+    snprintf(s->text, sizeof(s->text), "%s", text);
+    if (final)
+        s->conn = NULL;
+}
+
+const p11n_callbacks t_side_cb = { .established = t_side_up, .message = side_msg,
+    .closed = side_closed };
+
+p11n_conn *t_dial_with(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
+    p11n_connect_options *co, t_side *s)
+{
+    memset(s, 0, sizeof(*s));
+    p11n_callbacks *cb = &co->ch.cb;
+    if (cb->established == NULL)
+        cb->established = t_side_cb.established;
+    if (cb->message == NULL)
+        cb->message = t_side_cb.message;
+    if (cb->closed == NULL)
+        cb->closed = t_side_cb.closed;
+    cb->arg = s;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, peer, co, &c) == P11N_OK);
+    s->conn = c;
+    return c;
+}
+
+p11n_conn *t_dial(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
+    const char *pattern, p11n_key *key, t_side *s)
+{
+    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
+    co.ch.key = key;
+    co.ch.pattern = pattern;
+    return t_dial_with(ctx, host, port, peer, &co, s);
+}
+
+p11n_listener *t_listen(p11n_ctx *ctx, p11n_key *key, const char *pattern,
+    const char *const *ids, size_t nids, const p11n_callbacks *cb, void *arg)
+{
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = key;
+    lo.ch.pattern = pattern;
+    lo.ch.cb = *cb;
+    lo.ch.cb.arg = arg;
+    lo.peers = ids;
+    lo.npeers = nids;
+    p11n_listener *l = NULL;
+    CU_ASSERT_FATAL(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    return l;
 }
 
 /* ---- DNS ---- */

@@ -11,6 +11,9 @@
 
 #include "crypto.h"
 
+/* The DER OID of P-256 (prime256v1): a key on the wrong curve. */
+static const uint8_t p256_oid[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+
 static void die(const char *what)
 {
     fprintf(stderr, "softhsm test setup: %s\n", what);
@@ -187,12 +190,11 @@ void t_token_import_key(struct p11n_token *tok, const char *label, const uint8_t
 
 void t_token_p256_key(struct p11n_token *tok, const char *label)
 {
-    static const uint8_t p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
     CK_BBOOL yes = CK_TRUE;
     CK_ULONG llen = strlen(label);
     CK_ATTRIBUTE pt[] = {
         { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_EC_PARAMS, (void *)p256, sizeof(p256) },
+        { CKA_EC_PARAMS, (void *)p256_oid, sizeof(p256_oid) },
         { CKA_LABEL, (void *)label, llen },
         { CKA_ID, (void *)label, llen },
     };
@@ -217,30 +219,55 @@ size_t t_token_objects(struct p11n_token *tok)
     return n;
 }
 
-void t_token_plant_public_peer(const char *uri, const char *id, const uint8_t pub[P11N_PUBKEY_LEN])
+unsigned long t_token_plant_in(struct p11n_token *tok, const struct t_plant *p)
 {
-    struct p11n_token *tok = t_token_open_public(uri);
     uint8_t point[P11N_EC_POINT_DER_LEN];
-    if (p11n_ec_point_der(pub, point) != P11N_OK)
-        die("bad point to plant");
-    char cka_id[P11N_PEER_ID_PREFIX_LEN + P11N_MAX_IDENTIFIER + 1];
-    snprintf(cka_id, sizeof(cka_id), P11N_PEER_ID_PREFIX "%s", id);
-    CK_OBJECT_CLASS cls = CKO_PUBLIC_KEY;
+    CK_OBJECT_CLASS cls = p->pub != NULL ? CKO_PUBLIC_KEY : CKO_PRIVATE_KEY;
     CK_KEY_TYPE type = CKK_EC;
-    CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-    CK_ATTRIBUTE t[] = {
+    CK_BBOOL yes = CK_TRUE, priv = p->private_obj ? CK_TRUE : CK_FALSE;
+    CK_BBOOL mod = p->modifiable ? CK_TRUE : CK_FALSE;
+    const char *label = p->label != NULL ? p->label : p->id;
+    CK_ATTRIBUTE t[10] = {
         { CKA_CLASS, &cls, sizeof(cls) },
         { CKA_KEY_TYPE, &type, sizeof(type) },
         { CKA_TOKEN, &yes, sizeof(yes) },
-        { CKA_PRIVATE, &no, sizeof(no) },
-        { CKA_MODIFIABLE, &no, sizeof(no) },
-        { CKA_LABEL, (void *)id, strlen(id) },
-        { CKA_ID, cka_id, strlen(cka_id) },
-        { CKA_EC_PARAMS, (void *)p11n_secp256k1_oid, sizeof(p11n_secp256k1_oid) },
-        { CKA_EC_POINT, point, sizeof(point) },
+        { CKA_PRIVATE, &priv, sizeof(priv) },
+        { CKA_LABEL, (void *)label, strlen(label) },
+        { CKA_ID, (void *)p->id, strlen(p->id) },
+        { CKA_EC_PARAMS, (void *)(p->p256 ? p256_oid : p11n_secp256k1_oid),
+          p->p256 ? sizeof(p256_oid) : sizeof(p11n_secp256k1_oid) },
     };
+    CK_ULONG n = 7;
+    if (p->pub != NULL) {
+        if (p11n_ec_point_der(p->pub, point) != P11N_OK)
+            die("bad point to plant");
+        if (p->bad_point)
+            memset(point + 3, 0x01, 64);
+        t[n++] = (CK_ATTRIBUTE){ CKA_MODIFIABLE, &mod, sizeof(mod) };
+        t[n++] = (CK_ATTRIBUTE){ CKA_EC_POINT, point, sizeof(point) };
+    } else {
+        t[n++] = (CK_ATTRIBUTE){ CKA_DERIVE, &yes, sizeof(yes) };
+        t[n++] = (CK_ATTRIBUTE){ CKA_SENSITIVE, &yes, sizeof(yes) };
+        t[n++] = (CK_ATTRIBUTE){ CKA_VALUE, (void *)p->priv, 32 };
+    }
     CK_OBJECT_HANDLE h;
-    if (tok->fn->C_CreateObject(tok->anchor, t, sizeof(t) / sizeof(t[0]), &h) != CKR_OK)
+    return tok->fn->C_CreateObject(tok->anchor, t, n, &h);
+}
+
+void t_token_plant_public(const char *uri, const struct t_plant *p)
+{
+    struct p11n_token *tok = t_token_open_public(uri);
+    struct t_plant pub = *p;
+    pub.private_obj = 0;
+    if (t_token_plant_in(tok, &pub) != CKR_OK)
         die("planting a public object without the PIN failed");
     p11n_token_close(tok);
+}
+
+void t_token_plant_public_peer(const char *uri, const char *id, const uint8_t pub[P11N_PUBKEY_LEN])
+{
+    char cka_id[P11N_PEER_ID_PREFIX_LEN + P11N_MAX_IDENTIFIER + 1];
+    snprintf(cka_id, sizeof(cka_id), P11N_PEER_ID_PREFIX "%s", id);
+    const struct t_plant p = { .id = cka_id, .label = id, .pub = pub };
+    t_token_plant_public(uri, &p);
 }

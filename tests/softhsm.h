@@ -33,9 +33,28 @@ struct p11n_token *t_token_open(const char *uri);
  * the session really is not logged in. */
 struct p11n_token *t_token_open_public(const char *uri);
 
+/* One planted token object on an EC key, as a test varies it: a
+ * public-key object holding the point `pub` or a private-key object
+ * (derive, sensitive) holding the scalar `priv`. */
+struct t_plant {
+    const char *id;          /* CKA_ID */
+    const char *label;       /* CKA_LABEL; NULL: the same as the id */
+    const uint8_t *pub;      /* 33 bytes: a CKO_PUBLIC_KEY with this point */
+    const uint8_t *priv;     /* 32 bytes: else a CKO_PRIVATE_KEY with this value */
+    int private_obj;         /* CKA_PRIVATE (needs a logged-in session) */
+    int modifiable;          /* CKA_MODIFIABLE of a public-key object */
+    int p256;                /* CKA_EC_PARAMS names P-256, not secp256k1 */
+    int bad_point;           /* CKA_EC_POINT is not on the curve */
+};
+/* Create it, token-resident, in `tok`'s session; returns the CKR of
+ * C_CreateObject (aborts on a point it cannot encode). */
+unsigned long t_token_plant_in(struct p11n_token *tok, const struct t_plant *p);
 /* What any process that reaches the token can do without the PIN: create
- * a public, token-resident ceremony-looking object ("p11noise-peer:ID")
- * holding `pub`. Aborts on failure. */
+ * `p` from a public session (CKA_PRIVATE false). Aborts on failure. */
+void t_token_plant_public(const char *uri, const struct t_plant *p);
+
+/* The same for a ceremony-looking object ("p11noise-peer:ID") holding
+ * `pub`, not modifiable. */
 void t_token_plant_public_peer(const char *uri, const char *id, const uint8_t pub[P11N_PUBKEY_LEN]);
 
 /* Import a secp256k1 private key from known bytes, with or without

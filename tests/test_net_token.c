@@ -79,10 +79,7 @@ static void pub_of(p11n_key *k, uint8_t pub[P11N_PUBKEY_LEN])
 
 static p11n_ctx *ctx_make(const char *name, unsigned max_token_ops)
 {
-    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
-    o.log = t_log_cb;
-    o.log_arg = (void *)name;
-    o.log_level = P11N_LOG_DEBUG;
+    p11n_ctx_options o = t_ctx_options(name);
     o.token_uri = T.uri;
     o.max_token_ops = max_token_ops;
     o.max_unauth_token_ops = max_token_ops;
@@ -98,83 +95,29 @@ static void pump(p11n_ctx *a, p11n_ctx *b)
     t_pump(both, 2, 50);
 }
 
-typedef struct side {
-    int established, closed, reason;
-    int unavailable;        /* closes with P11N_ERR_TOKEN_UNAVAILABLE */
-    uint64_t msgs;
-    int echo;
-    p11n_conn *conn;
-} side;
+#define PUMP_UNTIL(a, b, cond)                                   \
+    do {                                                         \
+        p11n_ctx *const both_[] = { (a), (b) };                  \
+        T_PUMP_UNTIL(both_, 2, cond);                            \
+    } while (0)
 
-static void on_up(p11n_conn *c, const char *peer, void *arg)
-{
-    side *s = arg;
-    (void)peer;
-    s->established++;
-    s->conn = c;
-}
-
-static void on_msg(p11n_conn *c, const uint8_t *m, size_t len, void *arg)
-{
-    side *s = arg;
-    s->msgs++;
-    if (s->echo && p11n_send(c, m, len) != P11N_OK)
-        abort();
-}
-
-static void on_closed(p11n_conn *c, int reason, const char *text, int final, void *arg)
-{
-    side *s = arg;
-    (void)c;
-    (void)text;
-    (void)final;
-    s->closed++;
-    s->reason = reason;
-    s->unavailable += reason == P11N_ERR_TOKEN_UNAVAILABLE;
-}
+/* One connection's view (tests/netutil.h). */
+typedef t_side side;
 
 /* The server echoes on every connection; one shared state is enough. */
 static side server_side = { .echo = 1 };
 
-static p11n_listener *listen_xk(p11n_ctx *ctx, p11n_key *key)
+static p11n_listener *listen_peers(p11n_ctx *ctx, p11n_key *key, const char *pattern,
+    const char *const *ids, size_t nids)
 {
-    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
-    lo.ch.key = key;
-    lo.ch.pattern = "XK";
-    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
-        .arg = &server_side };
-    p11n_listener *l = NULL;
-    CU_ASSERT_FATAL(p11n_listen(ctx, "127.0.0.1", 0, &lo, &l) == P11N_OK);
-    return l;
-}
-
-static p11n_conn *dial_host(p11n_ctx *ctx, const char *host, uint16_t port, const char *peer,
-    const char *pattern, p11n_key *key, side *s)
-{
-    p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
-    co.ch.key = key;
-    co.ch.pattern = pattern;
-    co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
-        .arg = s };
-    p11n_conn *c = NULL;
-    CU_ASSERT_FATAL(p11n_connect(ctx, host, port, peer, &co, &c) == P11N_OK);
-    return c;
+    return t_listen(ctx, key, pattern, ids, nids, &t_side_cb, &server_side);
 }
 
 static p11n_conn *dial(p11n_ctx *ctx, uint16_t port, const char *peer, const char *pattern,
     p11n_key *key, side *s)
 {
-    return dial_host(ctx, "127.0.0.1", port, peer, pattern, key, s);
+    return t_dial(ctx, "127.0.0.1", port, peer, pattern, key, s);
 }
-
-/* Pump until the flag is set; the guard only stops a hung test. */
-#define PUMP_UNTIL(a, b, cond)                                   \
-    do {                                                         \
-        time_t guard_ = time(NULL) + 120;                        \
-        while (!(cond) && time(NULL) < guard_)                   \
-            pump((a), (b));                                      \
-        CU_ASSERT(cond);                                         \
-    } while (0)
 
 /* Both sides on the token, KK; the peers come from the token's ceremony
  * objects, written through p11n_ceremony_input. */
@@ -197,15 +140,8 @@ static void test_token_keys_kk(void)
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, spub, "server", P11N_PEER_TO_TOKEN) == P11N_OK);
     CU_ASSERT(p11n_peers_load_token(cli, T.uri) == 2);
 
-    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
-    lo.ch.key = skey;
-    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
-        .arg = &server_side };
-    lo.peers = accepted;
-    lo.npeers = 1;
-    p11n_listener *l = NULL;
-    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    p11n_listener *l = listen_peers(srv, skey, NULL, accepted, 1);
     side s = { 0 };
     size_t mark = t_log_mark();
     p11n_conn *c = dial(cli, p11n_listener_port(l), "server", "KK", ckey, &s);
@@ -253,10 +189,7 @@ static void test_start_early(void)
     p11n_ctx *srv = ctx_make("early-srv", 0);
     char servers[64];
     snprintf(servers, sizeof(servers), "127.0.0.1:%u", d.port);
-    p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
-    o.log = t_log_cb;
-    o.log_arg = (void *)"early-cli";
-    o.log_level = P11N_LOG_DEBUG;
+    p11n_ctx_options o = t_ctx_options("early-cli");
     o.dns_servers = servers;
     o.connect_timeout_ms = 30000;
     p11n_ctx *cli = NULL;
@@ -264,20 +197,13 @@ static void test_start_early(void)
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
     memset(&server_side, 0, sizeof(server_side));
     server_side.echo = 1;
-    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
-    lo.ch.key = skey;
-    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
-        .arg = &server_side };
-    lo.peers = accepted;
-    lo.npeers = 1;
-    p11n_listener *l = NULL;
-    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    p11n_listener *l = listen_peers(srv, skey, NULL, accepted, 1);
     uint16_t port = p11n_listener_port(l);
 
     side s = { 0 };
     size_t mark = t_log_mark();
-    p11n_conn *c = dial_host(cli, "early.p11n.test", port, spubhex, "KK", ckey, &s);
+    p11n_conn *c = t_dial(cli, "early.p11n.test", port, spubhex, "KK", ckey, &s);
     PUMP_UNTIL(srv, cli, s.established == 1 && server_side.established == 1);
     const char *log = t_log_text() + mark;
     const char *handed = strstr(log, "[early-cli] 4 conn #1: token write handed to a worker");
@@ -306,11 +232,11 @@ static void test_start_early(void)
     /* The peer leaves the store during the dial: the attempt ends before
      * act 1 goes out, so the server never completes a handshake. */
     CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
-    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    l = listen_peers(srv, skey, NULL, accepted, 1);
     memset(&server_side, 0, sizeof(server_side));
     side g = { 0 };
     mark = t_log_mark();
-    dial_host(cli, "early.p11n.test", p11n_listener_port(l), "server", "KK", ckey, &g);
+    t_dial(cli, "early.p11n.test", p11n_listener_port(l), "server", "KK", ckey, &g);
     PUMP_UNTIL(srv, cli, t_log_has(mark, "[early-cli] 4 conn #3: token write handed", NULL));
     CU_ASSERT(p11n_peer_remove(cli, "server") == P11N_OK);
     PUMP_UNTIL(srv, cli, g.closed == 1 && server_side.closed == 1);
@@ -344,7 +270,7 @@ static void test_slow_token(void)
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
     memset(&server_side, 0, sizeof(server_side));
     server_side.echo = 1;
-    p11n_listener *l = listen_xk(srv, skey);
+    p11n_listener *l = listen_peers(srv, skey, "XK", NULL, 0);
     uint16_t port = p11n_listener_port(l);
 
     side steady = { 0 };
@@ -404,13 +330,9 @@ static void test_close_during_token_step(void)
     p11n_ctx *cli = ctx_make("zcli", 0);
     CU_ASSERT_FATAL(p11n_ceremony_input(srv, cpub, "client", 0) == P11N_OK);
     CU_ASSERT_FATAL(p11n_ceremony_input(cli, spub, "server", 0) == P11N_OK);
-    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
-    lo.ch.key = skey;
-    lo.peers = accepted;
-    lo.npeers = 1;
-    p11n_listener *l = NULL;
-    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    static const p11n_callbacks none = { 0 };
+    p11n_listener *l = t_listen(srv, skey, NULL, accepted, 1, &none, NULL);
 
     size_t mark = t_log_mark();
     side s = { 0 };
@@ -482,9 +404,14 @@ static void resetter_close(resetter *r)
 /* An attempt that ends while its token step runs leaves the step to its
  * worker: the reconnect starts at once, its own step runs on another
  * worker, and the old one is dropped when it comes back. The first
- * derivation of the handshakes takes 3 s, the later ones none. */
+ * derivation of the handshakes takes 3 s, the later ones none. Under
+ * valgrind, which runs one thread at a time (and a login on a fresh
+ * worker session there takes seconds), which step comes back first is
+ * its scheduler's choice: the order is not asserted there, only that both
+ * come back and the old one is dropped. */
 static void test_reconnect_during_token_step(void)
 {
+    int ordered = getenv("P11N_UNDER_VALGRIND") == NULL;
     setenv("P11N_FAULT", "C_DeriveKey:delay@2=3000", 1);
     p11n_key *ckey = load(key_uri("client", 1));
     unsetenv("P11N_FAULT");
@@ -498,15 +425,12 @@ static void test_reconnect_during_token_step(void)
     uint16_t port = resetter_open(&r);
 
     size_t mark = t_log_mark();
-    side s = { 0 };
+    side s;
     p11n_connect_options co = P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = ckey;
-    co.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
-        .arg = &s };
     co.reconnect = 1;
     co.backoff_min_ms = co.backoff_max_ms = 1;
-    p11n_conn *c = NULL;
-    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, spubhex, &co, &c) == P11N_OK);
+    p11n_conn *c = t_dial_with(cli, "127.0.0.1", port, spubhex, &co, &s);
     const char *later = "worker finished a handshake write";
     const char *orphan = "of an attempt that has ended: dropped";
     time_t guard = time(NULL) + 60;
@@ -521,13 +445,17 @@ static void test_reconnect_during_token_step(void)
     }
     /* A later attempt's step came back before the first one's. */
     CU_ASSERT(s.closed >= 1);
-    CU_ASSERT(t_log_count(mark, later) >= 1);
-    CU_ASSERT(t_log_count(mark, orphan) == 0);
-    while (t_log_count(mark, orphan) == 0 && time(NULL) < guard) {
+    if (ordered) {
+        CU_ASSERT(t_log_count(mark, later) >= 1);
+        CU_ASSERT(t_log_count(mark, orphan) == 0);
+    }
+    while ((t_log_count(mark, orphan) == 0 || t_log_count(mark, later) == 0)
+        && time(NULL) < guard) {
         resetter_step(&r, t_log_count(mark, "connected to"));
         pump(cli, NULL);
     }
     CU_ASSERT(t_log_count(mark, orphan) >= 1);
+    CU_ASSERT(t_log_count(mark, later) >= 1);
     p11n_close(c);
     pump(cli, NULL);
     p11n_ctx_free(cli);
@@ -638,17 +566,10 @@ static void stream_setup(struct stream *st, const struct stream_case *sc, p11n_k
     st->pattern = sc->pattern;
     CU_ASSERT_FATAL(p11n_ceremony_input(st->srv, cpub, "client", 0) == P11N_OK);
     CU_ASSERT_FATAL(p11n_ceremony_input(st->cli, spub, "server", 0) == P11N_OK);
-    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
     static const char *const accepted[] = { "client" };
     st->srvside.echo = 1;
-    lo.ch.key = skey;
-    lo.ch.pattern = sc->pattern;
-    lo.ch.cb = (p11n_callbacks){ .established = on_up, .message = on_msg, .closed = on_closed,
-        .arg = &st->srvside };
-    lo.peers = accepted;
-    lo.npeers = 1;
-    p11n_listener *l = NULL;
-    CU_ASSERT_FATAL(p11n_listen(st->srv, "127.0.0.1", 0, &lo, &l) == P11N_OK);
+    p11n_listener *l = t_listen(st->srv, skey, sc->pattern, accepted, 1, &t_side_cb,
+        &st->srvside);
     st->port = p11n_listener_port(l);
 }
 

@@ -66,25 +66,6 @@ void t_fill(uint8_t *p, size_t len, uint64_t *seed)
         p[i] = (uint8_t)t_rand(seed);
 }
 
-int t_bolt8_error(const char *label)
-{
-    static const struct {
-        const char *part;
-        int code;
-    } map[] = {
-        { "READ_FAILED", P11N_ERR_SHORT_MESSAGE },
-        { "BAD_VERSION", P11N_ERR_BAD_VERSION },
-        { "BAD_PUBKEY", P11N_ERR_BAD_PUBKEY },
-        { "BAD_CIPHERTEXT", P11N_ERR_BAD_CIPHERTEXT },
-        { "BAD_TAG", P11N_ERR_BAD_TAG },
-    };
-    for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
-        if (strstr(label, map[i].part) != NULL)
-            return map[i].code;
-    CU_FAIL_FATAL("unknown error label in bolt8.json");
-    return 0;
-}
-
 unsigned long t_ossl_allocs;
 unsigned long t_ossl_fail_countdown;
 void *(*t_ossl_malloc_fn)(size_t) = malloc;

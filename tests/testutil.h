@@ -40,9 +40,4 @@ extern void *(*t_ossl_realloc_fn)(void *, size_t);
 /* Called (when set) as an allocation is made to fail, e.g. to record where. */
 extern void (*t_ossl_on_fail)(void);
 
-/* The p11n error a BOLT #8 vector's failure label stands for
- * ("ACT2_READ_FAILED" -> P11N_ERR_SHORT_MESSAGE, ...); fails the test on an
- * unknown label. */
-int t_bolt8_error(const char *label);
-
 #endif

@@ -98,54 +98,26 @@ static int evp_generate(const char *type, size_t len, uint8_t *priv, uint8_t *pu
     return rc;
 }
 
-static int x25519_pubkey(const uint8_t *priv, uint8_t *pub)
-{
-    return evp_pubkey("X25519", 32, 32, priv, pub);
-}
+/* The ops table has no room for the curve, so each curve gets its own
+ * one-line wrappers around the functions above, and its table, from here. */
+#define EVP_CURVE(fn, label, type, len)                                        \
+    static int fn##_pubkey(const uint8_t *priv, uint8_t *pub)                  \
+    {                                                                          \
+        return evp_pubkey(type, len, len, priv, pub);                          \
+    }                                                                          \
+    static int fn##_generate(uint8_t *priv, uint8_t *pub)                      \
+    {                                                                          \
+        return evp_generate(type, len, priv, pub);                             \
+    }                                                                          \
+    static int fn##_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)  \
+    {                                                                          \
+        return evp_dh(type, len, len, len, priv, pub, out);                    \
+    }                                                                          \
+    const p11n_dh_alg p11n_dh_##label = {                                      \
+        .name = #label, .privlen = len, .publen = len, .dhlen = len,           \
+        .generate = fn##_generate, .pubkey = fn##_pubkey, .dh = fn##_dh,       \
+        .check_pub = evp_check_pub,                                            \
+    }
 
-static int x25519_generate(uint8_t *priv, uint8_t *pub)
-{
-    return evp_generate("X25519", 32, priv, pub);
-}
-
-static int x25519_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)
-{
-    return evp_dh("X25519", 32, 32, 32, priv, pub, out);
-}
-
-static int x448_pubkey(const uint8_t *priv, uint8_t *pub)
-{
-    return evp_pubkey("X448", 56, 56, priv, pub);
-}
-
-static int x448_generate(uint8_t *priv, uint8_t *pub)
-{
-    return evp_generate("X448", 56, priv, pub);
-}
-
-static int x448_dh(const uint8_t *priv, const uint8_t *pub, uint8_t *out)
-{
-    return evp_dh("X448", 56, 56, 56, priv, pub, out);
-}
-
-const p11n_dh_alg p11n_dh_25519 = {
-    .name = "25519",
-    .privlen = 32,
-    .publen = 32,
-    .dhlen = 32,
-    .generate = x25519_generate,
-    .pubkey = x25519_pubkey,
-    .dh = x25519_dh,
-    .check_pub = evp_check_pub,
-};
-
-const p11n_dh_alg p11n_dh_448 = {
-    .name = "448",
-    .privlen = 56,
-    .publen = 56,
-    .dhlen = 56,
-    .generate = x448_generate,
-    .pubkey = x448_pubkey,
-    .dh = x448_dh,
-    .check_pub = evp_check_pub,
-};
+EVP_CURVE(x25519, 25519, "X25519", 32);
+EVP_CURVE(x448, 448, "X448", 56);

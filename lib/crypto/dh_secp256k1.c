@@ -225,7 +225,9 @@ int p11n_secp256k1_add(const uint8_t a[33], const uint8_t b[33], uint8_t out[33]
     return rc;
 }
 
-int p11n_secp256k1_negate(const uint8_t a[33], uint8_t out[33])
+/* Parses the point `a`, negated if asked, and writes it in `outlen` (33:
+ * compressed, 65: uncompressed) bytes. */
+static int rewrite_point(const uint8_t a[33], int negate, uint8_t *out, size_t outlen)
 {
     if (a == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
@@ -234,48 +236,41 @@ int p11n_secp256k1_negate(const uint8_t a[33], uint8_t out[33])
     int rc = parse_arg(a, &c, &p);
     if (rc != P11N_OK)
         return rc;
-    if (!secp256k1_ec_pubkey_negate(c, &p))
+    if (negate && !secp256k1_ec_pubkey_negate(c, &p))
         return P11N_ERR_CRYPTO;
-    serialize33(c, &p, out);
+    size_t len = outlen;
+    /* Cannot fail for a parsed key with a buffer of its format's size. */
+    (void)secp256k1_ec_pubkey_serialize(c, out, &len, &p,
+        outlen == 33 ? SECP256K1_EC_COMPRESSED : SECP256K1_EC_UNCOMPRESSED);
     return P11N_OK;
+}
+
+int p11n_secp256k1_negate(const uint8_t a[33], uint8_t out[33])
+{
+    return rewrite_point(a, 1, out, 33);
 }
 
 int p11n_secp256k1_uncompress(const uint8_t a[33], uint8_t out[65])
 {
-    if (a == NULL || out == NULL)
-        return P11N_ERR_INVALID_ARG;
-    const secp256k1_context *c;
-    secp256k1_pubkey p;
-    int rc = parse_arg(a, &c, &p);
-    if (rc != P11N_OK)
-        return rc;
-    size_t len = 65;
-    (void)secp256k1_ec_pubkey_serialize(c, out, &len, &p, SECP256K1_EC_UNCOMPRESSED);
-    return P11N_OK;
+    return rewrite_point(a, 0, out, 65);
 }
 
 int p11n_secp256k1_compress(const uint8_t *in, size_t len, uint8_t out[33])
 {
     if (in == NULL || out == NULL)
         return P11N_ERR_INVALID_ARG;
-    const secp256k1_context *c;
+    if (len == 33)
+        return rewrite_point(in, 0, out, 33);
+    /* 0x04 only: the parser would also take the "hybrid" 0x06/0x07 form,
+     * which no token should produce. */
+    if (len != 65 || in[0] != 0x04)
+        return P11N_ERR_BAD_PUBKEY;
+    const secp256k1_context *c = get_ctx();
     secp256k1_pubkey p;
-    int rc;
-    if (len == 33) {
-        rc = parse_arg(in, &c, &p);
-    } else if (len == 65) {
-        c = get_ctx();
-        if (c == NULL)
-            return P11N_ERR_CRYPTO;
-        /* 0x04 only: the parser would also take the "hybrid" 0x06/0x07
-         * form, which no token should produce. */
-        rc = in[0] == 0x04 && secp256k1_ec_pubkey_parse(c, &p, in, 65) ? P11N_OK
-                                                                     : P11N_ERR_BAD_PUBKEY;
-    } else {
-        rc = P11N_ERR_BAD_PUBKEY;
-    }
-    if (rc != P11N_OK)
-        return rc;
+    if (c == NULL)
+        return P11N_ERR_CRYPTO;
+    if (!secp256k1_ec_pubkey_parse(c, &p, in, 65))
+        return P11N_ERR_BAD_PUBKEY;
     serialize33(c, &p, out);
     return P11N_OK;
 }

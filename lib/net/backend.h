@@ -3,8 +3,8 @@
  * a const ops table in a file of its own (loop_poll.c, loop_epoll.c).
  * fdset.c keeps what every backend shares: the table of registrations
  * by fd, and delivery to their callbacks. Each backend owns its state
- * and its wake-up fd, which it watches itself and drains before calling
- * the fdset's on_wake.
+ * and its wake-up fd (a p11n_wakefd, whose opening, draining and waking
+ * live once in loop.c for both kinds of fd).
  */
 #ifndef P11N_BACKEND_H
 #define P11N_BACKEND_H
@@ -36,6 +36,21 @@ extern const struct p11n_backend_ops p11n_backend_poll;
 #ifdef P11N_HAVE_EPOLL
 extern const struct p11n_backend_ops p11n_backend_epoll;
 #endif
+
+/* A backend's wake-up fd: written from any thread, drained on the loop
+ * thread, which then calls the fdset's on_wake. One read end, one write
+ * end (the same fd for an eventfd). */
+typedef struct p11n_wakefd {
+    int rfd, wfd;
+} p11n_wakefd;
+/* Opens it (an eventfd if `eventfd_kind` and the system has one, else a
+ * non-blocking pipe) and watches its read end in `s`. On error the fds
+ * opened so far stay in `w` for p11n_wakefd_close. Errors: IO, NOMEM. */
+int p11n_wakefd_open(p11n_fdset *s, p11n_wakefd *w, int eventfd_kind);
+/* Any thread: make the loop's next (or current) wait return. */
+void p11n_wakefd_signal(const p11n_wakefd *w);
+/* Closes both ends (their registration goes with the fdset). */
+void p11n_wakefd_close(p11n_wakefd *w);
 
 /* The registration of fd, or NULL. */
 p11n_io *p11n_fdset_entry(const p11n_fdset *s, int fd);

@@ -1,5 +1,5 @@
 /*
- * The context and its loop: a timer heap, the wake-up eventfd, and the
+ * The context and its loop: a timer heap, the wake-up fd, and the
  * two ways to drive it (p11n_run* or an external loop through
  * p11n_poll_fds / p11n_process); the fds and the epoll/poll backend are
  * in fdset.c.
@@ -13,10 +13,12 @@
  * not to the connections open.
  */
 #include "net.h"
+#include "backend.h"
 #include "resolve.h"
 #include "worker.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +29,10 @@
 
 #include "log.h"
 #include "secure.h"
+
+#ifdef P11N_HAVE_EPOLL
+#include <sys/eventfd.h>
+#endif
 
 /* Above what max_unauth_token_ops holds queued (about 400 acts of one
  * key at the defaults): acts waiting for the token, which are not
@@ -196,6 +202,60 @@ static int next_timeout(const p11n_ctx *ctx, int timeout_ms)
 void p11n_wake(p11n_ctx *ctx)
 {
     p11n_fdset_wake(ctx);
+}
+
+/* The wake-up fd's read end is readable: empty it (a pipe may hold many
+ * bytes, an eventfd one counter) and tell the fdset's owner. */
+static void wakefd_ready(void *obj, int fd, short revents)
+{
+    p11n_fdset *s = obj;
+    uint64_t buf[8];
+    (void)revents;
+    while (read(fd, buf, sizeof(buf)) > 0)
+        ;
+    s->on_wake(s->wake_obj);
+}
+
+int p11n_wakefd_open(p11n_fdset *s, p11n_wakefd *w, int eventfd_kind)
+{
+    w->rfd = w->wfd = -1;
+#ifdef P11N_HAVE_EPOLL
+    if (eventfd_kind) {
+        if ((w->rfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
+            return P11N_ERR_IO;
+        w->wfd = w->rfd;
+        return p11n_io_add(s->ctx, w->rfd, POLLIN, wakefd_ready, s);
+    }
+#else
+    (void)eventfd_kind;
+#endif
+    int p[2];
+    if (pipe(p) != 0)
+        return P11N_ERR_IO;
+    w->rfd = p[0];
+    w->wfd = p[1];
+    for (int i = 0; i < 2; i++)
+        if (fcntl(p[i], F_SETFL, O_NONBLOCK) != 0 || fcntl(p[i], F_SETFD, FD_CLOEXEC) != 0)
+            return P11N_ERR_IO;
+    return p11n_io_add(s->ctx, w->rfd, POLLIN, wakefd_ready, s);
+}
+
+void p11n_wakefd_signal(const p11n_wakefd *w)
+{
+    /* Eight bytes, as an eventfd wants; a pipe takes them as well. EAGAIN
+     * means a wake-up is already pending, so the loop will wake anyway. */
+    uint64_t one = 1;
+    ssize_t r = write(w->wfd, &one, sizeof(one));
+    (void)r;
+}
+
+void p11n_wakefd_close(p11n_wakefd *w)
+{
+    if (w->wfd >= 0 && w->wfd != w->rfd)
+        close(w->wfd);
+    if (w->rfd >= 0)
+        close(w->rfd);
+    w->rfd = w->wfd = -1;
 }
 
 static void on_wake(void *obj)

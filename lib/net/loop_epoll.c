@@ -15,7 +15,6 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
 
 #include "log.h"
 
@@ -25,7 +24,7 @@
 
 typedef struct epoll_be {
     int epfd;
-    int wakefd;
+    p11n_wakefd wake;
     struct epoll_event ev[EPOLL_BATCH];  /* the last wait's results */
     int nev;
 } epoll_be;
@@ -50,23 +49,12 @@ static int epoll_op(epoll_be *b, int op, int fd, const p11n_io *io)
     return epoll_ctl(b->epfd, op, fd, &ev);
 }
 
-static void on_wake(void *obj, int fd, short revents)
-{
-    p11n_fdset *s = obj;
-    (void)revents;
-    uint64_t v;
-    ssize_t r = read(fd, &v, sizeof(v));
-    (void)r;
-    s->on_wake(s->wake_obj);
-}
-
 static void be_free(p11n_fdset *s)
 {
     epoll_be *b = s->be;
     if (b == NULL)
         return;
-    if (b->wakefd >= 0)
-        close(b->wakefd);
+    p11n_wakefd_close(&b->wake);
     if (b->epfd >= 0)
         close(b->epfd);
     free(b);
@@ -79,21 +67,16 @@ static int be_init(p11n_fdset *s)
     if (b == NULL)
         return P11N_ERR_NOMEM;
     s->be = b;
-    b->wakefd = -1;
+    b->wake.rfd = b->wake.wfd = -1;
     if ((b->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0)
         return P11N_ERR_IO;
-    if ((b->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0)
-        return P11N_ERR_IO;
-    return p11n_io_add(s->ctx, b->wakefd, POLLIN, on_wake, s);
+    return p11n_wakefd_open(s, &b->wake, 1);
 }
 
 static void be_wake(p11n_fdset *s)
 {
     epoll_be *b = s->be;
-    uint64_t one = 1;
-    /* EAGAIN means the counter is already non-zero: the loop will wake. */
-    ssize_t r = write(b->wakefd, &one, sizeof(one));
-    (void)r;
+    p11n_wakefd_signal(&b->wake);
 }
 
 static int be_add(p11n_fdset *s, int fd, p11n_io *io)

@@ -7,37 +7,23 @@
 #include "backend.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "log.h"
 
 typedef struct poll_be {
     struct pollfd *pfd;
     size_t nfd, capfd, holes;
-    int wake[2];                  /* read end, write end */
+    p11n_wakefd wake;
 } poll_be;
-
-static void on_wake(void *obj, int fd, short revents)
-{
-    p11n_fdset *s = obj;
-    (void)revents;
-    char buf[64];
-    while (read(fd, buf, sizeof(buf)) > 0)
-        ;
-    s->on_wake(s->wake_obj);
-}
 
 static void be_free(p11n_fdset *s)
 {
     poll_be *b = s->be;
     if (b == NULL)
         return;
-    for (int i = 0; i < 2; i++)
-        if (b->wake[i] >= 0)
-            close(b->wake[i]);
+    p11n_wakefd_close(&b->wake);
     free(b->pfd);
     free(b);
     s->be = NULL;
@@ -49,24 +35,13 @@ static int be_init(p11n_fdset *s)
     if (b == NULL)
         return P11N_ERR_NOMEM;
     s->be = b;
-    b->wake[0] = b->wake[1] = -1;
-    if (pipe(b->wake) != 0) {
-        b->wake[0] = b->wake[1] = -1;
-        return P11N_ERR_IO;
-    }
-    for (int i = 0; i < 2; i++)
-        if (fcntl(b->wake[i], F_SETFL, O_NONBLOCK) != 0
-            || fcntl(b->wake[i], F_SETFD, FD_CLOEXEC) != 0)
-            return P11N_ERR_IO;
-    return p11n_io_add(s->ctx, b->wake[0], POLLIN, on_wake, s);
+    return p11n_wakefd_open(s, &b->wake, 0);
 }
 
 static void be_wake(p11n_fdset *s)
 {
     poll_be *b = s->be;
-    /* EAGAIN: the pipe is full, so the loop will wake anyway. */
-    ssize_t r = write(b->wake[1], "", 1);
-    (void)r;
+    p11n_wakefd_signal(&b->wake);
 }
 
 static int be_add(p11n_fdset *s, int fd, p11n_io *io)
