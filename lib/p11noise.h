@@ -703,13 +703,11 @@ typedef struct p11n_ctx_options {
     unsigned workers;             /* worker threads for token keys, one token session
                                      each (4) */
     unsigned act_timeout_ms;      /* deadline for each handshake act, and for a graceful
-                                     close to flush (10000). Established, it is also the
-                                     stall rule: a write queue that stays non-empty with
-                                     no byte taken by the peer for this long, or an
-                                     unfinished transport message with no byte of it
-                                     received for this long, closes the connection
-                                     (TIMEOUT, the reason says which); a slow link that
-                                     keeps moving is never cut */
+                                     close to flush (10000). Established, an unfinished
+                                     transport message with no byte of it received for
+                                     this long closes the connection (TIMEOUT); a slow
+                                     link that keeps moving is never cut. A peer that
+                                     does not read: stall_timeout_ms */
     unsigned connect_timeout_ms;  /* per address tried, and for a proxy's CONNECT reply,
                                      which waits for the proxy to reach the target
                                      (10000) */
@@ -756,6 +754,11 @@ typedef struct p11n_ctx_options {
     unsigned keepalive_interval_s;/* seconds between probes (10) */
     unsigned keepalive_count;     /* unanswered probes before the kernel drops the
                                      connection (6) */
+    unsigned stall_timeout_ms;    /* an established connection whose peer takes none of
+                                     the bytes queued for it for this long is closed
+                                     (TIMEOUT, "it does not read") (120000). Long,
+                                     because a peer pausing its reads
+                                     (p11n_conn_pause_read) looks the same from here */
     unsigned log_refusals_per_s;  /* lines per second per listener about refused, evicted
                                      or failed incoming connections before they are only
                                      counted (5), and as many about accepted ones; what

@@ -603,6 +603,7 @@ static void test_stalled_peers(void)
     p11n_ctx_options so = P11N_CTX_OPTIONS_INIT;
     so.act_timeout_ms = 1500;
     so.act1_timeout_ms = 2500;  /* longer than act_timeout_ms: act 1 gets 1500 */
+    so.stall_timeout_ms = 1500;
     p11n_ctx *srv = ctx_open(0, "srv", so);
     p11n_ctx_options co = P11N_CTX_OPTIONS_INIT;
     p11n_ctx *cli = ctx_open(1, "cli", co);
@@ -614,7 +615,8 @@ static void test_stalled_peers(void)
 
     srv_flood = 64ULL << 20;  /* more than any socket buffer takes */
     stalled(port, STALL_NO_READ, "[srv]", "peer took none of", &steady);
-    CU_ASSERT(strstr(srv_ends[1].text, "queued bytes for 1500 ms (it does not read)") != NULL);
+    CU_ASSERT(strstr(srv_ends[1].text, "queued bytes for 1500 ms (it does not read; "
+        "stall_timeout_ms)") != NULL);
     CU_ASSERT(srv_ends[1].reason == P11N_ERR_TIMEOUT);
     srv_flood = 0;
     stalled(port, STALL_DRIP, "handshake act not received within 1500 ms (",
@@ -969,6 +971,141 @@ static void test_refusal_flood(void)
     ctx_close_all();
 }
 
+/* ---- eviction whose callback closes the accepting listener ---- */
+
+static p11n_listener *closing_in_callback;
+static int evict_closed;
+
+static void close_listener_on_evict(p11n_conn *c, int reason, const char *text, int final,
+    void *arg)
+{
+    (void)c;
+    (void)text;
+    (void)final;
+    (void)arg;
+    evict_closed++;
+    if (reason == P11N_ERR_EVICTED && closing_in_callback != NULL) {
+        p11n_listener *l = closing_in_callback;
+        closing_in_callback = NULL;
+        p11n_listener_close(l);
+    }
+}
+
+static int one_evict_closed(void *arg)
+{
+    (void)arg;
+    return evict_closed > 0;
+}
+
+/* The context's table is full with a connection of listener A; a
+ * newcomer on listener B (no connection of its own) evicts it, and the
+ * victim's callback closes B while B is accepting. */
+static void test_evict_closes_accepting_listener(void)
+{
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT;
+    so.max_handshakes = 1;
+    p11n_ctx *srv = ctx_open(0, "srv", so);
+    evict_closed = 0;
+    p11n_listen_options lo = P11N_LISTEN_OPTIONS_INIT;
+    lo.ch.key = keys[K_SERVER];
+    lo.ch.pattern = "KK";
+    lo.ch.cb = cbs;
+    lo.ch.cb.closed = close_listener_on_evict;
+    lo.max_handshakes = 8;   /* each listener has room: the context is what is full */
+    p11n_listener *a = NULL, *b = NULL;
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &a) == P11N_OK);
+    CU_ASSERT_FATAL(p11n_listen(srv, "127.0.0.1", 0, &lo, &b) == P11N_OK);
+    int fa = raw_connect(p11n_listener_port(a), 0);
+    CU_ASSERT_FATAL(fa >= 0);
+    pump_for(200);
+    closing_in_callback = b;
+    int fb = raw_connect(p11n_listener_port(b), 0);
+    CU_ASSERT_FATAL(fb >= 0);
+    CU_ASSERT(pump_until(one_evict_closed, NULL));
+    CU_ASSERT(closing_in_callback == NULL);
+    pump_for(100);
+    close(fa);
+    close(fb);
+    p11n_listener_close(a);
+    ctx_close_all();
+}
+
+/* ---- backpressure is not a stall ---- */
+
+static int bp_closed;
+static uint64_t bp_bytes;
+static p11n_conn *bp_conn;
+
+static void bp_established(p11n_conn *c, const char *peer, void *arg)
+{
+    (void)peer;
+    (void)arg;
+    bp_conn = c;
+    CU_ASSERT(p11n_conn_pause_read(c, 1) == P11N_OK);   /* its consumer is busy */
+}
+
+static void bp_message(p11n_conn *c, const uint8_t *m, size_t len, void *arg)
+{
+    (void)c;
+    (void)m;
+    (void)arg;
+    bp_bytes += len;
+}
+
+static void bp_closed_cb(p11n_conn *c, int reason, const char *text, int final, void *arg)
+{
+    (void)c;
+    (void)reason;
+    (void)final;
+    (void)arg;
+    bp_closed++;
+    fprintf(stderr, "client closed: %s\n", text);
+}
+
+static int bp_all_in(void *arg)
+{
+    (void)arg;
+    return bp_bytes >= 64000000 || bp_closed > 0;
+}
+
+/* A client pauses its reads (p11n_conn_pause_read, the documented
+ * backpressure) for three act deadlines while the server sends 64 MB:
+ * neither side calls that a stall. */
+static void test_pause_is_not_a_stall(void)
+{
+    p11n_ctx_options so = P11N_CTX_OPTIONS_INIT;
+    so.act_timeout_ms = 500;
+    (void)ctx_open(0, "srv", so);
+    p11n_ctx_options co = P11N_CTX_OPTIONS_INIT;
+    co.act_timeout_ms = 500;
+    p11n_ctx *cli = ctx_open(1, "cli", co);
+    server_reset();
+    srv_flood = 64000000;
+    bp_closed = 0;
+    bp_bytes = 0;
+    bp_conn = NULL;
+    uint16_t port = listen_kk(ctxs[0], 0, 0, NULL);
+    p11n_connect_options o = P11N_CONNECT_OPTIONS_INIT;
+    o.ch.key = keys[K_CLIENT];
+    o.ch.pattern = "KK";
+    o.ch.cb.established = bp_established;
+    o.ch.cb.message = bp_message;
+    o.ch.cb.closed = bp_closed_cb;
+    p11n_conn *c = NULL;
+    CU_ASSERT_FATAL(p11n_connect(cli, "127.0.0.1", port, "server", &o, &c) == P11N_OK);
+    pump_for(1500);
+    if (bp_conn != NULL && bp_closed == 0)
+        CU_ASSERT(p11n_conn_pause_read(bp_conn, 0) == P11N_OK);
+    CU_ASSERT(pump_until(bp_all_in, NULL));
+    CU_ASSERT(srv_ends[0].closed == 0);
+    if (srv_ends[0].closed)
+        fprintf(stderr, "server closed: %s\n", srv_ends[0].text);
+    CU_ASSERT(bp_closed == 0);
+    CU_ASSERT(bp_bytes >= 64000000);
+    srv_flood = 0;
+    ctx_close_all();
+}
+
 int main(void)
 {
     static const p11n_test tests[] = {
@@ -984,6 +1121,9 @@ int main(void)
         { "stalled peers closed at their deadlines", test_stalled_peers },
         { "1,000 idle sockets held open", test_thousand_idle },
         { "idle sockets arriving continuously", test_idle_arrivals },
+        { "an eviction's callback closes the accepting listener",
+            test_evict_closes_accepting_listener },
+        { "a peer pausing its reads is not a stalled peer", test_pause_is_not_a_stall },
         { NULL, NULL },
     };
     int rc = p11n_test_main("halfopen", tests);

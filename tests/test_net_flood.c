@@ -447,15 +447,17 @@ static void test_flood_proxy(void)
 }
 
 /* A KK listener with one candidate on one worker and a token that takes
- * 200 ms per derivation; act deadlines of act_ms (0: the default). */
+ * 200 ms per derivation; act deadlines of act_ms, the first act's of
+ * act1_ms (0: the defaults). */
 static p11n_ctx *slow_listener(const char *name, p11n_key *skey, unsigned act_ms,
-    uint16_t *port)
+    unsigned act1_ms, uint16_t *port)
 {
     p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
     o.log = t_log_cb;
     o.log_arg = (void *)name;
     o.workers = 1;
-    o.act_timeout_ms = o.act1_timeout_ms = act_ms;
+    o.act_timeout_ms = act_ms;
+    o.act1_timeout_ms = act1_ms;
     o.log_refusals_per_s = 100;   /* every line the tests count is logged */
     p11n_ctx *srv = NULL;
     CU_ASSERT_FATAL(p11n_ctx_new(&o, &srv) == P11N_OK);
@@ -479,7 +481,7 @@ static void test_late_acts_dropped(void)
 {
     p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
     uint16_t port = 0;
-    p11n_ctx *srv = slow_listener("late", skey, 300, &port);
+    p11n_ctx *srv = slow_listener("late", skey, 300, 300, &port);
 
     size_t mark = t_log_mark();
     unsigned long before = t_fault_calls("C_DeriveKey");
@@ -513,6 +515,43 @@ static void test_late_acts_dropped(void)
     p11n_key_free(skey);
 }
 
+/* The first act's deadline is for the peer's sending: once an act is in,
+ * its peer waits for our answer up to an act deadline, so an act queued
+ * longer than act1_timeout_ms still runs. Six acts at once, 200 ms per
+ * es, act 1 due within 300 ms, later acts 5 s: the sixth runs after
+ * about 1.4 s, and none is dropped late. */
+static void test_arrived_acts_not_late(void)
+{
+    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
+    uint16_t port = 0;
+    p11n_ctx *srv = slow_listener("arrived", skey, 5000, 300, &port);
+    size_t mark = t_log_mark();
+    unsigned long before = t_fault_calls("C_DeriveKey");
+    uint64_t seed = 13;
+    int fds[6];
+    for (int i = 0; i < 6; i++) {
+        uint8_t act[50];
+        bogus_act(act, &seed);
+        fds[i] = t_connect_loopback(port);
+        CU_ASSERT_FATAL(fds[i] >= 0 && send_all(fds[i], act, sizeof(act)) == 0);
+    }
+    p11n_ctx *const one[] = { srv };
+    uint64_t guard = now_ms() + 20000;
+    while (t_log_count(mark, "failed during handshake") < 6 && now_ms() < guard)
+        t_pump(one, 1, 20);
+    struct p11n_worker_stats st;
+    p11n_worker_stats(srv, &st);
+    unsigned long derived = t_fault_calls("C_DeriveKey") - before;
+    printf("\n  6 acts: %lu dropped late, %lu derivations\n", st.dropped_late, derived);
+    CU_ASSERT_EQUAL(t_log_count(mark, "failed during handshake"), 6);
+    CU_ASSERT_EQUAL(st.dropped_late, 0);
+    CU_ASSERT_EQUAL(t_log_count(mark, "did not verify under any"), 6);
+    for (int i = 0; i < 6; i++)
+        close(fds[i]);
+    p11n_ctx_free(srv);
+    p11n_key_free(skey);
+}
+
 /* Peers that leave while their acts wait for the token: one worker, 200
  * ms per derivation, six bogus acts whose senders close at once. The
  * first act may have reached the token; the others are dropped before
@@ -521,7 +560,7 @@ static void test_gone_acts_dropped(void)
 {
     p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
     uint16_t port = 0;
-    p11n_ctx *srv = slow_listener("gone", skey, 0, &port);
+    p11n_ctx *srv = slow_listener("gone", skey, 0, 0, &port);
 
     size_t mark = t_log_mark();
     unsigned long before = t_fault_calls("C_DeriveKey");
@@ -570,6 +609,8 @@ int main(void)
             test_flood_proxy },
         { "act-1 flood on the poll() backend", test_flood_poll },
         { "acts late for the token are dropped before it", test_late_acts_dropped },
+        { "an act that has arrived waits for the token up to an act deadline",
+            test_arrived_acts_not_late },
         { "acts of peers that left are dropped before the token", test_gone_acts_dropped },
         { NULL, NULL },
     };

@@ -65,6 +65,7 @@ struct cli_limits {
     unsigned act1_timeout_ms, max_unauth_token_ops, unauth_workers, max_established;
     int keepalive_idle_s;         /* -1: off */
     unsigned keepalive_interval_s, keepalive_count, log_refusals_per_s;
+    unsigned stall_timeout_ms;
 };
 struct cli_config_opts {
     const char *cmd;              /* starts error lines */

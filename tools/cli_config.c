@@ -53,6 +53,7 @@ static const struct {
         32767 },
     { "keepalive_count", "--keepalive-count", LIM(keepalive_count), L_UINT, 127 },
     { "log_refusals_per_s", "--log-refusals-per-s", LIM(log_refusals_per_s), L_UINT, 100000 },
+    { "stall_timeout_ms", "--stall-timeout", LIM(stall_timeout_ms), L_UINT, 86400000 },
 };
 
 static const struct {
@@ -397,4 +398,5 @@ void cli_limits_apply(const struct cli_limits *lim, p11n_ctx_options *o)
     o->keepalive_interval_s = lim->keepalive_interval_s;
     o->keepalive_count = lim->keepalive_count;
     o->log_refusals_per_s = lim->log_refusals_per_s;
+    o->stall_timeout_ms = lim->stall_timeout_ms;
 }

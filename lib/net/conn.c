@@ -423,9 +423,11 @@ static void drain_read(p11n_conn *c);
 
 /* ---- stalls of an established connection ----
  * A peer that takes none of the bytes queued for it, or that sends part
- * of a message and stops, holds the connection's buffers for nothing:
- * each gets act_timeout_ms to make progress (a byte taken, a byte of the
- * message received), so a slow link is never mistaken for a stall. Established, c->timer is
+ * of a message and stops, holds the connection's buffers for nothing.
+ * A half-sent message gets act_timeout_ms without a byte; a queue the
+ * peer takes nothing from gets stall_timeout_ms, much longer, because a
+ * peer that paused its reads (backpressure) looks the same from here.
+ * Any progress restarts either, so a slow link is never cut. Established, c->timer is
  * free for these deadlines; it is armed lazily (when the socket is full,
  * when a frame is split) and re-armed by the check, so steady traffic
  * costs no timer operation. */
@@ -434,7 +436,7 @@ static uint64_t stall_due(const p11n_conn *c)
 {
     uint64_t t = c->ctx->opt.act_timeout_ms, due = 0;
     if (has_output(c))
-        due = c->wprogress + t;
+        due = c->wprogress + c->ctx->opt.stall_timeout_ms;
     if (c->partial && !c->paused && (due == 0 || c->partial_since + t < due))
         due = c->partial_since + t;
     return due;
@@ -461,9 +463,10 @@ static void stall_check(p11n_conn *c)
     p11n_ctx *ctx = c->ctx;
     uint64_t t = ctx->opt.act_timeout_ms;
     char text[TEXT_LEN];
-    if (has_output(c) && ctx->now - c->wprogress >= t) {
+    if (has_output(c) && ctx->now - c->wprogress >= ctx->opt.stall_timeout_ms) {
         snprintf(text, sizeof(text), "peer took none of %zu queued bytes for %u ms "
-            "(it does not read)", c->wlen - c->wpos, ctx->opt.act_timeout_ms);
+            "(it does not read; stall_timeout_ms)", c->wlen - c->wpos,
+            ctx->opt.stall_timeout_ms);
         p11n_conn_end(c, P11N_ERR_TIMEOUT, text);
         return;
     }
@@ -885,9 +888,12 @@ static int hs_offload(p11n_conn *c, int op)
     base->cls = p11n_handshake_op_unauth(pending) ? P11N_JOB_UNAUTH : P11N_JOB_OUTGOING;
     base->cost = p11n_handshake_op_cost(pending);
     base->batch = p11n_handshake_op_batch(pending);
-    /* The act's deadline: a read's act was due by the timer hs_read has
-     * just stopped (its `at` stays), a write's by the timer if armed. */
-    base->deadline = op == P11N_JOB_READ || c->timer.slot != 0 ? c->timer.at : 0;
+    /* How long the work is still worth doing: a read's act has arrived,
+     * and its peer now waits for our answer up to an act deadline (the
+     * act-1 deadline was for the peer's sending, not for our queue); a
+     * write is due by the timer if armed. */
+    base->deadline = op == P11N_JOB_READ ? c->ctx->now + c->ctx->opt.act_timeout_ms
+                                         : c->timer.slot != 0 ? c->timer.at : 0;
     job->ctx = c->ctx;
     job->id = c->id;
     job->op = op;
@@ -1229,7 +1235,8 @@ static void on_io(void *obj, int fd, short revents)
             return;
         if ((revents & (POLLIN | POLLHUP | POLLERR)) && c->act_want > 0 && c->job == NULL)
             hs_read(c);
-        else if (c->job != NULL && (revents & (P11N_POLL_PEER_GONE | POLLHUP | POLLERR)))
+        else if (c->job != NULL && c->incoming
+            && (revents & (P11N_POLL_PEER_GONE | POLLHUP | POLLERR)))
             hs_peer_gone(c);
         else if ((revents & (POLLHUP | POLLERR)) && !(revents & POLLIN))
             p11n_conn_end(c, P11N_ERR_RESET, "connection lost during the handshake");

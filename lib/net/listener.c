@@ -54,17 +54,22 @@ static void on_accept(void *obj, int lfd, short revents)
     (void)lfd;
     p11n_listener *l = obj;
     (void)revents;
+    /* Admitting a connection may evict another, whose `closed` callback
+     * may close this listener: the reference keeps it alive until the
+     * loop below is done with it. */
+    l->refs++;
     for (int i = 0; i < ACCEPT_BATCH && !l->closed; i++) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         int fd = accept4(l->fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             accept_failed(l, errno);
-            return;
+            break;
         }
         /* Errors are logged there; the listener goes on. */
         (void)p11n_conn_accepted(l, fd, (const struct sockaddr *)&ss);
     }
+    p11n_listener_unref(l);
 }
 
 /* Keep the accepted identifiers, not their keys: each handshake looks

@@ -47,6 +47,7 @@
 #define DEF_KEEPALIVE_INTERVAL_S 10
 #define DEF_KEEPALIVE_COUNT 6
 #define DEF_LOG_REFUSALS_PER_S 5
+#define DEF_STALL_TIMEOUT_MS 120000
 #define DEF_ACT_TIMEOUT_MS 10000
 #define DEF_CONNECT_TIMEOUT_MS 10000
 #define DEF_HIGH_WATER (1024 * 1024)
@@ -326,6 +327,7 @@ int p11n_ctx_new(const p11n_ctx_options *opts, p11n_ctx **out)
     default_to(&o.keepalive_interval_s, DEF_KEEPALIVE_INTERVAL_S);
     default_to(&o.keepalive_count, DEF_KEEPALIVE_COUNT);
     default_to(&o.log_refusals_per_s, DEF_LOG_REFUSALS_PER_S);
+    default_to(&o.stall_timeout_ms, DEF_STALL_TIMEOUT_MS);
     if (o.write_high_water == 0)
         o.write_high_water = DEF_HIGH_WATER;
 
