@@ -885,6 +885,7 @@ static int hs_offload(p11n_conn *c, int op)
     base->cls = p11n_handshake_op_unauth(pending) ? P11N_JOB_UNAUTH : P11N_JOB_OUTGOING;
     base->cost = p11n_handshake_op_cost(pending);
     base->batch = p11n_handshake_op_batch(pending);
+    base->batch_set_len = p11n_handshake_op_batch_set(pending, &base->batch_set);
     /* The act's deadline: a read's act was due by the timer hs_read has
      * just stopped (its `at` stays), a write's by the timer if armed. */
     base->deadline = op == P11N_JOB_READ || c->timer.slot != 0 ? c->timer.at : 0;
