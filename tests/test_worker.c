@@ -11,9 +11,11 @@
  *  - a batch of KK responder acts for one key derives each candidate's ss
  *    once: 16 + 1 per act instead of 17 per act;
  *  - acts are charged what they will cost: 1 + 16 for the act that opens
- *    a group of its key, 1 for one that joins it; the token spends no
- *    more than was charged, and after a flood with drops, cancels and
- *    refusals every counter is back at zero.
+ *    a group of its key and candidates, 1 for one that joins it, and the
+ *    group 16 again when outgoing work cut its batch short; the token
+ *    spends no more than was charged (one key serving several lists
+ *    included), and after a flood with drops, cancels and refusals every
+ *    counter is back at zero.
  *
  * Token work is counted by the fault module's live counters; the token is
  * SoftHSM2 behind tests/faultmod.so.
@@ -33,6 +35,7 @@
 #include "testutil.h"
 
 #define NCAND 16
+#define NSETS 3     /* disjoint candidate lists of one responder key */
 #define GUARD_MS 20000
 
 static struct t_token T;
@@ -229,8 +232,8 @@ static void test_budgets(void)
 
 struct kk {
     p11n_key *key;                  /* the responder's, on the token */
-    p11n_key *init[NCAND];          /* the candidates, software keys */
-    uint8_t cand[NCAND][P11N_PUBKEY_LEN];
+    p11n_key *init[NSETS * NCAND];  /* the candidates, software keys */
+    uint8_t cand[NSETS * NCAND][P11N_PUBKEY_LEN];   /* list s: cand + s * NCAND */
     uint8_t pub[P11N_PUBKEY_LEN];
 };
 
@@ -239,7 +242,7 @@ static void kk_setup(struct kk *k, const char *fault)
     k->key = t_fault_key(&T, "server", fault);
     size_t len = 0;
     CU_ASSERT_FATAL(p11n_key_public(k->key, k->pub, sizeof(k->pub), &len) == P11N_OK);
-    for (int i = 0; i < NCAND; i++) {
+    for (int i = 0; i < NSETS * NCAND; i++) {
         uint8_t priv[32];
         CU_ASSERT_FATAL(p11n_dh_secp256k1.generate(priv, k->cand[i]) == P11N_OK);
         CU_ASSERT_FATAL(p11n_key_from_private("secp256k1", priv, 32, &k->init[i]) == P11N_OK);
@@ -248,7 +251,7 @@ static void kk_setup(struct kk *k, const char *fault)
 
 static void kk_teardown(struct kk *k)
 {
-    for (int i = 0; i < NCAND; i++)
+    for (int i = 0; i < NSETS * NCAND; i++)
         p11n_key_free(k->init[i]);
     p11n_key_free(k->key);
 }
@@ -276,12 +279,14 @@ static void act1(const struct kk *k, int who, uint8_t act[50])
     p11n_handshake_free(hs);
 }
 
-/* A KK responder's act-one step as the connection layer makes it. */
-static struct tjob *kk_job(const struct kk *k, int id, int who, int *rc, int *dropped)
+/* A KK responder's act-one step as the connection layer makes it, with
+ * candidate list `set` (0 .. NSETS - 1). */
+static struct tjob *kk_job_of(const struct kk *k, int set, int id, int who, int *rc,
+    int *dropped)
 {
     p11n_handshake_config cfg = P11N_HANDSHAKE_CONFIG_INIT;
     cfg.local = k->key;
-    cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])k->cand;
+    cfg.remote = (const uint8_t (*)[P11N_PUBKEY_LEN])k->cand[set * NCAND];
     cfg.nremote = NCAND;
     cfg.flags = P11N_HS_ASYNC_TOKEN;
     p11n_handshake *hs = NULL;
@@ -294,12 +299,18 @@ static struct tjob *kk_job(const struct kk *k, int id, int who, int *rc, int *dr
     CU_ASSERT(p11n_handshake_op_unauth(op));
     struct tjob *j = tjob_new(id, P11N_JOB_UNAUTH, p11n_handshake_op_cost(op),
         p11n_handshake_op_batch(op), NULL);
+    j->base.batch_set_len = p11n_handshake_op_batch_set(op, &j->base.batch_set);
     j->base.run = hsjob_run;
     j->hs = hs;
     j->op = op;
     j->rc_out = rc;
     j->dropped_out = dropped;
     return j;
+}
+
+static struct tjob *kk_job(const struct kk *k, int id, int who, int *rc, int *dropped)
+{
+    return kk_job_of(k, 0, id, who, rc, dropped);
 }
 
 static unsigned long derived(void)
@@ -483,13 +494,21 @@ static unsigned unauth_cost(p11n_ctx *ctx)
     return st.cost[P11N_JOB_UNAUTH];
 }
 
+/* Unauthenticated derivations charged so far, in all. */
+static unsigned long unauth_charged(p11n_ctx *ctx)
+{
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    return st.charged[P11N_JOB_UNAUTH];
+}
+
 /* Behind a busy worker: the act that opens a group is charged 1 + N, the
- * next 63 of its key 1 each, the 65th opens a new group; another key, or
- * another count of candidates, opens its own. The budget refuses at
+ * next 63 of its key 1 each, the 65th opens a new group; another key,
+ * another count of candidates, or another list of as many, opens its own. The budget refuses at
  * exactly the sum; everything charged comes back when the jobs are done. */
 static void test_charges(void)
 {
-    const unsigned budget = 1 + (17 + 63) + 17 + 17 + 5;
+    const unsigned budget = 1 + (17 + 63) + 17 + 17 + 5 + 5;
     p11n_ctx *ctx = pool_ctx(1, 0, budget);
     atomic_int release = 0;
     block_worker(ctx, 1, NULL, &release);
@@ -504,24 +523,31 @@ static void test_charges(void)
     CU_ASSERT_EQUAL(unauth_cost(ctx), 1 + 17 + 63 + 17);
     submit(ctx, tjob_new(id++, P11N_JOB_UNAUTH, 17, &key_b, NULL));
     submit(ctx, tjob_new(id++, P11N_JOB_UNAUTH, 5, &key_a, NULL));    /* 4 candidates */
+    CU_ASSERT_EQUAL(unauth_cost(ctx), budget - 5);
+    /* Key a, 4 other candidates: a group of its own, charged 5. */
+    static const char other[] = "4 other candidates";
+    struct tjob *j = tjob_new(id++, P11N_JOB_UNAUTH, 5, &key_a, NULL);
+    j->base.batch_set = other;
+    j->base.batch_set_len = sizeof(other);
+    submit(ctx, j);
     CU_ASSERT_EQUAL(unauth_cost(ctx), budget);
     struct tjob *over = tjob_new(id, P11N_JOB_UNAUTH, 17, &key_a, NULL);
     CU_ASSERT_EQUAL(p11n_worker_submit(ctx, &over->base), P11N_ERR_OVERLOAD);
     struct p11n_worker_stats st;
     p11n_worker_stats(ctx, &st);
-    CU_ASSERT_EQUAL(st.groups_live, 4);
-    CU_ASSERT_EQUAL(st.jobs[P11N_JOB_UNAUTH], 1 + 64 + 3);
-    CU_ASSERT_EQUAL(st.depth_peak, 64 + 3);
+    CU_ASSERT_EQUAL(st.groups_live, 5);
+    CU_ASSERT_EQUAL(st.jobs[P11N_JOB_UNAUTH], 1 + 64 + 4);
+    CU_ASSERT_EQUAL(st.depth_peak, 64 + 4);
     atomic_store(&release, 1);
     collect_until(ctx, (size_t)id - 1);
     p11n_worker_stats(ctx, &st);
     CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
     CU_ASSERT_EQUAL(st.jobs[P11N_JOB_UNAUTH], 0);
     CU_ASSERT_EQUAL(st.groups_live, 0);
-    CU_ASSERT_EQUAL(st.groups, 4);
+    CU_ASSERT_EQUAL(st.groups, 5);
     /* One worker, one batch per group: the first 64 acts of key a run in
      * one batch. */
-    CU_ASSERT_EQUAL(st.batches, 4);
+    CU_ASSERT_EQUAL(st.batches, 5);
     CU_ASSERT_EQUAL(st.batched, 63);
     tjob_done(&over->base);
     p11n_ctx_free(ctx);
@@ -600,7 +626,7 @@ static void test_token_spends_charge(void)
     p11n_ctx *ctx = pool_ctx(3, 0, 0);
     enum { ACTS = 150 };
     static int rc[ACTS];
-    unsigned long before = derived();
+    unsigned long before = derived(), charged = unauth_charged(ctx);
     unsigned peak = 0;
     for (int i = 0; i < ACTS; i++) {
         submit(ctx, kk_job(&k, i + 1, -1, &rc[i], NULL));
@@ -615,8 +641,102 @@ static void test_token_spends_charge(void)
         "peak charge %u\n", ACTS, n, (double)n / ACTS, st.groups, st.batches, peak);
     CU_ASSERT_EQUAL(st.batches, st.groups);
     CU_ASSERT_EQUAL(n, ACTS + NCAND * st.groups);
+    CU_ASSERT_EQUAL(n, st.charged[P11N_JOB_UNAUTH] - charged);
     CU_ASSERT(st.groups >= (ACTS + P11N_JOB_BATCH_MAX - 1) / P11N_JOB_BATCH_MAX);
     for (int i = 0; i < ACTS; i++)
+        CU_ASSERT_EQUAL(rc[i], P11N_ERR_UNKNOWN_PEER);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
+    CU_ASSERT_EQUAL(st.groups_live, 0);
+    p11n_ctx_free(ctx);
+    kk_teardown(&k);
+}
+
+/* One key, three disjoint lists of 16 candidates (listeners sharing the
+ * key, or the store reloaded), two bogus acts each, queued behind a busy
+ * worker: a group per list, each with its own 16 ss, so the token spends
+ * what the six acts were charged, 3 * (1 + 16) + 3. One group for the
+ * key would hold 48 candidates in a table for 32 and charge 17 + 5 for
+ * what costs 70. */
+static void test_groups_by_candidates(void)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    p11n_ctx *ctx = pool_ctx(1, 0, 0);
+    atomic_int release = 0;
+    block_worker(ctx, 100, NULL, &release);
+    unsigned long before = derived(), charged = unauth_charged(ctx);
+    int rc[2 * NSETS], genuine = 4;     /* one genuine act, in list 1 */
+    for (int i = 0; i < 2 * NSETS; i++) {
+        int set = i % NSETS;
+        submit(ctx, kk_job_of(&k, set, i + 1, i == genuine ? set * NCAND + 9 : -1, &rc[i],
+            NULL));
+    }
+    charged = unauth_charged(ctx) - charged;
+    atomic_store(&release, 1);
+    collect_until(ctx, 2 * NSETS + 1);
+    unsigned long n = derived() - before;
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    printf("\n  %d acts, %d lists of %d: %lu derivations, %lu charged, %lu groups\n",
+        2 * NSETS, NSETS, NCAND, n, charged, st.groups);
+    CU_ASSERT_EQUAL(charged, NSETS * (1 + NCAND) + NSETS);
+    CU_ASSERT_EQUAL(n, charged);
+    CU_ASSERT_EQUAL(st.groups, NSETS);
+    for (int i = 0; i < 2 * NSETS; i++)
+        CU_ASSERT_EQUAL(rc[i], i == genuine ? P11N_OK : P11N_ERR_UNKNOWN_PEER);
+    CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
+    CU_ASSERT_EQUAL(st.groups_live, 0);
+    p11n_ctx_free(ctx);
+    kk_teardown(&k);
+}
+
+/* One worker runs the first act of a group of three; outgoing work
+ * arriving meanwhile ends the batch after it, and the worker that takes
+ * the group up again derives the 16 ss anew: the group is charged 16
+ * again for it, so the token spends what was charged, (1 + 16) * 2 + 1,
+ * and the budget holds the 16 while the rest of the group waits. */
+static void test_cut_batch_charged(void)
+{
+    struct kk k;
+    kk_setup(&k, "");
+    p11n_ctx *ctx = pool_ctx(1, 0, 0);
+    int rc[3];
+    atomic_int release = 0;
+    unsigned long before = derived(), charged = unauth_charged(ctx);
+    struct tjob *first = kk_job(&k, 1, -1, &rc[0], NULL);
+    first->release = &release;
+    submit(ctx, first);
+    uint64_t guard = p11n_now_ms() + GUARD_MS;
+    while (atomic_load(&running_id) != 1 && p11n_now_ms() < guard)
+        usleep(200);
+    CU_ASSERT_FATAL(atomic_load(&running_id) == 1);
+    submit(ctx, kk_job(&k, 2, -1, &rc[1], NULL));
+    submit(ctx, kk_job(&k, 3, -1, &rc[2], NULL));
+    CU_ASSERT_EQUAL(unauth_cost(ctx), 1 + NCAND + 2);
+    atomic_int hold = 0;
+    submit(ctx, tjob_new(4, P11N_JOB_OUTGOING, 2, NULL, &hold));
+    atomic_store(&release, 1);
+    /* The outgoing job runs between the batches: the first act is done,
+     * the other two wait with the group's 16 still in the budget. */
+    while (atomic_load(&running_id) != 4 && p11n_now_ms() < guard)
+        usleep(200);
+    CU_ASSERT_FATAL(atomic_load(&running_id) == 4);
+    CU_ASSERT_EQUAL(unauth_cost(ctx), NCAND + 2);
+    atomic_store(&hold, 1);
+    collect_until(ctx, 4);
+    static const int want[] = { 1, 4, 2, 3 };
+    for (size_t i = 0; i < 4; i++)
+        CU_ASSERT_EQUAL(done_ids[i], want[i]);
+    unsigned long n = derived() - before;
+    charged = unauth_charged(ctx) - charged;
+    struct p11n_worker_stats st;
+    p11n_worker_stats(ctx, &st);
+    printf("\n  3 acts, batch cut after the first: %lu derivations, %lu charged\n", n,
+        charged);
+    CU_ASSERT_EQUAL(st.batches, 2);
+    CU_ASSERT_EQUAL(n, 2 * (1 + NCAND) + 1);
+    CU_ASSERT_EQUAL(charged, n);
+    for (int i = 0; i < 3; i++)
         CU_ASSERT_EQUAL(rc[i], P11N_ERR_UNKNOWN_PEER);
     CU_ASSERT_EQUAL(st.cost[P11N_JOB_UNAUTH], 0);
     CU_ASSERT_EQUAL(st.groups_live, 0);
@@ -675,6 +795,8 @@ int main(void)
         { "acts are charged 1 + N to open a group, 1 to join it", test_charges },
         { "a flood with drops, cancels and refusals drains to zero", test_flood_drain },
         { "the token spends what the acts were charged", test_token_spends_charge },
+        { "a group per candidate list: one key, three lists", test_groups_by_candidates },
+        { "a batch cut by outgoing work is charged again", test_cut_batch_charged },
         { "a write is charged 1 once the key knows the parity, else 2", test_write_cost },
         { NULL, NULL },
     };

@@ -97,10 +97,11 @@ static inline int p11n_key_is_slow(const struct p11n_key *key)
  * the same in every act for the same local key, so a batch derives each
  * candidate's once and only `es` once per act. The table lives on the
  * worker's stack for the batch alone and is wiped when it ends
- * (p11n_ss_table_wipe): nothing secret outlives the batch. Room for two
- * candidate lists: the store may change between two acts of a batch; a
- * key that finds no room is derived per act, as without a table. */
-#define P11N_SS_TABLE_KEYS 32
+ * (p11n_ss_table_wipe): nothing secret outlives the batch. Room for one
+ * list of candidates: a batch's acts share their key and their list (the
+ * worker pool groups them so), which is what the batch was charged for;
+ * a key that finds no room is derived per act, as without a table. */
+#define P11N_SS_TABLE_KEYS P11N_MAX_KK_CANDIDATES
 struct p11n_ss_table {
     size_t n;
     struct p11n_ss_entry {

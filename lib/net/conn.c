@@ -888,6 +888,7 @@ static int hs_offload(p11n_conn *c, int op)
     base->cls = p11n_handshake_op_unauth(pending) ? P11N_JOB_UNAUTH : P11N_JOB_OUTGOING;
     base->cost = p11n_handshake_op_cost(pending);
     base->batch = p11n_handshake_op_batch(pending);
+    base->batch_set_len = p11n_handshake_op_batch_set(pending, &base->batch_set);
     /* How long the work is still worth doing: a read's act has arrived,
      * and its peer now waits for our answer up to an act deadline (the
      * act-1 deadline was for the peer's sending, not for our queue); a

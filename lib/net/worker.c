@@ -21,16 +21,24 @@
  *
  * A KK responder's acts one (jobs with a batch key) are charged what
  * they will cost, not their worst case each: they go into groups of up to
- * P11N_JOB_BATCH_MAX acts of one key, and one worker runs a group as one
- * batch with one table of ss values on its stack, so each candidate's ss
- * is derived once per group and es once per act. The act that opens a
- * group is charged 1 + N, one that joins it 1 (worker.h). No two workers
- * run one group at once (the shared part is charged once), but groups of
- * one key run in parallel: a flood fills a group, the next one opens and
- * an idle worker takes it. Between two acts a worker looks at the
- * outgoing queue and ends the batch when work waits there; the rest of
- * the group stays queued with its shared part still charged, since the
- * worker that takes it up derives the ss values again.
+ * P11N_JOB_BATCH_MAX acts of one key and one list of candidates (the
+ * list is part of the group's identity, so the batch's table holds
+ * exactly the N values the group was charged for, whatever other lists
+ * the key serves), and one worker runs a group as one batch with one
+ * table of ss values on its stack, so each candidate's ss is derived once
+ * per batch and es once per act. The act that opens a group is charged
+ * 1 + N, one that joins it 1 (worker.h). No two workers run one group at
+ * once, but groups of one key run in parallel: a flood fills a group, the
+ * next one opens and an idle worker takes it.
+ *
+ * Between two acts a worker looks at the outgoing queue and ends the
+ * batch when work waits there. That batch has spent the group's N; the
+ * worker that takes the rest of the group up derives the ss values
+ * again, so the group is charged N again at once: the N spent leaves the
+ * budget and the N to come takes its place (the budget's total does not
+ * move, so the rest of the group always fits), and stats.charged counts
+ * it. A group is thus charged N once per batch run, and the token never
+ * spends more than was charged.
  */
 #include "worker.h"
 
@@ -42,15 +50,18 @@
 #include "log.h"
 #include "token.h"
 
-/* Acts of one key and cost that one worker runs as one batch. Lives
- * while any of its jobs is queued or running; pool mutex. */
+/* Acts of one key, list of candidates and cost that one worker runs as
+ * one batch. Lives while any of its jobs is queued or running; pool
+ * mutex. */
 struct p11n_job_group {
     const void *key;          /* the jobs' batch key */
-    unsigned shared;          /* derivations charged once: cost - 1 */
+    unsigned shared;          /* derivations charged once per batch run: cost - 1 */
     unsigned joined;          /* jobs ever in it (a group takes no more at the batch size) */
     unsigned members;         /* of those, queued or running */
     int running;              /* a worker has it */
     struct p11n_job_group *next;
+    size_t set_len;
+    unsigned char set[];      /* the jobs' batch_set (public keys: nothing secret) */
 };
 
 struct jobq {
@@ -213,13 +224,17 @@ static void finish(p11n_ctx *ctx, struct p11n_workers *w, p11n_job *job, int mid
 }
 
 /* Mutex held: the worker that ran the group is done with it. A group
- * with no jobs left gives back its shared part; one whose batch ended
- * early waits, charged, for the next worker. */
+ * with no jobs left gives back its shared part. One whose batch ended
+ * early has spent it, and the next batch spends it again: it is charged
+ * again (in place of what was spent, so the budget's total stays) and
+ * waits for the next worker. */
 static void group_end(struct p11n_workers *w, struct p11n_job_group *g)
 {
     g->running = 0;
-    if (g->members > 0)
+    if (g->members > 0) {
+        w->st.charged[P11N_JOB_UNAUTH] += g->shared;
         return;
+    }
     w->q[P11N_JOB_UNAUTH].cost -= g->shared;
     struct p11n_job_group **pp = &w->groups;
     while (*pp != g)
@@ -309,15 +324,23 @@ static int workers_start(p11n_ctx *ctx)
     return P11N_OK;
 }
 
-/* Mutex held: the open group the job would join (same key and cost,
- * room left), or NULL. */
+/* Whether the job belongs in g: same key, cost and candidates (public
+ * keys: a plain compare). */
+static int group_fits(const struct p11n_job_group *g, const p11n_job *job)
+{
+    return g->key == job->batch && g->shared == job_cost(job) - 1
+        && g->set_len == job->batch_set_len
+        && (g->set_len == 0 || memcmp(g->set, job->batch_set, g->set_len) == 0);
+}
+
+/* Mutex held: the open group the job would join (it fits, room left),
+ * or NULL. */
 static struct p11n_job_group *group_open(struct p11n_workers *w, const p11n_job *job)
 {
     if (job->cls != P11N_JOB_UNAUTH || job->batch == NULL)
         return NULL;
     for (struct p11n_job_group *g = w->groups; g != NULL; g = g->next)
-        if (g->key == job->batch && g->shared == job_cost(job) - 1
-            && g->joined < P11N_JOB_BATCH_MAX)
+        if (g->joined < P11N_JOB_BATCH_MAX && group_fits(g, job))
             return g;
     return NULL;
 }
@@ -331,9 +354,12 @@ static int group_join(struct p11n_workers *w, p11n_job *job, struct p11n_job_gro
     if (job->cls != P11N_JOB_UNAUTH || job->batch == NULL)
         return P11N_OK;
     if (g == NULL) {
-        g = calloc(1, sizeof(*g));
+        g = calloc(1, sizeof(*g) + job->batch_set_len);
         if (g == NULL)
             return P11N_ERR_NOMEM;
+        g->set_len = job->batch_set_len;
+        if (g->set_len > 0)
+            memcpy(g->set, job->batch_set, g->set_len);
         g->key = job->batch;
         g->shared = job_cost(job) - 1;
         g->next = w->groups;
@@ -382,6 +408,7 @@ int p11n_worker_submit(p11n_ctx *ctx, p11n_job *job)
     job->ss = NULL;
     push(q, job);
     q->cost += charge;
+    w->st.charged[job->cls] += charge;
     q->jobs++;
     q->waiting++;
     if (job->cls == P11N_JOB_UNAUTH && q->waiting > w->st.depth_peak)

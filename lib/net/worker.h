@@ -36,11 +36,15 @@ enum p11n_job_drop { P11N_JOB_RAN = 0, P11N_JOB_DEAD, P11N_JOB_LATE };
  *
  * What a job is charged: its cost, unless it is unauthenticated work
  * with a batch key. Those jobs go into groups of up to P11N_JOB_BATCH_MAX
- * acts of one key (and one cost), each group run by one worker as one
- * batch: of a batch job's cost, 1 is its own (es) and cost - 1 is what
- * the group shares (one ss per candidate). The job that opens a group
- * is charged its whole cost, one that joins an open group 1; the shared
- * part leaves the budget when the group's last job is done. */
+ * acts of one key, one batch_set and one cost, each group run by one
+ * worker as one batch: of a batch job's cost, 1 is its own (es) and
+ * cost - 1 is what the group shares (one ss per candidate). The job that
+ * opens a group is charged its whole cost, one that joins an open group
+ * 1. The shared part is charged once per batch run: a batch that
+ * outgoing work ends early has spent it, and the group is charged it
+ * again for the batch that takes up the rest (in the budget in place of
+ * what was spent); it leaves the budget when the group's last job is
+ * done. */
 typedef struct p11n_job p11n_job;
 struct p11n_job {
     void (*run)(p11n_job *job);     /* worker thread; sets rc */
@@ -51,9 +55,14 @@ struct p11n_job {
     int cls;                        /* enum p11n_job_class */
     unsigned cost;                  /* token derivations at worst (0 counts as 1) */
     uint64_t deadline;              /* p11n_now_ms() past which the work is useless; 0: none */
-    /* Jobs with the same non-NULL batch (a KK responder's local key) may
-     * run one after another on one worker, sharing `ss`. */
+    /* Jobs with the same non-NULL batch (a KK responder's local key) and
+     * the same batch_set (its candidates' public keys, in order; compared
+     * byte for byte) may run one after another on one worker, sharing
+     * `ss`. batch_set is read during p11n_worker_submit only (the pool
+     * keeps a copy): it may point into what the job owns. */
     const void *batch;
+    const void *batch_set;
+    size_t batch_set_len;
     struct p11n_ss_table *ss;       /* for run(): the batch's table, or NULL */
     int dropped;                    /* enum p11n_job_drop, set on the worker */
     struct p11n_job_group *group;   /* the pool's: the batch group joined, or NULL */
@@ -61,7 +70,7 @@ struct p11n_job {
     p11n_job *next;                 /* the pool's queues */
 };
 
-/* Acts of one key and cost in one group: the 16 ss derivations of a KK
+/* Acts of one key, list and cost in one group: the 16 ss derivations of a KK
  * responder with 16 candidates are shared by 64 acts (1.25 derivations
  * per act), and the table of secrets is wiped after each batch. */
 #define P11N_JOB_BATCH_MAX 64
@@ -94,6 +103,8 @@ struct p11n_worker_stats {
     unsigned long batches;          /* batches of unauthenticated acts run */
     unsigned long batched;          /* acts run after the first in a batch */
     unsigned long groups;           /* batch groups opened (each charged its shared part) */
+    unsigned long charged[P11N_JOB_CLASSES];  /* derivations charged since the start (a cut
+                                               * batch's group again for its next run) */
     unsigned depth_peak;            /* most unauthenticated jobs waiting at once */
     unsigned cost[P11N_JOB_CLASSES];/* derivations charged for jobs queued or running now */
     unsigned jobs[P11N_JOB_CLASSES];/* jobs queued or running now */

@@ -449,6 +449,12 @@ const void *p11n_handshake_op_batch(const p11n_handshake_op *op)
     return op_picks(op) ? op->hs->local : NULL;
 }
 
+size_t p11n_handshake_op_batch_set(const p11n_handshake_op *op, const void **set)
+{
+    *set = op_picks(op) ? op->hs->remote : NULL;
+    return *set != NULL ? op->hs->nremote * sizeof(op->hs->remote[0]) : 0;
+}
+
 int p11n_handshake_pending_run_gated(p11n_handshake_op *op, p11n_key_wanted_fn wanted,
     void *arg, struct p11n_ss_table *ss)
 {

@@ -27,6 +27,13 @@ int p11n_handshake_op_unauth(const p11n_handshake_op *op);
  * NULL. */
 const void *p11n_handshake_op_batch(const p11n_handshake_op *op);
 
+/* For a step with a batch key: its candidates' public keys, in order
+ * (*set, borrowed from the handshake: valid while the step is pending),
+ * and their length in bytes; else 0 and *set NULL. Steps share a batch
+ * only with steps of the same key and the same candidates, so a batch's
+ * table holds one list. */
+size_t p11n_handshake_op_batch_set(const p11n_handshake_op *op, const void **set);
+
 /* p11n_handshake_pending_run, asking wanted(arg) (may be NULL) before
  * each token operation, and sharing the ss values in `ss` (may be NULL)
  * with the other steps of a batch. Errors: those of
