@@ -6,6 +6,7 @@
  * exactly one plus K has that x-coordinate.
  */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ckr.h"
@@ -161,52 +162,91 @@ static int pick_parity(const struct p11n_token *tok, const uint8_t kadj[P11N_PUB
     return err;
 }
 
-/* The second derivation of a pair, on its own session and thread. */
+/* The second derivation of a pair, on its own session and thread. The
+ * caller and the thread each hold a reference: a thread that started too
+ * late may outlive the caller's interest in it. */
+enum { SIDE_WAITING, SIDE_RUNNING, SIDE_TAKEN };
+
 struct side_job {
     struct p11n_token *tok;
     struct p11n_token_use u;
     const uint8_t *q;
     uint8_t *x;
     int err;
+    atomic_int state;   /* SIDE_*: who runs the derivation */
+    atomic_int refs;
 };
+
+static void side_unref(struct side_job *j)
+{
+    if (atomic_fetch_sub(&j->refs, 1) == 1)
+        free(j);
+}
 
 static void *side_run(void *arg)
 {
     struct side_job *j = arg;
-    j->err = derive_on(j->tok, &j->u, j->q, j->x);
+    int waiting = SIDE_WAITING;
+    if (atomic_compare_exchange_strong(&j->state, &waiting, SIDE_RUNNING))
+        j->err = derive_on(j->tok, &j->u, j->q, j->x);
+    side_unref(j);
     return NULL;
 }
 
 /* x2 = x(k·Q) while the caller derives x1: on a second session, from a
  * second thread, so a token that works on sessions in parallel takes
- * one derivation's time for both. 1 if started (join with side_join). */
-static int side_start(struct p11n_token *tok, struct side_job *j, pthread_t *th,
-    const uint8_t *q, uint8_t *x2)
+ * one derivation's time for both. NULL if not started (the caller then
+ * derives both itself). */
+static struct side_job *side_start(struct p11n_token *tok, pthread_t *th, const uint8_t *q,
+    uint8_t *x2)
 {
-    *j = (struct side_job){ .tok = tok, .q = q, .x = x2,
-        .u = { .s = CK_INVALID_HANDLE, .rv = CKR_OK } };
+    struct side_job *j = malloc(sizeof(*j));
+    if (j == NULL)
+        return NULL;
+    j->tok = tok;
+    j->u = (struct p11n_token_use){ .s = CK_INVALID_HANDLE, .rv = CKR_OK };
+    j->q = q;
+    j->x = x2;
+    j->err = P11N_OK;
+    atomic_init(&j->state, SIDE_WAITING);
+    atomic_init(&j->refs, 2);
     if (p11n_token_use_begin(tok, &j->u) != P11N_OK) {
         p11n_token_error_clear();
-        return 0;
+        free(j);
+        return NULL;
     }
     if (pthread_create(th, NULL, side_run, j) != 0) {
         p11n_token_use_end(tok, &j->u);
-        return 0;
+        free(j);
+        return NULL;
     }
-    return 1;
+    return j;
 }
 
-/* The side job's outcome folded into the caller's: its error is recorded
- * again on this thread (token errors are per thread). */
-static int side_join(struct p11n_token *tok, struct side_job *j, pthread_t th,
+/* The side derivation's outcome folded into the caller's (err), once the
+ * caller's own derivation is done. A thread that has not started yet
+ * (no CPU was free for it: a token that computes on the host's CPUs, on
+ * a busy machine) is not waited for: the caller runs the derivation
+ * itself, on the side's session, as a token without parallel sessions
+ * would have it anyway. Token errors are per thread: the thread's is
+ * recorded again on this one. */
+static int side_finish(struct p11n_token *tok, struct side_job *j, pthread_t th,
     struct p11n_token_use *u, int err)
 {
-    pthread_join(th, NULL);
+    int waiting = SIDE_WAITING;
+    if (atomic_compare_exchange_strong(&j->state, &waiting, SIDE_TAKEN)) {
+        pthread_detach(th);
+        if (err == P11N_OK)
+            j->err = derive_on(tok, &j->u, j->q, j->x);
+    } else {
+        pthread_join(th, NULL);
+    }
     if (err == P11N_OK && j->err != P11N_OK) {
         err = j->u.rv != CKR_OK ? p11n_token_fail(tok, "C_DeriveKey", j->u.rv) : j->err;
         u->rv = j->u.rv;
     }
     p11n_token_use_end(tok, &j->u);
+    side_unref(j);
     return err;
 }
 
@@ -224,12 +264,11 @@ static int derive_pair(struct p11n_token *tok, const uint8_t peer[P11N_PUBKEY_LE
         *gen = u.gen;
         return err;
     }
-    struct side_job side;
     pthread_t th;
-    int parallel = q != NULL && side_start(tok, &side, &th, q, x2);
+    struct side_job *side = q != NULL ? side_start(tok, &th, q, x2) : NULL;
     err = derive_on(tok, &u, peer, x1);
-    if (parallel)
-        err = side_join(tok, &side, th, &u, err);
+    if (side != NULL)
+        err = side_finish(tok, side, th, &u, err);
     else if (err == P11N_OK && q != NULL)
         err = derive_on(tok, &u, q, x2);
     *lost = err != P11N_OK && p11n_ckr_lost(u.rv);

@@ -2,7 +2,9 @@
  * equal to software DH, no objects left behind, thread safety, every error
  * case (through tests/faultmod.so where the token must misbehave), and the
  * BOLT #8 handshakes with the local static key on the token. */
+#define _GNU_SOURCE /* sched_setaffinity */
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -300,6 +302,42 @@ static void test_dh_two_sessions_at_once(void)
     CU_ASSERT(k->ops->dh_x(k, peer_pts[1], x1) == P11N_OK && memcmp(x1, xa, 32) == 0);
     CU_ASSERT(k->ops->dh_x(k, peer_pts[2], x1) == P11N_OK && memcmp(x1, xb, 32) == 0);
     p11n_key_free(k);
+}
+
+/* On one CPU the thread for a pair's second derivation seldom starts
+ * before the caller's own derivation is done, and the caller then takes
+ * the second derivation over on the second session: the values, the
+ * objects left (none) and the session pool (two) are those of the
+ * parallel path. */
+static void test_dh_pair_taken_over(void)
+{
+    cpu_set_t was, one;
+    CU_ASSERT_FATAL(sched_getaffinity(0, sizeof(was), &was) == 0);
+    CPU_ZERO(&one);
+    for (int c = 0; c < CPU_SETSIZE; c++)
+        if (CPU_ISSET(c, &was)) {
+            CPU_SET(c, &one);
+            break;
+        }
+    CU_ASSERT_FATAL(sched_setaffinity(0, sizeof(one), &one) == 0);
+    p11n_key *k = load(key_uri("k1", 0));
+    struct p11n_token *tok = p11n_token_of_key(k);
+    CU_ASSERT_FATAL(tok != NULL);
+    size_t before = t_token_objects(tok);
+    make_points();
+    for (int i = 0; i < 40; i++) {
+        int p = i % NPOINTS, q = (i + 1) % NPOINTS;
+        uint8_t out[32], xa[32], xb[32], x[32];
+        CU_ASSERT(p11n_key_dh(k, peer_pts[p], out) == P11N_OK
+            && memcmp(out, peer_dh[p], 32) == 0);
+        CU_ASSERT(k->ops->dh_x2(k, peer_pts[p], peer_pts[q], xa, xb) == P11N_OK);
+        CU_ASSERT(k->ops->dh_x(k, peer_pts[p], x) == P11N_OK && memcmp(x, xa, 32) == 0);
+        CU_ASSERT(k->ops->dh_x(k, peer_pts[q], x) == P11N_OK && memcmp(x, xb, 32) == 0);
+    }
+    CU_ASSERT(t_token_objects(tok) == before);
+    CU_ASSERT(tok->nidle == 2);
+    p11n_key_free(k);
+    CU_ASSERT(sched_setaffinity(0, sizeof(was), &was) == 0);
 }
 
 /* Failures in the middle of DH (derive refused, value unreadable, object
@@ -1066,6 +1104,8 @@ int main(void)
         { "token wanting DER points", test_dh_der_form },
         { "10000 DH from 4 threads leave no objects", test_dh_threads_leave_no_objects },
         { "DH failures leave no objects", test_dh_errors_leave_no_objects },
+        { "a pair's second derivation taken over by the caller on one CPU",
+            test_dh_pair_taken_over },
         { "parity recovery and a KK responder's es and ss on two sessions at once",
           test_dh_two_sessions_at_once },
         { "each error, named with the URI and no PIN", test_errors },

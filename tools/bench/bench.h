@@ -135,6 +135,19 @@ int bench_read_all(int fd, void *p, size_t len);
 pid_t bench_fork(int (*fn)(void *), void *arg);
 /* Stop and reap a child started by bench_fork. */
 void bench_child_stop(pid_t pid);
+/* A server child on a listening socket of its own (127.0.0.1, an
+ * ephemeral port): the set-up every two-process figure shares. */
+typedef struct bench_server {
+    int lfd;
+    uint16_t port;
+    pid_t pid;
+} bench_server;
+/* Listen with `backlog`, then fork a child running serve(lfd, arg). 0, or
+ * -1 with nothing left running (bench_server_stop is still safe). */
+int bench_server_start(bench_server *s, int backlog, int (*serve)(int lfd, void *arg),
+    void *arg);
+/* Close the listening socket, stop and reap the child. */
+void bench_server_stop(bench_server *s);
 /* Raise RLIMIT_NOFILE to at least `want`; returns the new soft limit. */
 long bench_raise_nofile(long want);
 
@@ -143,6 +156,17 @@ long bench_raise_nofile(long want);
 extern const size_t bench_sizes[BENCH_NSIZES];
 /* Messages per repetition for a message size, scaled by the options. */
 size_t bench_count_for(const bench_opts *o, size_t size, double est_mbps);
+/* The repetitions of a rate figure: one(arg) once untimed (connections
+ * and caches warm), then o->reps repetitions of o->rep_seconds, each
+ * adding one(arg) calls per second to `out` (finished). 0, or -1 as soon
+ * as a call fails. */
+int bench_rate_reps(const bench_opts *o, int (*one)(void *arg), void *arg, bench_stat *out);
+/* The repetitions of a throughput figure: rep(arg, count, &secs) moves
+ * `count` messages of `size` bytes and says how long it took. One untimed
+ * repetition, sized by est_mbps, sizes the others to o->rep_seconds; then
+ * o->reps repetitions into `out` as MB/s (finished). 0 or -1. */
+int bench_mbps_reps(const bench_opts *o, size_t size, double est_mbps,
+    int (*rep)(void *arg, size_t count, double *secs), void *arg, bench_stat *out);
 
 /* ---- the figure groups (one file each) ---- */
 
@@ -185,14 +209,11 @@ int bench_p11n_seal(const bench_opts *o, size_t size, bench_stat *out);
 int bench_p11n_throughput(const bench_opts *o, size_t size, bench_stat *out);
 /* Plain TCP, no encryption: what the kernel alone allows (bench_plain.c). */
 int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out);
-/* Its two ends, which any byte stream can carry: the sink (a bench_fork
- * child) accepts one connection on `lfd` and answers each request
- * (count, size, then count * size bytes) with one byte; bench_plain_rep
- * sends one request and times it until the answer. */
-struct bench_sink_arg {
-    int lfd;
-};
-int bench_plain_sink(void *arg);
+/* Its two ends, which any byte stream can carry: the sink (the child of
+ * a bench_server; arg unused) accepts one connection on `lfd` and answers
+ * each request (count, size, then count * size bytes) with one byte;
+ * bench_plain_rep sends one request and times it until the answer. */
+int bench_plain_sink(int lfd, void *arg);
 int bench_plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, double *secs);
 /* A warm-up request sizing the others, o->reps timed requests into `out`
  * (MB/s), then the request that stops the sink. */

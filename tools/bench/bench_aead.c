@@ -9,9 +9,15 @@
 
 #include "bench.h"
 
-static int seal_run(EVP_CIPHER_CTX *ctx, uint8_t *buf, size_t size, size_t count,
-    double *seconds)
+struct aead_job {
+    EVP_CIPHER_CTX *ctx;
+    uint8_t *buf;
+    size_t size;
+};
+
+static int seal_run(void *arg, size_t count, double *seconds)
 {
+    struct aead_job *j = arg;
     uint8_t iv[12] = { 0 }, tag[16];
     int outl;
     double t0 = bench_now();
@@ -19,10 +25,10 @@ static int seal_run(EVP_CIPHER_CTX *ctx, uint8_t *buf, size_t size, size_t count
     for (size_t i = 0; i < count; i++) {
         uint64_t n = i;
         memcpy(iv + 4, &n, sizeof(n));
-        if (EVP_EncryptInit_ex(ctx, NULL, NULL, NULL, iv) != 1
-            || EVP_EncryptUpdate(ctx, buf, &outl, buf, (int)size) != 1
-            || EVP_EncryptFinal_ex(ctx, buf + outl, &outl) != 1
-            || EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_AEAD_GET_TAG, 16, tag) != 1)
+        if (EVP_EncryptInit_ex(j->ctx, NULL, NULL, NULL, iv) != 1
+            || EVP_EncryptUpdate(j->ctx, j->buf, &outl, j->buf, (int)j->size) != 1
+            || EVP_EncryptFinal_ex(j->ctx, j->buf + outl, &outl) != 1
+            || EVP_CIPHER_CTX_ctrl(j->ctx, EVP_CTRL_AEAD_GET_TAG, 16, tag) != 1)
             return -1;
     }
     *seconds = bench_now() - t0;
@@ -32,29 +38,13 @@ static int seal_run(EVP_CIPHER_CTX *ctx, uint8_t *buf, size_t size, size_t count
 int bench_aead_raw(const bench_opts *o, size_t size, bench_stat *out)
 {
     static const uint8_t key[32] = { 1 };
-    EVP_CIPHER_CTX *ctx = EVP_CIPHER_CTX_new();
-    uint8_t *buf = calloc(1, size);
-    size_t count;
-    double t;
+    struct aead_job j = { EVP_CIPHER_CTX_new(), calloc(1, size), size };
     int rc = -1;
 
-    if (ctx == NULL || buf == NULL
-        || EVP_EncryptInit_ex(ctx, EVP_chacha20_poly1305(), NULL, key, NULL) != 1)
-        goto done;
-    /* Calibrate on a short run so every repetition lasts rep_seconds. */
-    count = bench_count_for(o, size, 50.0);
-    if (seal_run(ctx, buf, size, count, &t) != 0)
-        goto done;
-    count = bench_count_for(o, size, (double)size * (double)count / t / 1e6);
-    for (int r = 0; r < o->reps; r++) {
-        if (seal_run(ctx, buf, size, count, &t) != 0)
-            goto done;
-        bench_stat_add(out, (double)size * (double)count / t / 1e6);
-    }
-    bench_stat_finish(out);
-    rc = 0;
-done:
-    EVP_CIPHER_CTX_free(ctx);
-    free(buf);
+    if (j.ctx != NULL && j.buf != NULL
+        && EVP_EncryptInit_ex(j.ctx, EVP_chacha20_poly1305(), NULL, key, NULL) == 1)
+        rc = bench_mbps_reps(o, size, 50.0, seal_run, &j, out);
+    EVP_CIPHER_CTX_free(j.ctx);
+    free(j.buf);
     return rc;
 }

@@ -46,13 +46,25 @@ static int side_key(const bench_hs_side *s, p11n_key **key)
     return 0;
 }
 
+/* The configuration of `self`'s end with `peer`: pattern, key and the one
+ * remote key (an XK responder learns it in act three and checks it). */
+static void side_config(p11n_handshake_config *cfg, const char *pattern, p11n_key *key,
+    const bench_hs_side *peer)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->size = sizeof(*cfg);
+    cfg->pattern = pattern;
+    cfg->local = key;
+    cfg->remote = &peer->pub;
+    cfg->nremote = 1;
+}
+
 struct hs_server {
-    int lfd;
     const char *pattern;
     const bench_hs_side *self, *peer;
 };
 
-static int hs_serve(void *arg)
+static int hs_serve(int lfd, void *arg)
 {
     struct hs_server *s = arg;
     p11n_key *key = NULL;
@@ -61,18 +73,13 @@ static int hs_serve(void *arg)
 
     if (side_key(s->self, &key) != 0)
         return -1;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.size = sizeof(cfg);
-    cfg.pattern = s->pattern;
-    cfg.local = key;
-    cfg.remote = &s->peer->pub;
-    cfg.nremote = 1;
+    side_config(&cfg, s->pattern, key, s->peer);
     for (;;) {
         p11n_handshake *hs = NULL;
         p11n_transport *t = NULL;
         uint8_t remote[P11N_PUBKEY_LEN];
         size_t flen;
-        int fd = bench_accept(s->lfd);
+        int fd = bench_accept(lfd);
 
         if (fd < 0)
             return -1;
@@ -91,16 +98,22 @@ static int hs_serve(void *arg)
     }
 }
 
-static int hs_one(uint16_t port, const p11n_handshake_config *cfg)
+struct hs_client {
+    uint16_t port;
+    p11n_handshake_config cfg;
+};
+
+static int hs_one(void *arg)
 {
-    int fd = bench_connect(port), rc = -1;
+    struct hs_client *c = arg;
+    int fd = bench_connect(c->port), rc = -1;
     p11n_handshake *hs = NULL;
     p11n_transport *t = NULL;
     uint8_t frame[1 + P11N_FRAME_OVERHEAD];
     const uint8_t *m;
     size_t used, mlen;
 
-    if (fd >= 0 && p11n_handshake_initiate(cfg, &hs) == P11N_OK && drive(fd, hs) == 0
+    if (fd >= 0 && p11n_handshake_initiate(&c->cfg, &hs) == P11N_OK && drive(fd, hs) == 0
         && p11n_handshake_finish(hs, &t) == P11N_OK
         && bench_read_all(fd, frame, sizeof(frame)) == 0
         && p11n_transport_feed(t, frame, sizeof(frame), &used, &m, &mlen) == 1)
@@ -116,46 +129,23 @@ int bench_p11n_handshakes(const bench_opts *o, const char *pattern,
     const bench_hs_side *server, const bench_hs_side *client, bench_stat *out)
 {
     struct hs_server srv = { .pattern = pattern, .self = server, .peer = client };
-    p11n_handshake_config cfg;
+    struct hs_client cli;
+    bench_server bs;
     p11n_key *key = NULL;
-    uint16_t port;
-    pid_t pid = -1;
     int rc = -1;
 
-    srv.lfd = bench_listen(&port, 64);
-    if (srv.lfd < 0)
-        return -1;
     /* Fork before the client opens its key: a token session must not be
      * shared across fork(). */
-    pid = bench_fork(hs_serve, &srv);
-    if (pid < 0 || side_key(client, &key) != 0)
-        goto done;
-    memset(&cfg, 0, sizeof(cfg));
-    cfg.size = sizeof(cfg);
-    cfg.pattern = pattern;
-    cfg.local = key;
-    cfg.remote = &server->pub;
-    cfg.nremote = 1;
-    if (hs_one(port, &cfg) != 0)
-        goto done;
-    for (int r = 0; r < o->reps; r++) {
-        double t0 = bench_now(), t;
-        long n = 0;
-        do {
-            if (hs_one(port, &cfg) != 0)
-                goto done;
-            n++;
-            t = bench_now() - t0;
-        } while (t < o->rep_seconds);
-        bench_stat_add(out, (double)n / t);
+    if (bench_server_start(&bs, 64, hs_serve, &srv) != 0)
+        return -1;
+    if (side_key(client, &key) == 0) {
+        cli.port = bs.port;
+        side_config(&cli.cfg, pattern, key, server);
+        rc = bench_rate_reps(o, hs_one, &cli, out);
     }
-    bench_stat_finish(out);
-    rc = 0;
-done:
     if (client->uri != NULL)
         p11n_key_free(key);
-    close(srv.lfd);
-    bench_child_stop(pid);
+    bench_server_stop(&bs);
     return rc;
 }
 
@@ -186,40 +176,28 @@ done:
     return rc;
 }
 
+struct hs_local {
+    p11n_handshake_config ci, cr;
+};
+
+static int local_one(void *arg)
+{
+    struct hs_local *l = arg;
+    return bench_hs_in_memory(&l->ci, &l->cr);
+}
+
 int bench_p11n_handshakes_local(const bench_opts *o, const char *pattern,
     const bench_hs_side *server, const bench_hs_side *client, bench_stat *out)
 {
-    p11n_handshake_config ci, cr;
+    struct hs_local l;
     p11n_key *skey = NULL, *ckey = NULL;
     int rc = -1;
 
-    if (side_key(server, &skey) != 0 || side_key(client, &ckey) != 0)
-        goto done;
-    memset(&ci, 0, sizeof(ci));
-    ci.size = sizeof(ci);
-    ci.pattern = pattern;
-    ci.local = ckey;
-    ci.remote = &server->pub;
-    ci.nremote = 1;
-    cr = ci;
-    cr.local = skey;
-    cr.remote = &client->pub;
-    if (bench_hs_in_memory(&ci, &cr) != 0)
-        goto done;
-    for (int r = 0; r < o->reps; r++) {
-        double t0 = bench_now(), t;
-        long n = 0;
-        do {
-            if (bench_hs_in_memory(&ci, &cr) != 0)
-                goto done;
-            n++;
-            t = bench_now() - t0;
-        } while (t < o->rep_seconds);
-        bench_stat_add(out, (double)n / t);
+    if (side_key(server, &skey) == 0 && side_key(client, &ckey) == 0) {
+        side_config(&l.ci, pattern, ckey, server);
+        side_config(&l.cr, pattern, skey, client);
+        rc = bench_rate_reps(o, local_one, &l, out);
     }
-    bench_stat_finish(out);
-    rc = 0;
-done:
     if (server->uri != NULL)
         p11n_key_free(skey);
     if (client->uri != NULL)

@@ -147,17 +147,16 @@ static int run_until(struct pump *p, const int *flag)
     return 0;
 }
 
-static int pump_rep(struct pump *p, const uint8_t *msg, size_t size, size_t count,
-    double *secs)
+/* One repetition of the throughput figure: p->msg and p->size set. */
+static int pump_rep(void *arg, size_t count, double *secs)
 {
-    uint64_t req[2] = { count, size };
+    struct pump *p = arg;
+    uint64_t req[2] = { count, p->size };
     double t0 = bench_now();
 
     p->acked = 0;
     if (p->conn == NULL || p11n_send(p->conn, (const uint8_t *)req, sizeof(req)) != P11N_OK)
         return -1;
-    p->msg = msg;
-    p->size = size;
     p->left = count;
     pump_fill(p);
     if (run_until(p, &p->acked) != 0 || p->left != 0)
@@ -178,8 +177,7 @@ int bench_loop_throughput(const bench_opts *o, size_t size, bench_stat *out)
     int fds[2] = { -1, -1 }, rc = -1;
     pid_t pid = -1;
     uint16_t port;
-    size_t len, count;
-    double secs;
+    size_t len;
 
     memset(&srv, 0, sizeof(srv));
     if (msg == NULL || pipe(fds) != 0
@@ -208,17 +206,9 @@ int bench_loop_throughput(const bench_opts *o, size_t size, bench_stat *out)
         || p11n_connect(p.ctx, "127.0.0.1", port, "server", &cn, &conn) != P11N_OK
         || run_until(&p, &p.established) != 0)
         goto done;
-    count = bench_count_for(o, size, 20.0);
-    if (pump_rep(&p, msg, size, count, &secs) != 0)
-        goto done;
-    count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
-    for (int r = 0; r < o->reps; r++) {
-        if (pump_rep(&p, msg, size, count, &secs) != 0)
-            goto done;
-        bench_stat_add(out, (double)size * (double)count / secs / 1e6);
-    }
-    bench_stat_finish(out);
-    rc = 0;
+    p.msg = msg;
+    p.size = size;
+    rc = bench_mbps_reps(o, size, 20.0, pump_rep, &p, out);
 done:
     p11n_ctx_free(p.ctx);
     bench_child_stop(pid);

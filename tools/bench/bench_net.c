@@ -91,11 +91,11 @@ void bench_close_abort(int fd)
     close(fd);
 }
 
-int bench_write_all(int fd, const void *p, size_t len)
+/* Move all `len` bytes with read() or write(), through EINTR. */
+static int io_all(ssize_t (*io)(int, void *, size_t), int fd, uint8_t *b, size_t len)
 {
-    const uint8_t *b = p;
     while (len > 0) {
-        ssize_t n = write(fd, b, len);
+        ssize_t n = io(fd, b, len);
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -106,19 +106,20 @@ int bench_write_all(int fd, const void *p, size_t len)
     return 0;
 }
 
+/* write() with read()'s signature: the buffer is only read. */
+static ssize_t write_mut(int fd, void *p, size_t len)
+{
+    return write(fd, p, len);
+}
+
+int bench_write_all(int fd, const void *p, size_t len)
+{
+    return io_all(write_mut, fd, (uint8_t *)(uintptr_t)p, len);
+}
+
 int bench_read_all(int fd, void *p, size_t len)
 {
-    uint8_t *b = p;
-    while (len > 0) {
-        ssize_t n = read(fd, b, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        b += n;
-        len -= (size_t)n;
-    }
-    return 0;
+    return io_all(read, fd, p, len);
 }
 
 pid_t bench_fork(int (*fn)(void *), void *arg)
@@ -142,6 +143,43 @@ void bench_child_stop(pid_t pid)
     kill(pid, SIGTERM);
     while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
         ;
+}
+
+struct served {
+    int (*fn)(int lfd, void *arg);
+    int lfd;
+    void *arg;
+};
+
+static int served_run(void *p)
+{
+    struct served *s = p;
+    return s->fn(s->lfd, s->arg);
+}
+
+int bench_server_start(bench_server *s, int backlog, int (*serve)(int lfd, void *arg),
+    void *arg)
+{
+    s->pid = -1;
+    s->lfd = bench_listen(&s->port, backlog);
+    if (s->lfd < 0)
+        return -1;
+    /* The child gets its own copy of `sv`: it may live on this stack. */
+    struct served sv = { serve, s->lfd, arg };
+    s->pid = bench_fork(served_run, &sv);
+    if (s->pid > 0)
+        return 0;
+    bench_server_stop(s);
+    return -1;
+}
+
+void bench_server_stop(bench_server *s)
+{
+    if (s->lfd >= 0)
+        close(s->lfd);
+    bench_child_stop(s->pid);
+    s->lfd = -1;
+    s->pid = -1;
 }
 
 long bench_raise_nofile(long want)

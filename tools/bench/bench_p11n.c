@@ -27,13 +27,21 @@ static int transport_pair_end(int server, p11n_transport **out)
 
 /* ---- in memory: the transport's own cost per message, one core ---- */
 
-static int seal_run(p11n_transport *t, const uint8_t *msg, size_t size, uint8_t *frame,
-    size_t count, double *secs)
+struct seal_job {
+    p11n_transport *t;
+    const uint8_t *msg;
+    size_t size;
+    uint8_t *frame;
+};
+
+static int seal_run(void *arg, size_t count, double *secs)
 {
+    struct seal_job *j = arg;
     size_t outlen;
     double t0 = bench_now();
     for (size_t i = 0; i < count; i++)
-        if (p11n_transport_seal(t, msg, size, frame, P11N_MAX_FRAME, &outlen) != P11N_OK)
+        if (p11n_transport_seal(j->t, j->msg, j->size, j->frame, P11N_MAX_FRAME, &outlen)
+            != P11N_OK)
             return -1;
     *secs = bench_now() - t0;
     return 0;
@@ -41,37 +49,21 @@ static int seal_run(p11n_transport *t, const uint8_t *msg, size_t size, uint8_t 
 
 int bench_p11n_seal(const bench_opts *o, size_t size, bench_stat *out)
 {
-    p11n_transport *t = NULL;
+    struct seal_job j = { .size = size };
     uint8_t *msg = calloc(1, size), *frame = malloc(P11N_MAX_FRAME);
-    size_t count;
-    double secs;
     int rc = -1;
 
-    if (msg == NULL || frame == NULL || transport_pair_end(0, &t) != P11N_OK)
-        goto done;
-    count = bench_count_for(o, size, 50.0);
-    if (seal_run(t, msg, size, frame, count, &secs) != 0)
-        goto done;
-    count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
-    for (int r = 0; r < o->reps; r++) {
-        if (seal_run(t, msg, size, frame, count, &secs) != 0)
-            goto done;
-        bench_stat_add(out, (double)size * (double)count / secs / 1e6);
-    }
-    bench_stat_finish(out);
-    rc = 0;
-done:
-    p11n_transport_free(t);
+    j.msg = msg;
+    j.frame = frame;
+    if (msg != NULL && frame != NULL && transport_pair_end(0, &j.t) == P11N_OK)
+        rc = bench_mbps_reps(o, size, 50.0, seal_run, &j, out);
+    p11n_transport_free(j.t);
     free(msg);
     free(frame);
     return rc;
 }
 
 /* ---- over loopback, two processes ---- */
-
-struct serve_arg {
-    int lfd;
-};
 
 /* Receive messages until `want` payload bytes have arrived. Leftover bytes
  * of the next frame stay in `rx` (at *off, *len). */
@@ -115,16 +107,16 @@ static int send_msg(int fd, p11n_transport *t, const void *msg, size_t len, uint
 
 /* Server: each request (count, size) is followed by count messages; it
  * answers with a one-byte message once all have been decrypted. */
-static int tput_serve(void *arg)
+static int tput_serve(int lfd, void *arg)
 {
-    struct serve_arg *s = arg;
-    int fd = bench_accept(s->lfd);
+    int fd = bench_accept(lfd);
     p11n_transport *t = NULL;
     uint8_t *rx = malloc(RX_CHUNK), *frame = malloc(P11N_MAX_FRAME);
     size_t off = 0, len = 0;
     uint64_t req[2];
     int rc = -1;
 
+    (void)arg;
     if (fd < 0 || rx == NULL || frame == NULL || transport_pair_end(1, &t) != P11N_OK)
         goto done;
     for (;;) {
@@ -146,19 +138,27 @@ done:
     return rc;
 }
 
-static int tput_rep(int fd, p11n_transport *t, const uint8_t *msg, size_t size, size_t count,
-    uint8_t *frame, uint8_t *rx, double *secs)
+struct tput_client {
+    int fd;
+    p11n_transport *t;
+    const uint8_t *msg;
+    size_t size;
+    uint8_t *frame, *rx;
+};
+
+static int tput_rep(void *arg, size_t count, double *secs)
 {
-    uint64_t req[2] = { count, size };
+    struct tput_client *c = arg;
+    uint64_t req[2] = { count, c->size };
     size_t off = 0, len = 0;
     double t0 = bench_now();
 
-    if (send_msg(fd, t, req, sizeof(req), frame) != 0)
+    if (send_msg(c->fd, c->t, req, sizeof(req), c->frame) != 0)
         return -1;
     for (size_t i = 0; i < count; i++)
-        if (send_msg(fd, t, msg, size, frame) != 0)
+        if (send_msg(c->fd, c->t, c->msg, c->size, c->frame) != 0)
             return -1;
-    if (recv_payload(fd, t, rx, &off, &len, 1, NULL, 0) != 0)
+    if (recv_payload(c->fd, c->t, c->rx, &off, &len, 1, NULL, 0) != 0)
         return -1;
     *secs = bench_now() - t0;
     return 0;
@@ -166,41 +166,22 @@ static int tput_rep(int fd, p11n_transport *t, const uint8_t *msg, size_t size, 
 
 int bench_p11n_throughput(const bench_opts *o, size_t size, bench_stat *out)
 {
-    struct serve_arg srv;
-    uint16_t port;
-    pid_t pid = -1;
-    int fd = -1, rc = -1;
-    p11n_transport *t = NULL;
+    bench_server srv = { .lfd = -1, .pid = -1 };
     uint8_t *msg = calloc(1, size), *frame = malloc(P11N_MAX_FRAME), *rx = malloc(RX_CHUNK);
+    struct tput_client c = { .fd = -1, .msg = msg, .size = size, .frame = frame, .rx = rx };
     uint64_t stop[2] = { 0, 0 };
-    size_t count;
-    double secs;
+    int rc = -1;
 
-    srv.lfd = bench_listen(&port, 16);
-    if (msg == NULL || frame == NULL || rx == NULL || srv.lfd < 0)
-        goto done;
-    pid = bench_fork(tput_serve, &srv);
-    fd = pid > 0 ? bench_connect(port) : -1;
-    if (fd < 0 || transport_pair_end(0, &t) != P11N_OK)
-        goto done;
-    count = bench_count_for(o, size, 20.0);
-    if (tput_rep(fd, t, msg, size, count, frame, rx, &secs) != 0)
-        goto done;
-    count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
-    for (int r = 0; r < o->reps; r++) {
-        if (tput_rep(fd, t, msg, size, count, frame, rx, &secs) != 0)
-            goto done;
-        bench_stat_add(out, (double)size * (double)count / secs / 1e6);
-    }
-    bench_stat_finish(out);
-    rc = send_msg(fd, t, stop, sizeof(stop), frame);
-done:
-    p11n_transport_free(t);
-    if (fd >= 0)
-        close(fd);
-    if (srv.lfd >= 0)
-        close(srv.lfd);
-    bench_child_stop(pid);
+    if (msg != NULL && frame != NULL && rx != NULL
+        && bench_server_start(&srv, 16, tput_serve, NULL) == 0)
+        c.fd = bench_connect(srv.port);
+    if (c.fd >= 0 && transport_pair_end(0, &c.t) == P11N_OK
+        && bench_mbps_reps(o, size, 20.0, tput_rep, &c, out) == 0)
+        rc = send_msg(c.fd, c.t, stop, sizeof(stop), frame);
+    p11n_transport_free(c.t);
+    if (c.fd >= 0)
+        close(c.fd);
+    bench_server_stop(&srv);
     free(msg);
     free(frame);
     free(rx);

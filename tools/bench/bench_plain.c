@@ -13,14 +13,14 @@
 #define RX_CHUNK (1 << 18)
 
 /* Requests (count, size) then count * size bytes; one byte back. */
-int bench_plain_sink(void *arg)
+int bench_plain_sink(int lfd, void *arg)
 {
-    struct bench_sink_arg *s = arg;
-    int fd = bench_accept(s->lfd);
+    int fd = bench_accept(lfd);
     uint8_t *buf = malloc(RX_CHUNK);
     uint64_t req[2];
     int rc = -1;
 
+    (void)arg;
     if (fd < 0 || buf == NULL)
         goto done;
     while (bench_read_all(fd, req, sizeof(req)) == 0 && req[0] != 0) {
@@ -59,27 +59,27 @@ int bench_plain_rep(int fd, const uint8_t *msg, size_t size, size_t count, doubl
     return 0;
 }
 
+struct plain_rep {
+    int fd;
+    const uint8_t *msg;
+    size_t size;
+};
+
+static int plain_rep(void *arg, size_t count, double *secs)
+{
+    struct plain_rep *p = arg;
+    return bench_plain_rep(p->fd, p->msg, p->size, count, secs);
+}
+
 int bench_plain_reps(const bench_opts *o, int fd, size_t size, bench_stat *out)
 {
     uint8_t *msg = calloc(1, size);
     uint64_t stop[2] = { 0, 0 };
-    double secs;
+    struct plain_rep p = { fd, msg, size };
     int rc = -1;
 
-    if (msg == NULL)
-        return -1;
-    size_t count = bench_count_for(o, size, 50.0);
-    if (bench_plain_rep(fd, msg, size, count, &secs) != 0)
-        goto done;
-    count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
-    for (int r = 0; r < o->reps; r++) {
-        if (bench_plain_rep(fd, msg, size, count, &secs) != 0)
-            goto done;
-        bench_stat_add(out, (double)size * (double)count / secs / 1e6);
-    }
-    bench_stat_finish(out);
-    rc = bench_write_all(fd, stop, sizeof(stop));
-done:
+    if (msg != NULL && bench_mbps_reps(o, size, 50.0, plain_rep, &p, out) == 0)
+        rc = bench_write_all(fd, stop, sizeof(stop));
     free(msg);
     return rc;
 }
@@ -87,22 +87,17 @@ done:
 int bench_sink_throughput(const bench_opts *o, size_t size,
     int (*open_fd)(void *arg, uint16_t sink_port), void *arg, bench_stat *out)
 {
-    struct bench_sink_arg srv;
-    uint16_t port;
-    int fd = -1, rc = -1;
+    bench_server srv;
+    int fd, rc = -1;
 
-    srv.lfd = bench_listen(&port, 16);
-    if (srv.lfd < 0)
+    if (bench_server_start(&srv, 16, bench_plain_sink, NULL) != 0)
         return -1;
-    pid_t pid = bench_fork(bench_plain_sink, &srv);
-    if (pid > 0)
-        fd = open_fd(arg, port);
+    fd = open_fd(arg, srv.port);
     if (fd >= 0) {
         rc = bench_plain_reps(o, fd, size, out);
         close(fd);
     }
-    close(srv.lfd);
-    bench_child_stop(pid);
+    bench_server_stop(&srv);
     return rc;
 }
 
@@ -119,19 +114,20 @@ int bench_plain_throughput(const bench_opts *o, size_t size, bench_stat *out)
 
 /* ---- a handshake's traffic without its cryptography ---- */
 
-struct null_arg {
-    int lfd;
-    const size_t *acts;     /* act sizes, initiator first, 0-terminated */
+/* Act sizes, initiator first, 0-terminated. */
+struct null_acts {
+    const size_t *acts;
+    uint16_t port;
 };
 
 /* Acts alternate between the sides; the server then sends the one-byte
  * confirmation message (a 35-byte frame), like the real handshake bench. */
-static int null_serve(void *arg)
+static int null_serve(int lfd, void *arg)
 {
-    struct null_arg *a = arg;
+    struct null_acts *a = arg;
     uint8_t buf[128] = { 0 };
     for (;;) {
-        int fd = bench_accept(a->lfd), ok = 1;
+        int fd = bench_accept(lfd), ok = 1;
         if (fd < 0)
             return -1;
         for (int i = 0; ok && a->acts[i] != 0; i++)
@@ -143,13 +139,14 @@ static int null_serve(void *arg)
     }
 }
 
-static int null_one(uint16_t port, const size_t *acts)
+static int null_one(void *arg)
 {
+    struct null_acts *a = arg;
     uint8_t buf[128] = { 0 };
-    int fd = bench_connect(port), ok = fd >= 0;
-    for (int i = 0; ok && acts[i] != 0; i++)
-        ok = (i % 2 == 0 ? bench_write_all(fd, buf, acts[i])
-                         : bench_read_all(fd, buf, acts[i])) == 0;
+    int fd = bench_connect(a->port), ok = fd >= 0;
+    for (int i = 0; ok && a->acts[i] != 0; i++)
+        ok = (i % 2 == 0 ? bench_write_all(fd, buf, a->acts[i])
+                         : bench_read_all(fd, buf, a->acts[i])) == 0;
     ok = ok && bench_read_all(fd, buf, 1 + P11N_FRAME_OVERHEAD) == 0;
     if (fd >= 0)
         bench_close_abort(fd);
@@ -159,32 +156,14 @@ static int null_one(uint16_t port, const size_t *acts)
 int bench_null_handshakes(const bench_opts *o, const char *pattern, bench_stat *out)
 {
     static const size_t kk[] = { 50, 50, 0 }, xk[] = { 50, 50, 66, 0 };
-    struct null_arg srv = { .acts = strcmp(pattern, "XK") == 0 ? xk : kk };
-    uint16_t port;
-    pid_t pid;
-    int rc = -1;
+    struct null_acts a = { .acts = strcmp(pattern, "XK") == 0 ? xk : kk };
+    bench_server srv;
+    int rc;
 
-    srv.lfd = bench_listen(&port, 64);
-    if (srv.lfd < 0)
+    if (bench_server_start(&srv, 64, null_serve, &a) != 0)
         return -1;
-    pid = bench_fork(null_serve, &srv);
-    if (pid < 0 || null_one(port, srv.acts) != 0)
-        goto done;
-    for (int r = 0; r < o->reps; r++) {
-        double t0 = bench_now(), t;
-        long n = 0;
-        do {
-            if (null_one(port, srv.acts) != 0)
-                goto done;
-            n++;
-            t = bench_now() - t0;
-        } while (t < o->rep_seconds);
-        bench_stat_add(out, (double)n / t);
-    }
-    bench_stat_finish(out);
-    rc = 0;
-done:
-    close(srv.lfd);
-    bench_child_stop(pid);
+    a.port = srv.port;
+    rc = bench_rate_reps(o, null_one, &a, out);
+    bench_server_stop(&srv);
     return rc;
 }

@@ -79,30 +79,6 @@ static X509 *make_cert(const char *cn, EVP_PKEY *key, X509 *ca, EVP_PKEY *ca_key
     return make_cert_as(cn, key, ca, ca_key, serial, ca != NULL);
 }
 
-static SSL_CTX *make_ctx(int server, X509 *ca, X509 *cert, EVP_PKEY *key)
-{
-    SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
-
-    if (ctx == NULL)
-        return NULL;
-    if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1
-        || SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) != 1
-        || SSL_CTX_set_ciphersuites(ctx, "TLS_CHACHA20_POLY1305_SHA256") != 1
-        || SSL_CTX_use_certificate(ctx, cert) != 1
-        || SSL_CTX_use_PrivateKey(ctx, key) != 1
-        || SSL_CTX_check_private_key(ctx) != 1
-        || X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1) {
-        SSL_CTX_free(ctx);
-        return NULL;
-    }
-    /* Every handshake is a full one: no tickets, no session cache. */
-    SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-    SSL_CTX_set_num_tickets(ctx, 0);
-    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);
-    return ctx;
-}
-
 /* ---- pinned self-signed certificates: the analogue of a ceremony ---- */
 
 /* Each process holds both contexts; the certificate each side pins. */
@@ -120,7 +96,10 @@ static int pin_verify(int preverify_ok, X509_STORE_CTX *x)
         X509_cmp(cert, pin) == 0;
 }
 
-static SSL_CTX *make_pinned_ctx(int server, X509 *cert, EVP_PKEY *key)
+/* A TLS 1.3-only context with CHACHA20-POLY1305, full handshakes only,
+ * the peer's certificate required: verified against the CA `ca`, or with
+ * `ca` NULL pinned (pin_verify). */
+static SSL_CTX *make_ctx(int server, X509 *ca, X509 *cert, EVP_PKEY *key)
 {
     SSL_CTX *ctx = SSL_CTX_new(server ? TLS_server_method() : TLS_client_method());
     if (ctx == NULL)
@@ -130,14 +109,17 @@ static SSL_CTX *make_pinned_ctx(int server, X509 *cert, EVP_PKEY *key)
         || SSL_CTX_set_ciphersuites(ctx, "TLS_CHACHA20_POLY1305_SHA256") != 1
         || SSL_CTX_use_certificate(ctx, cert) != 1
         || SSL_CTX_use_PrivateKey(ctx, key) != 1
-        || SSL_CTX_check_private_key(ctx) != 1) {
+        || SSL_CTX_check_private_key(ctx) != 1
+        || (ca != NULL && X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx), ca) != 1)) {
         SSL_CTX_free(ctx);
         return NULL;
     }
+    /* Every handshake is a full one: no tickets, no session cache. */
     SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
     SSL_CTX_set_num_tickets(ctx, 0);
     SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, pin_verify);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT,
+        ca != NULL ? NULL : pin_verify);
     return ctx;
 }
 
@@ -208,8 +190,8 @@ static int world_init_pinned(tls_world *w)
     pin_of_server = sk != NULL ? make_cert_as("bench server", sk, NULL, sk, 2, 1) : NULL;
     pin_of_client = ck != NULL ? make_cert_as("bench client", ck, NULL, ck, 3, 1) : NULL;
     if (pin_of_server != NULL && pin_of_client != NULL) {
-        w->server = make_pinned_ctx(1, pin_of_server, sk);
-        w->client = make_pinned_ctx(0, pin_of_client, ck);
+        w->server = make_ctx(1, NULL, pin_of_server, sk);
+        w->client = make_ctx(0, NULL, pin_of_client, ck);
     }
     EVP_PKEY_free(sk);
     EVP_PKEY_free(ck);
@@ -271,18 +253,13 @@ static int ssl_read_all(SSL *ssl, void *p, size_t len)
 
 /* ---- throughput ---- */
 
-struct tput_server {
-    tls_world *w;
-    int lfd;
-};
-
 /* Serve one connection: for each request (count, size), read count * size
  * bytes of application data in large reads, then send one byte back. */
-static int tput_serve(void *arg)
+static int tput_serve(int lfd, void *arg)
 {
-    struct tput_server *s = arg;
-    int fd = bench_accept(s->lfd);
-    SSL *ssl = fd >= 0 ? tls_open(s->w->server, fd, 1) : NULL;
+    tls_world *w = arg;
+    int fd = bench_accept(lfd);
+    SSL *ssl = fd >= 0 ? tls_open(w->server, fd, 1) : NULL;
     size_t cap = 1 << 17;
     uint8_t *buf = malloc(cap);
     uint64_t req[2];
@@ -308,18 +285,25 @@ done:
     return rc;
 }
 
-static int tput_rep(SSL *ssl, const uint8_t *msg, size_t size, size_t count, double *secs)
+struct tput_client {
+    SSL *ssl;
+    const uint8_t *msg;
+    size_t size;
+};
+
+static int tput_rep(void *arg, size_t count, double *secs)
 {
-    uint64_t req[2] = { count, size };
+    struct tput_client *c = arg;
+    uint64_t req[2] = { count, c->size };
     uint8_t ack;
     double t0 = bench_now();
 
-    if (SSL_write(ssl, req, sizeof(req)) != (int)sizeof(req))
+    if (SSL_write(c->ssl, req, sizeof(req)) != (int)sizeof(req))
         return -1;
     for (size_t i = 0; i < count; i++)
-        if (SSL_write(ssl, msg, (int)size) != (int)size)
+        if (SSL_write(c->ssl, c->msg, (int)c->size) != (int)c->size)
             return -1;
-    if (ssl_read_all(ssl, &ack, 1) != 0)
+    if (ssl_read_all(c->ssl, &ack, 1) != 0)
         return -1;
     *secs = bench_now() - t0;
     return 0;
@@ -328,49 +312,28 @@ static int tput_rep(SSL *ssl, const uint8_t *msg, size_t size, size_t count, dou
 int bench_tls_throughput(const bench_opts *o, size_t size, bench_stat *out)
 {
     tls_world w;
-    struct tput_server srv = { .w = &w };
-    uint16_t port;
-    pid_t pid = -1;
-    int fd = -1, rc = -1;
-    SSL *ssl = NULL;
+    bench_server srv = { .lfd = -1, .pid = -1 };
+    struct tput_client c = { .size = size };
     uint8_t *msg = calloc(1, size);
     uint64_t stop[2] = { 0, 0 };
-    size_t count;
-    double t;
+    int fd = -1, rc = -1;
 
     if (msg == NULL || world_init(&w) != 0) {
         free(msg);
         return -1;
     }
-    srv.lfd = bench_listen(&port, 16);
-    if (srv.lfd < 0)
-        goto done;
-    pid = bench_fork(tput_serve, &srv);
-    if (pid < 0)
-        goto done;
-    fd = bench_connect(port);
-    ssl = fd >= 0 ? tls_open(w.client, fd, 0) : NULL;
-    if (ssl == NULL)
-        goto done;
-    count = bench_count_for(o, size, 20.0);
-    if (tput_rep(ssl, msg, size, count, &t) != 0)
-        goto done;
-    count = bench_count_for(o, size, (double)size * (double)count / t / 1e6);
-    for (int r = 0; r < o->reps; r++) {
-        if (tput_rep(ssl, msg, size, count, &t) != 0)
-            goto done;
-        bench_stat_add(out, (double)size * (double)count / t / 1e6);
+    c.msg = msg;
+    if (bench_server_start(&srv, 16, tput_serve, &w) == 0)
+        fd = bench_connect(srv.port);
+    c.ssl = fd >= 0 ? tls_open(w.client, fd, 0) : NULL;
+    if (c.ssl != NULL && bench_mbps_reps(o, size, 20.0, tput_rep, &c, out) == 0) {
+        (void)SSL_write(c.ssl, stop, sizeof(stop));
+        rc = 0;
     }
-    bench_stat_finish(out);
-    (void)SSL_write(ssl, stop, sizeof(stop));
-    rc = 0;
-done:
-    SSL_free(ssl);
+    SSL_free(c.ssl);
     if (fd >= 0)
         close(fd);
-    if (srv.lfd >= 0)
-        close(srv.lfd);
-    bench_child_stop(pid);
+    bench_server_stop(&srv);
     world_free(&w);
     free(msg);
     return rc;
@@ -380,15 +343,15 @@ done:
 
 /* Accept connections forever: full handshake, then one byte of application
  * data so the client knows the server verified its certificate too. */
-static int hs_serve(void *arg)
+static int hs_serve(int lfd, void *arg)
 {
-    struct tput_server *s = arg;
+    tls_world *w = arg;
     for (;;) {
-        int fd = bench_accept(s->lfd);
+        int fd = bench_accept(lfd);
         SSL *ssl;
         if (fd < 0)
             return -1;
-        ssl = tls_open(s->w->server, fd, 1);
+        ssl = tls_open(w->server, fd, 1);
         if (ssl != NULL)
             (void)SSL_write(ssl, "k", 1);
         SSL_free(ssl);
@@ -396,10 +359,16 @@ static int hs_serve(void *arg)
     }
 }
 
-static int hs_one(SSL_CTX *ctx, uint16_t port)
+struct hs_client {
+    SSL_CTX *ctx;
+    uint16_t port;
+};
+
+static int hs_one(void *arg)
 {
-    int fd = bench_connect(port);
-    SSL *ssl = fd >= 0 ? tls_open(ctx, fd, 0) : NULL;
+    struct hs_client *c = arg;
+    int fd = bench_connect(c->port);
+    SSL *ssl = fd >= 0 ? tls_open(c->ctx, fd, 0) : NULL;
     uint8_t ack;
     int rc = ssl != NULL && ssl_read_all(ssl, &ack, 1) == 0 ? 0 : -1;
 
@@ -412,36 +381,16 @@ static int hs_one(SSL_CTX *ctx, uint16_t port)
 static int tls_handshakes(const bench_opts *o, int pinned, bench_stat *out)
 {
     tls_world w;
-    struct tput_server srv = { .w = &w };
-    uint16_t port;
-    pid_t pid = -1;
+    bench_server srv;
     int rc = -1;
 
     if ((pinned ? world_init_pinned(&w) : world_init(&w)) != 0)
         return -1;
-    srv.lfd = bench_listen(&port, 64);
-    if (srv.lfd < 0)
-        goto done;
-    pid = bench_fork(hs_serve, &srv);
-    if (pid < 0 || hs_one(w.client, port) != 0)
-        goto done;
-    for (int r = 0; r < o->reps; r++) {
-        double t0 = bench_now(), t;
-        long n = 0;
-        do {
-            if (hs_one(w.client, port) != 0)
-                goto done;
-            n++;
-            t = bench_now() - t0;
-        } while (t < o->rep_seconds);
-        bench_stat_add(out, (double)n / t);
+    if (bench_server_start(&srv, 64, hs_serve, &w) == 0) {
+        struct hs_client c = { w.client, srv.port };
+        rc = bench_rate_reps(o, hs_one, &c, out);
+        bench_server_stop(&srv);
     }
-    bench_stat_finish(out);
-    rc = 0;
-done:
-    if (srv.lfd >= 0)
-        close(srv.lfd);
-    bench_child_stop(pid);
     world_free(&w);
     return rc;
 }

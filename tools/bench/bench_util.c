@@ -74,6 +74,42 @@ size_t bench_count_for(const bench_opts *o, size_t size, double est_mbps)
     return n < 16 ? 16 : n;
 }
 
+int bench_rate_reps(const bench_opts *o, int (*one)(void *arg), void *arg, bench_stat *out)
+{
+    if (one(arg) != 0)
+        return -1;
+    for (int r = 0; r < o->reps; r++) {
+        double t0 = bench_now(), t;
+        long n = 0;
+        do {
+            if (one(arg) != 0)
+                return -1;
+            n++;
+            t = bench_now() - t0;
+        } while (t < o->rep_seconds);
+        bench_stat_add(out, (double)n / t);
+    }
+    bench_stat_finish(out);
+    return 0;
+}
+
+int bench_mbps_reps(const bench_opts *o, size_t size, double est_mbps,
+    int (*rep)(void *arg, size_t count, double *secs), void *arg, bench_stat *out)
+{
+    size_t count = bench_count_for(o, size, est_mbps);
+    double secs;
+    if (rep(arg, count, &secs) != 0)
+        return -1;
+    count = bench_count_for(o, size, (double)size * (double)count / secs / 1e6);
+    for (int r = 0; r < o->reps; r++) {
+        if (rep(arg, count, &secs) != 0)
+            return -1;
+        bench_stat_add(out, (double)size * (double)count / secs / 1e6);
+    }
+    bench_stat_finish(out);
+    return 0;
+}
+
 /* ---- table ---- */
 
 static int judged_rows, met_rows;
