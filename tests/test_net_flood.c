@@ -473,19 +473,17 @@ static p11n_ctx *slow_listener(const char *name, p11n_key *skey, unsigned act_ms
     return srv;
 }
 
-/* Acts that wait for the token past their deadline are dropped before
- * it, and their connections say why: one worker, 200 ms per derivation
- * (an act with one candidate costs es and ss, asked for at once), a
- * 300 ms act deadline, six bogus acts at once. */
-static void test_late_acts_dropped(void)
+/* Six bogus acts at once against slow_listener(act_ms, act1_ms), held
+ * open until every connection has failed. Returns the pool's counters,
+ * the derivations spent (*derived) and the log mark of the run (*mark). */
+static struct p11n_worker_stats six_acts(const char *name, unsigned act_ms, unsigned act1_ms,
+    uint64_t seed, unsigned long *derived, size_t *mark)
 {
     p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
     uint16_t port = 0;
-    p11n_ctx *srv = slow_listener("late", skey, 300, 300, &port);
-
-    size_t mark = t_log_mark();
+    p11n_ctx *srv = slow_listener(name, skey, act_ms, act1_ms, &port);
+    *mark = t_log_mark();
     unsigned long before = t_fault_calls("C_DeriveKey");
-    uint64_t seed = 11;
     int fds[6];
     for (int i = 0; i < 6; i++) {
         uint8_t act[50];
@@ -495,13 +493,29 @@ static void test_late_acts_dropped(void)
     }
     p11n_ctx *const one[] = { srv };
     uint64_t guard = now_ms() + 20000;
-    while (t_log_count(mark, "failed during handshake") < 6 && now_ms() < guard)
+    while (t_log_count(*mark, "failed during handshake") < 6 && now_ms() < guard)
         t_pump(one, 1, 20);
     struct p11n_worker_stats st;
     p11n_worker_stats(srv, &st);
-    unsigned long derived = t_fault_calls("C_DeriveKey") - before;
-    printf("\n  6 acts: %lu dropped late, %lu derivations\n", st.dropped_late, derived);
-    CU_ASSERT_EQUAL(t_log_count(mark, "failed during handshake"), 6);
+    *derived = t_fault_calls("C_DeriveKey") - before;
+    printf("\n  6 acts: %lu dropped late, %lu derivations\n", st.dropped_late, *derived);
+    CU_ASSERT_EQUAL(t_log_count(*mark, "failed during handshake"), 6);
+    for (int i = 0; i < 6; i++)
+        close(fds[i]);
+    p11n_ctx_free(srv);
+    p11n_key_free(skey);
+    return st;
+}
+
+/* Acts that wait for the token past their deadline are dropped before
+ * it, and their connections say why: one worker, 200 ms per derivation
+ * (an act with one candidate costs es and ss, asked for at once), a
+ * 300 ms act deadline, six bogus acts at once. */
+static void test_late_acts_dropped(void)
+{
+    unsigned long derived = 0;
+    size_t mark = 0;
+    struct p11n_worker_stats st = six_acts("late", 300, 300, 11, &derived, &mark);
     CU_ASSERT(st.dropped_late >= 2);
     /* Each act that ran derived its es, and its ss unless an earlier act
      * of its batch had. */
@@ -509,10 +523,6 @@ static void test_late_acts_dropped(void)
     CU_ASSERT(ran >= 1 && derived >= ran + 1 && derived <= 2 * ran);
     CU_ASSERT_EQUAL(t_log_count(mark, "the act's deadline passed while it waited"),
         st.dropped_late);
-    for (int i = 0; i < 6; i++)
-        close(fds[i]);
-    p11n_ctx_free(srv);
-    p11n_key_free(skey);
 }
 
 /* The first act's deadline is for the peer's sending: once an act is in,
@@ -522,34 +532,11 @@ static void test_late_acts_dropped(void)
  * about 1.4 s, and none is dropped late. */
 static void test_arrived_acts_not_late(void)
 {
-    p11n_key *skey = t_fault_key(&T, "server", "C_DeriveKey:delay=200");
-    uint16_t port = 0;
-    p11n_ctx *srv = slow_listener("arrived", skey, 5000, 300, &port);
-    size_t mark = t_log_mark();
-    unsigned long before = t_fault_calls("C_DeriveKey");
-    uint64_t seed = 13;
-    int fds[6];
-    for (int i = 0; i < 6; i++) {
-        uint8_t act[50];
-        bogus_act(act, &seed);
-        fds[i] = t_connect_loopback(port);
-        CU_ASSERT_FATAL(fds[i] >= 0 && send_all(fds[i], act, sizeof(act)) == 0);
-    }
-    p11n_ctx *const one[] = { srv };
-    uint64_t guard = now_ms() + 20000;
-    while (t_log_count(mark, "failed during handshake") < 6 && now_ms() < guard)
-        t_pump(one, 1, 20);
-    struct p11n_worker_stats st;
-    p11n_worker_stats(srv, &st);
-    unsigned long derived = t_fault_calls("C_DeriveKey") - before;
-    printf("\n  6 acts: %lu dropped late, %lu derivations\n", st.dropped_late, derived);
-    CU_ASSERT_EQUAL(t_log_count(mark, "failed during handshake"), 6);
+    unsigned long derived = 0;
+    size_t mark = 0;
+    struct p11n_worker_stats st = six_acts("arrived", 5000, 300, 13, &derived, &mark);
     CU_ASSERT_EQUAL(st.dropped_late, 0);
     CU_ASSERT_EQUAL(t_log_count(mark, "did not verify under any"), 6);
-    for (int i = 0; i < 6; i++)
-        close(fds[i]);
-    p11n_ctx_free(srv);
-    p11n_key_free(skey);
 }
 
 /* Peers that leave while their acts wait for the token: one worker, 200
