@@ -45,12 +45,15 @@ static void on_record(const p11n_log_record *r, void *arg)
     e->conn = r->conn_id;
 }
 
+/* The first event of that name, or an empty one (event "") when none
+ * came: never NULL, so the checks read fields without a NULL path. */
 static const struct event *find_event(const char *name)
 {
+    static const struct event none;
     for (int i = 0; i < nevents; i++)
         if (strcmp(events[i].event, name) == 0)
             return &events[i];
-    return NULL;
+    return &none;
 }
 
 /* ctxs[0] the server (records), ctxs[1] a client knowing the server. */
@@ -257,7 +260,7 @@ static void test_log_fields(void)
     p11n_close(c);
     CU_ASSERT_FATAL(pump_to(&closed, 2));
     const struct event *up = find_event("established"), *down = find_event("closed");
-    CU_ASSERT_FATAL(up != NULL && down != NULL);
+    CU_ASSERT_FATAL(up->event[0] != '\0' && down->event[0] != '\0');
     CU_ASSERT_STRING_EQUAL(up->peer, "client");
     CU_ASSERT(strncmp(up->addr, "127.0.0.1:", 10) == 0);
     CU_ASSERT_STRING_EQUAL(up->reason, "(none)");
@@ -291,7 +294,7 @@ static void test_kk_unverified(void)
         (void)dial(port, cases[i].key, cases[i].prologue);
         CU_ASSERT_FATAL(pump_to(&closed, 2));
         const struct event *f = find_event("failed");
-        CU_ASSERT_FATAL(f != NULL);
+        CU_ASSERT_FATAL(f->event[0] != '\0');
         fprintf(stderr, "%s: %s\n", cases[i].what, f->text);
         CU_ASSERT(strstr(f->reason, "act 1 did not verify under any of the 1 accepted "
             "initiator keys: an initiator not in our ceremony, a changed key, a different "
