@@ -13,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ckr.h"
 #include "token.h"
 
 /* The first retry comes soon (a token put back is usually ready within a
@@ -51,12 +50,9 @@ static int state_error(struct p11n_token *tok, uint64_t now)
         "token unavailable for good, the login is not tried again: %s", tok->why);
 }
 
-/* Forget every session of the old generation before any new one is
- * opened. The idle ones and the anchor are closed only while the anchor
- * is still alive (the login or a handle was lost, not the sessions): when
- * the token ended them, their numbers may already be reused, and closing
- * one would end someone else's session. A forked child leaves its
- * parent's alone; borrowed ones are forgotten when they come back. */
+/* Forget every session of the old generation: the idle ones and the
+ * anchor are closed (in the parent; a forked child leaves its parent's
+ * alone), the borrowed ones when they come back. */
 static void drop_sessions(struct p11n_token *tok, int forked)
 {
     pthread_mutex_lock(&tok->lock);
@@ -69,12 +65,9 @@ static void drop_sessions(struct p11n_token *tok, int forked)
     tok->anchor = CK_INVALID_HANDLE;
     tok->pid = getpid();
     pthread_mutex_unlock(&tok->lock);
-    CK_SESSION_INFO si;
-    int alive = !forked && anchor != CK_INVALID_HANDLE &&
-                !p11n_ckr_session_dead(tok->fn->C_GetSessionInfo(anchor, &si));
-    for (size_t i = 0; i < nidle && alive; i++)
+    for (size_t i = 0; i < nidle && !forked; i++)
         tok->fn->C_CloseSession(idle[i]);
-    if (alive)
+    if (anchor != CK_INVALID_HANDLE && !forked)
         tok->fn->C_CloseSession(anchor);
     free(idle);
 }

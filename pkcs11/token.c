@@ -336,22 +336,6 @@ int p11n_token_session_get(struct p11n_token *tok, struct p11n_token_use *u)
     return P11N_OK;
 }
 
-/* The token itself ended the session (it was pulled out, or closed the
- * session): its handle is no longer ours. */
-static int session_gone(CK_RV rv)
-{
-    switch (rv) {
-    case CKR_SESSION_CLOSED:
-    case CKR_SESSION_HANDLE_INVALID:
-    case CKR_DEVICE_REMOVED:
-    case CKR_TOKEN_NOT_PRESENT:
-    case CKR_CRYPTOKI_NOT_INITIALIZED:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
 void p11n_token_session_put(struct p11n_token *tok, struct p11n_token_use *u)
 {
     pthread_mutex_lock(&tok->lock);
@@ -372,12 +356,8 @@ void p11n_token_session_put(struct p11n_token *tok, struct p11n_token_use *u)
         }
     }
     pthread_mutex_unlock(&tok->lock);
-    /* A session the token ended, or one of an older generation, is
-     * forgotten, not closed: a module that reuses handle numbers may
-     * already have given its number to a new session, ours (after a
-     * recovery) or another user's. At worst an old one that was still
-     * alive stays open until C_Finalize. Any other dead session is closed,
-     * which also destroys what it could not. */
-    if (!stale && !session_gone(u->rv))
+    /* A dead session of an older generation is forgotten, not closed: the
+     * token ended it, and may have given its number to a new session. */
+    if (!(stale && u->dead))
         tok->fn->C_CloseSession(u->s);
 }

@@ -744,39 +744,6 @@ static void test_removed_and_back(void)
     CU_ASSERT(fault_count("C_CloseAllSessions") == 0);  /* only the module's own removal */
 }
 
-/* Load through the fault module, run `dh` DH with `faults`, free the key:
- * the module's C_OpenSession and C_CloseSession counts. */
-static void dh_counted(const char *faults, int dh, long *opens, long *closes)
-{
-    p11n_key *k = load_counted(key_uri("k1", 1), faults);
-    uint8_t out[32];
-    for (int i = 0; i < dh; i++)
-        CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
-    free_counted(k);
-    *opens = fault_count("C_OpenSession");
-    *closes = fault_count("C_CloseSession");
-}
-
-/* A removal ends every session: their handles are forgotten, never
- * closed by us, since a module that reuses handle numbers may already have
- * given one to a new session (ours after recovery, or another user's).
- * One thread, 4 DH, the first of which hits the removal and recovers: the
- * new generation opens as many sessions as a run without removal. p11-kit,
- * which tracks the sessions of the modules it loads, closes the forgotten
- * ones once each at C_Finalize; closing them at recovery as well (as
- * before) made one more close per removed session. */
-static void test_removed_handles_forgotten(void)
-{
-    long opens0, closes0, opens, closes;
-    dh_counted("C_DeriveKey:delay=0", 4, &opens0, &closes0);
-    /* Derivation 1 is load's self-check; DH 1 uses 2 and 3. */
-    dh_counted("C_DeriveKey:remove@3", 4, &opens, &closes);
-    fprintf(stderr, "  without removal %ld C_OpenSession, %ld C_CloseSession; "
-        "with %ld and %ld\n", opens0, closes0, opens, closes);
-    CU_ASSERT(opens == 2 * opens0);
-    CU_ASSERT(closes == closes0 + opens0);
-}
-
 /* The token stays out 1.5 s: the DH that hit the removal and every DH
  * while it is away fail at once with TOKEN_UNAVAILABLE, without calling
  * the module; after it is back, DH works again with no reload. */
@@ -1113,8 +1080,6 @@ int main(void)
         { "configured modules, module-name, two handles", test_configured_module_and_two_handles },
         { "file: keys", test_file_key },
         { "BOLT #8 vectors with the static key in SoftHSM2", test_bolt8_with_token_key },
-        { "a removal's session handles are forgotten, not closed late",
-          test_removed_handles_forgotten },
         { "token derivations per handshake: KK 4 (5 the first time), XK 3",
           test_derivations_per_handshake },
         { "extractable or non-sensitive key refused unless allowed", test_extractable_refused },
