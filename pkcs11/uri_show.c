@@ -3,7 +3,7 @@
  * with their percent-escapes resolved where the byte is printable, and
  * without pin-value; every other text with its unprintable bytes escaped.
  * What p11-kit would read as a pkcs11: URI (any case, whitespace before
- * or inside the scheme) is shown as one, and what it would read as a
+ * or inside the scheme, more before the ':') is shown as one, and what it would read as a
  * pin-value is never shown: the text shown, parsed again, holds no PIN.
  * A byte that a terminal would act on (a control byte, DEL, the bytes of
  * an escape sequence) is never written raw, whether it came escaped or
@@ -159,9 +159,18 @@ static int known_attribute(const char *p, size_t n)
     return 0;
 }
 
-/* After "pkcs11:", path ';' attributes, then '?' query '&' attributes,
- * split where p11-kit splits them; the '?' only when the query keeps an
- * attribute. */
+/* 1 if p[0..n) is empty as p11-kit reads it (whitespace alone; an
+ * escaped one too, which p11-kit would refuse for want of a '='). */
+static int empty(const char *p, size_t n)
+{
+    size_t i = 0;
+    return next_char(p, n, &i) == -1;
+}
+
+/* After "pkcs11:", path ';' attributes, then query '&' attributes, split
+ * where p11-kit splits them: the path ends at '?' or at an empty
+ * component ("a=b;;c=d&e=f" has the query "c=d&e=f"); the '?' is shown
+ * only when the query keeps an attribute. */
 static void put_pkcs11(struct shown *s, const char *p)
 {
     static const char scheme[] = "pkcs11:";
@@ -170,11 +179,13 @@ static void put_pkcs11(struct shown *s, const char *p)
     int query = 0, first = 1, in_pin = 0;
     for (;;) {
         size_t n = strcspn(p, query ? "&" : ";?");
+        int blank_part = empty(p, n);
+        int ends_path = !query && (p[n] == '?' || blank_part);
         if (is_pin_value(p, n))
             in_pin = 1;
         else if (in_pin && known_attribute(p, n))
             in_pin = 0;
-        if (n > 0 && !in_pin) {
+        if (!blank_part && !in_pin) {
             if (!first || query)
                 put(s, !first ? (query ? '&' : ';') : '?');
             put_component(s, p, n);
@@ -183,7 +194,7 @@ static void put_pkcs11(struct shown *s, const char *p)
         p += n;
         if (*p == '\0')
             return;
-        if (*p == '?' && !query) {
+        if (ends_path) {
             query = 1;
             first = 1;
         }
@@ -196,9 +207,12 @@ size_t p11n_uri_display(const char *uri, char *out, size_t cap)
     struct shown s = { out, cap, 0 };
     if (uri == NULL)
         uri = "";
-    size_t after = 0;
-    if (read_name(uri, strlen(uri), &after, "pkcs11:")) {
-        put_pkcs11(&s, uri + after);
+    /* p11-kit takes what follows the first ':' after "pkcs11" (older
+     * versions only right after it) as the URI. */
+    const char *colon = strchr(uri, ':');
+    size_t at = 0;
+    if (colon != NULL && read_name(uri, (size_t)(colon - uri), &at, "pkcs11")) {
+        put_pkcs11(&s, colon + 1);
     } else {
         for (const unsigned char *p = (const unsigned char *)uri; *p; p++)
             if (*p >= 0x20 && *p < 0x7f)
