@@ -566,10 +566,13 @@ P11N_API size_t p11n_peers_line(const char *text, size_t len, size_t index);
 P11N_API const char *p11n_token_last_error(void);
 
 /** A URI as messages show it (the form p11n_token_last_error and the PIN
- *  callback use): for "pkcs11:", percent-escapes resolved where the byte
- *  is printable ASCII other than ; ? & = % # (which stay escaped, so the
- *  attributes read the same), pin-value removed wherever it appears,
- *  pin-source and the rest kept; any other text as it is. In both, a
+ *  callback use): for "pkcs11:" (in any case, after whitespace, as
+ *  p11-kit reads it), percent-escapes resolved where the byte is
+ *  printable ASCII other than space ; ? & = % # (which stay escaped, so
+ *  the attributes read the same), pin-value removed wherever and however
+ *  spelled, with what follows it up to the next attribute p11-kit knows
+ *  (a PIN may hold a raw '&'), pin-source and the rest kept; p11-kit
+ *  reads no PIN from the result. Any other text as it is. In both, a
  *  byte outside printable ASCII (a control byte, DEL, UTF-8) is written
  *  as %XX, never raw. Writes at most cap bytes including the NUL (cap 0:
  *  nothing) and returns the length of the whole text, as snprintf does:

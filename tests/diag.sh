@@ -107,7 +107,7 @@ t_token diag || t_done
 t_exit "a token that does not exist" 3 pubkey \
     --key "pkcs11:token=no%20such%2Ftoken;object=k%0Aey%1B?pin-value=987654&pin-source=file:/none"
 t_check "... the URI shown decoded, with pin-source, escapes for control bytes" \
-    'grep -qF "pkcs11:" "$tmp/exit.err" && grep -qF "token=no such/token" "$tmp/exit.err" &&
+    'grep -qF "pkcs11:" "$tmp/exit.err" && grep -qF "token=no%20such/token" "$tmp/exit.err" &&
      grep -qF "object=k%0Aey%1B" "$tmp/exit.err" && grep -qF "pin-source=file:/none" "$tmp/exit.err"'
 t_check "... never the PIN, one line, no raw escape byte" \
     '! grep -q "987654\|pin-value" "$tmp/exit.err" && [ "$(wc -l < "$tmp/exit.err")" -eq 1 ] &&

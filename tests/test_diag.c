@@ -13,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <p11-kit/uri.h>
+
 #include "netutil.h"
 #include "p11noise.h"
 #include "testutil.h"
@@ -331,20 +333,72 @@ static void test_peer_key(void)
     teardown();
 }
 
+/* What p11-kit reads from a URI as its PIN, or NULL. */
+static char *pin_of(const char *uri)
+{
+    P11KitUri *u = p11_kit_uri_new();
+    char *pin = NULL;
+    if (p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) == P11_KIT_URI_OK
+        && p11_kit_uri_get_pin_value(u) != NULL)
+        pin = strdup(p11_kit_uri_get_pin_value(u));
+    p11_kit_uri_free(u);
+    return pin;
+}
+
+/* p11-kit reads no PIN from the text shown, and the PIN it reads from
+ * the input (of 4 characters or more) is not in the text shown. */
+static void check_shown_pin_free(const char *in, const char *shown)
+{
+    char *pin = pin_of(shown);
+    CU_ASSERT(pin == NULL);
+    free(pin);
+    pin = pin_of(in);
+    if (pin != NULL && strlen(pin) >= 4) {
+        if (strstr(shown, pin) != NULL)
+            fprintf(stderr, "'%s' shown as '%s'\n", in, shown);
+        CU_ASSERT(strstr(shown, pin) == NULL);
+    }
+    free(pin);
+}
+
 static void test_uri_display(void)
 {
     static const struct {
         const char *what, *in, *out;
     } rows[] = {
         { "escapes of printable bytes resolved, pin-value removed, pin-source kept",
-            "pkcs11:token=my%20token;object=a%2Fb?pin-value=1234&pin-source=file:/p",
-            "pkcs11:token=my token;object=a/b?pin-source=file:/p" },
+            "pkcs11:token=my%2Btoken;object=a%2Fb?pin-value=1234&pin-source=file:/p",
+            "pkcs11:token=my+token;object=a/b?pin-source=file:/p" },
+        /* p11-kit drops raw whitespace: a space shown raw would join
+         * "pin-val" and "ue" into the name it reads as a PIN. */
+        { "an escaped space stays escaped", "pkcs11:token=my%20token%09x",
+            "pkcs11:token=my%20token%09x" },
+        { "a space escaped after the name", "pkcs11:token=a?pin-value%20=1234", "pkcs11:token=a" },
+        { "a space escaped inside the name", "pkcs11:token=a?pin-val%20ue=1234", "pkcs11:token=a" },
+        { "a space escaped before a path pin-value", "pkcs11:token=a;%20pin-value=1234",
+            "pkcs11:token=a" },
+        { "whitespace inside an escape of the name", "pkcs11:token=a?%7 0in-va\nlue=1234",
+            "pkcs11:token=a" },
+        { "the scheme in capitals", "PKCS11:token=a?pin-value=1234", "pkcs11:token=a" },
+        { "whitespace before and inside the scheme", " pk\ncs11 :token=a?pin-value=1234",
+            "pkcs11:token=a" },
+        { "an unescaped '&' in a PIN: its tail up to a known attribute goes",
+            "pkcs11:token=a?pin-value=12&34&x=5&module-name=m&y=6",
+            "pkcs11:token=a?module-name=m&y=6" },
+        { "an empty path component starts the query, as in p11-kit",
+            "pkcs11:token=a;;pin-value=9876&object=b", "pkcs11:token=a?object=b" },
+        { "... a blank one too, or one at the start", "pkcs11: \n;x=y&pin-value=9876",
+            "pkcs11:?x=y" },
+        { "more between the scheme and its ':'", "pkcs11x:token=a?pin-value=1234",
+            "pkcs11:token=a" },
+        { "an unescaped ';' or '?' in a path PIN: its tail goes too",
+            "pkcs11:pin-value=12;34?56&pin-source=f", "pkcs11:?pin-source=f" },
         { "a query of pin-value alone: no '?' left",
             "pkcs11:token=t?pin-value=12%2034", "pkcs11:token=t" },
         { "pin-value first, last, or in the path", "pkcs11:pin-value=1;token=t?a=b&pin-value=2",
             "pkcs11:token=t?a=b" },
-        { "pin-value spelled escaped or in capitals", "pkcs11:token=t?pin%2Dvalue=1&PIN-VALUE=2"
-            "&pin-valu%65%3D3&pin-values=4&pin-val\tu e =5", "pkcs11:token=t?pin-values=4" },
+        { "pin-value spelled escaped or in capitals", "pkcs11:token=t?pin-values=4&pin%2Dvalue=1"
+            "&PIN-VALUE=2&pin-valu%65%3D3&pin-val\tu e =5", "pkcs11:token=t?pin-values=4" },
         { "control bytes and DEL stay escaped", "pkcs11:object=a%0Ab%1b%7F",
             "pkcs11:object=a%0Ab%1B%7F" },
         { "raw control bytes are escaped", "pkcs11:object=a\nb\033", "pkcs11:object=a%0Ab%1B" },
@@ -363,6 +417,7 @@ static void test_uri_display(void)
             fprintf(stderr, "%s: got '%s' (%zu)\n", rows[i].what, out, n);
         CU_ASSERT_STRING_EQUAL(out, rows[i].out);
         CU_ASSERT(n == strlen(rows[i].out));
+        check_shown_pin_free(rows[i].in, out);
     }
     /* Cut as snprintf cuts: NUL-terminated, the whole length returned. */
     char small[8];
