@@ -744,6 +744,62 @@ static void test_removed_and_back(void)
     CU_ASSERT(fault_count("C_CloseAllSessions") == 0);  /* only the module's own removal */
 }
 
+/* A recovery after an error that leaves the sessions alive (a transient
+ * CKR_DEVICE_ERROR of a network HSM, a lost login) must still close the
+ * sessions that were borrowed while it ran, when they come back: left
+ * open, each recovery would leak the sessions in flight until the token
+ * refused new ones. */
+static void test_recovery_closes_borrowed_sessions(void)
+{
+    p11n_key *k = load_counted(key_uri("k1", 1), "C_DeriveKey:fail%5=CKR_DEVICE_ERROR");
+    struct p11n_token *tok = p11n_token_of_key(k);
+    unsigned gen = tok->gen;
+    int left_open = 0;
+    for (int round = 0; round < 3; round++) {
+        struct p11n_token_use held;     /* another worker's session, in flight */
+        CU_ASSERT_FATAL(p11n_token_use_begin(tok, &held) == P11N_OK);
+        uint8_t out[32];
+        for (int i = 0; i < 2; i++)
+            CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);
+        p11n_token_use_end(tok, &held);
+        CK_SESSION_INFO si;
+        left_open += tok->fn->C_GetSessionInfo(held.s, &si) == CKR_OK;
+    }
+    fprintf(stderr, "  %u recoveries, %d borrowed sessions left open\n", tok->gen - gen,
+        left_open);
+    CU_ASSERT(tok->gen != gen);
+    CU_ASSERT(left_open == 0);
+    free_counted(k);
+}
+
+/* A recovery closes the previous generation's pooled sessions even when
+ * the token had ended the anchor (the one session never used after
+ * login; emulated by closing it). */
+static void test_recovery_closes_pool_without_anchor(void)
+{
+    p11n_key *k = load_counted(key_uri("k1", 1), "C_DeriveKey:fail@6=CKR_DEVICE_ERROR");
+    struct p11n_token *tok = p11n_token_of_key(k);
+    uint8_t out[32];
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);   /* 2, 3 */
+    CK_SESSION_HANDLE pooled[8];
+    size_t npooled = tok->nidle < 8 ? tok->nidle : 8;
+    memcpy(pooled, tok->idle, npooled * sizeof(*pooled));
+    CU_ASSERT_FATAL(npooled > 0);
+    CU_ASSERT(tok->fn->C_CloseSession(tok->anchor) == CKR_OK);
+    unsigned gen = tok->gen;
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);   /* 4, 5 */
+    CU_ASSERT(p11n_key_dh(k, p11n_secp256k1_generator, out) == P11N_OK);   /* 6 fails */
+    CU_ASSERT(tok->gen == gen + 1);
+    int open = 0;
+    for (size_t i = 0; i < npooled; i++) {
+        CK_SESSION_INFO si;
+        open += tok->fn->C_GetSessionInfo(pooled[i], &si) == CKR_OK;
+    }
+    fprintf(stderr, "  %d of %zu old pooled sessions left open\n", open, npooled);
+    CU_ASSERT(open == 0);
+    free_counted(k);
+}
+
 /* The token stays out 1.5 s: the DH that hit the removal and every DH
  * while it is away fail at once with TOKEN_UNAVAILABLE, without calling
  * the module; after it is back, DH works again with no reload. */
@@ -1080,6 +1136,10 @@ int main(void)
         { "configured modules, module-name, two handles", test_configured_module_and_two_handles },
         { "file: keys", test_file_key },
         { "BOLT #8 vectors with the static key in SoftHSM2", test_bolt8_with_token_key },
+        { "a recovery closes the sessions borrowed while it ran",
+          test_recovery_closes_borrowed_sessions },
+        { "a recovery closes the old pool without its anchor",
+          test_recovery_closes_pool_without_anchor },
         { "token derivations per handshake: KK 4 (5 the first time), XK 3",
           test_derivations_per_handshake },
         { "extractable or non-sensitive key refused unless allowed", test_extractable_refused },
