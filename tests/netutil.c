@@ -12,6 +12,8 @@
 #include <sys/socket.h>
 #include <CUnit/CUnit.h>
 
+#include "testutil.h"
+
 /* ---- logs ---- */
 
 static char *logbuf;
@@ -333,4 +335,17 @@ void t_dns_stop(t_dns *d)
     __atomic_store_n(&d->stop, 1, __ATOMIC_SEQ_CST);
     pthread_join(d->thread, NULL);
     close(d->fd);
+}
+
+void t_soft_keys(uint64_t seed, p11n_key **keys, uint8_t (*pubs)[P11N_PUBKEY_LEN], size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t priv[32];
+        size_t len = 0;
+        t_fill(priv, sizeof(priv), &seed);
+        int rc = p11n_key_from_private("secp256k1", priv, sizeof(priv), &keys[i]);
+        memset(priv, 0, sizeof(priv));
+        if (rc != P11N_OK || p11n_key_public(keys[i], pubs[i], P11N_PUBKEY_LEN, &len) != P11N_OK)
+            abort();
+    }
 }

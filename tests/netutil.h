@@ -51,6 +51,10 @@ void t_pump(p11n_ctx *const *ctxs, size_t n, int max_wait);
 /* Context options with the log sink (named `name`) at debug level. */
 p11n_ctx_options t_ctx_options(const char *name);
 
+/* n software secp256k1 keys from deterministic private keys (seed), and
+ * their compressed public keys; aborts on failure. */
+void t_soft_keys(uint64_t seed, p11n_key **keys, uint8_t (*pubs)[P11N_PUBKEY_LEN], size_t n);
+
 /* ---- one connection's view ----
  * t_side_cb with a t_side as its argument counts what happens to one
  * connection: established (the peer's identifier kept), messages (echoed

@@ -63,15 +63,7 @@ static p11n_ctx *ctxs[2];
 
 static void setup(void)
 {
-    uint64_t seed = 0x64696167;
-    for (int i = 0; i < NKEYS; i++) {
-        uint8_t priv[32];
-        size_t len = 0;
-        t_fill(priv, sizeof(priv), &seed);
-        if (p11n_key_from_private("secp256k1", priv, 32, &keys[i]) != P11N_OK
-            || p11n_key_public(keys[i], pubs[i], sizeof(pubs[i]), &len) != P11N_OK)
-            abort();
-    }
+    t_soft_keys(0x64696167, keys, pubs, NKEYS);
     p11n_ctx_options so = P11N_CTX_OPTIONS_INIT;
     so.log_record = on_record;
     CU_ASSERT_FATAL(p11n_ctx_new(&so, &ctxs[0]) == P11N_OK);

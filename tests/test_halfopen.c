@@ -104,15 +104,7 @@ static void keys_setup(void)
 {
     if (keys[0] != NULL)
         return;
-    uint64_t seed = 0x68616c666f70656e;
-    for (int i = 0; i < NKEYS; i++) {
-        uint8_t priv[32];
-        t_fill(priv, sizeof(priv), &seed);
-        size_t len = 0;
-        if (p11n_key_from_private("secp256k1", priv, 32, &keys[i]) != P11N_OK
-            || p11n_key_public(keys[i], pubs[i], sizeof(pubs[i]), &len) != P11N_OK)
-            abort();
-    }
+    t_soft_keys(0x68616c666f70656e, keys, pubs, NKEYS);
 }
 
 static p11n_ctx *ctxs[2];

@@ -27,15 +27,7 @@ static p11n_ctx *ctxs[3];
 
 static void setup(void)
 {
-    uint64_t seed = 0x737461747573;
-    for (int i = 0; i < NKEYS; i++) {
-        uint8_t priv[32];
-        size_t len = 0;
-        t_fill(priv, sizeof(priv), &seed);
-        if (p11n_key_from_private("secp256k1", priv, 32, &keys[i]) != P11N_OK
-            || p11n_key_public(keys[i], pubs[i], sizeof(pubs[i]), &len) != P11N_OK)
-            abort();
-    }
+    t_soft_keys(0x737461747573, keys, pubs, NKEYS);
     for (int i = 0; i < 3; i++) {
         p11n_ctx_options o = P11N_CTX_OPTIONS_INIT;
         o.log = t_log_cb;

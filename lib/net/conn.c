@@ -866,7 +866,8 @@ static void hs_refused(p11n_conn *c, int rc, unsigned cost)
             "connections would exceed max_token_ops (%u derivations; this step costs up to %u)",
             c->ctx->opt.max_token_ops, cost);
     else
-        snprintf(text, sizeof(text), "cannot hand the handshake to a worker");
+        snprintf(text, sizeof(text), "cannot hand the handshake to a worker: %s",
+            p11n_strerror(rc));
     p11n_conn_end(c, rc, text);
 }
 

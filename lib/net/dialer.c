@@ -158,17 +158,14 @@ static int proxy_send(p11n_dialer *d)
  * target (through Tor: a circuit, often seconds), so it gets
  * connect_timeout_ms, re-armed when the request goes out. Neither is
  * longer than connect_timeout_ms. */
-static unsigned proxy_deadline_ms(const p11n_ctx *ctx, int phase)
+static unsigned proxy_deadline_ms(const p11n_ctx *ctx, int phase, const char **option)
 {
-    if (phase == P11N_SOCKS5_CONNECT || ctx->opt.act1_timeout_ms > ctx->opt.connect_timeout_ms)
+    if (phase == P11N_SOCKS5_CONNECT || ctx->opt.act1_timeout_ms > ctx->opt.connect_timeout_ms) {
+        *option = "connect_timeout_ms";
         return ctx->opt.connect_timeout_ms;
+    }
+    *option = "act1_timeout_ms";
     return ctx->opt.act1_timeout_ms;
-}
-
-static const char *proxy_deadline_name(const p11n_ctx *ctx, int phase)
-{
-    return proxy_deadline_ms(ctx, phase) == ctx->opt.act1_timeout_ms
-            && phase != P11N_SOCKS5_CONNECT ? "act1_timeout_ms" : "connect_timeout_ms";
 }
 
 /* Arm the deadline of the phase the negotiation is in, once per phase. */
@@ -179,7 +176,8 @@ static void proxy_arm(p11n_dialer *d)
     if (d->timer.slot != 0 && connect == d->proxy_connecting)
         return;
     d->proxy_connecting = connect;
-    p11n_timer_arm(d->ctx, &d->timer, d->ctx->now + proxy_deadline_ms(d->ctx, phase));
+    const char *option;
+    p11n_timer_arm(d->ctx, &d->timer, d->ctx->now + proxy_deadline_ms(d->ctx, phase, &option));
 }
 
 static void proxy_begin(p11n_dialer *d)
@@ -414,6 +412,18 @@ static void begin(p11n_dialer *d)
         finish(d, rc, "cannot start resolving the host name");
 }
 
+/* The proxy phase's deadline passed: say which answer was missing and
+ * which option set the deadline. */
+static void proxy_timed_out(p11n_dialer *d)
+{
+    const char *option;
+    char text[TEXT_LEN];
+    unsigned ms = proxy_deadline_ms(d->ctx, p11n_socks5_phase(&d->socks), &option);
+    snprintf(text, sizeof(text), "timed out after %u ms %s (%s)", ms,
+        p11n_socks5_phase_text(&d->socks), option);
+    proxy_fail(d, P11N_ERR_TIMEOUT, text);
+}
+
 static void on_timer(void *obj)
 {
     p11n_dialer *d = obj;
@@ -436,11 +446,7 @@ static void on_timer(void *obj)
         try_next_address(d);
         return;
     case D_PROXY:
-        snprintf(text, sizeof(text), "timed out after %u ms %s (%s)",
-            proxy_deadline_ms(ctx, p11n_socks5_phase(&d->socks)),
-            p11n_socks5_phase_text(&d->socks),
-            proxy_deadline_name(ctx, p11n_socks5_phase(&d->socks)));
-        proxy_fail(d, P11N_ERR_TIMEOUT, text);
+        proxy_timed_out(d);
         return;
     }
 }

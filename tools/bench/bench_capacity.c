@@ -122,8 +122,7 @@ static p11n_ctx *cap_ctx(void)
 {
     p11n_ctx_options opt;
     p11n_ctx *ctx = NULL;
-    memset(&opt, 0, sizeof(opt));
-    opt.size = sizeof(opt);
+    opt = (p11n_ctx_options)P11N_CTX_OPTIONS_INIT;
     opt.log_level = P11N_LOG_ERROR;
     opt.max_handshakes = 4 * CAP_INFLIGHT;
     return p11n_ctx_new(&opt, &ctx) == P11N_OK ? ctx : NULL;

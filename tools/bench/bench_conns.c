@@ -41,8 +41,7 @@ static p11n_ctx *quiet_ctx(unsigned max_handshakes)
 {
     p11n_ctx_options opt;
     p11n_ctx *ctx = NULL;
-    memset(&opt, 0, sizeof(opt));
-    opt.size = sizeof(opt);
+    opt = (p11n_ctx_options)P11N_CTX_OPTIONS_INIT;
     opt.log_level = P11N_LOG_ERROR;
     opt.max_handshakes = max_handshakes;
     return p11n_ctx_new(&opt, &ctx) == P11N_OK ? ctx : NULL;
@@ -122,8 +121,7 @@ static int echo_serve(void *p)
     ctx = quiet_ctx(0);
     if (ctx == NULL || p11n_ceremony_input(ctx, a->client_pub, "client", 0) != P11N_OK)
         return -1;
-    memset(&lo, 0, sizeof(lo));
-    lo.size = sizeof(lo);
+    lo = (p11n_listen_options)P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = key;
     lo.ch.cb.established = srv_established;
     lo.ch.cb.message = srv_message;
@@ -209,8 +207,7 @@ static int client_connect(struct client *cl, p11n_key *key, struct conn_tag *tag
 {
     p11n_connect_options co;
     p11n_conn *c;
-    memset(&co, 0, sizeof(co));
-    co.size = sizeof(co);
+    co = (p11n_connect_options)P11N_CONNECT_OPTIONS_INIT;
     co.ch.key = key;
     co.ch.cb.established = cli_established;
     co.ch.cb.message = cli_message;

@@ -57,14 +57,12 @@ static int sink_serve(void *arg)
     const char *peers[1] = { "client" };
     uint16_t port;
 
-    memset(&co, 0, sizeof(co));
-    co.size = sizeof(co);
+    co = (p11n_ctx_options)P11N_CTX_OPTIONS_INIT;
     co.log_level = P11N_LOG_ERROR;
     if (p11n_ctx_new(&co, &ctx) != P11N_OK
         || p11n_ceremony_input(ctx, a->client_pub, "client", 0) != P11N_OK)
         return -1;
-    memset(&lo, 0, sizeof(lo));
-    lo.size = sizeof(lo);
+    lo = (p11n_listen_options)P11N_LISTEN_OPTIONS_INIT;
     lo.ch.key = a->key;
     lo.ch.cb.message = sink_message;
     lo.ch.cb.arg = &s;
@@ -190,11 +188,9 @@ int bench_loop_throughput(const bench_opts *o, size_t size, bench_stat *out)
     pid = bench_fork(sink_serve, &srv);
     if (pid < 0 || bench_read_all(fds[0], &port, sizeof(port)) != 0)
         goto done;
-    memset(&co, 0, sizeof(co));
-    co.size = sizeof(co);
+    co = (p11n_ctx_options)P11N_CTX_OPTIONS_INIT;
     co.log_level = P11N_LOG_ERROR;
-    memset(&cn, 0, sizeof(cn));
-    cn.size = sizeof(cn);
+    cn = (p11n_connect_options)P11N_CONNECT_OPTIONS_INIT;
     cn.ch.key = ckey;
     cn.ch.cb.established = pump_established;
     cn.ch.cb.message = pump_message;
